@@ -1,0 +1,110 @@
+// Property-list values and their XML and JSON codecs.
+//
+// Value is a tree of the eight plist types. Dicts keep insertion order so that a
+// parsed plist re-serializes with its keys in the original order. Values own
+// their children; copying deep-copies. Not thread-safe for concurrent mutation;
+// concurrent reads of a const Value are safe.
+//
+// Parse() never throws and never crashes on hostile input: malformed, truncated,
+// oversized or too deeply nested documents return InvalidArgument / TooLarge with
+// a message naming what was wrong and where (element path or byte offset).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "util/status.h"
+
+namespace orchard::plist {
+
+enum class Type { kString, kInteger, kReal, kBool, kDate, kData, kArray, kDict };
+const char* TypeName(Type t);
+
+class Value;
+using Array = std::vector<Value>;
+using Dict = std::vector<std::pair<std::string, Value>>;
+
+// A plist date: whole seconds since the Unix epoch (XML plists carry seconds).
+struct Date {
+  int64_t unix_seconds = 0;
+  bool operator==(const Date&) const = default;
+};
+// Raw bytes (plist <data>), kept distinct from strings.
+struct Data {
+  std::string bytes;
+  bool operator==(const Data&) const = default;
+};
+
+class Value {
+ public:
+  Value() : v_(Dict{}) {}  // an empty dict
+  static Value String(std::string s) { return Value(std::move(s)); }
+  static Value Integer(int64_t i) { return Value(i); }
+  static Value Real(double d) { return Value(d); }
+  static Value Bool(bool b) { return Value(b); }
+  static Value DateValue(int64_t unix_seconds) { return Value(Date{unix_seconds}); }
+  static Value DataValue(std::string bytes) { return Value(Data{std::move(bytes)}); }
+  static Value MakeArray(Array a = {}) { return Value(std::move(a)); }
+  static Value MakeDict(Dict d = {}) { return Value(std::move(d)); }
+
+  Type type() const { return static_cast<Type>(v_.index()); }
+  bool is(Type t) const { return type() == t; }
+
+  // Typed accessors: nullptr when the value has another type.
+  const std::string* AsString() const { return std::get_if<std::string>(&v_); }
+  const int64_t* AsInteger() const { return std::get_if<int64_t>(&v_); }
+  const double* AsReal() const { return std::get_if<double>(&v_); }
+  const bool* AsBool() const { return std::get_if<bool>(&v_); }
+  const Date* AsDate() const { return std::get_if<Date>(&v_); }
+  const Data* AsData() const { return std::get_if<Data>(&v_); }
+  const Array* AsArray() const { return std::get_if<Array>(&v_); }
+  Array* AsArray() { return std::get_if<Array>(&v_); }
+  const Dict* AsDict() const { return std::get_if<Dict>(&v_); }
+  Dict* AsDict() { return std::get_if<Dict>(&v_); }
+
+  // Dict helpers (return nullptr / no-op on non-dicts). Find is a linear scan.
+  const Value* Find(std::string_view key) const;
+  Value* Find(std::string_view key);
+  // Inserts or replaces key; returns the stored value. Requires a dict.
+  Value& Set(std::string key, Value v);
+  bool Erase(std::string_view key);
+  // Convenience: the string at key, or empty view if absent / not a string.
+  std::string_view GetString(std::string_view key) const;
+  // The bytes of <data> at key, or nullptr.
+  const std::string* GetData(std::string_view key) const;
+  // true/false at key, or fallback.
+  bool GetBool(std::string_view key, bool fallback) const;
+
+  bool operator==(const Value& o) const { return v_ == o.v_; }
+
+ private:
+  using Variant = std::variant<std::string, int64_t, double, bool, Date, Data, Array, Dict>;
+  template <typename T>
+  explicit Value(T&& v) : v_(std::forward<T>(v)) {}
+  Variant v_;
+};
+
+struct Limits {
+  size_t max_bytes = 8 * 1024 * 1024;  // whole document
+  int max_depth = 64;                  // nested arrays/dicts
+};
+
+// Parses an XML plist (with or without XML declaration / DOCTYPE).
+Result<Value> ParseXml(std::string_view xml, const Limits& limits = {});
+// Serializes as an XML plist (declaration, DOCTYPE, tab indentation).
+std::string ToXml(const Value& v);
+
+// JSON mapping: string, integer, real, bool, array and dict map directly;
+// <data> is {"$data": "<base64>"} and <date> is {"$date": "<RFC 3339>"} so that
+// JSON round-trips losslessly. Non-finite reals are written as null.
+std::string ToJson(const Value& v, bool pretty = false);
+// Parses JSON; integers without fraction/exponent that fit int64 become
+// Integer, other numbers Real; null is rejected (plists have no null).
+Result<Value> ParseJson(std::string_view json, const Limits& limits = {});
+
+}  // namespace orchard::plist
