@@ -1,0 +1,596 @@
+#include "api/admin_api.h"
+
+#include <charconv>
+#include <map>
+
+#include "log/log.h"
+#include "plist/plist.h"
+#include "util/encoding.h"
+
+namespace orchard::api {
+namespace {
+
+constexpr const char* kLog = "api";
+using plist::Value;
+
+http::Response Json(int status, const Value& v) {
+  return http::Response{status, "application/json", plist::ToJson(v) + "\n", {}};
+}
+
+http::Response Error(int status, const std::string& message) {
+  Value v;
+  v.Set("error", Value::String(message));
+  return Json(status, v);
+}
+
+http::Response FromStatus(const Status& st) {
+  switch (st.code()) {
+    case Code::kInvalidArgument: return Error(400, st.message());
+    case Code::kNotFound: return Error(404, st.message());
+    case Code::kTooLarge: return Error(413, st.message());
+    case Code::kAlreadyExists: return Error(409, st.message());
+    default: return Error(500, st.message());
+  }
+}
+
+std::vector<std::string> SplitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) {
+      auto dec = PercentDecode(std::string_view(path).substr(i, j - i));
+      parts.push_back(dec ? *dec : path.substr(i, j - i));
+    }
+    i = j + 1;
+  }
+  return parts;
+}
+
+std::vector<std::string> SplitIds(const std::string& ids) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= ids.size()) {
+    size_t j = ids.find(',', i);
+    if (j == std::string::npos) j = ids.size();
+    if (j > i) out.push_back(ids.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+Value Time(int64_t ms) { return ms ? Value::String(FormatRfc3339(ms)) : Value::String(""); }
+
+Value EnrollmentJson(const store::Enrollment& e) {
+  Value v;
+  v.Set("id", Value::String(e.id));
+  v.Set("type", Value::String(store::EnrollmentTypeName(e.type)));
+  if (!e.parent_id.empty()) v.Set("parent_id", Value::String(e.parent_id));
+  for (auto [k, s] : {std::pair{"udid", &e.udid}, {"enrollment_id", &e.enrollment_id},
+                      {"user_id", &e.user_id}, {"user_short_name", &e.user_short_name},
+                      {"user_long_name", &e.user_long_name},
+                      {"enrollment_user_id", &e.enrollment_user_id}, {"topic", &e.topic},
+                      {"serial_number", &e.serial}, {"model", &e.model},
+                      {"model_name", &e.model_name}, {"os_version", &e.os_version},
+                      {"build_version", &e.build_version}, {"product_name", &e.product_name},
+                      {"device_name", &e.device_name}, {"imei", &e.imei}, {"meid", &e.meid},
+                      {"cert_sha256", &e.cert_sha256}}) {
+    if (!s->empty()) v.Set(k, Value::String(*s));
+  }
+  v.Set("state", Value::String(store::EnrollmentStateName(e.state)));
+  v.Set("blocked", Value::Bool(e.blocked));
+  v.Set("generation", Value::Integer(e.generation));
+  v.Set("authenticated_at", Time(e.authenticated_ms));
+  v.Set("enrolled_at", Time(e.enrolled_ms));
+  v.Set("last_seen_at", Time(e.last_seen_ms));
+  if (e.checked_out_ms) v.Set("checked_out_at", Time(e.checked_out_ms));
+  v.Set("token_updates", Value::Integer(e.token_updates));
+  v.Set("awaiting_configuration", Value::Bool(e.awaiting_configuration));
+  // Secrets are never returned: only whether they are present.
+  v.Set("has_push_token", Value::Bool(!e.push_token.empty()));
+  v.Set("has_unlock_token", Value::Bool(!e.unlock_token.empty()));
+  v.Set("has_bootstrap_token", Value::Bool(!e.bootstrap_token.empty()));
+  if (e.last_push_ms) {
+    v.Set("last_push_at", Time(e.last_push_ms));
+    v.Set("last_push_id", Value::String(e.last_push_id));
+    if (!e.last_push_error.empty()) v.Set("last_push_error", Value::String(e.last_push_error));
+  }
+  return v;
+}
+
+Value QueueEntryJson(const store::QueueEntry& q) {
+  Value v;
+  v.Set("command_uuid", Value::String(q.command_uuid));
+  v.Set("request_type", Value::String(q.request_type));
+  v.Set("status", Value::String(q.status == store::QueueStatus::kNotNow ? "NotNow" : "Pending"));
+  v.Set("priority", Value::Integer(q.priority));
+  v.Set("enqueued_at", Time(q.enqueued_ms));
+  v.Set("last_sent_at", Time(q.last_sent_ms));
+  v.Set("not_now_count", Value::Integer(q.not_now_count));
+  v.Set("origin", Value::String(q.origin));
+  return v;
+}
+
+Value ResultJson(const store::CommandResult& r, bool with_response, const plist::Limits& limits) {
+  Value v;
+  v.Set("command_uuid", Value::String(r.command_uuid));
+  v.Set("request_type", Value::String(r.request_type));
+  v.Set("status", Value::String(r.status));
+  v.Set("enqueued_at", Time(r.enqueued_ms));
+  v.Set("received_at", Time(r.received_ms));
+  v.Set("not_now_count", Value::Integer(r.not_now_count));
+  v.Set("origin", Value::String(r.origin));
+  if (!r.error_chain.empty()) {
+    auto chain = plist::ParseJson(r.error_chain, limits);
+    if (chain.ok()) v.Set("error_chain", std::move(chain.value()));
+  }
+  if (with_response) {
+    auto parsed = plist::ParseXml(r.raw, limits);
+    if (parsed.ok()) v.Set("response", std::move(parsed.value()));
+  }
+  return v;
+}
+
+bool ParseInt(const std::string& s, int64_t* out) {
+  if (s.empty()) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+// NanoMDM's per-id result and overall status code.
+struct IdResults {
+  std::map<std::string, Value> by_id;
+  size_t failed = 0;
+  void Fail(const std::string& id, const char* key, const std::string& msg) {
+    Value& v = by_id[id];
+    if (!v.Find("command_error") && !v.Find("push_error")) ++failed;
+    v.Set(key, Value::String(msg));
+  }
+  void Ok(const std::string& id, const char* key, const std::string& msg) {
+    by_id[id].Set(key, Value::String(msg));
+  }
+  int HttpStatus(size_t total) const {
+    if (failed == 0) return 200;
+    return failed >= total ? 500 : 207;
+  }
+  Value StatusValue() const {
+    Value v;
+    for (const auto& [id, r] : by_id) v.Set(id, r);
+    return v;
+  }
+};
+
+}  // namespace
+
+bool AdminApi::Owns(const std::string& path) {
+  return path.rfind("/v1/", 0) == 0 || path == "/version";
+}
+
+std::string AdminApi::RouteLabel(const http::Request& r) {
+  auto parts = SplitPath(r.path);
+  if (parts.empty()) return "other";
+  if (parts[0] == "version") return "api_version";
+  if (parts.size() < 2) return "api_other";
+  std::string label = "api_" + parts[1];
+  if (parts[1] == "enrollments" && parts.size() >= 4) label += "_" + parts[3];
+  return label;
+}
+
+bool AdminApi::Authorized(const http::Request& r) const {
+  std::string_view auth = r.Header("Authorization");
+  std::string presented;
+  if (auth.rfind("Basic ", 0) == 0) {
+    auto dec = Base64Decode(auth.substr(6));
+    if (dec) {
+      auto colon = dec->find(':');
+      presented = colon == std::string::npos ? *dec : dec->substr(colon + 1);
+    }
+  } else if (auth.rfind("Bearer ", 0) == 0) {
+    presented = std::string(auth.substr(7));
+  } else if (auto k = r.Header("X-API-Key"); !k.empty()) {
+    presented = std::string(k);
+  }
+  if (presented.empty()) return false;
+  return SecretEquals(presented, options_.api_key);
+}
+
+http::Response AdminApi::Handle(const http::Request& r) {
+  if (options_.api_key.empty())
+    return Error(403, "the admin API is disabled: no api_key is configured");
+  if (!Authorized(r)) {
+    auto resp = Error(401, "missing or wrong API key");
+    resp.headers.emplace_back("WWW-Authenticate", "Basic realm=\"orchard\"");
+    return resp;
+  }
+  if (r.body.size() > options_.max_body_bytes)
+    return Error(413, "request body of " + std::to_string(r.body.size()) + " bytes exceeds the limit of " +
+                          std::to_string(options_.max_body_bytes));
+  auto p = SplitPath(r.path);
+  const std::string& m = r.method;
+  if (p.size() == 1 && p[0] == "version" && m == "GET") {
+    Value v;
+    v.Set("version", Value::String(options_.version));
+    return Json(200, v);
+  }
+  if (p.size() < 2 || p[0] != "v1") return Error(404, "no such route: " + r.path);
+  const std::string& what = p[1];
+  if (what == "enqueue" && p.size() == 3) {
+    if (m != "PUT" && m != "POST") return Error(405, "use PUT");
+    return Enqueue(r, p[2]);
+  }
+  if (what == "push" && p.size() == 3) {
+    if (m != "GET" && m != "POST") return Error(405, "use GET or POST");
+    return PushIds(p[2]);
+  }
+  if (what == "pushcert" && p.size() == 2) {
+    if (m != "PUT" && m != "POST") return Error(405, "use PUT");
+    return PutPushCert(r);
+  }
+  if (what == "pushcerts" && p.size() == 2 && m == "GET") return ListPushCerts();
+  if (what == "commands" && p.size() == 2) {
+    if (m != "POST") return Error(405, "use POST");
+    return EnqueueJson(r);
+  }
+  if (what == "events" && p.size() == 2 && m == "GET") return ListEvents(r);
+  if (what == "enrollments") {
+    if (p.size() == 2) return m == "GET" ? ListEnrollments(r) : Error(405, "use GET");
+    const std::string& id = p[2];
+    if (p.size() == 3) return m == "GET" ? GetEnrollment(id) : Error(405, "use GET");
+    const std::string& sub = p[3];
+    if (sub == "queue" && p.size() == 4) {
+      if (m == "GET") return GetQueue(id, r);
+      if (m == "DELETE") return ClearQueue(id);
+      return Error(405, "use GET or DELETE");
+    }
+    if (sub == "queue" && p.size() == 5)
+      return m == "DELETE" ? DeleteQueued(id, p[4]) : Error(405, "use DELETE");
+    if (sub == "results" && p.size() == 4) return m == "GET" ? ListResults(id, r) : Error(405, "use GET");
+    if (sub == "results" && p.size() == 5)
+      return m == "GET" ? GetResult(id, p[4], r) : Error(405, "use GET");
+    if (sub == "block" && p.size() == 4) {
+      if (m == "PUT" || m == "POST") return SetBlocked(id, true);
+      if (m == "DELETE") return SetBlocked(id, false);
+      return Error(405, "use PUT or DELETE");
+    }
+  }
+  return Error(404, "no such route: " + m + " " + r.path);
+}
+
+namespace {
+
+struct PreparedCommand {
+  std::string uuid, request_type, plist;
+};
+
+// Validates a command plist, giving it a CommandUUID if it has none.
+Result<PreparedCommand> PrepareCommand(Value v, const std::string& raw) {
+  if (!v.is(plist::Type::kDict)) return Status::InvalidArgument("command plist is not a dict");
+  const Value* cmd = v.Find("Command");
+  if (!cmd || !cmd->is(plist::Type::kDict))
+    return Status::InvalidArgument("command plist has no Command dict");
+  std::string_view rt = cmd->GetString("RequestType");
+  if (rt.empty()) return Status::InvalidArgument("Command has no RequestType");
+  PreparedCommand out;
+  out.request_type = std::string(rt);
+  std::string_view uuid = v.GetString("CommandUUID");
+  if (uuid.empty()) {
+    out.uuid = NewUuid();
+    v.Set("CommandUUID", Value::String(out.uuid));
+    out.plist = plist::ToXml(v);
+  } else {
+    if (uuid.size() > 128) return Status::InvalidArgument("CommandUUID is too long");
+    out.uuid = std::string(uuid);
+    out.plist = raw.empty() ? plist::ToXml(v) : raw;
+  }
+  return out;
+}
+
+}  // namespace
+
+http::Response AdminApi::Enqueue(const http::Request& r, const std::string& id_list) {
+  plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
+  auto v = plist::ParseXml(r.body, limits);
+  if (!v.ok()) return FromStatus(v.status());
+  auto cmd = PrepareCommand(std::move(v.value()), r.body);
+  if (!cmd.ok()) return FromStatus(cmd.status());
+  const bool nopush = r.HasParam("nopush") && r.Param("nopush") != "0";
+  return EnqueueToIds(SplitIds(id_list), {cmd->uuid, cmd->request_type, cmd->plist, 0, "api"}, nopush);
+}
+
+http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
+                                      const queue::NewCommand& nc, bool nopush) {
+  if (ids.empty()) return Error(400, "no enrollment ids given");
+  IdResults results;
+  std::vector<push::Target> targets;
+  const int64_t now = NowMillis();
+  for (const auto& id : ids) {
+    std::lock_guard lock(d_.locks->For(id));
+    auto e = d_.enrollments->Get(id);
+    if (!e.ok()) {
+      results.Fail(id, "command_error", e.status().message());
+      continue;
+    }
+    if (!e->has_value()) {
+      results.Fail(id, "command_error", "unknown enrollment");
+      continue;
+    }
+    events::Transaction txn(d_.events);
+    Status st = d_.queue->Enqueue(txn.batch(), id, nc, now);
+    if (st.ok()) {
+      txn.Emit({.type = events::type::kCommandEnqueued,
+                .time_ms = now,
+                .enrollment_id = id,
+                .command_uuid = nc.command_uuid,
+                .request_type = nc.request_type});
+      st = d_.events->Commit(txn);
+    }
+    if (!st.ok()) {
+      results.Fail(id, "command_error", st.message());
+      continue;
+    }
+    results.by_id[id];  // present, no error yet
+    if (nopush) continue;
+    if ((*e)->state == store::EnrollmentState::kEnrolled && !(*e)->push_token.empty())
+      targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic});
+    else
+      results.Fail(id, "push_error", "enrollment has no push token (not enrolled)");
+  }
+  if (!targets.empty()) {
+    for (const auto& o : d_.push->Push(targets)) {
+      if (o.ok) results.Ok(o.enrollment_id, "push_result", o.apns_id);
+      else results.Fail(o.enrollment_id, "push_error", o.error);
+    }
+  }
+  log::Info(kLog, "event=enqueue command_uuid={} request_type={} ids={} failed={} nopush={}",
+            nc.command_uuid, nc.request_type, ids.size(), results.failed, nopush);
+  Value out;
+  out.Set("status", results.StatusValue());
+  if (nopush) out.Set("no_push", Value::Bool(true));
+  out.Set("command_uuid", Value::String(nc.command_uuid));
+  out.Set("request_type", Value::String(nc.request_type));
+  return Json(results.HttpStatus(ids.size()), out);
+}
+
+http::Response AdminApi::EnqueueJson(const http::Request& r) {
+  plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
+  auto v = plist::ParseJson(r.body, limits);
+  if (!v.ok()) return FromStatus(v.status());
+  if (!v->is(plist::Type::kDict)) return Error(400, "body must be a JSON object");
+  const Value* ids = v->Find("enrollment_ids");
+  if (!ids || !ids->AsArray() || ids->AsArray()->empty())
+    return Error(400, "enrollment_ids must be a non-empty array of strings");
+  std::vector<std::string> id_vec;
+  for (const auto& id : *ids->AsArray()) {
+    if (!id.AsString() || id.AsString()->empty())
+      return Error(400, "enrollment_ids must be a non-empty array of strings");
+    id_vec.push_back(*id.AsString());
+  }
+  const Value* command = v->Find("command");
+  if (!command || !command->is(plist::Type::kDict))
+    return Error(400, "command must be an object with a RequestType");
+  int64_t priority = 0;
+  if (const Value* p = v->Find("priority")) {
+    if (!p->AsInteger() || *p->AsInteger() < 0 || *p->AsInteger() > 255)
+      return Error(400, "priority must be an integer from 0 to 255");
+    priority = *p->AsInteger();
+  }
+  // The server assigns the CommandUUID.
+  Value full;
+  full.Set("Command", *command);
+  auto cmd = PrepareCommand(std::move(full), "");
+  if (!cmd.ok()) return FromStatus(cmd.status());
+  return EnqueueToIds(id_vec,
+                      {cmd->uuid, cmd->request_type, cmd->plist, static_cast<int>(priority), "api"},
+                      v->GetBool("nopush", false));
+}
+
+http::Response AdminApi::PushIds(const std::string& id_list) {
+  auto ids = SplitIds(id_list);
+  if (ids.empty()) return Error(400, "no enrollment ids given");
+  IdResults results;
+  std::vector<push::Target> targets;
+  for (const auto& id : ids) {
+    auto e = d_.enrollments->Get(id);
+    if (!e.ok()) results.Fail(id, "push_error", e.status().message());
+    else if (!e->has_value()) results.Fail(id, "push_error", "unknown enrollment");
+    else if ((*e)->state != store::EnrollmentState::kEnrolled || (*e)->push_token.empty())
+      results.Fail(id, "push_error", "enrollment has no push token (not enrolled)");
+    else targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic});
+  }
+  for (const auto& o : d_.push->Push(targets)) {
+    if (o.ok) results.Ok(o.enrollment_id, "push_result", o.apns_id);
+    else results.Fail(o.enrollment_id, "push_error", o.error);
+  }
+  Value out;
+  out.Set("status", results.StatusValue());
+  return Json(results.HttpStatus(ids.size()), out);
+}
+
+http::Response AdminApi::PutPushCert(const http::Request& r) {
+  auto cert = push::ParsePushCert(r.body);
+  if (!cert.ok()) return FromStatus(cert.status());
+  Status st = d_.push_certs->Put(*cert);
+  if (!st.ok()) return FromStatus(st);
+  log::Info(kLog, "event=push_cert_stored topic={} not_after={}", cert->topic,
+            FormatRfc3339(cert->not_after_unix * 1000));
+  Value out;
+  out.Set("topic", Value::String(cert->topic));
+  out.Set("not_after", Value::String(FormatRfc3339(cert->not_after_unix * 1000)));
+  return Json(200, out);
+}
+
+http::Response AdminApi::ListPushCerts() {
+  auto certs = d_.push_certs->List();
+  if (!certs.ok()) return FromStatus(certs.status());
+  Value list = Value::MakeArray();
+  for (const auto& c : *certs) {
+    Value v;
+    v.Set("topic", Value::String(c.topic));
+    v.Set("not_after", Value::String(FormatRfc3339(c.not_after_unix * 1000)));
+    list.AsArray()->push_back(std::move(v));
+  }
+  Value out;
+  out.Set("push_certs", std::move(list));
+  return Json(200, out);
+}
+
+http::Response AdminApi::ListEnrollments(const http::Request& r) {
+  protocol::EnrollmentFilter f;
+  f.serial = r.Param("serial");
+  f.model = r.Param("model");
+  f.os_version = r.Param("os");
+  f.state = r.Param("state");
+  f.type = r.Param("type");
+  store::EnrollmentState ignored;
+  if (!f.state.empty() && !store::ParseEnrollmentState(f.state, &ignored))
+    return Error(400, "state must be authenticated, enrolled or checked_out");
+  if (r.HasParam("blocked")) f.blocked = r.Param("blocked") == "true" || r.Param("blocked") == "1";
+  int64_t limit = 100;
+  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 1000))
+    return Error(400, "limit must be an integer from 1 to 1000");
+  for (auto [name, field] : {std::pair{"seen_after", &f.seen_after_ms}, {"seen_before", &f.seen_before_ms}}) {
+    if (r.HasParam(name) && !ParseInt(r.Param(name), field))
+      return Error(400, std::string(name) + " must be a Unix time in milliseconds");
+  }
+  auto page = d_.enrollments->List(f, r.Param("cursor"), static_cast<size_t>(limit));
+  if (!page.ok()) return FromStatus(page.status());
+  Value list = Value::MakeArray();
+  for (const auto& e : page->items) list.AsArray()->push_back(EnrollmentJson(e));
+  Value out;
+  out.Set("enrollments", std::move(list));
+  out.Set("next_cursor", Value::String(page->next_cursor));
+  return Json(200, out);
+}
+
+http::Response AdminApi::GetEnrollment(const std::string& id) {
+  auto e = d_.enrollments->Get(id);
+  if (!e.ok()) return FromStatus(e.status());
+  if (!e->has_value()) return Error(404, "no enrollment " + id);
+  Value v = EnrollmentJson(**e);
+  auto depth = d_.queue->List(id, 100000);
+  if (depth.ok()) v.Set("queue_depth", Value::Integer(static_cast<int64_t>(depth->size())));
+  return Json(200, v);
+}
+
+http::Response AdminApi::GetQueue(const std::string& id, const http::Request& r) {
+  auto e = d_.enrollments->Get(id);
+  if (!e.ok()) return FromStatus(e.status());
+  if (!e->has_value()) return Error(404, "no enrollment " + id);
+  int64_t limit = 1000;
+  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 100000))
+    return Error(400, "limit must be an integer from 1 to 100000");
+  std::lock_guard lock(d_.locks->For(id));
+  auto entries = d_.queue->List(id, static_cast<size_t>(limit));
+  if (!entries.ok()) return FromStatus(entries.status());
+  Value list = Value::MakeArray();
+  for (const auto& q : *entries) list.AsArray()->push_back(QueueEntryJson(q));
+  Value out;
+  out.Set("enrollment_id", Value::String(id));
+  out.Set("commands", std::move(list));
+  return Json(200, out);
+}
+
+http::Response AdminApi::ClearQueue(const std::string& id) {
+  std::lock_guard lock(d_.locks->For(id));
+  store::Batch batch;
+  auto n = d_.queue->Clear(batch, id);
+  if (!n.ok()) return FromStatus(n.status());
+  Status st = d_.store->Write(batch);
+  if (!st.ok()) return FromStatus(st);
+  log::Info(kLog, "event=queue_cleared enrollment_id={} commands={}", id, *n);
+  Value out;
+  out.Set("removed", Value::Integer(static_cast<int64_t>(*n)));
+  return Json(200, out);
+}
+
+http::Response AdminApi::DeleteQueued(const std::string& id, const std::string& uuid) {
+  std::lock_guard lock(d_.locks->For(id));
+  auto loc = d_.queue->Find(id, uuid);
+  if (!loc.ok()) return FromStatus(loc.status());
+  if (!loc->has_value()) return Error(404, "command " + uuid + " is not queued for " + id);
+  store::Batch batch;
+  d_.queue->Remove(batch, id, **loc);
+  Status st = d_.store->Write(batch);
+  if (!st.ok()) return FromStatus(st);
+  log::Info(kLog, "event=queued_command_deleted enrollment_id={} command_uuid={}", id, uuid);
+  Value out;
+  out.Set("removed", Value::Integer(1));
+  return Json(200, out);
+}
+
+http::Response AdminApi::ListResults(const std::string& id, const http::Request& r) {
+  int64_t limit = 100;
+  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 10000))
+    return Error(400, "limit must be an integer from 1 to 10000");
+  auto results = d_.queue->ListResults(id, static_cast<size_t>(limit));
+  if (!results.ok()) return FromStatus(results.status());
+  plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
+  Value list = Value::MakeArray();
+  for (const auto& res : *results) list.AsArray()->push_back(ResultJson(res, false, limits));
+  Value out;
+  out.Set("enrollment_id", Value::String(id));
+  out.Set("results", std::move(list));
+  return Json(200, out);
+}
+
+http::Response AdminApi::GetResult(const std::string& id, const std::string& uuid,
+                                   const http::Request& r) {
+  auto res = d_.queue->GetResult(id, uuid);
+  if (!res.ok()) return FromStatus(res.status());
+  if (!res->has_value()) return Error(404, "no result for command " + uuid + " of " + id);
+  if (r.Param("format") == "plist") return http::Response{200, "application/xml", (*res)->raw, {}};
+  plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
+  return Json(200, ResultJson(**res, true, limits));
+}
+
+http::Response AdminApi::SetBlocked(const std::string& id, bool blocked) {
+  std::lock_guard lock(d_.locks->For(id));
+  auto prev = d_.enrollments->Get(id);
+  if (!prev.ok()) return FromStatus(prev.status());
+  if (!prev->has_value()) return Error(404, "no enrollment " + id);
+  store::Enrollment e = **prev;
+  e.blocked = blocked;
+  events::Transaction txn(d_.events);
+  d_.enrollments->Put(txn.batch(), *prev, e);
+  txn.Emit({.type = blocked ? events::type::kEnrollmentBlocked : events::type::kEnrollmentUnblocked,
+            .enrollment_id = id});
+  Status st = d_.events->Commit(txn);
+  if (!st.ok()) return FromStatus(st);
+  log::Info(kLog, "event={} enrollment_id={}", blocked ? "blocked" : "unblocked", id);
+  return Json(200, EnrollmentJson(e));
+}
+
+http::Response AdminApi::ListEvents(const http::Request& r) {
+  int64_t after = 0, limit = 100;
+  if (r.HasParam("after") && !ParseInt(r.Param("after"), &after))
+    return Error(400, "after must be an event sequence number");
+  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 10000))
+    return Error(400, "limit must be an integer from 1 to 10000");
+  auto evs = d_.events->Read(static_cast<uint64_t>(after), static_cast<size_t>(limit));
+  if (!evs.ok()) return FromStatus(evs.status());
+  plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
+  Value list = Value::MakeArray();
+  uint64_t last = static_cast<uint64_t>(after);
+  for (const auto& ev : *evs) {
+    Value v;
+    v.Set("seq", Value::Integer(static_cast<int64_t>(ev.seq)));
+    v.Set("type", Value::String(ev.type));
+    v.Set("time", Time(ev.time_ms));
+    v.Set("enrollment_id", Value::String(ev.enrollment_id));
+    if (!ev.command_uuid.empty()) v.Set("command_uuid", Value::String(ev.command_uuid));
+    if (!ev.request_type.empty()) v.Set("request_type", Value::String(ev.request_type));
+    if (!ev.payload_json.empty()) {
+      auto payload = plist::ParseJson(ev.payload_json, limits);
+      if (payload.ok()) v.Set("payload", std::move(payload.value()));
+    }
+    list.AsArray()->push_back(std::move(v));
+    last = ev.seq;
+  }
+  Value out;
+  out.Set("events", std::move(list));
+  out.Set("last_seq", Value::Integer(static_cast<int64_t>(last)));
+  return Json(200, out);
+}
+
+}  // namespace orchard::api

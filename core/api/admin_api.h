@@ -1,0 +1,79 @@
+// The admin API: HTTP + JSON, authenticated by an API key.
+//
+// NanoMDM-compatible routes (existing tools work unchanged):
+//   PUT  /v1/enqueue/{id,id,...}[?nopush=1]   raw command plist
+//   GET|POST /v1/push/{id,id,...}
+//   PUT  /v1/pushcert                          PEM certificate + private key
+//   GET  /version
+// with NanoMDM's JSON result shape and 200 (all ok) / 207 (some failed) / 500.
+// Orchard's own routes are listed in docs/api.md.
+//
+// The key may be sent as HTTP Basic auth (any user name, key as password, as
+// NanoMDM's tools do), "Authorization: Bearer KEY" or "X-API-Key: KEY"; it is
+// compared in constant time. Errors are JSON {"error": "..."} with 400, 401,
+// 404, 405, 413 or 500.
+// Thread-safety: Handle() may be called concurrently. Borrows its dependencies.
+#pragma once
+
+#include <string>
+
+#include "events/events.h"
+#include "http/server.h"
+#include "protocol/enrollments.h"
+#include "push/push.h"
+#include "queue/queue.h"
+#include "store/store.h"
+
+namespace orchard::api {
+
+struct Options {
+  std::string api_key;  // empty: the admin API answers 403 (disabled)
+  size_t max_body_bytes = 8 * 1024 * 1024;
+  int max_plist_depth = 64;
+  std::string version;
+};
+
+struct Deps {
+  store::Store* store;
+  events::EventLog* events;
+  queue::CommandQueue* queue;
+  protocol::Enrollments* enrollments;
+  protocol::EnrollmentLocks* locks;
+  push::PushProvider* push;
+  push::PushCertStore* push_certs;
+};
+
+class AdminApi {
+ public:
+  AdminApi(const Options& options, const Deps& deps) : options_(options), d_(deps) {}
+
+  // True if the path belongs to the admin API.
+  static bool Owns(const std::string& path);
+  // A stable route label for metrics (no ids).
+  static std::string RouteLabel(const http::Request& request);
+  http::Response Handle(const http::Request& request);
+
+ private:
+  bool Authorized(const http::Request& request) const;
+  http::Response Enqueue(const http::Request& request, const std::string& ids);
+  http::Response EnqueueJson(const http::Request& request);
+  http::Response EnqueueToIds(const std::vector<std::string>& ids, const queue::NewCommand& command,
+                              bool nopush);
+  http::Response PushIds(const std::string& ids);
+  http::Response PutPushCert(const http::Request& request);
+  http::Response ListPushCerts();
+  http::Response ListEnrollments(const http::Request& request);
+  http::Response GetEnrollment(const std::string& id);
+  http::Response GetQueue(const std::string& id, const http::Request& request);
+  http::Response ClearQueue(const std::string& id);
+  http::Response DeleteQueued(const std::string& id, const std::string& uuid);
+  http::Response ListResults(const std::string& id, const http::Request& request);
+  http::Response GetResult(const std::string& id, const std::string& uuid, const http::Request& request);
+  http::Response SetBlocked(const std::string& id, bool blocked);
+  http::Response ListEvents(const http::Request& request);
+
+  Options options_;
+  Deps d_;
+};
+
+}  // namespace orchard::api

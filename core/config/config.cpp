@@ -1,0 +1,251 @@
+#include "config/config.h"
+
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+namespace orchard::config {
+namespace {
+
+std::string Trim(std::string s) {
+  size_t a = s.find_first_not_of(" \t\r");
+  size_t b = s.find_last_not_of(" \t\r");
+  if (a == std::string::npos) return "";
+  return s.substr(a, b - a + 1);
+}
+
+Status Bad(const std::string& key, const std::string& why) {
+  return Status::InvalidArgument("config key '" + key + "': " + why);
+}
+
+Status ParseInt(const std::string& key, const std::string& v, int64_t lo, int64_t hi, int64_t* out) {
+  int64_t n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || p != v.data() + v.size()) return Bad(key, "not an integer: '" + v + "'");
+  if (n < lo || n > hi)
+    return Bad(key, v + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  *out = n;
+  return Status::Ok();
+}
+
+Status ParseBool(const std::string& key, const std::string& v, bool* out) {
+  if (v == "true" || v == "yes" || v == "on" || v == "1") *out = true;
+  else if (v == "false" || v == "no" || v == "off" || v == "0") *out = false;
+  else return Bad(key, "expected true or false, got '" + v + "'");
+  return Status::Ok();
+}
+
+Status ParseListen(const std::string& key, const std::string& v, Config* c) {
+  auto colon = v.rfind(':');
+  if (colon == std::string::npos) return Bad(key, "expected HOST:PORT, got '" + v + "'");
+  int64_t port;
+  ORCHARD_RETURN_IF_ERROR(ParseInt(key, v.substr(colon + 1), 0, 65535, &port));
+  std::string host = v.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty()) return Bad(key, "empty host in '" + v + "'");
+  c->listen_host = host;
+  c->listen_port = static_cast<uint16_t>(port);
+  return Status::Ok();
+}
+
+std::vector<std::string> SplitList(const std::string& v) {
+  std::vector<std::string> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item = Trim(item);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+using Setter = std::function<Status(const std::string& key, const std::string& value, Config*)>;
+
+Setter IntSetter(int64_t lo, int64_t hi, std::function<void(Config*, int64_t)> set) {
+  return [=](const std::string& k, const std::string& v, Config* c) {
+    int64_t n;
+    ORCHARD_RETURN_IF_ERROR(ParseInt(k, v, lo, hi, &n));
+    set(c, n);
+    return Status::Ok();
+  };
+}
+Setter BoolSetter(bool Config::*field) {
+  return [=](const std::string& k, const std::string& v, Config* c) {
+    return ParseBool(k, v, &(c->*field));
+  };
+}
+Setter StringSetter(std::string Config::*field) {
+  return [=](const std::string&, const std::string& v, Config* c) {
+    c->*field = v;
+    return Status::Ok();
+  };
+}
+
+const std::map<std::string, Setter>& Keys() {
+  static const std::map<std::string, Setter> keys = {
+      {"listen", ParseListen},
+      {"data_dir", StringSetter(&Config::data_dir)},
+      {"threads", IntSetter(1, 64, [](Config* c, int64_t n) { c->threads = int(n); })},
+      {"api_key", StringSetter(&Config::api_key)},
+      {"max_body_bytes",
+       IntSetter(4096, 256 << 20, [](Config* c, int64_t n) { c->max_body_bytes = size_t(n); })},
+      {"max_plist_depth", IntSetter(4, 512, [](Config* c, int64_t n) { c->max_plist_depth = int(n); })},
+      {"auth.cert_header", StringSetter(&Config::cert_header)},
+      {"auth.device_ca",
+       [](const std::string&, const std::string& v, Config* c) {
+         c->device_ca_files = SplitList(v);
+         return Status::Ok();
+       }},
+      {"auth.insecure_dev", BoolSetter(&Config::insecure_dev)},
+      {"checkin.user_authenticate",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v == "decline") c->user_authenticate_digest = false;
+         else if (v == "digest") c->user_authenticate_digest = true;
+         else return Bad(k, "expected 'decline' or 'digest', got '" + v + "'");
+         return Status::Ok();
+       }},
+      {"retention.results_hours",
+       IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->result_retention_hours = n; })},
+      {"retention.events_hours",
+       IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->event_retention_hours = n; })},
+      {"retention.sweep_seconds",
+       IntSetter(1, 86400, [](Config* c, int64_t n) { c->sweep_interval_seconds = n; })},
+      {"store.sync", BoolSetter(&Config::store_sync)},
+      {"log.level",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v != "debug" && v != "info" && v != "warn" && v != "error")
+           return Bad(k, "expected debug, info, warn or error, got '" + v + "'");
+         c->log_level = v;
+         return Status::Ok();
+       }},
+      {"metrics.enabled", BoolSetter(&Config::metrics_enabled)},
+  };
+  return keys;
+}
+
+Status Set(const std::string& key, const std::string& value, Config* c) {
+  auto it = Keys().find(key);
+  if (it == Keys().end()) return Status::InvalidArgument("unknown config key '" + key + "'");
+  return it->second(key, value, c);
+}
+
+}  // namespace
+
+Status ParseFile(const std::string& text, const std::string& filename, Config* config) {
+  std::istringstream in(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    auto hash = line.find('#');
+    if (hash != std::string::npos) line = line.substr(0, hash);
+    line = Trim(line);
+    if (line.empty()) continue;
+    auto eq = line.find('=');
+    const std::string where = filename + ":" + std::to_string(lineno) + ": ";
+    if (eq == std::string::npos)
+      return Status::InvalidArgument(where + "expected 'key = value', got '" + line + "'");
+    std::string key = Trim(line.substr(0, eq));
+    std::string value = Trim(line.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = value.substr(1, value.size() - 2);
+    Status st = Set(key, value, config);
+    if (!st.ok()) return Status::InvalidArgument(where + st.message());
+  }
+  return Status::Ok();
+}
+
+Status Validate(const Config& c) {
+  if (c.data_dir.empty()) return Bad("data_dir", "must not be empty");
+  if (!c.insecure_dev && c.device_ca_files.empty())
+    return Bad("auth.device_ca",
+               "no device CA configured: set auth.device_ca (or --device-ca), or use "
+               "--insecure-dev for local development");
+  if (!c.api_key.empty() && c.api_key.size() < 16)
+    return Bad("api_key", "must be at least 16 characters");
+  return Status::Ok();
+}
+
+std::string HelpText() {
+  return R"(orchardd - Orchard Apple MDM server
+
+Usage: orchardd [options]
+
+  --config FILE        read settings from FILE (key = value lines; see examples/orchard.conf)
+  --listen HOST:PORT   address for device and admin HTTP (default 127.0.0.1:9000;
+                       put nginx in front for TLS, see examples/nginx/)
+  --data-dir DIR       RocksDB data directory (default ./data)
+  --api-key KEY        admin API key, >= 16 chars (or env ORCHARD_API_KEY)
+  --device-ca FILE     PEM CA(s) that issue device identity certificates (repeatable)
+  --cert-header NAME   proxy header carrying the device certificate (default Client-Cert)
+  --threads N          HTTP worker threads (default 2)
+  --insecure-dev       DEVELOPMENT ONLY: trust devices that present no certificate
+  --log-level LEVEL    debug | info | warn | error (default info)
+  --help               show this text
+  --version            print the version
+
+Exit status is 2 for a bad configuration (the message names the key).
+)";
+}
+
+Result<LoadResult> Load(int argc, const char* const* argv) {
+  LoadResult out;
+  Config& c = out.config;
+  // First pass: the config file, so flags override it.
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--config") {
+      if (i + 1 >= argc) return Status::InvalidArgument("--config needs a FILE");
+      std::ifstream f(argv[i + 1]);
+      if (!f) return Status::InvalidArgument(std::string("cannot read config file ") + argv[i + 1]);
+      std::stringstream ss;
+      ss << f.rdbuf();
+      ORCHARD_RETURN_IF_ERROR(ParseFile(ss.str(), argv[i + 1], &c));
+    }
+  }
+  if (const char* env = std::getenv("ORCHARD_API_KEY"); env && *env) c.api_key = env;
+  static const std::map<std::string, std::string> kFlagKeys = {
+      {"--listen", "listen"},       {"--data-dir", "data_dir"},       {"--api-key", "api_key"},
+      {"--threads", "threads"},     {"--cert-header", "auth.cert_header"},
+      {"--log-level", "log.level"},
+  };
+  bool cleared_ca = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      out.show_help = true;
+      return out;
+    }
+    if (a == "--version") {
+      out.show_version = true;
+      return out;
+    }
+    if (a == "--insecure-dev") {
+      c.insecure_dev = true;
+      continue;
+    }
+    if (a == "--config") {
+      ++i;
+      continue;
+    }
+    if (a == "--device-ca") {
+      if (i + 1 >= argc) return Status::InvalidArgument("--device-ca needs a FILE");
+      if (!cleared_ca) c.device_ca_files.clear();
+      cleared_ca = true;
+      c.device_ca_files.push_back(argv[++i]);
+      continue;
+    }
+    auto it = kFlagKeys.find(a);
+    if (it == kFlagKeys.end()) return Status::InvalidArgument("unknown option " + a + " (see --help)");
+    if (i + 1 >= argc) return Status::InvalidArgument(a + " needs a value");
+    Status st = Set(it->second, argv[++i], &c);
+    if (!st.ok()) return Status::InvalidArgument(a + ": " + st.message());
+  }
+  ORCHARD_RETURN_IF_ERROR(Validate(c));
+  return out;
+}
+
+}  // namespace orchard::config

@@ -1,0 +1,61 @@
+// orchardd configuration: one immutable struct, validated at start-up.
+//
+// Sources, later ones winning: built-in defaults, the config file (--config),
+// the environment (ORCHARD_API_KEY), then command-line flags. Any bad value
+// stops the server with a message naming the key (and file line).
+//
+// File format: one `key = value` per line, `#` starts a comment, values may be
+// quoted with "..."; list values are comma-separated. See examples/orchard.conf.
+// Thread-safety: immutable after Load.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace orchard::config {
+
+struct Config {
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 9000;
+  std::string data_dir = "./data";
+  int threads = 2;                          // HTTP worker threads
+  std::string api_key;                      // admin API key (required for the admin API)
+  size_t max_body_bytes = 8 * 1024 * 1024;  // device and admin request bodies
+  int max_plist_depth = 64;
+
+  // Device identity.
+  std::string cert_header = "Client-Cert";  // proxy header carrying the device cert ("" = off)
+  std::vector<std::string> device_ca_files;
+  bool insecure_dev = false;  // development: trust devices without certificates
+
+  // Protocol choices.
+  bool user_authenticate_digest = false;  // false: 410 (decline user channel); true: digest challenge
+
+  // Retention and housekeeping.
+  int64_t result_retention_hours = 30 * 24;
+  int64_t event_retention_hours = 7 * 24;
+  int64_t sweep_interval_seconds = 300;
+
+  bool store_sync = false;  // fsync each write
+  std::string log_level = "info";
+  bool metrics_enabled = true;
+};
+
+struct LoadResult {
+  Config config;
+  bool show_help = false;
+  bool show_version = false;
+};
+
+// Parses argv (and the file it names with --config). Errors name the key.
+Result<LoadResult> Load(int argc, const char* const* argv);
+// Parses config file text into config (used by Load and tests).
+Status ParseFile(const std::string& text, const std::string& filename, Config* config);
+// Checks cross-field rules (e.g. a device CA or insecure_dev must be set).
+Status Validate(const Config& config);
+std::string HelpText();
+
+}  // namespace orchard::config

@@ -1,0 +1,164 @@
+#include "events/events.h"
+
+#include <algorithm>
+
+#include "log/log.h"
+#include "util/encoding.h"
+#include "util/record.h"
+
+namespace orchard::events {
+namespace {
+constexpr const char* kLog = "events";
+constexpr uint64_t kVersion = 1;
+constexpr char kCheckpointPrefix[] = "checkpoint/";
+
+uint64_t NowMicros() { return static_cast<uint64_t>(NowMillis()) * 1000; }
+}  // namespace
+
+std::string EventKey(uint64_t seq) {
+  std::string k;
+  PutBigEndian64(&k, seq);
+  return k;
+}
+
+std::string Event::Encode() const {
+  RecordWriter w;
+  w.PutVarint(kVersion);
+  w.PutString(type);
+  w.PutSigned(time_ms);
+  w.PutString(enrollment_id);
+  w.PutString(command_uuid);
+  w.PutString(request_type);
+  w.PutString(payload_json);
+  return w.Take();
+}
+
+Result<Event> Event::Decode(uint64_t seq, std::string_view bytes) {
+  RecordReader r(bytes);
+  if (r.GetVarint() != kVersion) return Status::Internal("corrupt event record");
+  Event e;
+  e.seq = seq;
+  e.type = r.GetString();
+  e.time_ms = r.GetSigned();
+  e.enrollment_id = r.GetString();
+  e.command_uuid = r.GetString();
+  e.request_type = r.GetString();
+  e.payload_json = r.GetString();
+  if (r.corrupt()) return Status::Internal("corrupt event record");
+  return e;
+}
+
+Transaction::Transaction(EventLog* log) : log_(log) {}
+Transaction::~Transaction() {
+  if (!seqs_.empty()) log_->Release(seqs_);  // abandoned
+}
+
+uint64_t Transaction::Emit(Event event) {
+  event.seq = log_->Reserve();
+  if (event.time_ms == 0) event.time_ms = NowMillis();
+  seqs_.push_back(event.seq);
+  batch_.Put(store::Cf::kEvents, EventKey(event.seq), event.Encode());
+  return event.seq;
+}
+
+Result<std::unique_ptr<EventLog>> EventLog::Open(store::Store* store) {
+  auto last = store->LastKey(store::Cf::kEvents);
+  if (!last.ok()) return last.status();
+  uint64_t next = NowMicros();  // survives full pruning: never reuses a number
+  if (last->has_value() && (*last)->size() == 8) next = std::max(next, GetBigEndian64(**last) + 1);
+  return std::unique_ptr<EventLog>(new EventLog(store, next));
+}
+
+uint64_t EventLog::Reserve() {
+  std::lock_guard lock(mu_);
+  uint64_t seq = next_++;
+  in_flight_.insert(seq);
+  return seq;
+}
+
+void EventLog::Release(const std::vector<uint64_t>& seqs) {
+  {
+    std::lock_guard lock(mu_);
+    for (auto s : seqs) in_flight_.erase(s);
+  }
+  cv_.notify_all();
+}
+
+Status EventLog::Commit(Transaction& txn) {
+  Status st = store_->Write(txn.batch_);
+  Release(txn.seqs_);  // committed or failed: either way no longer in flight
+  txn.seqs_.clear();
+  return st;
+}
+
+uint64_t EventLog::Watermark() {
+  std::lock_guard lock(mu_);
+  return in_flight_.empty() ? next_ - 1 : *in_flight_.begin() - 1;
+}
+
+Result<std::vector<Event>> EventLog::Read(uint64_t after, size_t limit) {
+  const uint64_t mark = Watermark();
+  std::vector<Event> out;
+  if (after >= mark) return out;
+  auto it = store_->Scan(store::Cf::kEvents, EventKey(after + 1), EventKey(mark + 1));
+  for (; it->Valid() && out.size() < limit; it->Next()) {
+    auto k = it->key();
+    if (k.size() != 8) continue;
+    auto ev = Event::Decode(GetBigEndian64(k), it->value());
+    if (!ev.ok()) {
+      log::Error(kLog, "event=corrupt_event seq={}", GetBigEndian64(k));
+      continue;
+    }
+    out.push_back(std::move(ev.value()));
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+bool EventLog::WaitFor(uint64_t after, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  auto ready = [&] {
+    uint64_t mark = in_flight_.empty() ? next_ - 1 : *in_flight_.begin() - 1;
+    return mark > after && store_ != nullptr;
+  };
+  return cv_.wait_for(lock, timeout, ready);
+}
+
+Status EventLog::SetCheckpoint(const std::string& consumer, uint64_t seq) {
+  store::Batch b;
+  b.Put(store::Cf::kMeta, kCheckpointPrefix + consumer, EventKey(seq));
+  return store_->Write(b);
+}
+
+Result<uint64_t> EventLog::GetCheckpoint(const std::string& consumer) {
+  auto r = store_->Get(store::Cf::kMeta, kCheckpointPrefix + consumer);
+  if (!r.ok()) return r.status();
+  if (!r->has_value() || (*r)->size() != 8) return uint64_t{0};
+  return GetBigEndian64(**r);
+}
+
+Result<uint64_t> EventLog::Prune(int64_t min_age_ms, size_t max_batch) {
+  // The lowest checkpoint bounds what may go; with no consumers, age alone decides.
+  uint64_t limit = Watermark();
+  std::string lower = kCheckpointPrefix;
+  auto cps = store_->Scan(store::Cf::kMeta, lower, store::PrefixEnd(lower));
+  for (; cps->Valid(); cps->Next()) {
+    if (cps->value().size() == 8) limit = std::min(limit, GetBigEndian64(cps->value()));
+  }
+  ORCHARD_RETURN_IF_ERROR(cps->status());
+  const int64_t cutoff = NowMillis() - min_age_ms;
+  uint64_t removed = 0;
+  store::Batch b;
+  auto it = store_->Scan(store::Cf::kEvents, EventKey(0), EventKey(limit + 1));
+  for (; it->Valid() && b.Count() < max_batch; it->Next()) {
+    auto ev = Event::Decode(GetBigEndian64(it->key()), it->value());
+    if (ev.ok() && ev->time_ms > cutoff) break;  // events are in time order
+    b.Delete(store::Cf::kEvents, it->key());
+    ++removed;
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  ORCHARD_RETURN_IF_ERROR(store_->Write(b));
+  return removed;
+}
+
+}  // namespace orchard::events

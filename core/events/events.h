@@ -1,0 +1,124 @@
+// The durable event stream (outbox).
+//
+// Every state change the core makes (a device check-in, a command result, an
+// admin action) is written together with the typed event that describes it, in
+// one RocksDB WriteBatch: either both land or neither does. Consumers (the Lua
+// policy engine, plugins, webhooks) read events in sequence order and store a
+// checkpoint; after a crash they resume from it, so delivery is at-least-once.
+//
+// Sequence numbers are unique and increasing. Because concurrent transactions
+// may commit out of order, readers only see events up to the committed
+// watermark: the highest sequence below which every reserved sequence has been
+// committed or abandoned. So a consumer never checkpoints past a hole that a
+// slower writer is about to fill.
+//
+// Thread-safety: EventLog and its methods are safe for concurrent use.
+// Transaction is single-threaded. EventLog borrows the Store (must outlive it).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+#include "util/status.h"
+
+namespace orchard::events {
+
+// Event type names (stable strings; consumers match on them).
+namespace type {
+inline constexpr const char* kEnrollmentAuthenticated = "enrollment.authenticated";
+inline constexpr const char* kEnrollmentTokenUpdated = "enrollment.token_updated";
+inline constexpr const char* kEnrollmentCheckedOut = "enrollment.checked_out";
+inline constexpr const char* kEnrollmentBlocked = "enrollment.blocked";
+inline constexpr const char* kEnrollmentUnblocked = "enrollment.unblocked";
+inline constexpr const char* kBootstrapTokenSet = "enrollment.bootstrap_token_set";
+inline constexpr const char* kCommandEnqueued = "command.enqueued";
+inline constexpr const char* kCommandAcknowledged = "command.acknowledged";
+inline constexpr const char* kCommandError = "command.error";
+inline constexpr const char* kCommandNotNow = "command.not_now";
+inline constexpr const char* kCommandFormatError = "command.format_error";
+inline constexpr const char* kDeviceIdle = "device.idle";
+}  // namespace type
+
+struct Event {
+  uint64_t seq = 0;  // assigned by Transaction::Emit
+  std::string type;
+  int64_t time_ms = 0;
+  std::string enrollment_id;
+  std::string command_uuid;
+  std::string request_type;
+  // Event-specific data as JSON (the plist JSON mapping: <data> is {"$data": b64}).
+  // For command events this is the parsed device report; secrets are removed.
+  std::string payload_json;
+
+  std::string Encode() const;
+  static Result<Event> Decode(uint64_t seq, std::string_view bytes);
+};
+
+class EventLog;
+
+// Collects the writes and events of one state change; commit with EventLog::Commit.
+// Dropping an uncommitted Transaction abandons it (nothing is written).
+class Transaction {
+ public:
+  explicit Transaction(EventLog* log);
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  store::Batch& batch() { return batch_; }
+  // Reserves a sequence number and adds the event to the batch.
+  uint64_t Emit(Event event);
+  const std::vector<uint64_t>& sequences() const { return seqs_; }
+
+ private:
+  friend class EventLog;
+  EventLog* log_;
+  store::Batch batch_;
+  std::vector<uint64_t> seqs_;
+};
+
+class EventLog {
+ public:
+  // Recovers the next sequence number from the store.
+  static Result<std::unique_ptr<EventLog>> Open(store::Store* store);
+
+  // Writes the transaction's batch; on success its events become visible to
+  // readers (once earlier reservations settle). On failure nothing is written.
+  Status Commit(Transaction& txn);
+
+  // Up to `limit` committed events with seq > after, in order.
+  Result<std::vector<Event>> Read(uint64_t after, size_t limit);
+  // Blocks until an event with seq > after is committed or the timeout passes.
+  // Returns true if one is available.
+  bool WaitFor(uint64_t after, std::chrono::milliseconds timeout);
+  uint64_t Watermark();
+
+  Status SetCheckpoint(const std::string& consumer, uint64_t seq);
+  Result<uint64_t> GetCheckpoint(const std::string& consumer);
+  // Deletes events older than min_age_ms whose seq is at or below every
+  // registered consumer's checkpoint. Returns the number removed.
+  Result<uint64_t> Prune(int64_t min_age_ms, size_t max_batch = 10000);
+
+  // Internal (used by Transaction).
+  uint64_t Reserve();
+  void Release(const std::vector<uint64_t>& seqs);
+
+ private:
+  explicit EventLog(store::Store* store, uint64_t next) : store_(store), next_(next) {}
+  store::Store* store_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t next_;                  // next sequence to hand out
+  std::set<uint64_t> in_flight_;   // reserved, not yet committed/abandoned
+};
+
+std::string EventKey(uint64_t seq);
+
+}  // namespace orchard::events

@@ -1,0 +1,422 @@
+#include "protocol/service.h"
+
+#include "log/log.h"
+#include "util/encoding.h"
+
+namespace orchard::protocol {
+namespace {
+
+constexpr const char* kLog = "protocol";
+
+DeviceResponse Empty(std::string kind) {
+  DeviceResponse r;
+  r.kind = std::move(kind);
+  return r;
+}
+
+DeviceResponse Fail(int status, std::string kind, std::string error) {
+  DeviceResponse r;
+  r.status = status;
+  r.kind = std::move(kind);
+  r.error = std::move(error);
+  r.content_type = "text/plain; charset=utf-8";
+  r.body = r.error + "\n";
+  return r;
+}
+
+DeviceResponse Plist(std::string kind, const plist::Value& v) {
+  DeviceResponse r;
+  r.kind = std::move(kind);
+  r.content_type = "application/xml; charset=UTF-8";
+  r.body = plist::ToXml(v);
+  return r;
+}
+
+DeviceResponse FromStatus(const Status& st, std::string kind) {
+  switch (st.code()) {
+    case Code::kInvalidArgument:
+    case Code::kTooLarge:
+      return Fail(st.code() == Code::kTooLarge ? 413 : 400, std::move(kind), st.message());
+    case Code::kUnauthenticated:
+    case Code::kPermissionDenied:
+      return Fail(403, std::move(kind), st.message());
+    default:
+      return Fail(500, std::move(kind), "server error: " + st.message());
+  }
+}
+
+// A stored copy of the device report's JSON without secrets, for events.
+std::string EventPayload(const plist::Value& body) { return plist::ToJson(WithoutSecrets(body)); }
+
+}  // namespace
+
+DeviceResponse Service::Handle(const DeviceRequest& request) {
+  Endpoint ep = request.endpoint;
+  if (ep == Endpoint::kAuto) {
+    // One path serves both: the check-in content type says check-in; anything
+    // else (including no Content-Type) is a command report.
+    std::string_view ct = request.content_type;
+    ep = ct.substr(0, kCheckinContentType.size()) == kCheckinContentType ? Endpoint::kCheckin
+                                                                          : Endpoint::kConnect;
+  }
+  return ep == Endpoint::kCheckin ? HandleCheckin(request) : HandleReport(request);
+}
+
+Status Service::CheckIdentity(const DeviceRequest& request, const std::string& message_type,
+                              const std::string& device_id, auth::Identity* identity) {
+  auto id = d_.auth->Identify(request.presented);
+  if (!id.ok()) return id.status();
+  *identity = std::move(id.value());
+  if (identity->anonymous || message_type == "Authenticate") return Status::Ok();
+  auto bound = d_.enrollments->BoundTo(identity->cert_sha256);
+  if (!bound.ok()) return bound.status();
+  if (!bound->has_value())
+    return Status::PermissionDenied("certificate " + identity->cert_sha256.substr(0, 16) +
+                                    "… is not bound to any enrollment; the device must Authenticate");
+  if (**bound != device_id)
+    return Status::PermissionDenied("certificate " + identity->cert_sha256.substr(0, 16) +
+                                    "… is bound to another enrollment");
+  return Status::Ok();
+}
+
+DeviceResponse Service::HandleCheckin(const DeviceRequest& request) {
+  auto msg = DecodeCheckin(request.body, options_.limits);
+  if (!msg.ok()) return FromStatus(msg.status(), "checkin");
+  const std::string& type = msg->message_type;
+  auth::Identity identity;
+  Status st = CheckIdentity(request, type, msg->ids.device_id, &identity);
+  if (!st.ok()) {
+    log::Warn(kLog, "event=identity_refused type={} enrollment_id={} reason=\"{}\"", type,
+              msg->ids.id, st.message());
+    return FromStatus(st, type);
+  }
+  // A device an admin blocked is unenrolled on purpose, whatever it sends.
+  auto device = d_.enrollments->Get(msg->ids.device_id);
+  if (!device.ok()) return FromStatus(device.status(), type);
+  if (device->has_value() && (*device)->blocked) {
+    log::Info(kLog, "event=blocked_device_unenrolled type={} enrollment_id={}", type, msg->ids.id);
+    return Fail(401, type, "device is blocked");
+  }
+
+  if (type == "Authenticate") return Authenticate(*msg, identity);
+  if (type == "TokenUpdate") return TokenUpdate(*msg);
+  if (type == "CheckOut") return CheckOut(*msg);
+  if (type == "UserAuthenticate") return UserAuthenticate(*msg);
+  if (type == "SetBootstrapToken") return SetBootstrapToken(*msg);
+  if (type == "GetBootstrapToken") return GetBootstrapToken(*msg);
+  if (type == "GetToken") {
+    std::string service(msg->body.GetString("TokenServiceType"));
+    return Fail(400, type,
+                "no handler for token service type '" + service + "' is configured");
+  }
+  if (type == "DeclarativeManagement")
+    return Fail(400, type, "declarative management is not configured on this server");
+  return Fail(400, "checkin", "unknown check-in MessageType '" + type + "'");
+}
+
+DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Identity& identity) {
+  const std::string& type = msg.message_type;
+  if (msg.ids.id != msg.ids.device_id)
+    return Fail(400, type, "Authenticate must come from the device channel (no user keys)");
+  const std::string& id = msg.ids.id;
+  std::lock_guard lock(d_.locks->For(id));
+
+  if (!identity.anonymous) {
+    auto bound = d_.enrollments->BoundTo(identity.cert_sha256);
+    if (!bound.ok()) return FromStatus(bound.status(), type);
+    if (bound->has_value() && **bound != id) {
+      log::Warn(kLog, "event=identity_refused type=Authenticate enrollment_id={} reason=cert_bound_elsewhere",
+                id);
+      return Fail(403, type, "certificate is bound to another enrollment");
+    }
+  }
+  auto prev = d_.enrollments->Get(id);
+  if (!prev.ok()) return FromStatus(prev.status(), type);
+
+  const int64_t now = NowMillis();
+  store::Enrollment e = prev->value_or(store::Enrollment{});
+  const bool re_enroll = prev->has_value();
+  events::Transaction txn(d_.events);
+  if (re_enroll) {
+    // A fresh enrollment: the old queue is cleared, as the established servers do.
+    auto cleared = d_.queue->Clear(txn.batch(), id);
+    if (!cleared.ok()) return FromStatus(cleared.status(), type);
+    if (*cleared)
+      log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
+                *cleared);
+    if (!e.cert_sha256.empty() && e.cert_sha256 != identity.cert_sha256)
+      d_.enrollments->Unbind(txn.batch(), e.cert_sha256);  // renewed identity replaces the old
+  }
+  e.id = id;
+  e.type = msg.ids.type;
+  e.udid = std::string(msg.body.GetString("UDID"));
+  e.enrollment_id = std::string(msg.body.GetString("EnrollmentID"));
+  e.topic = std::string(msg.body.GetString("Topic"));
+  e.serial = std::string(msg.body.GetString("SerialNumber"));
+  e.model = std::string(msg.body.GetString("Model"));
+  e.model_name = std::string(msg.body.GetString("ModelName"));
+  e.os_version = std::string(msg.body.GetString("OSVersion"));
+  e.build_version = std::string(msg.body.GetString("BuildVersion"));
+  e.product_name = std::string(msg.body.GetString("ProductName"));
+  e.device_name = std::string(msg.body.GetString("DeviceName"));
+  e.imei = std::string(msg.body.GetString("IMEI"));
+  e.meid = std::string(msg.body.GetString("MEID"));
+  e.state = store::EnrollmentState::kAuthenticated;
+  e.generation += 1;
+  e.authenticated_ms = now;
+  e.last_seen_ms = now;
+  e.awaiting_configuration = false;
+  e.cert_sha256 = identity.cert_sha256;
+  if (!identity.anonymous) d_.enrollments->Bind(txn.batch(), identity.cert_sha256, id);
+  d_.enrollments->Put(txn.batch(), *prev, e);
+
+  plist::Value payload = WithoutSecrets(msg.body);
+  payload.Set("ReEnrollment", plist::Value::Bool(re_enroll));
+  txn.Emit({.type = events::type::kEnrollmentAuthenticated,
+            .time_ms = now,
+            .enrollment_id = id,
+            .payload_json = plist::ToJson(payload)});
+  Status st = d_.events->Commit(txn);
+  if (!st.ok()) return FromStatus(st, type);
+  log::Info(kLog, "event=authenticate enrollment_id={} serial={} re_enroll={} generation={}", id,
+            e.serial, re_enroll, e.generation);
+  return Empty(type);
+}
+
+DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
+  const std::string& type = msg.message_type;
+  const std::string& id = msg.ids.id;
+  const std::string* token = msg.body.GetData("Token");
+  std::string_view magic = msg.body.GetString("PushMagic");
+  if (!token || token->empty()) return Fail(400, type, "TokenUpdate without Token data");
+  if (magic.empty()) return Fail(400, type, "TokenUpdate without PushMagic");
+
+  std::lock_guard lock(d_.locks->For(id));
+  auto prev = d_.enrollments->Get(id);
+  if (!prev.ok()) return FromStatus(prev.status(), type);
+  store::Enrollment e;
+  if (prev->has_value()) {
+    e = **prev;
+  } else if (msg.ids.id == msg.ids.device_id) {
+    return Fail(400, type, "unknown enrollment " + id + ": the device must Authenticate first");
+  } else {
+    // First TokenUpdate of a user channel creates it under its device.
+    auto parent = d_.enrollments->Get(msg.ids.device_id);
+    if (!parent.ok()) return FromStatus(parent.status(), type);
+    if (!parent->has_value())
+      return Fail(400, type, "user channel for unknown device " + msg.ids.device_id);
+    e.id = id;
+    e.type = msg.ids.type;
+    e.parent_id = msg.ids.device_id;
+    e.udid = (*parent)->udid;
+    e.enrollment_id = (*parent)->enrollment_id;
+    e.serial = (*parent)->serial;
+    e.cert_sha256 = (*parent)->cert_sha256;
+    e.authenticated_ms = NowMillis();
+  }
+  const int64_t now = NowMillis();
+  const bool first = e.state != store::EnrollmentState::kEnrolled;
+  e.push_token = *token;
+  e.push_magic = std::string(magic);
+  if (auto t = msg.body.GetString("Topic"); !t.empty()) e.topic = std::string(t);
+  if (const std::string* unlock = msg.body.GetData("UnlockToken")) e.unlock_token = *unlock;
+  e.awaiting_configuration = msg.body.GetBool("AwaitingConfiguration", false);
+  for (auto [key, field] : {std::pair{"UserID", &e.user_id}, {"UserShortName", &e.user_short_name},
+                            {"UserLongName", &e.user_long_name},
+                            {"EnrollmentUserID", &e.enrollment_user_id}}) {
+    if (auto v = msg.body.GetString(key); !v.empty()) *field = std::string(v);
+  }
+  e.state = store::EnrollmentState::kEnrolled;
+  if (first) e.enrolled_ms = now;
+  e.token_updates += 1;
+  e.last_seen_ms = now;
+
+  events::Transaction txn(d_.events);
+  d_.enrollments->Put(txn.batch(), *prev, e);
+  plist::Value payload = WithoutSecrets(msg.body);
+  payload.Set("FirstTokenUpdate", plist::Value::Bool(first));
+  txn.Emit({.type = events::type::kEnrollmentTokenUpdated,
+            .time_ms = now,
+            .enrollment_id = id,
+            .payload_json = plist::ToJson(payload)});
+  Status st = d_.events->Commit(txn);
+  if (!st.ok()) return FromStatus(st, type);
+  log::Info(kLog, "event=token_update enrollment_id={} first={} awaiting_configuration={}", id,
+            first, e.awaiting_configuration);
+  return Empty(type);
+}
+
+DeviceResponse Service::CheckOut(const CheckinMessage& msg) {
+  const std::string& type = msg.message_type;
+  const std::string& id = msg.ids.id;
+  std::lock_guard lock(d_.locks->For(id));
+  auto prev = d_.enrollments->Get(id);
+  if (!prev.ok()) return FromStatus(prev.status(), type);
+  if (!prev->has_value()) return Fail(400, type, "unknown enrollment " + id);
+  store::Enrollment e = **prev;
+  const int64_t now = NowMillis();
+  e.state = store::EnrollmentState::kCheckedOut;
+  e.checked_out_ms = now;
+  e.last_seen_ms = now;
+  events::Transaction txn(d_.events);
+  d_.enrollments->Put(txn.batch(), *prev, e);
+  txn.Emit({.type = events::type::kEnrollmentCheckedOut,
+            .time_ms = now,
+            .enrollment_id = id,
+            .payload_json = EventPayload(msg.body)});
+  Status st = d_.events->Commit(txn);
+  if (!st.ok()) return FromStatus(st, type);
+  log::Info(kLog, "event=checkout enrollment_id={}", id);
+  return Empty(type);
+}
+
+DeviceResponse Service::UserAuthenticate(const CheckinMessage& msg) {
+  const std::string& type = msg.message_type;
+  if (!options_.user_authenticate_digest) {
+    log::Info(kLog, "event=user_authenticate_declined enrollment_id={}", msg.ids.id);
+    return Fail(410, type, "user channel is not managed by this server");
+  }
+  if (msg.body.Find("DigestResponse") == nullptr) {
+    plist::Value challenge;
+    challenge.Set("DigestChallenge", plist::Value::String(""));
+    return Plist(type, challenge);
+  }
+  return Empty(type);
+}
+
+DeviceResponse Service::SetBootstrapToken(const CheckinMessage& msg) {
+  const std::string& type = msg.message_type;
+  const std::string& id = msg.ids.device_id;
+  std::lock_guard lock(d_.locks->For(id));
+  auto prev = d_.enrollments->Get(id);
+  if (!prev.ok()) return FromStatus(prev.status(), type);
+  if (!prev->has_value()) return Fail(400, type, "unknown enrollment " + id);
+  store::Enrollment e = **prev;
+  const std::string* token = msg.body.GetData("BootstrapToken");
+  e.bootstrap_token = token ? *token : std::string();
+  e.last_seen_ms = NowMillis();
+  events::Transaction txn(d_.events);
+  d_.enrollments->Put(txn.batch(), *prev, e);
+  txn.Emit({.type = events::type::kBootstrapTokenSet,
+            .enrollment_id = id,
+            .payload_json = EventPayload(msg.body)});
+  Status st = d_.events->Commit(txn);
+  if (!st.ok()) return FromStatus(st, type);
+  log::Info(kLog, "event=bootstrap_token_set enrollment_id={} present={}", id, token != nullptr);
+  return Empty(type);
+}
+
+DeviceResponse Service::GetBootstrapToken(const CheckinMessage& msg) {
+  const std::string& type = msg.message_type;
+  auto e = d_.enrollments->Get(msg.ids.device_id);
+  if (!e.ok()) return FromStatus(e.status(), type);
+  if (!e->has_value()) return Fail(400, type, "unknown enrollment " + msg.ids.device_id);
+  if ((*e)->bootstrap_token.empty()) return Empty(type);
+  plist::Value v;
+  v.Set("BootstrapToken", plist::Value::DataValue((*e)->bootstrap_token));
+  return Plist(type, v);
+}
+
+DeviceResponse Service::HandleReport(const DeviceRequest& request) {
+  auto report = DecodeReport(request.body, options_.limits);
+  if (!report.ok()) return FromStatus(report.status(), "report");
+  const Report& r = *report;
+  const std::string& id = r.ids.id;
+  auth::Identity identity;
+  Status st = CheckIdentity(request, r.status, r.ids.device_id, &identity);
+  if (!st.ok()) {
+    log::Warn(kLog, "event=identity_refused status={} enrollment_id={} command_uuid={} reason=\"{}\"",
+              r.status, id, r.command_uuid, st.message());
+    return FromStatus(st, r.status);
+  }
+
+  std::lock_guard lock(d_.locks->For(id));
+  auto prev = d_.enrollments->Get(id);
+  if (!prev.ok()) return FromStatus(prev.status(), r.status);
+  if (!prev->has_value())
+    return Fail(400, r.status, "unknown enrollment " + id + ": the device must Authenticate first");
+  if ((*prev)->blocked) {
+    log::Info(kLog, "event=blocked_device_unenrolled enrollment_id={}", id);
+    return Fail(401, r.status, "device is blocked");
+  }
+  if (id != r.ids.device_id) {
+    auto parent = d_.enrollments->Get(r.ids.device_id);
+    if (parent.ok() && parent->has_value() && (*parent)->blocked)
+      return Fail(401, r.status, "device is blocked");
+  }
+
+  const int64_t now = NowMillis();
+  events::Transaction txn(d_.events);
+  store::Enrollment e = **prev;
+  e.last_seen_ms = now;
+  d_.enrollments->Put(txn.batch(), *prev, e);
+
+  if (r.status == "Idle") {
+    txn.Emit({.type = events::type::kDeviceIdle, .time_ms = now, .enrollment_id = id});
+  } else {
+    auto found = d_.queue->Find(id, r.command_uuid);
+    if (!found.ok()) return FromStatus(found.status(), r.status);
+    if (!found->has_value()) {
+      // Either a repeat of a report we already stored, or a command we never queued.
+      auto existing = d_.queue->GetResult(id, r.command_uuid);
+      if (!existing.ok()) return FromStatus(existing.status(), r.status);
+      if (existing->has_value())
+        log::Debug(kLog, "event=repeated_report enrollment_id={} command_uuid={} status={}", id,
+                   r.command_uuid, r.status);
+      else
+        log::Warn(kLog, "event=unknown_command_report enrollment_id={} command_uuid={} status={}",
+                  id, r.command_uuid, r.status);
+    } else {
+      queue::Located loc = std::move(**found);
+      const char* event_type = events::type::kCommandAcknowledged;
+      if (r.status == "NotNow") {
+        loc.entry.status = store::QueueStatus::kNotNow;
+        loc.entry.not_now_count += 1;
+        d_.queue->Update(txn.batch(), id, loc);
+        event_type = events::type::kCommandNotNow;
+      } else {
+        store::CommandResult res;
+        res.command_uuid = r.command_uuid;
+        res.request_type = loc.entry.request_type;
+        res.status = r.status;
+        res.raw = std::string(request.body);
+        if (const plist::Value* chain = r.body.Find("ErrorChain")) res.error_chain = plist::ToJson(*chain);
+        res.enqueued_ms = loc.entry.enqueued_ms;
+        res.received_ms = now;
+        res.not_now_count = loc.entry.not_now_count;
+        res.origin = loc.entry.origin;
+        d_.queue->Remove(txn.batch(), id, loc);
+        d_.queue->PutResult(txn.batch(), id, res);
+        if (r.status == "Error") event_type = events::type::kCommandError;
+        if (r.status == "CommandFormatError") event_type = events::type::kCommandFormatError;
+      }
+      txn.Emit({.type = event_type,
+                .time_ms = now,
+                .enrollment_id = id,
+                .command_uuid = r.command_uuid,
+                .request_type = loc.entry.request_type,
+                .payload_json = EventPayload(r.body)});
+      log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
+                id, r.command_uuid, loc.entry.request_type, r.status);
+    }
+  }
+
+  // The next command; within a session (anything but Idle) NotNow ones wait.
+  auto next = d_.queue->Next(id, r.status != "Idle");
+  if (!next.ok()) return FromStatus(next.status(), r.status);
+  DeviceResponse resp = Empty(r.status);
+  if (next->has_value()) {
+    queue::Located& loc = **next;
+    loc.entry.last_sent_ms = now;
+    d_.queue->Update(txn.batch(), id, loc);
+    resp.content_type = "application/xml; charset=UTF-8";
+    resp.body = loc.entry.plist;
+    log::Info(kLog, "event=command_sent enrollment_id={} command_uuid={} request_type={}", id,
+              loc.entry.command_uuid, loc.entry.request_type);
+  }
+  st = d_.events->Commit(txn);
+  if (!st.ok()) return FromStatus(st, r.status);
+  return resp;
+}
+
+}  // namespace orchard::protocol

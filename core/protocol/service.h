@@ -1,0 +1,85 @@
+// The device side of the MDM protocol: check-in messages and command reports.
+//
+// Handle() takes one device HTTP request (already size-limited by the HTTP
+// layer) and returns the HTTP answer. Every state change it makes, and the
+// events it causes, commit in one batch before the answer is returned; on any
+// failure nothing is stored. Statuses follow the device's rules: 200 ok, 400 bad
+// input, 403 identity refused, 410 declined user channel, 500 server fault, and
+// 401 only for a deliberately blocked device (401 unenrolls it).
+//
+// Thread-safety: Handle() may be called concurrently; one enrollment's requests
+// are serialized internally. Borrows every dependency (they must outlive it).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "auth/auth.h"
+#include "events/events.h"
+#include "plist/plist.h"
+#include "protocol/enrollments.h"
+#include "protocol/messages.h"
+#include "queue/queue.h"
+#include "store/store.h"
+
+namespace orchard::protocol {
+
+enum class Endpoint { kAuto, kCheckin, kConnect };
+
+struct DeviceRequest {
+  Endpoint endpoint = Endpoint::kAuto;
+  std::string_view content_type;
+  std::string_view body;
+  auth::Presented presented;  // certificate header, Mdm-Signature, TLS peer
+};
+
+struct DeviceResponse {
+  int status = 200;
+  std::string content_type;  // empty for a zero-length body
+  std::string body;
+  std::string kind;          // message type or report status, for logs and metrics
+  std::string error;         // reason for a non-2xx answer (logged, sent as text)
+};
+
+struct ServiceOptions {
+  plist::Limits limits;
+  bool user_authenticate_digest = false;
+};
+
+struct Deps {
+  store::Store* store;
+  events::EventLog* events;
+  queue::CommandQueue* queue;
+  auth::Authenticator* auth;
+  Enrollments* enrollments;
+  EnrollmentLocks* locks;
+};
+
+class Service {
+ public:
+  Service(const ServiceOptions& options, const Deps& deps) : options_(options), d_(deps) {}
+
+  DeviceResponse Handle(const DeviceRequest& request);
+
+  static constexpr std::string_view kCheckinContentType = "application/x-apple-aspen-mdm-checkin";
+
+ private:
+  DeviceResponse HandleCheckin(const DeviceRequest& request);
+  DeviceResponse HandleReport(const DeviceRequest& request);
+  // Identity of the caller and whether it may speak for ids; fills *cert on success.
+  Status CheckIdentity(const DeviceRequest& request, const std::string& message_type,
+                       const std::string& device_id, auth::Identity* identity);
+
+  DeviceResponse Authenticate(const CheckinMessage& msg, const auth::Identity& identity);
+  DeviceResponse TokenUpdate(const CheckinMessage& msg);
+  DeviceResponse CheckOut(const CheckinMessage& msg);
+  DeviceResponse SetBootstrapToken(const CheckinMessage& msg);
+  DeviceResponse GetBootstrapToken(const CheckinMessage& msg);
+  DeviceResponse UserAuthenticate(const CheckinMessage& msg);
+
+  ServiceOptions options_;
+  Deps d_;
+};
+
+}  // namespace orchard::protocol

@@ -1,0 +1,117 @@
+#include "push/push.h"
+
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "util/record.h"
+
+namespace orchard::push {
+namespace {
+constexpr char kPrefix[] = "pushcert/";
+
+struct BioFree { void operator()(BIO* b) const { BIO_free(b); } };
+struct X509Free { void operator()(X509* x) const { X509_free(x); } };
+struct PkeyFree { void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); } };
+
+std::string Encode(const PushCert& c) {
+  RecordWriter w;
+  w.PutVarint(1);
+  w.PutString(c.topic);
+  w.PutSigned(c.not_after_unix);
+  w.PutString(c.cert_pem);
+  w.PutString(c.key_pem);
+  return w.Take();
+}
+
+Result<PushCert> Decode(std::string_view bytes) {
+  RecordReader r(bytes);
+  if (r.GetVarint() != 1) return Status::Internal("corrupt push certificate record");
+  PushCert c;
+  c.topic = r.GetString();
+  c.not_after_unix = r.GetSigned();
+  c.cert_pem = r.GetString();
+  c.key_pem = r.GetString();
+  if (r.corrupt()) return Status::Internal("corrupt push certificate record");
+  return c;
+}
+}  // namespace
+
+std::vector<Outcome> NoPushProvider::Push(const std::vector<Target>& targets) {
+  std::vector<Outcome> out;
+  out.reserve(targets.size());
+  for (const auto& t : targets) out.push_back({t.enrollment_id, false, "", "no push provider"});
+  return out;
+}
+
+Result<PushCert> ParsePushCert(std::string_view pem) {
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) return Status::InvalidArgument("push certificate: no PEM certificate found");
+  std::unique_ptr<BIO, BioFree> kbio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  std::unique_ptr<EVP_PKEY, PkeyFree> key(
+      PEM_read_bio_PrivateKey(kbio.get(), nullptr, nullptr, const_cast<char*>("")));
+  if (!key) return Status::InvalidArgument("push certificate: no unencrypted PEM private key found");
+  if (X509_check_private_key(cert.get(), key.get()) != 1)
+    return Status::InvalidArgument("push certificate: private key does not match the certificate");
+  PushCert out;
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  int idx = X509_NAME_get_index_by_NID(subject, NID_userId, -1);
+  if (idx < 0) return Status::InvalidArgument("push certificate: subject has no UID (topic)");
+  ASN1_STRING* uid = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+  unsigned char* utf8 = nullptr;
+  int n = ASN1_STRING_to_UTF8(&utf8, uid);
+  if (n < 0) return Status::InvalidArgument("push certificate: unreadable UID");
+  out.topic.assign(reinterpret_cast<char*>(utf8), n);
+  OPENSSL_free(utf8);
+  if (out.topic.rfind("com.apple.mgmt.", 0) != 0)
+    return Status::InvalidArgument("push certificate: topic '" + out.topic +
+                                   "' is not an MDM topic (must start with com.apple.mgmt.)");
+  struct tm tm {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1)
+    return Status::InvalidArgument("push certificate: unreadable notAfter");
+  out.not_after_unix = timegm(&tm);
+  // Re-emit canonical PEM for storage (drops any other text in the upload).
+  std::unique_ptr<BIO, BioFree> cout(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(cout.get(), cert.get());
+  char* p = nullptr;
+  long len = BIO_get_mem_data(cout.get(), &p);
+  out.cert_pem.assign(p, len);
+  std::unique_ptr<BIO, BioFree> kout(BIO_new(BIO_s_mem()));
+  PEM_write_bio_PrivateKey(kout.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  len = BIO_get_mem_data(kout.get(), &p);
+  out.key_pem.assign(p, len);
+  return out;
+}
+
+Status PushCertStore::Put(const PushCert& cert) {
+  store::Batch b;
+  b.Put(store::Cf::kMeta, kPrefix + cert.topic, Encode(cert));
+  return store_->Write(b);
+}
+
+Result<std::optional<PushCert>> PushCertStore::Get(const std::string& topic) {
+  auto v = store_->Get(store::Cf::kMeta, kPrefix + topic);
+  if (!v.ok()) return v.status();
+  if (!v->has_value()) return std::optional<PushCert>();
+  auto c = Decode(**v);
+  if (!c.ok()) return c.status();
+  return std::optional<PushCert>(std::move(c.value()));
+}
+
+Result<std::vector<PushCert>> PushCertStore::List() {
+  std::vector<PushCert> out;
+  std::string lower = kPrefix;
+  auto it = store_->Scan(store::Cf::kMeta, lower, store::PrefixEnd(lower));
+  for (; it->Valid(); it->Next()) {
+    auto c = Decode(it->value());
+    if (c.ok()) out.push_back(std::move(c.value()));
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+}  // namespace orchard::push

@@ -1,0 +1,73 @@
+// Push: waking devices through APNs.
+//
+// This header holds the interface the rest of the core calls (PushProvider)
+// and push-certificate handling (parse, validate, store). The real APNs HTTP/2
+// provider is a separate implementation of PushProvider; until one is
+// configured, NoPushProvider answers every push with "no push provider".
+//
+// Thread-safety: PushProvider implementations and PushCertStore are safe for
+// concurrent use.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/store.h"
+#include "util/status.h"
+
+namespace orchard::push {
+
+struct Target {
+  std::string enrollment_id;
+  std::string topic;
+  std::string token;       // raw device token bytes
+  std::string push_magic;  // secret
+};
+
+struct Outcome {
+  std::string enrollment_id;
+  bool ok = false;
+  std::string apns_id;  // on success
+  std::string error;    // on failure, human readable
+};
+
+class PushProvider {
+ public:
+  virtual ~PushProvider() = default;
+  // Pushes to every target; returns one outcome per target, in order.
+  virtual std::vector<Outcome> Push(const std::vector<Target>& targets) = 0;
+};
+
+class NoPushProvider : public PushProvider {
+ public:
+  std::vector<Outcome> Push(const std::vector<Target>& targets) override;
+};
+
+struct PushCert {
+  std::string topic;  // subject UID (0.9.2342.19200300.100.1.1), com.apple.mgmt.…
+  int64_t not_after_unix = 0;
+  std::string cert_pem;
+  std::string key_pem;  // secret: never logged or returned by the API
+};
+
+// Parses PEM text holding the certificate and its private key (any order).
+// Errors: no certificate, no key, key does not match, topic missing or not an
+// MDM topic (must start with "com.apple.mgmt.").
+Result<PushCert> ParsePushCert(std::string_view pem);
+
+class PushCertStore {
+ public:
+  explicit PushCertStore(store::Store* store) : store_(store) {}
+  Status Put(const PushCert& cert);
+  Result<std::optional<PushCert>> Get(const std::string& topic);
+  Result<std::vector<PushCert>> List();
+
+ private:
+  store::Store* store_;
+};
+
+}  // namespace orchard::push

@@ -1,0 +1,217 @@
+#include "server/app.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "api/admin_api.h"
+#include "auth/auth.h"
+#include "events/events.h"
+#include "http/metrics.h"
+#include "http/server.h"
+#include "log/log.h"
+#include "protocol/enrollments.h"
+#include "protocol/service.h"
+#include "push/push.h"
+#include "queue/queue.h"
+#include "store/store.h"
+#include "util/encoding.h"
+
+namespace orchard::server {
+
+const char kVersion[] = "0.1.0";
+
+namespace {
+
+constexpr const char* kLog = "server";
+
+class AppImpl : public App {
+ public:
+  explicit AppImpl(const config::Config& c) : config_(c) {}
+  ~AppImpl() override { Stop(); }
+
+  Status Init() {
+    std::error_code ec;
+    std::filesystem::create_directories(config_.data_dir, ec);
+    if (ec) return Status::Io("data_dir " + config_.data_dir + ": " + ec.message());
+    auto st = store::Store::Open({.path = config_.data_dir + "/db", .sync = config_.store_sync});
+    if (!st.ok()) return st.status();
+    store_ = std::move(st.value());
+    auto ev = events::EventLog::Open(store_.get());
+    if (!ev.ok()) return ev.status();
+    events_ = std::move(ev.value());
+    queue_ = std::make_unique<queue::CommandQueue>(store_.get());
+    enrollments_ = std::make_unique<protocol::Enrollments>(store_.get());
+    auto au = auth::Authenticator::Create({.device_ca_files = config_.device_ca_files,
+                                           .insecure_allow_anonymous = config_.insecure_dev});
+    if (!au.ok()) return Status::InvalidArgument("auth.device_ca: " + au.status().message());
+    auth_ = std::move(au.value());
+    push_ = std::make_unique<push::NoPushProvider>();
+    push_certs_ = std::make_unique<push::PushCertStore>(store_.get());
+
+    protocol::ServiceOptions so;
+    so.limits = {config_.max_body_bytes, config_.max_plist_depth};
+    so.user_authenticate_digest = config_.user_authenticate_digest;
+    service_ = std::make_unique<protocol::Service>(
+        so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
+                           enrollments_.get(), &locks_});
+    api_ = std::make_unique<api::AdminApi>(
+        api::Options{config_.api_key, config_.max_body_bytes, config_.max_plist_depth, kVersion},
+        api::Deps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_,
+                  push_.get(), push_certs_.get()});
+    RegisterCollectors();
+
+    if (config_.insecure_dev)
+      log::Warn(kLog, "event=INSECURE_DEVELOPMENT_MODE detail=\"devices without certificates are "
+                      "trusted; never use this in production\"");
+    if (config_.api_key.empty())
+      log::Warn(kLog, "event=admin_api_disabled detail=\"no api_key configured\"");
+
+    auto srv = http::Server::Start({.host = config_.listen_host,
+                                    .port = config_.listen_port,
+                                    .threads = config_.threads,
+                                    .max_request_bytes = config_.max_body_bytes},
+                                   [this](const http::Request& r) { return Dispatch(r); });
+    if (!srv.ok()) return srv.status();
+    server_ = std::move(srv.value());
+    housekeeper_ = std::thread([this] { Housekeeping(); });
+    return Status::Ok();
+  }
+
+  uint16_t port() const override { return server_ ? server_->port() : 0; }
+
+  void Stop() override {
+    if (server_) server_->Stop();
+    {
+      std::lock_guard lock(stop_mu_);
+      stopping_ = true;
+    }
+    stop_cv_.notify_all();
+    if (housekeeper_.joinable()) housekeeper_.join();
+    server_.reset();
+  }
+
+ private:
+  http::Response Dispatch(const http::Request& r) {
+    const auto start = std::chrono::steady_clock::now();
+    std::string route;
+    http::Response resp = Route(r, &route);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    metrics_.ObserveRequest(route, resp.status, secs);
+    return resp;
+  }
+
+  http::Response Route(const http::Request& r, std::string* route) {
+    const std::string& p = r.path;
+    if (p == "/mdm" || p == "/mdm/checkin" || p == "/mdm/connect") {
+      *route = p == "/mdm" ? "mdm" : (p == "/mdm/checkin" ? "mdm_checkin" : "mdm_connect");
+      if (r.method != "PUT" && r.method != "POST")
+        return {405, "text/plain", "devices use PUT\n", {}};
+      return Device(r, p == "/mdm" ? protocol::Endpoint::kAuto
+                                   : (p == "/mdm/checkin" ? protocol::Endpoint::kCheckin
+                                                          : protocol::Endpoint::kConnect));
+    }
+    if (p == "/metrics") {
+      *route = "metrics";
+      if (!config_.metrics_enabled) return {404, "text/plain", "metrics disabled\n", {}};
+      return {200, "text/plain; version=0.0.4", metrics_.Render(), {}};
+    }
+    if (p == "/healthz") {
+      *route = "healthz";
+      return {200, "text/plain", "ok\n", {}};
+    }
+    if (api::AdminApi::Owns(p)) {
+      *route = api::AdminApi::RouteLabel(r);
+      return api_->Handle(r);
+    }
+    *route = "not_found";
+    return {404, "text/plain", "not found\n", {}};
+  }
+
+  http::Response Device(const http::Request& r, protocol::Endpoint endpoint) {
+    if (r.body.size() > config_.max_body_bytes)
+      return {413, "text/plain", "body exceeds the configured limit\n", {}};
+    protocol::DeviceRequest req;
+    req.endpoint = endpoint;
+    req.content_type = r.Header("Content-Type");
+    req.body = r.body;
+    if (!config_.cert_header.empty()) req.presented.cert_header = r.Header(config_.cert_header);
+    req.presented.mdm_signature = r.Header("Mdm-Signature");
+    req.presented.body = r.body;
+    protocol::DeviceResponse d = service_->Handle(req);
+    metrics_.Increment("orchard_device_messages_total{kind=\"" + d.kind + "\",status=\"" +
+                       std::to_string(d.status) + "\"}");
+    if (d.status >= 400)
+      log::Warn(kLog, "event=device_request_refused path={} kind={} status={} reason=\"{}\"", r.path,
+                d.kind, d.status, d.error);
+    return {d.status, d.content_type, std::move(d.body), {}};
+  }
+
+  void RegisterCollectors() {
+    metrics_.AddCollector([this](std::string* out) {
+      auto depth = queue_->Depth();
+      *out += "# HELP orchard_queue_depth Commands queued across all enrollments.\n";
+      *out += "# TYPE orchard_queue_depth gauge\n";
+      *out += "orchard_queue_depth " + std::to_string(depth.ok() ? *depth : -1) + "\n";
+      *out += "# HELP orchard_enrollments Enrollments by state.\n";
+      *out += "# TYPE orchard_enrollments gauge\n";
+      for (auto s : {store::EnrollmentState::kAuthenticated, store::EnrollmentState::kEnrolled,
+                     store::EnrollmentState::kCheckedOut}) {
+        auto n = enrollments_->CountInState(s);
+        *out += std::string("orchard_enrollments{state=\"") + store::EnrollmentStateName(s) +
+                "\"} " + std::to_string(n.ok() ? *n : -1) + "\n";
+      }
+      *out += "# HELP orchard_events_watermark Highest committed event sequence.\n";
+      *out += "# TYPE orchard_events_watermark gauge\n";
+      *out += "orchard_events_watermark " + std::to_string(events_->Watermark()) + "\n";
+    });
+  }
+
+  void Housekeeping() {
+    std::unique_lock lock(stop_mu_);
+    while (!stopping_) {
+      lock.unlock();
+      const int64_t now = NowMillis();
+      auto swept = queue_->SweepResults(now - config_.result_retention_hours * 3600 * 1000);
+      if (!swept.ok()) log::Error(kLog, "event=sweep_failed error=\"{}\"", swept.status().message());
+      else if (*swept) log::Info(kLog, "event=results_swept count={}", *swept);
+      auto pruned = events_->Prune(config_.event_retention_hours * 3600 * 1000);
+      if (!pruned.ok()) log::Error(kLog, "event=prune_failed error=\"{}\"", pruned.status().message());
+      else if (*pruned) log::Info(kLog, "event=events_pruned count={}", *pruned);
+      lock.lock();
+      stop_cv_.wait_for(lock, std::chrono::seconds(config_.sweep_interval_seconds),
+                        [this] { return stopping_; });
+    }
+  }
+
+  config::Config config_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<events::EventLog> events_;
+  std::unique_ptr<queue::CommandQueue> queue_;
+  std::unique_ptr<protocol::Enrollments> enrollments_;
+  protocol::EnrollmentLocks locks_;
+  std::unique_ptr<auth::Authenticator> auth_;
+  std::unique_ptr<push::PushProvider> push_;
+  std::unique_ptr<push::PushCertStore> push_certs_;
+  std::unique_ptr<protocol::Service> service_;
+  std::unique_ptr<api::AdminApi> api_;
+  http::Metrics metrics_;
+  std::unique_ptr<http::Server> server_;
+  std::thread housekeeper_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<App>> App::Start(const config::Config& config) {
+  auto app = std::make_unique<AppImpl>(config);
+  ORCHARD_RETURN_IF_ERROR(app->Init());
+  return std::unique_ptr<App>(std::move(app));
+}
+
+}  // namespace orchard::server

@@ -1,0 +1,109 @@
+// Store: Orchard's embedded RocksDB, one column family per kind of record.
+//
+// All durable state lives here: enrollments, certificate bindings, command
+// queues, results, the event outbox, counters and small key/value settings.
+// Callers group every change caused by one request into a WriteBatch and commit
+// it with Write(), so state and the events it causes land atomically (column
+// families share one WAL). With sync=false a committed batch survives kill -9
+// (it is in the OS page cache) but not power loss; sync=true survives both.
+//
+// Thread-safety: Store is safe for concurrent use. Batch is not (one per request).
+// Ownership: Store owns the DB; iterators must not outlive it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/status.h"
+
+namespace orchard::store {
+
+enum class Cf : int {
+  kMeta = 0,      // settings, consumer checkpoints, push certificates, high-water marks
+  kEnrollments,   // enrollment id -> Enrollment record
+  kCertBindings,  // cert sha256 hex -> enrollment id
+  kSerials,       // serial '\0' enrollment id -> "" (search index)
+  kQueue,         // enrollment id '\0' priority byte seq(8) -> QueueEntry
+  kQueueIndex,    // enrollment id '\0' command uuid -> priority byte seq(8)
+  kResults,       // enrollment id '\0' command uuid -> CommandResult
+  kResultsByTime, // finished ms(8) enrollment id '\0' command uuid -> "" (retention sweep)
+  kEvents,        // seq(8) -> Event
+  kCounters,      // name -> int64 (little-endian), updated with Merge (atomic add)
+  kCount
+};
+const char* CfName(Cf cf);
+
+struct Options {
+  std::string path;
+  bool sync = false;               // fsync every write (power-loss durability)
+  size_t block_cache_bytes = 64 << 20;
+  size_t write_buffer_budget = 128 << 20;  // all memtables together
+};
+
+class Batch {
+ public:
+  struct Op {
+    enum Kind { kPut, kDelete, kMerge, kDeleteRange } kind;
+    Cf cf;
+    std::string key, value;  // for kDeleteRange, value is the exclusive upper key
+  };
+  void Put(Cf cf, std::string_view key, std::string_view value) {
+    ops_.push_back({Op::kPut, cf, std::string(key), std::string(value)});
+  }
+  void Delete(Cf cf, std::string_view key) { ops_.push_back({Op::kDelete, cf, std::string(key), {}}); }
+  // Deletes [lower, upper) with one range tombstone.
+  void DeleteRange(Cf cf, std::string_view lower, std::string_view upper) {
+    ops_.push_back({Op::kDeleteRange, cf, std::string(lower), std::string(upper)});
+  }
+  // Adds delta to a counter (Cf::kCounters).
+  void AddCounter(std::string_view name, int64_t delta);
+  size_t Count() const { return ops_.size(); }
+  bool empty() const { return ops_.empty(); }
+  const std::vector<Op>& ops() const { return ops_; }
+  void Clear() { ops_.clear(); }
+
+ private:
+  std::vector<Op> ops_;
+};
+
+// Forward-only iterator over [lower, upper) of one column family.
+class Iterator {
+ public:
+  virtual ~Iterator() = default;
+  virtual bool Valid() const = 0;
+  virtual void Next() = 0;
+  virtual std::string_view key() const = 0;
+  virtual std::string_view value() const = 0;
+  // Non-Ok when iteration stopped on an I/O error rather than the end.
+  virtual Status status() const = 0;
+};
+
+class Store {
+ public:
+  // Opens (creating if missing) the database at options.path. A DB locked by
+  // another process or a corrupt one returns an Io status naming the path.
+  static Result<std::unique_ptr<Store>> Open(const Options& options);
+  virtual ~Store() = default;
+
+  virtual Result<std::optional<std::string>> Get(Cf cf, std::string_view key) = 0;
+  virtual Status Write(Batch& batch) = 0;
+  // Iterates keys k with lower <= k < upper (upper empty = to the end of the CF).
+  virtual std::unique_ptr<Iterator> Scan(Cf cf, std::string_view lower, std::string_view upper) = 0;
+  // The last key in the column family, if any.
+  virtual Result<std::optional<std::string>> LastKey(Cf cf) = 0;
+  virtual Result<int64_t> GetCounter(std::string_view name) = 0;
+  // Number of keys estimated by RocksDB (cheap; for metrics).
+  virtual uint64_t EstimateKeys(Cf cf) = 0;
+  virtual const std::string& path() const = 0;
+};
+
+// Smallest string greater than every string that starts with prefix
+// (prefix with its last byte incremented; empty if none exists).
+std::string PrefixEnd(std::string_view prefix);
+
+}  // namespace orchard::store
