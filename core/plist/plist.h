@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -84,7 +85,8 @@ class Value {
 
  private:
   using Variant = std::variant<std::string, int64_t, double, bool, Date, Data, Array, Dict>;
-  template <typename T>
+  // Constrained so that copying a non-const Value picks the copy constructor.
+  template <typename T, typename = std::enable_if_t<!std::is_same_v<std::remove_cvref_t<T>, Value>>>
   explicit Value(T&& v) : v_(std::forward<T>(v)) {}
   Variant v_;
 };
@@ -96,12 +98,15 @@ struct Limits {
 
 // Parses an XML plist (with or without XML declaration / DOCTYPE).
 Result<Value> ParseXml(std::string_view xml, const Limits& limits = {});
-// Serializes as an XML plist (declaration, DOCTYPE, tab indentation).
+// Serializes as an XML plist (declaration, DOCTYPE, tab indentation). XML cannot carry
+// NUL characters: a string or key containing one does not parse back.
 std::string ToXml(const Value& v);
 
 // JSON mapping: string, integer, real, bool, array and dict map directly;
 // <data> is {"$data": "<base64>"} and <date> is {"$date": "<RFC 3339>"} so that
-// JSON round-trips losslessly. Non-finite reals are written as null.
+// JSON round-trips losslessly. A genuine one-key dict whose key is "$data"/"$date" (or
+// that with more leading '$') is written with one extra '$' and read back with one less.
+// Non-finite reals are written as null.
 std::string ToJson(const Value& v, bool pretty = false);
 // Parses JSON; integers without fraction/exponent that fit int64 become
 // Integer, other numbers Real; null is rejected (plists have no null).

@@ -351,6 +351,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   e.last_seen_ms = now;
   d_.enrollments->Put(txn.batch(), *prev, e);
 
+  std::string finished_key;  // the entry this report settles, changed in txn
   if (r.status == "Idle") {
     txn.Emit({.type = events::type::kDeviceIdle, .time_ms = now, .enrollment_id = id});
   } else {
@@ -368,6 +369,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
                   id, r.command_uuid, r.status);
     } else {
       queue::Located loc = std::move(**found);
+      finished_key = loc.key;
       const char* event_type = events::type::kCommandAcknowledged;
       if (r.status == "NotNow") {
         loc.entry.status = store::QueueStatus::kNotNow;
@@ -402,7 +404,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   }
 
   // The next command; within a session (anything but Idle) NotNow ones wait.
-  auto next = d_.queue->Next(id, r.status != "Idle");
+  auto next = d_.queue->Next(id, r.status != "Idle", finished_key);
   if (!next.ok()) return FromStatus(next.status(), r.status);
   DeviceResponse resp = Empty(r.status);
   if (next->has_value()) {

@@ -58,7 +58,8 @@ Status CommandQueue::Enqueue(store::Batch& batch, const std::string& id, const N
   return Status::Ok();
 }
 
-Result<std::optional<Located>> CommandQueue::Next(const std::string& id, bool skip_not_now) {
+Result<std::optional<Located>> CommandQueue::Next(const std::string& id, bool skip_not_now,
+                                                  const std::string& exclude_key) {
   const std::string prefix = Prefix(id);
   std::string start = prefix;
   {
@@ -77,6 +78,7 @@ Result<std::optional<Located>> CommandQueue::Next(const std::string& id, bool sk
       head_hint_[id] = key;
       first = false;
     }
+    if (key == exclude_key) continue;
     auto e = store::QueueEntry::Decode(it->value());
     if (!e.ok()) {
       log::Error(kLog, "event=corrupt_queue_entry enrollment_id={}", id);

@@ -50,7 +50,9 @@ class CommandQueue {
                  int64_t now_ms);
   // The next command to hand out; NotNow entries are skipped when
   // skip_not_now (i.e. within the session in which the device said NotNow).
-  Result<std::optional<Located>> Next(const std::string& enrollment_id, bool skip_not_now);
+  // exclude_key names an entry the caller is finishing in its uncommitted batch.
+  Result<std::optional<Located>> Next(const std::string& enrollment_id, bool skip_not_now,
+                                      const std::string& exclude_key = {});
   Result<std::optional<Located>> Find(const std::string& enrollment_id, const std::string& uuid);
   // Updates an entry in place (e.g. NotNow status, last_sent_ms).
   void Update(store::Batch& batch, const std::string& enrollment_id, const Located& loc);

@@ -1,0 +1,667 @@
+#include "ctl/commands.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <set>
+#include <sstream>
+
+#include "ctl/format.h"
+#include "plist/plist.h"
+#include "util/encoding.h"
+
+#ifndef ORCHARDCTL_VERSION
+#define ORCHARDCTL_VERSION "unknown"
+#endif
+
+namespace orchard::ctl {
+namespace {
+
+using plist::Value;
+
+// Responses can be far bigger than a request (a page of events with payloads).
+constexpr plist::Limits kReplyLimits{256u * 1024 * 1024, 256};
+
+void Print(Context& ctx, const std::string& text) { std::fwrite(text.data(), 1, text.size(), ctx.out); }
+
+template <typename... Args>
+void Err(Context& ctx, const char* fmt, Args... args) {
+  std::fputs("orchardctl: ", ctx.err);
+  std::fprintf(ctx.err, fmt, args...);
+  std::fputc('\n', ctx.err);
+}
+
+int Usage(Context& ctx, const char* command, const std::string& message) {
+  const CommandSpec* cmd = FindCommand(command);
+  std::fprintf(ctx.err, "orchardctl %s: %s\n", command, message.c_str());
+  if (cmd) std::fprintf(ctx.err, "usage: orchardctl %s %s\n", cmd->name, cmd->synopsis);
+  std::fprintf(ctx.err, "run \"orchardctl %s --help\" for details\n", command);
+  return kExitUsage;
+}
+
+void PrintJson(Context& ctx, const Value& v) { Print(ctx, plist::ToJson(v, /*pretty=*/true) + "\n"); }
+
+// Reads a file, or stdin for "-".
+Result<std::string> ReadInput(const std::string& path) {
+  if (path == "-") {
+    std::string data((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    return data;
+  }
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::Io("cannot read " + path + ": " + std::strerror(errno));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) return Status::Io("cannot read " + path);
+  return ss.str();
+}
+
+bool ParseCount(const std::string& s, int64_t* out) {
+  if (s.empty() || s.size() > 18) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  *out = std::stoll(s);
+  return true;
+}
+
+std::string JoinIds(const std::vector<std::string>& ids) {
+  std::string out;
+  for (const auto& id : ids) out += (out.empty() ? "" : ",") + PathSegment(id);
+  return out;
+}
+
+std::string EnrollmentPath(const std::string& id) { return "/v1/enrollments/" + PathSegment(id); }
+
+struct Reply {
+  long status = 0;
+  Value json;
+};
+
+// Prints why a request failed: the server's {"error"} message and the status.
+void PrintHttpError(Context& ctx, const HttpReply& r) {
+  auto parsed = plist::ParseJson(r.body, kReplyLimits);
+  std::string message;
+  if (parsed.ok()) message = std::string(parsed->GetString("error"));
+  if (message.empty()) {
+    std::string body = r.body.substr(0, 200);
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
+    message = "unexpected answer from " + ctx.client->base_url() +
+              (body.empty() ? std::string() : ": " + Printable(body));
+  }
+  Err(ctx, "%s (HTTP %ld)", Printable(message).c_str(), r.status);
+  if (r.status == 401)
+    std::fprintf(ctx.err, ctx.api_key_set ? "hint: check --api-key, --api-key-file or ORCHARD_API_KEY\n"
+                                          : "hint: no API key given; set ORCHARD_API_KEY or pass "
+                                            "--api-key-file\n");
+  if (r.status == 404 && !parsed.ok())
+    std::fprintf(ctx.err, "hint: is --url (%s) the address of orchardd?\n", ctx.client->base_url().c_str());
+}
+
+// Sends a request and parses its JSON answer into *reply. Returns kExitOk, or
+// prints the failure and returns kExitFailed. With per_id, a 207 or 500 whose
+// body carries a per-id "status" object is an answer, not an error.
+int Send(Context& ctx, const std::string& method, const std::string& path, const Query& query,
+         const std::string& body, const std::string& content_type, Reply* reply, bool per_id = false) {
+  auto r = ctx.client->Call(method, path, query, body, content_type);
+  if (!r.ok()) {
+    Err(ctx, "%s", r.status().message().c_str());
+    return kExitFailed;
+  }
+  auto parsed = plist::ParseJson(r->body, kReplyLimits);
+  const bool is_per_id = per_id && (r->status == 207 || r->status == 500) && parsed.ok() &&
+                         parsed->Find("status") && parsed->Find("status")->is(plist::Type::kDict);
+  if ((r->status < 200 || r->status >= 300) && !is_per_id) {
+    PrintHttpError(ctx, *r);
+    return kExitFailed;
+  }
+  if (!parsed.ok() || !parsed->is(plist::Type::kDict)) {
+    Err(ctx, "the answer from %s is not a JSON object (HTTP %ld, %s); is --url the address of orchardd?",
+        ctx.client->base_url().c_str(), r->status,
+        r->content_type.empty() ? "no content type" : Printable(r->content_type).c_str());
+    return kExitFailed;
+  }
+  reply->status = r->status;
+  reply->json = std::move(parsed.value());
+  return kExitOk;
+}
+
+int ExitForIdResults(long status) {
+  if (status == 200) return kExitOk;
+  return status == 207 ? kExitPartial : kExitFailed;
+}
+
+// The per-id results of enqueue and push, as a table.
+int PrintIdResults(Context& ctx, const Reply& reply, bool enqueue, size_t total) {
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+  } else {
+    if (enqueue) {
+      Value head;
+      head.Set("command_uuid", Value::String(std::string(reply.json.GetString("command_uuid"))));
+      head.Set("request_type", Value::String(std::string(reply.json.GetString("request_type"))));
+      Print(ctx, RenderKeyValues(head) + "\n");
+    }
+    Table t({"ID", "RESULT"});
+    const bool nopush = reply.json.GetBool("no_push", false);
+    if (const Value* st = reply.json.Find("status"); st && st->AsDict()) {
+      for (const auto& [id, r] : *st->AsDict()) {
+        std::string text;
+        const std::string command_error = Field(r, "command_error");
+        const std::string push_error = Field(r, "push_error");
+        const std::string push_result = Field(r, "push_result");
+        if (!command_error.empty()) {
+          text = "not queued: " + command_error;
+        } else {
+          if (enqueue) text = "queued; ";
+          if (!push_error.empty()) text += (enqueue ? "push failed: " : "failed: ") + push_error;
+          else if (r.Find("push_result")) text += "pushed (apns-id " + push_result + ")";
+          else if (nopush) text += "not pushed (--nopush)";
+          else text += "ok";
+        }
+        t.AddRow({id, text});
+      }
+    }
+    Print(ctx, t.Render());
+  }
+  if (reply.status != 200) {
+    size_t failed = 0;
+    if (const Value* st = reply.json.Find("status"); st && st->AsDict())
+      for (const auto& [id, r] : *st->AsDict())
+        if (r.Find("command_error") || r.Find("push_error")) ++failed;
+    Err(ctx, "%zu of %zu ids failed (HTTP %ld)", failed, total, reply.status);
+  }
+  return ExitForIdResults(reply.status);
+}
+
+// ---- enqueue ----------------------------------------------------------------
+
+int RunEnqueue(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1)
+    return Usage(ctx, "enqueue", "give exactly one enrollment id list (comma-separated)");
+  auto ids = SplitList(a.positionals[0]);
+  if (ids.empty()) return Usage(ctx, "enqueue", "the enrollment id list is empty");
+  const bool raw = a.Has("file");
+  const bool built = a.Has("type") || a.Has("json-command") || a.Has("set");
+  if (raw && built)
+    return Usage(ctx, "enqueue", "--file cannot be combined with --type, --set or --json-command");
+  if (!raw && !built) return Usage(ctx, "enqueue", "give --file CMD.plist or --type RequestType");
+  if (raw && a.Has("priority"))
+    return Usage(ctx, "enqueue", "--priority needs --type or --json-command (raw plists have no priority)");
+  const bool nopush = a.Has("nopush");
+
+  Reply reply;
+  int rc;
+  if (raw) {
+    auto body = ReadInput(a.Get("file"));
+    if (!body.ok()) return Usage(ctx, "enqueue", body.status().message());
+    Query q;
+    if (nopush) q.emplace_back("nopush", "1");
+    rc = Send(ctx, "PUT", "/v1/enqueue/" + JoinIds(ids), q, *body, "application/xml", &reply, true);
+  } else {
+    Value command;
+    if (a.Has("json-command")) {
+      std::string text = a.Get("json-command");
+      if (!text.empty() && text[0] == '@') {
+        auto file = ReadInput(text.substr(1));
+        if (!file.ok()) return Usage(ctx, "enqueue", file.status().message());
+        text = *file;
+      }
+      auto parsed = plist::ParseJson(text);
+      if (!parsed.ok()) return Usage(ctx, "enqueue", "--json-command: " + parsed.status().message());
+      if (!parsed->is(plist::Type::kDict))
+        return Usage(ctx, "enqueue", "--json-command must be a JSON object (the Command dict)");
+      command = std::move(parsed.value());
+    }
+    if (a.Has("type")) command.Set("RequestType", Value::String(a.Get("type")));
+    for (const auto& kv : a.All("set")) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0 || (eq == 1 && kv[0] == ':'))
+        return Usage(ctx, "enqueue", "--set takes Key=Value (string) or Key:=JSON (typed), got \"" + kv + "\"");
+      if (kv[eq - 1] == ':') {
+        auto v = plist::ParseJson(kv.substr(eq + 1));
+        if (!v.ok())
+          return Usage(ctx, "enqueue", "--set " + kv.substr(0, eq - 1) + ":= " + v.status().message());
+        command.Set(kv.substr(0, eq - 1), std::move(v.value()));
+      } else {
+        command.Set(kv.substr(0, eq), Value::String(kv.substr(eq + 1)));
+      }
+    }
+    if (command.GetString("RequestType").empty())
+      return Usage(ctx, "enqueue", "the command has no RequestType: give --type");
+    Value body;
+    Value id_list = Value::MakeArray();
+    for (const auto& id : ids) id_list.AsArray()->push_back(Value::String(id));
+    body.Set("enrollment_ids", std::move(id_list));
+    body.Set("command", std::move(command));
+    if (a.Has("priority")) {
+      int64_t p = 0;
+      if (!ParseCount(a.Get("priority"), &p) || p > 255)
+        return Usage(ctx, "enqueue", "--priority must be an integer from 0 to 255");
+      body.Set("priority", Value::Integer(p));
+    }
+    if (nopush) body.Set("nopush", Value::Bool(true));
+    rc = Send(ctx, "POST", "/v1/commands", {}, plist::ToJson(body), "application/json", &reply, true);
+  }
+  if (rc != kExitOk) return rc;
+  return PrintIdResults(ctx, reply, /*enqueue=*/true, ids.size());
+}
+
+// ---- push, push certificates -----------------------------------------------
+
+int RunPush(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return Usage(ctx, "push", "give exactly one enrollment id list (comma-separated)");
+  auto ids = SplitList(a.positionals[0]);
+  if (ids.empty()) return Usage(ctx, "push", "the enrollment id list is empty");
+  Reply reply;
+  int rc = Send(ctx, "POST", "/v1/push/" + JoinIds(ids), {}, "", "", &reply, true);
+  if (rc != kExitOk) return rc;
+  return PrintIdResults(ctx, reply, /*enqueue=*/false, ids.size());
+}
+
+int RunPushCert(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty()) return Usage(ctx, "pushcert", "unexpected argument " + a.positionals[0]);
+  if (!a.Has("cert")) return Usage(ctx, "pushcert", "--cert FILE is required");
+  auto cert = ReadInput(a.Get("cert"));
+  if (!cert.ok()) return Usage(ctx, "pushcert", cert.status().message());
+  std::string body = *cert;
+  if (a.Has("key")) {
+    auto key = ReadInput(a.Get("key"));
+    if (!key.ok()) return Usage(ctx, "pushcert", key.status().message());
+    if (!body.empty() && body.back() != '\n') body += '\n';
+    body += *key;
+  } else if (body.find("PRIVATE KEY-----") == std::string::npos) {
+    return Usage(ctx, "pushcert", "--key FILE is required (the certificate file holds no private key)");
+  }
+  Reply reply;
+  int rc = Send(ctx, "PUT", "/v1/pushcert", {}, body, "application/x-pem-file", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) PrintJson(ctx, reply.json);
+  else
+    Print(ctx, "stored push certificate for topic " + Printable(Field(reply.json, "topic")) +
+                   " (valid until " + Field(reply.json, "not_after") + ")\n");
+  return kExitOk;
+}
+
+int RunPushCerts(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty()) return Usage(ctx, "pushcerts", "unexpected argument " + a.positionals[0]);
+  Reply reply;
+  int rc = Send(ctx, "GET", "/v1/pushcerts", {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  Table t({"TOPIC", "NOT AFTER"});
+  if (const Value* list = reply.json.Find("push_certs"); list && list->AsArray())
+    for (const auto& c : *list->AsArray()) t.AddRow({Field(c, "topic"), Field(c, "not_after")});
+  if (t.rows() == 0) Print(ctx, "no push certificates stored\n");
+  else Print(ctx, t.Render());
+  return kExitOk;
+}
+
+// ---- enrollments ------------------------------------------------------------
+
+int RunDevices(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty())
+    return Usage(ctx, "devices", "unexpected argument " + a.positionals[0] + " (use \"device ID\" for one)");
+  Query q;
+  for (auto [flag, param] : {std::pair{"serial", "serial"}, {"model", "model"}, {"os", "os"},
+                             {"state", "state"}, {"type", "type"}}) {
+    if (a.Has(flag)) q.emplace_back(param, a.Get(flag));
+  }
+  if (a.Has("blocked")) {
+    std::string b = a.Get("blocked");
+    if (b != "true" && b != "false") return Usage(ctx, "devices", "--blocked takes true or false");
+    q.emplace_back("blocked", b);
+  }
+  const int64_t now = NowMillis();
+  for (auto [flag, param] : {std::pair{"seen-after", "seen_after"}, {"seen-before", "seen_before"}}) {
+    if (!a.Has(flag)) continue;
+    auto ms = ParseTimeArg(a.Get(flag), now);
+    if (!ms.ok()) return Usage(ctx, "devices", std::string("--") + flag + ": " + ms.status().message());
+    q.emplace_back(param, std::to_string(*ms));
+  }
+  if (a.Has("limit")) {
+    int64_t n;
+    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "devices", "--limit must be a positive integer");
+    q.emplace_back("limit", a.Get("limit"));
+  }
+  const bool all = a.Has("all");
+  if (all && a.Has("cursor")) return Usage(ctx, "devices", "--all and --cursor cannot be combined");
+  std::string cursor = a.Get("cursor");
+
+  Value enrollments = Value::MakeArray();
+  std::string next;
+  std::set<std::string> seen_cursors;
+  Reply reply;
+  for (;;) {
+    Query page = q;
+    if (!cursor.empty()) page.emplace_back("cursor", cursor);
+    int rc = Send(ctx, "GET", "/v1/enrollments", page, "", "", &reply);
+    if (rc != kExitOk) return rc;
+    if (const Value* list = reply.json.Find("enrollments"); list && list->AsArray())
+      for (const auto& e : *list->AsArray()) enrollments.AsArray()->push_back(e);
+    next = std::string(reply.json.GetString("next_cursor"));
+    if (!all || next.empty() || !seen_cursors.insert(next).second) break;
+    cursor = next;
+  }
+  if (ctx.json) {
+    if (!all) {
+      PrintJson(ctx, reply.json);
+    } else {
+      Value out;
+      out.Set("enrollments", std::move(enrollments));
+      out.Set("next_cursor", Value::String(""));
+      PrintJson(ctx, out);
+    }
+    return kExitOk;
+  }
+  Table t({"ID", "SERIAL", "MODEL/PRODUCT", "OS", "STATE", "LAST SEEN", "BLOCKED"});
+  for (const auto& e : *enrollments.AsArray()) {
+    std::string model = Field(e, "model");
+    if (model.empty()) model = Field(e, "product_name");
+    t.AddRow({Field(e, "id"), Field(e, "serial_number"), model, Field(e, "os_version"), Field(e, "state"),
+              Field(e, "last_seen_at"), Field(e, "blocked") == "true" ? "yes" : "no"});
+  }
+  if (t.rows() == 0) Print(ctx, "no enrollments match\n");
+  else Print(ctx, t.Render());
+  if (!all && !next.empty())
+    std::fprintf(ctx.err, "more enrollments: add --all, or --cursor %s for the next page\n",
+                 Printable(next).c_str());
+  return kExitOk;
+}
+
+int RunDevice(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return Usage(ctx, "device", "give exactly one enrollment id");
+  Reply reply;
+  int rc = Send(ctx, "GET", EnrollmentPath(a.positionals[0]), {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) PrintJson(ctx, reply.json);
+  else Print(ctx, RenderKeyValues(reply.json));
+  return kExitOk;
+}
+
+int RunQueue(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return Usage(ctx, "queue", "give exactly one enrollment id");
+  const std::string& id = a.positionals[0];
+  if (a.Has("clear") && a.Has("delete")) return Usage(ctx, "queue", "--clear and --delete cannot be combined");
+  if (a.Has("limit") && (a.Has("clear") || a.Has("delete")))
+    return Usage(ctx, "queue", "--limit only applies to listing");
+  Reply reply;
+  if (a.Has("clear") || a.Has("delete")) {
+    const std::string uuid = a.Get("delete");
+    if (a.Has("delete") && uuid.empty()) return Usage(ctx, "queue", "--delete needs a command UUID");
+    std::string path = EnrollmentPath(id) + "/queue";
+    if (!uuid.empty()) path += "/" + PathSegment(uuid);
+    int rc = Send(ctx, "DELETE", path, {}, "", "", &reply);
+    if (rc != kExitOk) return rc;
+    if (ctx.json) {
+      PrintJson(ctx, reply.json);
+    } else if (uuid.empty()) {
+      Print(ctx, "removed " + Field(reply.json, "removed") + " queued command(s) of " + Printable(id) + "\n");
+    } else {
+      Print(ctx, "removed command " + Printable(uuid) + " from the queue of " + Printable(id) + "\n");
+    }
+    return kExitOk;
+  }
+  Query q;
+  if (a.Has("limit")) {
+    int64_t n;
+    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "queue", "--limit must be a positive integer");
+    q.emplace_back("limit", a.Get("limit"));
+  }
+  int rc = Send(ctx, "GET", EnrollmentPath(id) + "/queue", q, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  Table t({"COMMAND UUID", "REQUEST TYPE", "STATUS", "PRIORITY", "ENQUEUED", "LAST SENT", "NOT NOW", "ORIGIN"});
+  if (const Value* list = reply.json.Find("commands"); list && list->AsArray())
+    for (const auto& c : *list->AsArray())
+      t.AddRow({Field(c, "command_uuid"), Field(c, "request_type"), Field(c, "status"), Field(c, "priority"),
+                Field(c, "enqueued_at"), Field(c, "last_sent_at"), Field(c, "not_now_count"),
+                Field(c, "origin")});
+  if (t.rows() == 0) Print(ctx, "no commands queued for " + Printable(id) + "\n");
+  else Print(ctx, t.Render());
+  return kExitOk;
+}
+
+int RunResults(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.empty() || a.positionals.size() > 2)
+    return Usage(ctx, "results", "give an enrollment id, and optionally a command UUID");
+  const std::string& id = a.positionals[0];
+  if (a.positionals.size() == 2) {
+    if (a.Has("limit")) return Usage(ctx, "results", "--limit only applies to listing");
+    const std::string path = EnrollmentPath(id) + "/results/" + PathSegment(a.positionals[1]);
+    if (a.Has("plist")) {
+      auto r = ctx.client->Call("GET", path, {{"format", "plist"}});
+      if (!r.ok()) {
+        Err(ctx, "%s", r.status().message().c_str());
+        return kExitFailed;
+      }
+      if (r->status != 200) {
+        PrintHttpError(ctx, *r);
+        return kExitFailed;
+      }
+      Print(ctx, r->body);  // the device's report, byte for byte
+      return kExitOk;
+    }
+    Reply reply;
+    int rc = Send(ctx, "GET", path, {}, "", "", &reply);
+    if (rc != kExitOk) return rc;
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  if (a.Has("plist")) return Usage(ctx, "results", "--plist needs a command UUID");
+  Query q;
+  if (a.Has("limit")) {
+    int64_t n;
+    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "results", "--limit must be a positive integer");
+    q.emplace_back("limit", a.Get("limit"));
+  }
+  Reply reply;
+  int rc = Send(ctx, "GET", EnrollmentPath(id) + "/results", q, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  Table t({"COMMAND UUID", "REQUEST TYPE", "STATUS", "RECEIVED", "NOT NOW", "ORIGIN"});
+  if (const Value* list = reply.json.Find("results"); list && list->AsArray())
+    for (const auto& r : *list->AsArray())
+      t.AddRow({Field(r, "command_uuid"), Field(r, "request_type"), Field(r, "status"), Field(r, "received_at"),
+                Field(r, "not_now_count"), Field(r, "origin")});
+  if (t.rows() == 0) Print(ctx, "no results for " + Printable(id) + "\n");
+  else Print(ctx, t.Render());
+  return kExitOk;
+}
+
+int SetBlocked(Context& ctx, const ParsedArgs& a, bool blocked) {
+  const char* name = blocked ? "block" : "unblock";
+  if (a.positionals.size() != 1) return Usage(ctx, name, "give exactly one enrollment id");
+  const std::string& id = a.positionals[0];
+  Reply reply;
+  int rc = Send(ctx, blocked ? "PUT" : "DELETE", EnrollmentPath(id) + "/block", {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) PrintJson(ctx, reply.json);
+  else if (blocked)
+    Print(ctx, "blocked " + Printable(id) + ": its next check-in or report is refused with 401\n");
+  else Print(ctx, "unblocked " + Printable(id) + "\n");
+  return kExitOk;
+}
+
+int RunBlock(Context& ctx, const ParsedArgs& a) { return SetBlocked(ctx, a, true); }
+int RunUnblock(Context& ctx, const ParsedArgs& a) { return SetBlocked(ctx, a, false); }
+
+// ---- events, version ----------------------------------------------------------
+
+int RunEvents(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty()) return Usage(ctx, "events", "unexpected argument " + a.positionals[0]);
+  Query q;
+  int64_t n;
+  if (a.Has("after")) {
+    if (!ParseCount(a.Get("after"), &n)) return Usage(ctx, "events", "--after must be an event sequence number");
+    q.emplace_back("after", a.Get("after"));
+  }
+  if (a.Has("limit")) {
+    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "events", "--limit must be a positive integer");
+    q.emplace_back("limit", a.Get("limit"));
+  }
+  Reply reply;
+  int rc = Send(ctx, "GET", "/v1/events", q, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  Table t({"SEQ", "TIME", "TYPE", "ENROLLMENT", "COMMAND"});
+  if (const Value* list = reply.json.Find("events"); list && list->AsArray())
+    for (const auto& e : *list->AsArray()) {
+      std::string command = Field(e, "command_uuid");
+      if (std::string rt = Field(e, "request_type"); !rt.empty())
+        command += command.empty() ? rt : " (" + rt + ")";
+      t.AddRow({Field(e, "seq"), Field(e, "time"), Field(e, "type"), Field(e, "enrollment_id"), command});
+    }
+  if (t.rows() == 0) Print(ctx, "no events\n");
+  else Print(ctx, t.Render());
+  std::fprintf(ctx.err, "last_seq %s (continue with --after %s)\n", Field(reply.json, "last_seq").c_str(),
+               Field(reply.json, "last_seq").c_str());
+  return kExitOk;
+}
+
+int RunVersion(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty()) return Usage(ctx, "version", "unexpected argument " + a.positionals[0]);
+  if (!ctx.json) Print(ctx, std::string("orchardctl ") + ORCHARDCTL_VERSION + "\n");
+  Reply reply;
+  int rc = Send(ctx, "GET", "/version", {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) PrintJson(ctx, reply.json);
+  else Print(ctx, "orchardd " + Printable(Field(reply.json, "version")) + " at " + ctx.client->base_url() + "\n");
+  return kExitOk;
+}
+
+}  // namespace
+
+const std::vector<FlagSpec>& GlobalFlags() {
+  static const std::vector<FlagSpec> kFlags = {
+      {"url", true},     {"api-key", true}, {"api-key-file", true}, {"json", false},
+      {"cacert", true},  {"timeout", true}, {"help", false},
+  };
+  return kFlags;
+}
+
+const std::vector<CommandSpec>& Commands() {
+  static const std::vector<CommandSpec> kCommands = {
+      {"enqueue",
+       "ID[,ID...] (--file CMD.plist | --type RequestType [--set Key=Value ...] [--json-command JSON]) "
+       "[--priority N] [--nopush]",
+       "queue a command for one or more enrollments (and push them)",
+       "  --file CMD.plist      send a complete command plist as-is (PUT /v1/enqueue); '-' reads stdin;\n"
+       "                        a missing CommandUUID is assigned by the server\n"
+       "  --type RequestType    build the Command dict here (POST /v1/commands); the server assigns\n"
+       "                        the CommandUUID\n"
+       "  --set Key=Value       add a string key to the Command dict (repeatable)\n"
+       "  --set Key:=JSON       add a typed key: --set 'Queries:=[\"UDID\",\"OSVersion\"]', --set Flag:=true\n"
+       "  --json-command JSON   the Command dict as a JSON object (or @FILE); --type and --set add to it\n"
+       "  --priority N          0-255, higher is sent first (default 0)\n"
+       "  --nopush              queue only, do not send an APNs push\n"
+       "prints the command UUID and one line per id; exit 3 if some ids failed, 1 if all did.\n",
+       {{"file", true}, {"type", true}, {"set", true, true}, {"json-command", true}, {"priority", true},
+        {"nopush", false}},
+       RunEnqueue},
+      {"push", "ID[,ID...]", "send an APNs push so the devices check in", "", {}, RunPush},
+      {"pushcert", "--cert FILE --key FILE", "store an APNs push certificate and its private key (PEM)",
+       "  --cert FILE   the push certificate (PEM); may also hold the key, then --key is optional\n"
+       "  --key FILE    its unencrypted private key (PEM)\n",
+       {{"cert", true}, {"key", true}},
+       RunPushCert},
+      {"pushcerts", "", "list the stored push certificates", "", {}, RunPushCerts},
+      {"devices",
+       "[--serial S] [--model M] [--os PREFIX] [--state S] [--type T] [--blocked true|false] "
+       "[--seen-after TIME] [--seen-before TIME] [--limit N] [--all | --cursor C]",
+       "list enrollments",
+       "  --serial S             exact serial number\n"
+       "  --model M              exact model or product name (e.g. iPad2,5)\n"
+       "  --os PREFIX            OS version prefix (\"17.\" matches every 17.x)\n"
+       "  --state S              authenticated, enrolled or checked_out\n"
+       "  --type T               device, user, ...\n"
+       "  --blocked true|false\n"
+       "  --seen-after TIME      last seen at or after TIME; TIME is RFC 3339 (2026-11-23T15:42:00Z),\n"
+       "  --seen-before TIME     a date (2026-11-23), Unix milliseconds, or a duration ago (36h, 7d)\n"
+       "  --limit N              page size (server default 100, at most 1000)\n"
+       "  --all                  follow next_cursor through every page\n"
+       "  --cursor C             start at this page cursor\n",
+       {{"serial", true}, {"model", true}, {"os", true}, {"state", true}, {"type", true}, {"blocked", true},
+        {"seen-after", true}, {"seen-before", true}, {"limit", true}, {"all", false}, {"cursor", true}},
+       RunDevices},
+      {"device", "ID", "show one enrollment", "", {}, RunDevice},
+      {"queue", "ID [--limit N | --clear | --delete UUID]", "list or edit an enrollment's command queue",
+       "  --limit N       list at most N commands (default 1000)\n"
+       "  --clear         remove every queued command\n"
+       "  --delete UUID   remove one queued command\n",
+       {{"clear", false}, {"delete", true}, {"limit", true}},
+       RunQueue},
+      {"results", "ID [--limit N] | ID UUID [--plist]", "list command results, or show one",
+       "  with ID only: the newest results (--limit N, default 100)\n"
+       "  with ID UUID: that result as JSON including the device's response;\n"
+       "  --plist prints the device's report plist byte for byte instead\n",
+       {{"limit", true}, {"plist", false}},
+       RunResults},
+      {"block", "ID", "block an enrollment: the device's next message is refused with 401", "", {}, RunBlock},
+      {"unblock", "ID", "unblock an enrollment", "", {}, RunUnblock},
+      {"events", "[--after SEQ] [--limit N]", "list events from the durable event log",
+       "  --after SEQ   only events after this sequence number (see last_seq)\n"
+       "  --limit N     at most N events (default 100)\n",
+       {{"after", true}, {"limit", true}},
+       RunEvents},
+      {"version", "", "print orchardctl's and the server's version", "", {}, RunVersion},
+  };
+  return kCommands;
+}
+
+const CommandSpec* FindCommand(const std::string& name) {
+  for (const auto& c : Commands())
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
+std::string CommandUsage(const CommandSpec& cmd) {
+  std::string out = std::string("usage: orchardctl [global options] ") + cmd.name;
+  if (*cmd.synopsis) out += std::string(" ") + cmd.synopsis;
+  out += "\n\n" + std::string(cmd.summary) + "\n";
+  if (*cmd.help) out += "\n" + std::string(cmd.help);
+  out += "\nrun \"orchardctl --help\" for the global options\n";
+  return out;
+}
+
+std::string GeneralUsage() {
+  std::string out =
+      "usage: orchardctl [global options] COMMAND [arguments]\n"
+      "\n"
+      "orchardctl talks to orchardd's admin API.\n"
+      "\n"
+      "commands:\n";
+  size_t width = 0;
+  for (const auto& c : Commands()) width = std::max(width, std::strlen(c.name));
+  for (const auto& c : Commands())
+    out += "  " + std::string(c.name) + std::string(width - std::strlen(c.name) + 2, ' ') + c.summary + "\n";
+  out +=
+      "\n"
+      "global options (before or after the command):\n"
+      "  --url URL            orchardd's address (default: $ORCHARD_URL or http://127.0.0.1:9000)\n"
+      "  --api-key KEY        the admin API key (default: $ORCHARD_API_KEY); prefer the\n"
+      "                       environment or --api-key-file, arguments are visible to other users\n"
+      "  --api-key-file FILE  read the API key from the first line of FILE\n"
+      "  --json               print the server's JSON (pretty) instead of tables\n"
+      "  --cacert FILE        CA certificates to verify an https:// server with\n"
+      "  --timeout SECONDS    give up on a request after this long (default 60)\n"
+      "  --help               this text; \"orchardctl COMMAND --help\" for one command\n"
+      "\n"
+      "exit status: 0 ok, 1 request failed or server error, 2 usage error,\n"
+      "             3 partial failure (some ids failed, HTTP 207)\n";
+  return out;
+}
+
+}  // namespace orchard::ctl

@@ -1,0 +1,444 @@
+// The device protocol, in process: real RocksDB in a temp dir, real auth with a
+// test CA, the Service called directly (the HTTP layer is covered by the
+// integration tests).
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "auth/auth.h"
+#include "events/events.h"
+#include "plist/plist.h"
+#include "protocol/service.h"
+#include "queue/queue.h"
+#include "store/store.h"
+#include "support/orchardd_process.h"
+#include "support/test_pki.h"
+
+using namespace orchard;
+using plist::Value;
+
+namespace {
+
+constexpr const char* kCheckin = "application/x-apple-aspen-mdm-checkin";
+
+struct Harness {
+  std::string dir = testing::MakeTempDir("orchard-service");
+  std::unique_ptr<testing::TestCa> ca = testing::TestCa::Create("Device CA");
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<events::EventLog> events;
+  std::unique_ptr<queue::CommandQueue> queue;
+  std::unique_ptr<protocol::Enrollments> enrollments;
+  protocol::EnrollmentLocks locks;
+  std::unique_ptr<auth::Authenticator> auth;
+  std::unique_ptr<protocol::Service> service;
+
+  explicit Harness(bool digest = false) {
+    REQUIRE(ca->WriteCertPem(dir + "/ca.pem"));
+    store = std::move(store::Store::Open({.path = dir + "/db"}).value());
+    events = std::move(events::EventLog::Open(store.get()).value());
+    queue = std::make_unique<queue::CommandQueue>(store.get());
+    enrollments = std::make_unique<protocol::Enrollments>(store.get());
+    auth = std::move(auth::Authenticator::Create({.device_ca_files = {dir + "/ca.pem"}}).value());
+    protocol::ServiceOptions o;
+    o.user_authenticate_digest = digest;
+    service = std::make_unique<protocol::Service>(
+        o, protocol::Deps{store.get(), events.get(), queue.get(), auth.get(), enrollments.get(), &locks});
+  }
+  ~Harness() {
+    service.reset();
+    auth.reset();
+    enrollments.reset();
+    queue.reset();
+    events.reset();
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  protocol::DeviceResponse Send(const testing::Identity& id, const Value& msg, bool checkin) {
+    std::string body = plist::ToXml(msg);
+    std::string header = id.Rfc9440Header();
+    protocol::DeviceRequest req;
+    req.content_type = checkin ? kCheckin : "application/x-apple-aspen-mdm";
+    req.body = body;
+    req.presented.cert_header = header;
+    req.presented.body = body;
+    return service->Handle(req);
+  }
+
+  void Enqueue(const std::string& id, const std::string& uuid, const std::string& type, int priority = 0) {
+    Value cmd;
+    cmd.Set("CommandUUID", Value::String(uuid));
+    Value inner;
+    inner.Set("RequestType", Value::String(type));
+    cmd.Set("Command", inner);
+    events::Transaction txn(events.get());
+    REQUIRE(queue->Enqueue(txn.batch(), id, {uuid, type, plist::ToXml(cmd), priority, "test"}, 1).ok());
+    REQUIRE(events->Commit(txn).ok());
+  }
+
+  std::vector<events::Event> Events() { return events->Read(0, 100000).value(); }
+};
+
+Value Msg(std::initializer_list<std::pair<const char*, Value>> kv) {
+  Value v;
+  for (auto& [k, val] : kv) v.Set(k, val);
+  return v;
+}
+Value S(const char* s) { return Value::String(s); }
+
+Value Authenticate(const char* udid, const char* serial = "SERIAL1") {
+  return Msg({{"MessageType", S("Authenticate")}, {"UDID", S(udid)}, {"SerialNumber", S(serial)},
+              {"Model", S("iPhone15,2")}, {"OSVersion", S("17.4")}, {"BuildVersion", S("21E219")},
+              {"ProductName", S("iPhone15,2")}, {"DeviceName", S("Test phone")},
+              {"IMEI", S("35 000000 000000 0")}, {"MEID", S("35000000000000")},
+              {"Topic", S("com.apple.mgmt.test")}});
+}
+
+Value TokenUpdate(const char* udid, bool awaiting = false) {
+  return Msg({{"MessageType", S("TokenUpdate")}, {"UDID", S(udid)},
+              {"Token", Value::DataValue(std::string(32, '\x01'))}, {"PushMagic", S("MAGIC-1")},
+              {"Topic", S("com.apple.mgmt.test")},
+              {"UnlockToken", Value::DataValue("unlock")},
+              {"AwaitingConfiguration", Value::Bool(awaiting)}});
+}
+
+Value Report(const char* udid, const char* status, const char* uuid = nullptr) {
+  Value v = Msg({{"UDID", S(udid)}, {"Status", S(status)}});
+  if (uuid) v.Set("CommandUUID", S(uuid));
+  return v;
+}
+
+std::string UuidOf(const protocol::DeviceResponse& r) {
+  auto v = plist::ParseXml(r.body);
+  if (!v.ok()) return "";
+  return std::string(v->GetString("CommandUUID"));
+}
+
+}  // namespace
+
+TEST_CASE("Authenticate then TokenUpdate enrolls and stores inventory", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  auto r = h.Send(dev, Authenticate("UDID-1"), true);
+  REQUIRE(r.status == 200);
+  CHECK(r.body.empty());
+  auto e = h.enrollments->Get("UDID-1").value();
+  REQUIRE(e);
+  CHECK(e->state == store::EnrollmentState::kAuthenticated);
+  CHECK(e->serial == "SERIAL1");
+  CHECK(e->model == "iPhone15,2");
+  CHECK(e->os_version == "17.4");
+  CHECK(e->build_version == "21E219");
+  CHECK(e->product_name == "iPhone15,2");
+  CHECK(e->device_name == "Test phone");
+  CHECK(e->imei == "35 000000 000000 0");
+  CHECK(e->meid == "35000000000000");
+  CHECK(e->cert_sha256 == dev.Sha256Hex());
+
+  REQUIRE(h.Send(dev, TokenUpdate("UDID-1", true), true).status == 200);
+  e = h.enrollments->Get("UDID-1").value();
+  CHECK(e->state == store::EnrollmentState::kEnrolled);
+  CHECK(e->push_token == std::string(32, '\x01'));
+  CHECK(e->push_magic == "MAGIC-1");
+  CHECK(e->unlock_token == "unlock");
+  CHECK(e->awaiting_configuration);
+  CHECK(h.enrollments->CountInState(store::EnrollmentState::kEnrolled).value() == 1);
+
+  // A later TokenUpdate without UnlockToken keeps the stored one and is not "first".
+  Value again = TokenUpdate("UDID-1");
+  again.Erase("UnlockToken");
+  again.Set("PushMagic", S("MAGIC-2"));
+  REQUIRE(h.Send(dev, again, true).status == 200);
+  e = h.enrollments->Get("UDID-1").value();
+  CHECK(e->push_magic == "MAGIC-2");
+  CHECK(e->unlock_token == "unlock");
+  CHECK_FALSE(e->awaiting_configuration);
+  CHECK(e->token_updates == 2);
+
+  auto evs = h.Events();
+  REQUIRE(evs.size() == 3);
+  CHECK(evs[0].type == "enrollment.authenticated");
+  CHECK(evs[1].type == "enrollment.token_updated");
+  CHECK(evs[1].payload_json.find("\"FirstTokenUpdate\":true") != std::string::npos);
+  CHECK(evs[2].payload_json.find("\"FirstTokenUpdate\":false") != std::string::npos);
+  // Secrets never reach events.
+  for (const auto& ev : evs) {
+    CHECK(ev.payload_json.find("MAGIC") == std::string::npos);
+    CHECK(ev.payload_json.find("UnlockToken") == std::string::npos);
+  }
+}
+
+TEST_CASE("Idle with an empty queue answers a zero-length 200", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  auto r = h.Send(dev, Report("U", "Idle"), false);
+  CHECK(r.status == 200);
+  CHECK(r.body.empty());
+  CHECK(h.Events().back().type == "device.idle");
+}
+
+TEST_CASE("commands are delivered in FIFO order, priority first, and results stored", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "C1", "DeviceInformation");
+  h.Enqueue("U", "C2", "SecurityInfo");
+  h.Enqueue("U", "C3", "ProfileList", 10);
+
+  auto r = h.Send(dev, Report("U", "Idle"), false);
+  REQUIRE(r.status == 200);
+  CHECK(r.content_type.find("xml") != std::string::npos);
+  CHECK(UuidOf(r) == "C3");
+  Value ack = Report("U", "Acknowledged", "C3");
+  ack.Set("ProfileList", Value::MakeArray());
+  r = h.Send(dev, ack, false);
+  CHECK(UuidOf(r) == "C1");
+  Value err = Report("U", "Error", "C1");
+  Value chain = Value::MakeArray();
+  chain.AsArray()->push_back(Msg({{"ErrorCode", Value::Integer(12021)}, {"ErrorDomain", S("MCMDMErrorDomain")},
+                                   {"LocalizedDescription", S("bad")}, {"USEnglishDescription", S("bad")}}));
+  err.Set("ErrorChain", chain);
+  r = h.Send(dev, err, false);
+  CHECK(UuidOf(r) == "C2");
+  r = h.Send(dev, Report("U", "CommandFormatError", "C2"), false);
+  CHECK(r.status == 200);
+  CHECK(r.body.empty());
+
+  auto res = h.queue->GetResult("U", "C1").value();
+  REQUIRE(res);
+  CHECK(res->status == "Error");
+  CHECK(res->request_type == "DeviceInformation");
+  CHECK(res->error_chain.find("12021") != std::string::npos);
+  CHECK(res->raw.find("<key>ErrorChain</key>") != std::string::npos);
+  CHECK(h.queue->GetResult("U", "C2").value()->status == "CommandFormatError");
+  CHECK(h.queue->GetResult("U", "C3").value()->status == "Acknowledged");
+  CHECK(h.queue->Depth().value() == 0);
+  std::vector<std::string> types;
+  for (auto& e : h.Events()) types.push_back(e.type);
+  CHECK(std::count(types.begin(), types.end(), "command.acknowledged") == 1);
+  CHECK(std::count(types.begin(), types.end(), "command.error") == 1);
+  CHECK(std::count(types.begin(), types.end(), "command.format_error") == 1);
+}
+
+TEST_CASE("NotNow keeps the command, skips it for the session, re-sends it next session", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "A", "InstallProfile");
+  h.Enqueue("U", "B", "DeviceInformation");
+  auto r = h.Send(dev, Report("U", "Idle"), false);
+  REQUIRE(UuidOf(r) == "A");
+  r = h.Send(dev, Report("U", "NotNow", "A"), false);
+  CHECK(UuidOf(r) == "B");  // not A again in the same session
+  r = h.Send(dev, Report("U", "Acknowledged", "B"), false);
+  CHECK(r.body.empty());    // session ends; A is still queued
+  auto q = h.queue->List("U", 10).value();
+  REQUIRE(q.size() == 1);
+  CHECK(q[0].command_uuid == "A");
+  CHECK(q[0].not_now_count == 1);
+  r = h.Send(dev, Report("U", "Idle"), false);  // a new session
+  CHECK(UuidOf(r) == "A");
+  r = h.Send(dev, Report("U", "Acknowledged", "A"), false);
+  CHECK(r.body.empty());
+  CHECK(h.queue->GetResult("U", "A").value()->not_now_count == 1);
+}
+
+TEST_CASE("repeated and unknown reports are idempotent and answered with the next command", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "A", "DeviceInformation");
+  h.Enqueue("U", "B", "SecurityInfo");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "A");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "Acknowledged", "A"), false)) == "B");
+  size_t events_before = h.Events().size();
+  auto r = h.Send(dev, Report("U", "Acknowledged", "A"), false);  // repeat
+  CHECK(r.status == 200);
+  CHECK(UuidOf(r) == "B");
+  r = h.Send(dev, Report("U", "Acknowledged", "NEVER-QUEUED"), false);
+  CHECK(r.status == 200);
+  CHECK(UuidOf(r) == "B");
+  // Only the delivery bookkeeping changed: no new command events.
+  for (size_t i = events_before; i < h.Events().size(); ++i)
+    CHECK(h.Events()[i].type.rfind("command.", 0) != 0);
+}
+
+TEST_CASE("bad reports are refused with 400 and store nothing", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  size_t before = h.Events().size();
+  CHECK(h.Send(dev, Msg({{"UDID", S("U")}}), false).status == 400);                    // no Status
+  CHECK(h.Send(dev, Report("U", "Sleeping"), false).status == 400);                    // unknown Status
+  CHECK(h.Send(dev, Report("U", "Acknowledged"), false).status == 400);                // no CommandUUID
+  CHECK(h.Send(dev, Msg({{"Status", S("Idle")}}), false).status == 400);               // no UDID
+  protocol::DeviceRequest req;
+  req.body = "<plist><dict><key>Status</key>";
+  req.presented.cert_header = "";
+  auto r = h.service->Handle(req);
+  CHECK(r.status == 400);
+  CHECK(h.Events().size() == before);
+}
+
+TEST_CASE("every check-in MessageType gets its answer", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+
+  auto ua = h.Send(dev, Msg({{"MessageType", S("UserAuthenticate")}, {"UDID", S("U")}, {"UserID", S("USER-1")}}), true);
+  CHECK(ua.status == 410);
+
+  auto get_none = h.Send(dev, Msg({{"MessageType", S("GetBootstrapToken")}, {"UDID", S("U")}}), true);
+  CHECK(get_none.status == 200);
+  CHECK(get_none.body.empty());
+  CHECK(h.Send(dev, Msg({{"MessageType", S("SetBootstrapToken")}, {"UDID", S("U")},
+                         {"BootstrapToken", Value::DataValue("boot-secret")}}), true).status == 200);
+  auto get = h.Send(dev, Msg({{"MessageType", S("GetBootstrapToken")}, {"UDID", S("U")}}), true);
+  REQUIRE(get.status == 200);
+  auto gv = plist::ParseXml(get.body).value();
+  REQUIRE(gv.GetData("BootstrapToken"));
+  CHECK(*gv.GetData("BootstrapToken") == "boot-secret");
+
+  auto tok = h.Send(dev, Msg({{"MessageType", S("GetToken")}, {"UDID", S("U")},
+                              {"TokenServiceType", S("com.apple.maid")}}), true);
+  CHECK(tok.status == 400);
+  CHECK(tok.error.find("com.apple.maid") != std::string::npos);
+  auto ddm = h.Send(dev, Msg({{"MessageType", S("DeclarativeManagement")}, {"UDID", S("U")},
+                              {"Endpoint", S("tokens")}}), true);
+  CHECK(ddm.status == 400);
+  CHECK(ddm.error.find("not configured") != std::string::npos);
+  CHECK(h.Send(dev, Msg({{"MessageType", S("Bogus")}, {"UDID", S("U")}}), true).status == 400);
+
+  CHECK(h.Send(dev, Msg({{"MessageType", S("CheckOut")}, {"UDID", S("U")}}), true).status == 200);
+  CHECK(h.enrollments->Get("U").value()->state == store::EnrollmentState::kCheckedOut);
+  CHECK(h.Events().back().type == "enrollment.checked_out");
+}
+
+TEST_CASE("UserAuthenticate digest mode challenges then accepts", "[protocol]") {
+  Harness h(/*digest=*/true);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  auto first = h.Send(dev, Msg({{"MessageType", S("UserAuthenticate")}, {"UDID", S("U")}, {"UserID", S("USER-1")}}), true);
+  REQUIRE(first.status == 200);
+  auto v = plist::ParseXml(first.body).value();
+  REQUIRE(v.Find("DigestChallenge"));
+  CHECK(v.GetString("DigestChallenge").empty());
+  auto second = h.Send(dev, Msg({{"MessageType", S("UserAuthenticate")}, {"UDID", S("U")}, {"UserID", S("USER-1")},
+                                 {"DigestResponse", S("x")}}), true);
+  CHECK(second.status == 200);
+  CHECK(second.body.empty());
+}
+
+TEST_CASE("user channel, Shared iPad and User Enrollment ids hang off the device", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  Value user = TokenUpdate("U");
+  user.Set("UserID", S("USER-1"));
+  user.Set("UserShortName", S("alice"));
+  user.Set("UserLongName", S("Alice A"));
+  REQUIRE(h.Send(dev, user, true).status == 200);
+  auto ue = h.enrollments->Get("U:USER-1").value();
+  REQUIRE(ue);
+  CHECK(ue->type == store::EnrollmentType::kUser);
+  CHECK(ue->parent_id == "U");
+  CHECK(ue->user_short_name == "alice");
+  CHECK(ue->state == store::EnrollmentState::kEnrolled);
+
+  Value shared = TokenUpdate("U");
+  shared.Set("UserID", S("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"));
+  shared.Set("UserShortName", S("bob"));
+  REQUIRE(h.Send(dev, shared, true).status == 200);
+  CHECK(h.enrollments->Get("U:bob").value()->type == store::EnrollmentType::kSharedIpadUser);
+
+  // User channel commands go to the user's own queue.
+  h.Enqueue("U:USER-1", "UC", "ProfileList");
+  Value idle = Report("U", "Idle");
+  idle.Set("UserID", S("USER-1"));
+  CHECK(UuidOf(h.Send(dev, idle, false)) == "UC");
+  CHECK(h.Send(dev, Report("U", "Idle"), false).body.empty());  // device channel queue is empty
+
+  // User Enrollment: EnrollmentID and EnrollmentUserID.
+  auto byod = h.ca->Issue();
+  REQUIRE(h.Send(byod, Msg({{"MessageType", S("Authenticate")}, {"EnrollmentID", S("E-1")}}), true).status == 200);
+  CHECK(h.enrollments->Get("E-1").value()->type == store::EnrollmentType::kUserEnrollmentDevice);
+  Value uet = Msg({{"MessageType", S("TokenUpdate")}, {"EnrollmentID", S("E-1")},
+                   {"EnrollmentUserID", S("EU-1")}, {"Token", Value::DataValue("t")},
+                   {"PushMagic", S("m")}});
+  REQUIRE(h.Send(byod, uet, true).status == 200);
+  CHECK(h.enrollments->Get("E-1:EU-1").value()->type == store::EnrollmentType::kUserEnrollmentUser);
+}
+
+TEST_CASE("certificate binding refusals", "[protocol][auth]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  auto other = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U1"), true).status == 200);
+  REQUIRE(h.Send(other, Authenticate("U2"), true).status == 200);
+
+  // A certificate bound to another enrollment is refused with 403, never 401.
+  auto r = h.Send(other, TokenUpdate("U1"), true);
+  CHECK(r.status == 403);
+  CHECK(h.Send(other, Report("U1", "Idle"), false).status == 403);
+  CHECK(h.Send(other, Authenticate("U1"), true).status == 403);
+  // An unbound (but valid) certificate must Authenticate first.
+  auto fresh = h.ca->Issue();
+  CHECK(h.Send(fresh, Report("U1", "Idle"), false).status == 403);
+  // A certificate from another CA is refused.
+  auto foreign_ca = testing::TestCa::Create("Other CA");
+  CHECK(h.Send(foreign_ca->Issue(), Report("U1", "Idle"), false).status == 403);
+  // No certificate at all is refused outside insecure mode.
+  protocol::DeviceRequest req;
+  std::string body = plist::ToXml(Report("U1", "Idle"));
+  req.body = body;
+  CHECK(h.service->Handle(req).status == 403);
+  // Refusals stored nothing.
+  CHECK(h.enrollments->Get("U1").value()->push_token.empty());
+
+  // A renewed certificate is accepted through a new Authenticate; the old one stops working.
+  REQUIRE(h.Send(dev, TokenUpdate("U1"), true).status == 200);
+  auto renewed = h.ca->Issue();
+  REQUIRE(h.Send(renewed, Authenticate("U1"), true).status == 200);
+  CHECK(h.Send(renewed, Report("U1", "Idle"), false).status == 200);
+  CHECK(h.Send(dev, Report("U1", "Idle"), false).status == 403);
+}
+
+TEST_CASE("re-Authenticate starts a fresh enrollment and clears the old queue", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "OLD1", "DeviceInformation");
+  h.Enqueue("U", "OLD2", "DeviceInformation");
+  CHECK(h.queue->Depth().value() == 2);
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  auto e = h.enrollments->Get("U").value();
+  CHECK(e->state == store::EnrollmentState::kAuthenticated);
+  CHECK(e->generation == 2);
+  CHECK(h.queue->List("U", 10).value().empty());
+  CHECK(h.queue->Depth().value() == 0);
+  CHECK(h.enrollments->CountInState(store::EnrollmentState::kEnrolled).value() == 0);
+  CHECK(h.enrollments->CountInState(store::EnrollmentState::kAuthenticated).value() == 1);
+}
+
+TEST_CASE("a blocked device is unenrolled with 401 on its next contact", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  auto prev = h.enrollments->Get("U").value();
+  store::Enrollment e = *prev;
+  e.blocked = true;
+  store::Batch b;
+  h.enrollments->Put(b, prev, e);
+  REQUIRE(h.store->Write(b).ok());
+  CHECK(h.Send(dev, Report("U", "Idle"), false).status == 401);
+  CHECK(h.Send(dev, Authenticate("U"), true).status == 401);
+}
