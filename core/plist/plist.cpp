@@ -318,8 +318,7 @@ int ParseReal(std::string_view s, double* out) {
 }
 
 void AppendBase64(std::string* out, std::string_view in) {
-  static constexpr char kB64[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   const size_t start = out->size();
   out->resize(start + (in.size() + 2) / 3 * 4);
   char* p = out->data() + start;
