@@ -74,9 +74,10 @@ class Handler : public Pistache::Http::Handler {
       }
     }
     for (auto& [k, v] : resp.headers) writer.headers().addRaw(Pistache::Http::Header::Raw(k, v));
-    if (!resp.content_type.empty())
-      writer.headers().addRaw(Pistache::Http::Header::Raw("Content-Type", resp.content_type));
-    writer.send(static_cast<Pistache::Http::Code>(resp.status), resp.body);
+    // Pistache only writes Content-Type from the typed MIME argument.
+    auto mime = resp.content_type.empty() ? Pistache::Http::Mime::MediaType()
+                                          : Pistache::Http::Mime::MediaType::fromString(resp.content_type);
+    writer.send(static_cast<Pistache::Http::Code>(resp.status), resp.body, mime);
   }
 
  private:
