@@ -1,0 +1,70 @@
+#include <catch2/catch.hpp>
+
+#include "config/config.h"
+#include "support/orchardd_process.h"
+
+using namespace orchard;
+
+namespace {
+Result<config::LoadResult> Load(std::vector<std::string> args) {
+  std::vector<const char*> argv = {"orchardd"};
+  for (auto& a : args) argv.push_back(a.c_str());
+  return config::Load(static_cast<int>(argv.size()), argv.data());
+}
+}  // namespace
+
+TEST_CASE("the shipped example config is valid", "[config]") {
+  config::Config c;
+  auto text = testing::ReadFile(std::string(ORCHARD_SOURCE_DIR) + "/examples/orchard.conf");
+  REQUIRE_FALSE(text.empty());
+  REQUIRE(config::ParseFile(text, "orchard.conf", &c).ok());
+  CHECK(c.listen_port == 9000);
+  CHECK(c.device_ca_files == std::vector<std::string>{"/etc/orchard/device-ca.pem"});
+  CHECK(c.result_retention_hours == 720);
+  CHECK(config::Validate(c).ok());
+}
+
+TEST_CASE("bad values name the key and line", "[config]") {
+  config::Config c;
+  auto st = config::ParseFile("listen = 127.0.0.1:9000\nthreads = many\n", "f.conf", &c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("f.conf:2") != std::string::npos);
+  CHECK(st.message().find("threads") != std::string::npos);
+  CHECK(config::ParseFile("listen = nope", "f", &c).message().find("listen") != std::string::npos);
+  CHECK(config::ParseFile("colour = blue", "f", &c).message().find("unknown config key 'colour'") !=
+        std::string::npos);
+  CHECK_FALSE(config::ParseFile("store.sync = maybe", "f", &c).ok());
+  CHECK_FALSE(config::ParseFile("no equals sign", "f", &c).ok());
+  CHECK_FALSE(config::ParseFile("listen = 127.0.0.1:70000", "f", &c).ok());
+}
+
+TEST_CASE("flags override the file and validation runs", "[config]") {
+  auto r = Load({"--listen", "0.0.0.0:8080", "--data-dir", "/tmp/x", "--insecure-dev", "--api-key",
+                 "0123456789abcdef"});
+  REQUIRE(r.ok());
+  CHECK(r->config.listen_host == "0.0.0.0");
+  CHECK(r->config.listen_port == 8080);
+  CHECK(r->config.insecure_dev);
+  // No device CA and not insecure: refused, naming the key.
+  auto no_ca = Load({"--data-dir", "/tmp/x"});
+  REQUIRE_FALSE(no_ca.ok());
+  CHECK(no_ca.status().message().find("auth.device_ca") != std::string::npos);
+  auto short_key = Load({"--insecure-dev", "--api-key", "short"});
+  REQUIRE_FALSE(short_key.ok());
+  CHECK(short_key.status().message().find("api_key") != std::string::npos);
+  CHECK_FALSE(Load({"--bogus"}).ok());
+  CHECK(Load({"--help"})->show_help);
+  CHECK(config::HelpText().find("--insecure-dev") != std::string::npos);
+}
+
+TEST_CASE("orchardd refuses a bad config with exit status 2 and names the key", "[config][integration]") {
+  std::string cmd = testing::OrchardBinary("orchardd") + " --threads 0 --insecure-dev 2>&1; echo status=$?";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[256];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  pclose(p);
+  CHECK(out.find("threads") != std::string::npos);
+  CHECK(out.find("status=2") != std::string::npos);
+}
