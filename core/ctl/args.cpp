@@ -12,7 +12,8 @@ std::vector<std::string> ParsedArgs::All(std::string_view name) const {
   return it == flags.end() ? std::vector<std::string>{} : it->second;
 }
 
-Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const std::vector<FlagSpec>& specs) {
+Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
+                             const std::vector<FlagSpec>& specs) {
   ParsedArgs out;
   bool flags_done = false;
   for (size_t i = 0; i < args.size(); ++i) {

@@ -32,7 +32,8 @@ struct ParsedArgs {
 // Parses args against specs. InvalidArgument names the offending flag:
 // unknown flags, a missing value, a value given to a boolean flag, or a
 // non-repeatable flag given twice.
-Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const std::vector<FlagSpec>& specs);
+Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
+                             const std::vector<FlagSpec>& specs);
 
 // Splits "a,b,,c" into {"a","b","c"}.
 std::vector<std::string> SplitList(std::string_view list);

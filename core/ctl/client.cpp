@@ -100,7 +100,8 @@ Result<HttpReply> AdminClient::Call(const std::string& method, const std::string
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
         rc == CURLE_SSL_CONNECT_ERROR)
       hint = " (is --cacert set to the CA that signed the server's certificate?)";
-    return Status::Unavailable("cannot reach orchardd at " + options_.base_url + ": " + detail + hint);
+    return Status::Unavailable("cannot reach orchardd at " + options_.base_url + ": " + detail +
+                               hint);
   }
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
   char* ct = nullptr;

@@ -20,7 +20,7 @@ namespace orchard::ctl {
 struct ClientOptions {
   std::string base_url;  // http(s)://host:port[/prefix], no trailing slash needed
   std::string api_key;
-  std::string ca_file;   // --cacert: trust this CA bundle for https
+  std::string ca_file;  // --cacert: trust this CA bundle for https
   long timeout_seconds = 60;
 };
 
@@ -43,8 +43,9 @@ class AdminClient {
 
   // path starts with '/' and is already encoded (see PathSegment). body and
   // content_type are sent when content_type is non-empty.
-  Result<HttpReply> Call(const std::string& method, const std::string& path, const Query& query = {},
-                         const std::string& body = "", const std::string& content_type = "");
+  Result<HttpReply> Call(const std::string& method, const std::string& path,
+                         const Query& query = {}, const std::string& body = "",
+                         const std::string& content_type = "");
 
   const std::string& base_url() const { return options_.base_url; }
 

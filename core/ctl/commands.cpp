@@ -24,7 +24,9 @@ using plist::Value;
 // Responses can be far bigger than a request (a page of events with payloads).
 constexpr plist::Limits kReplyLimits{256u * 1024 * 1024, 256};
 
-void Print(Context& ctx, const std::string& text) { std::fwrite(text.data(), 1, text.size(), ctx.out); }
+void Print(Context& ctx, const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), ctx.out);
+}
 
 template <typename... Args>
 void Err(Context& ctx, const char* fmt, Args... args) {
@@ -41,7 +43,9 @@ int Usage(Context& ctx, const char* command, const std::string& message) {
   return kExitUsage;
 }
 
-void PrintJson(Context& ctx, const Value& v) { Print(ctx, plist::ToJson(v, /*pretty=*/true) + "\n"); }
+void PrintJson(Context& ctx, const Value& v) {
+  Print(ctx, plist::ToJson(v, /*pretty=*/true) + "\n");
+}
 
 // Reads a file, or stdin for "-".
 Result<std::string> ReadInput(const std::string& path) {
@@ -91,18 +95,21 @@ void PrintHttpError(Context& ctx, const HttpReply& r) {
   }
   Err(ctx, "%s (HTTP %ld)", Printable(message).c_str(), r.status);
   if (r.status == 401)
-    std::fprintf(ctx.err, ctx.api_key_set ? "hint: check --api-key, --api-key-file or ORCHARD_API_KEY\n"
-                                          : "hint: no API key given; set ORCHARD_API_KEY or pass "
-                                            "--api-key-file\n");
+    std::fprintf(ctx.err, ctx.api_key_set
+                              ? "hint: check --api-key, --api-key-file or ORCHARD_API_KEY\n"
+                              : "hint: no API key given; set ORCHARD_API_KEY or pass "
+                                "--api-key-file\n");
   if (r.status == 404 && !parsed.ok())
-    std::fprintf(ctx.err, "hint: is --url (%s) the address of orchardd?\n", ctx.client->base_url().c_str());
+    std::fprintf(ctx.err, "hint: is --url (%s) the address of orchardd?\n",
+                 ctx.client->base_url().c_str());
 }
 
 // Sends a request and parses its JSON answer into *reply. Returns kExitOk, or
 // prints the failure and returns kExitFailed. With per_id, a 207 or 500 whose
 // body carries a per-id "status" object is an answer, not an error.
 int Send(Context& ctx, const std::string& method, const std::string& path, const Query& query,
-         const std::string& body, const std::string& content_type, Reply* reply, bool per_id = false) {
+         const std::string& body, const std::string& content_type, Reply* reply,
+         bool per_id = false) {
   auto r = ctx.client->Call(method, path, query, body, content_type);
   if (!r.ok()) {
     Err(ctx, "%s", r.status().message().c_str());
@@ -116,7 +123,8 @@ int Send(Context& ctx, const std::string& method, const std::string& path, const
     return kExitFailed;
   }
   if (!parsed.ok() || !parsed->is(plist::Type::kDict)) {
-    Err(ctx, "the answer from %s is not a JSON object (HTTP %ld, %s); is --url the address of orchardd?",
+    Err(ctx,
+        "the answer from %s is not a JSON object (HTTP %ld, %s); is --url the address of orchardd?",
         ctx.client->base_url().c_str(), r->status,
         r->content_type.empty() ? "no content type" : Printable(r->content_type).c_str());
     return kExitFailed;
@@ -154,10 +162,14 @@ int PrintIdResults(Context& ctx, const Reply& reply, bool enqueue, size_t total)
           text = "not queued: " + command_error;
         } else {
           if (enqueue) text = "queued; ";
-          if (!push_error.empty()) text += (enqueue ? "push failed: " : "failed: ") + push_error;
-          else if (r.Find("push_result")) text += "pushed (apns-id " + push_result + ")";
-          else if (nopush) text += "not pushed (--nopush)";
-          else text += "ok";
+          if (!push_error.empty())
+            text += (enqueue ? "push failed: " : "failed: ") + push_error;
+          else if (r.Find("push_result"))
+            text += "pushed (apns-id " + push_result + ")";
+          else if (nopush)
+            text += "not pushed (--nopush)";
+          else
+            text += "ok";
         }
         t.AddRow({id, text});
       }
@@ -182,12 +194,14 @@ int RunEnqueue(Context& ctx, const ParsedArgs& a) {
   auto ids = SplitList(a.positionals[0]);
   if (ids.empty()) return Usage(ctx, "enqueue", "the enrollment id list is empty");
   const bool raw = a.Has("file");
-  const bool built = a.Has("type") || a.Has("json-command") || a.Has("set");
+  const bool built = a.Has("type") || a.Has("json-command") || a.Has("set") || a.Has("data-file");
   if (raw && built)
-    return Usage(ctx, "enqueue", "--file cannot be combined with --type, --set or --json-command");
+    return Usage(ctx, "enqueue",
+                 "--file cannot be combined with --type, --set, --data-file or --json-command");
   if (!raw && !built) return Usage(ctx, "enqueue", "give --file CMD.plist or --type RequestType");
   if (raw && a.Has("priority"))
-    return Usage(ctx, "enqueue", "--priority needs --type or --json-command (raw plists have no priority)");
+    return Usage(ctx, "enqueue",
+                 "--priority needs --type or --json-command (raw plists have no priority)");
   const bool nopush = a.Has("nopush");
 
   Reply reply;
@@ -208,7 +222,8 @@ int RunEnqueue(Context& ctx, const ParsedArgs& a) {
         text = *file;
       }
       auto parsed = plist::ParseJson(text);
-      if (!parsed.ok()) return Usage(ctx, "enqueue", "--json-command: " + parsed.status().message());
+      if (!parsed.ok())
+        return Usage(ctx, "enqueue", "--json-command: " + parsed.status().message());
       if (!parsed->is(plist::Type::kDict))
         return Usage(ctx, "enqueue", "--json-command must be a JSON object (the Command dict)");
       command = std::move(parsed.value());
@@ -217,15 +232,25 @@ int RunEnqueue(Context& ctx, const ParsedArgs& a) {
     for (const auto& kv : a.All("set")) {
       auto eq = kv.find('=');
       if (eq == std::string::npos || eq == 0 || (eq == 1 && kv[0] == ':'))
-        return Usage(ctx, "enqueue", "--set takes Key=Value (string) or Key:=JSON (typed), got \"" + kv + "\"");
+        return Usage(ctx, "enqueue",
+                     "--set takes Key=Value (string) or Key:=JSON (typed), got \"" + kv + "\"");
       if (kv[eq - 1] == ':') {
         auto v = plist::ParseJson(kv.substr(eq + 1));
         if (!v.ok())
-          return Usage(ctx, "enqueue", "--set " + kv.substr(0, eq - 1) + ":= " + v.status().message());
+          return Usage(ctx, "enqueue",
+                       "--set " + kv.substr(0, eq - 1) + ":= " + v.status().message());
         command.Set(kv.substr(0, eq - 1), std::move(v.value()));
       } else {
         command.Set(kv.substr(0, eq), Value::String(kv.substr(eq + 1)));
       }
+    }
+    for (const auto& kv : a.All("data-file")) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size())
+        return Usage(ctx, "enqueue", "--data-file takes Key=FILE, got \"" + kv + "\"");
+      auto bytes = ReadInput(kv.substr(eq + 1));
+      if (!bytes.ok()) return Usage(ctx, "enqueue", bytes.status().message());
+      command.Set(kv.substr(0, eq), Value::DataValue(std::move(bytes.value())));
     }
     if (command.GetString("RequestType").empty())
       return Usage(ctx, "enqueue", "the command has no RequestType: give --type");
@@ -241,7 +266,8 @@ int RunEnqueue(Context& ctx, const ParsedArgs& a) {
       body.Set("priority", Value::Integer(p));
     }
     if (nopush) body.Set("nopush", Value::Bool(true));
-    rc = Send(ctx, "POST", "/v1/commands", {}, plist::ToJson(body), "application/json", &reply, true);
+    rc = Send(ctx, "POST", "/v1/commands", {}, plist::ToJson(body), "application/json", &reply,
+              true);
   }
   if (rc != kExitOk) return rc;
   return PrintIdResults(ctx, reply, /*enqueue=*/true, ids.size());
@@ -250,7 +276,8 @@ int RunEnqueue(Context& ctx, const ParsedArgs& a) {
 // ---- push, push certificates -----------------------------------------------
 
 int RunPush(Context& ctx, const ParsedArgs& a) {
-  if (a.positionals.size() != 1) return Usage(ctx, "push", "give exactly one enrollment id list (comma-separated)");
+  if (a.positionals.size() != 1)
+    return Usage(ctx, "push", "give exactly one enrollment id list (comma-separated)");
   auto ids = SplitList(a.positionals[0]);
   if (ids.empty()) return Usage(ctx, "push", "the enrollment id list is empty");
   Reply reply;
@@ -260,7 +287,8 @@ int RunPush(Context& ctx, const ParsedArgs& a) {
 }
 
 int RunPushCert(Context& ctx, const ParsedArgs& a) {
-  if (!a.positionals.empty()) return Usage(ctx, "pushcert", "unexpected argument " + a.positionals[0]);
+  if (!a.positionals.empty())
+    return Usage(ctx, "pushcert", "unexpected argument " + a.positionals[0]);
   if (!a.Has("cert")) return Usage(ctx, "pushcert", "--cert FILE is required");
   auto cert = ReadInput(a.Get("cert"));
   if (!cert.ok()) return Usage(ctx, "pushcert", cert.status().message());
@@ -271,12 +299,14 @@ int RunPushCert(Context& ctx, const ParsedArgs& a) {
     if (!body.empty() && body.back() != '\n') body += '\n';
     body += *key;
   } else if (body.find("PRIVATE KEY-----") == std::string::npos) {
-    return Usage(ctx, "pushcert", "--key FILE is required (the certificate file holds no private key)");
+    return Usage(ctx, "pushcert",
+                 "--key FILE is required (the certificate file holds no private key)");
   }
   Reply reply;
   int rc = Send(ctx, "PUT", "/v1/pushcert", {}, body, "application/x-pem-file", &reply);
   if (rc != kExitOk) return rc;
-  if (ctx.json) PrintJson(ctx, reply.json);
+  if (ctx.json)
+    PrintJson(ctx, reply.json);
   else
     Print(ctx, "stored push certificate for topic " + Printable(Field(reply.json, "topic")) +
                    " (valid until " + Field(reply.json, "not_after") + ")\n");
@@ -284,7 +314,8 @@ int RunPushCert(Context& ctx, const ParsedArgs& a) {
 }
 
 int RunPushCerts(Context& ctx, const ParsedArgs& a) {
-  if (!a.positionals.empty()) return Usage(ctx, "pushcerts", "unexpected argument " + a.positionals[0]);
+  if (!a.positionals.empty())
+    return Usage(ctx, "pushcerts", "unexpected argument " + a.positionals[0]);
   Reply reply;
   int rc = Send(ctx, "GET", "/v1/pushcerts", {}, "", "", &reply);
   if (rc != kExitOk) return rc;
@@ -295,8 +326,10 @@ int RunPushCerts(Context& ctx, const ParsedArgs& a) {
   Table t({"TOPIC", "NOT AFTER"});
   if (const Value* list = reply.json.Find("push_certs"); list && list->AsArray())
     for (const auto& c : *list->AsArray()) t.AddRow({Field(c, "topic"), Field(c, "not_after")});
-  if (t.rows() == 0) Print(ctx, "no push certificates stored\n");
-  else Print(ctx, t.Render());
+  if (t.rows() == 0)
+    Print(ctx, "no push certificates stored\n");
+  else
+    Print(ctx, t.Render());
   return kExitOk;
 }
 
@@ -304,10 +337,14 @@ int RunPushCerts(Context& ctx, const ParsedArgs& a) {
 
 int RunDevices(Context& ctx, const ParsedArgs& a) {
   if (!a.positionals.empty())
-    return Usage(ctx, "devices", "unexpected argument " + a.positionals[0] + " (use \"device ID\" for one)");
+    return Usage(ctx, "devices",
+                 "unexpected argument " + a.positionals[0] + " (use \"device ID\" for one)");
   Query q;
-  for (auto [flag, param] : {std::pair{"serial", "serial"}, {"model", "model"}, {"os", "os"},
-                             {"state", "state"}, {"type", "type"}}) {
+  for (auto [flag, param] : {std::pair{"serial", "serial"},
+                             {"model", "model"},
+                             {"os", "os"},
+                             {"state", "state"},
+                             {"type", "type"}}) {
     if (a.Has(flag)) q.emplace_back(param, a.Get(flag));
   }
   if (a.Has("blocked")) {
@@ -316,15 +353,18 @@ int RunDevices(Context& ctx, const ParsedArgs& a) {
     q.emplace_back("blocked", b);
   }
   const int64_t now = NowMillis();
-  for (auto [flag, param] : {std::pair{"seen-after", "seen_after"}, {"seen-before", "seen_before"}}) {
+  for (auto [flag, param] :
+       {std::pair{"seen-after", "seen_after"}, {"seen-before", "seen_before"}}) {
     if (!a.Has(flag)) continue;
     auto ms = ParseTimeArg(a.Get(flag), now);
-    if (!ms.ok()) return Usage(ctx, "devices", std::string("--") + flag + ": " + ms.status().message());
+    if (!ms.ok())
+      return Usage(ctx, "devices", std::string("--") + flag + ": " + ms.status().message());
     q.emplace_back(param, std::to_string(*ms));
   }
   if (a.Has("limit")) {
     int64_t n;
-    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "devices", "--limit must be a positive integer");
+    if (!ParseCount(a.Get("limit"), &n) || n < 1)
+      return Usage(ctx, "devices", "--limit must be a positive integer");
     q.emplace_back("limit", a.Get("limit"));
   }
   const bool all = a.Has("all");
@@ -361,13 +401,16 @@ int RunDevices(Context& ctx, const ParsedArgs& a) {
   for (const auto& e : *enrollments.AsArray()) {
     std::string model = Field(e, "model");
     if (model.empty()) model = Field(e, "product_name");
-    t.AddRow({Field(e, "id"), Field(e, "serial_number"), model, Field(e, "os_version"), Field(e, "state"),
-              Field(e, "last_seen_at"), Field(e, "blocked") == "true" ? "yes" : "no"});
+    t.AddRow({Field(e, "id"), Field(e, "serial_number"), model, Field(e, "os_version"),
+              Field(e, "state"), Field(e, "last_seen_at"),
+              Field(e, "blocked") == "true" ? "yes" : "no"});
   }
-  if (t.rows() == 0) Print(ctx, "no enrollments match\n");
-  else Print(ctx, t.Render());
+  if (t.rows() == 0)
+    Print(ctx, "no enrollments match\n");
+  else
+    Print(ctx, t.Render());
   if (!all && !next.empty())
-    std::fprintf(ctx.err, "more enrollments: add --all, or --cursor %s for the next page\n",
+    std::fprintf(ctx.err, "more enrollments (--all lists every page); next page: --cursor %s\n",
                  Printable(next).c_str());
   return kExitOk;
 }
@@ -377,21 +420,25 @@ int RunDevice(Context& ctx, const ParsedArgs& a) {
   Reply reply;
   int rc = Send(ctx, "GET", EnrollmentPath(a.positionals[0]), {}, "", "", &reply);
   if (rc != kExitOk) return rc;
-  if (ctx.json) PrintJson(ctx, reply.json);
-  else Print(ctx, RenderKeyValues(reply.json));
+  if (ctx.json)
+    PrintJson(ctx, reply.json);
+  else
+    Print(ctx, RenderKeyValues(reply.json));
   return kExitOk;
 }
 
 int RunQueue(Context& ctx, const ParsedArgs& a) {
   if (a.positionals.size() != 1) return Usage(ctx, "queue", "give exactly one enrollment id");
   const std::string& id = a.positionals[0];
-  if (a.Has("clear") && a.Has("delete")) return Usage(ctx, "queue", "--clear and --delete cannot be combined");
+  if (a.Has("clear") && a.Has("delete"))
+    return Usage(ctx, "queue", "--clear and --delete cannot be combined");
   if (a.Has("limit") && (a.Has("clear") || a.Has("delete")))
     return Usage(ctx, "queue", "--limit only applies to listing");
   Reply reply;
   if (a.Has("clear") || a.Has("delete")) {
     const std::string uuid = a.Get("delete");
-    if (a.Has("delete") && uuid.empty()) return Usage(ctx, "queue", "--delete needs a command UUID");
+    if (a.Has("delete") && uuid.empty())
+      return Usage(ctx, "queue", "--delete needs a command UUID");
     std::string path = EnrollmentPath(id) + "/queue";
     if (!uuid.empty()) path += "/" + PathSegment(uuid);
     int rc = Send(ctx, "DELETE", path, {}, "", "", &reply);
@@ -399,16 +446,19 @@ int RunQueue(Context& ctx, const ParsedArgs& a) {
     if (ctx.json) {
       PrintJson(ctx, reply.json);
     } else if (uuid.empty()) {
-      Print(ctx, "removed " + Field(reply.json, "removed") + " queued command(s) of " + Printable(id) + "\n");
+      Print(ctx, "removed " + Field(reply.json, "removed") + " queued command(s) of " +
+                     Printable(id) + "\n");
     } else {
-      Print(ctx, "removed command " + Printable(uuid) + " from the queue of " + Printable(id) + "\n");
+      Print(ctx,
+            "removed command " + Printable(uuid) + " from the queue of " + Printable(id) + "\n");
     }
     return kExitOk;
   }
   Query q;
   if (a.Has("limit")) {
     int64_t n;
-    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "queue", "--limit must be a positive integer");
+    if (!ParseCount(a.Get("limit"), &n) || n < 1)
+      return Usage(ctx, "queue", "--limit must be a positive integer");
     q.emplace_back("limit", a.Get("limit"));
   }
   int rc = Send(ctx, "GET", EnrollmentPath(id) + "/queue", q, "", "", &reply);
@@ -417,14 +467,17 @@ int RunQueue(Context& ctx, const ParsedArgs& a) {
     PrintJson(ctx, reply.json);
     return kExitOk;
   }
-  Table t({"COMMAND UUID", "REQUEST TYPE", "STATUS", "PRIORITY", "ENQUEUED", "LAST SENT", "NOT NOW", "ORIGIN"});
+  Table t({"COMMAND UUID", "REQUEST TYPE", "STATUS", "PRIORITY", "ENQUEUED", "LAST SENT", "NOT NOW",
+           "ORIGIN"});
   if (const Value* list = reply.json.Find("commands"); list && list->AsArray())
     for (const auto& c : *list->AsArray())
-      t.AddRow({Field(c, "command_uuid"), Field(c, "request_type"), Field(c, "status"), Field(c, "priority"),
-                Field(c, "enqueued_at"), Field(c, "last_sent_at"), Field(c, "not_now_count"),
-                Field(c, "origin")});
-  if (t.rows() == 0) Print(ctx, "no commands queued for " + Printable(id) + "\n");
-  else Print(ctx, t.Render());
+      t.AddRow({Field(c, "command_uuid"), Field(c, "request_type"), Field(c, "status"),
+                Field(c, "priority"), Field(c, "enqueued_at"), Field(c, "last_sent_at"),
+                Field(c, "not_now_count"), Field(c, "origin")});
+  if (t.rows() == 0)
+    Print(ctx, "no commands queued for " + Printable(id) + "\n");
+  else
+    Print(ctx, t.Render());
   return kExitOk;
 }
 
@@ -458,7 +511,8 @@ int RunResults(Context& ctx, const ParsedArgs& a) {
   Query q;
   if (a.Has("limit")) {
     int64_t n;
-    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "results", "--limit must be a positive integer");
+    if (!ParseCount(a.Get("limit"), &n) || n < 1)
+      return Usage(ctx, "results", "--limit must be a positive integer");
     q.emplace_back("limit", a.Get("limit"));
   }
   Reply reply;
@@ -471,10 +525,12 @@ int RunResults(Context& ctx, const ParsedArgs& a) {
   Table t({"COMMAND UUID", "REQUEST TYPE", "STATUS", "RECEIVED", "NOT NOW", "ORIGIN"});
   if (const Value* list = reply.json.Find("results"); list && list->AsArray())
     for (const auto& r : *list->AsArray())
-      t.AddRow({Field(r, "command_uuid"), Field(r, "request_type"), Field(r, "status"), Field(r, "received_at"),
-                Field(r, "not_now_count"), Field(r, "origin")});
-  if (t.rows() == 0) Print(ctx, "no results for " + Printable(id) + "\n");
-  else Print(ctx, t.Render());
+      t.AddRow({Field(r, "command_uuid"), Field(r, "request_type"), Field(r, "status"),
+                Field(r, "received_at"), Field(r, "not_now_count"), Field(r, "origin")});
+  if (t.rows() == 0)
+    Print(ctx, "no results for " + Printable(id) + "\n");
+  else
+    Print(ctx, t.Render());
   return kExitOk;
 }
 
@@ -485,10 +541,12 @@ int SetBlocked(Context& ctx, const ParsedArgs& a, bool blocked) {
   Reply reply;
   int rc = Send(ctx, blocked ? "PUT" : "DELETE", EnrollmentPath(id) + "/block", {}, "", "", &reply);
   if (rc != kExitOk) return rc;
-  if (ctx.json) PrintJson(ctx, reply.json);
+  if (ctx.json)
+    PrintJson(ctx, reply.json);
   else if (blocked)
     Print(ctx, "blocked " + Printable(id) + ": its next check-in or report is refused with 401\n");
-  else Print(ctx, "unblocked " + Printable(id) + "\n");
+  else
+    Print(ctx, "unblocked " + Printable(id) + "\n");
   return kExitOk;
 }
 
@@ -498,15 +556,18 @@ int RunUnblock(Context& ctx, const ParsedArgs& a) { return SetBlocked(ctx, a, fa
 // ---- events, version ----------------------------------------------------------
 
 int RunEvents(Context& ctx, const ParsedArgs& a) {
-  if (!a.positionals.empty()) return Usage(ctx, "events", "unexpected argument " + a.positionals[0]);
+  if (!a.positionals.empty())
+    return Usage(ctx, "events", "unexpected argument " + a.positionals[0]);
   Query q;
   int64_t n;
   if (a.Has("after")) {
-    if (!ParseCount(a.Get("after"), &n)) return Usage(ctx, "events", "--after must be an event sequence number");
+    if (!ParseCount(a.Get("after"), &n))
+      return Usage(ctx, "events", "--after must be an event sequence number");
     q.emplace_back("after", a.Get("after"));
   }
   if (a.Has("limit")) {
-    if (!ParseCount(a.Get("limit"), &n) || n < 1) return Usage(ctx, "events", "--limit must be a positive integer");
+    if (!ParseCount(a.Get("limit"), &n) || n < 1)
+      return Usage(ctx, "events", "--limit must be a positive integer");
     q.emplace_back("limit", a.Get("limit"));
   }
   Reply reply;
@@ -522,23 +583,30 @@ int RunEvents(Context& ctx, const ParsedArgs& a) {
       std::string command = Field(e, "command_uuid");
       if (std::string rt = Field(e, "request_type"); !rt.empty())
         command += command.empty() ? rt : " (" + rt + ")";
-      t.AddRow({Field(e, "seq"), Field(e, "time"), Field(e, "type"), Field(e, "enrollment_id"), command});
+      t.AddRow({Field(e, "seq"), Field(e, "time"), Field(e, "type"), Field(e, "enrollment_id"),
+                command});
     }
-  if (t.rows() == 0) Print(ctx, "no events\n");
-  else Print(ctx, t.Render());
-  std::fprintf(ctx.err, "last_seq %s (continue with --after %s)\n", Field(reply.json, "last_seq").c_str(),
-               Field(reply.json, "last_seq").c_str());
+  if (t.rows() == 0)
+    Print(ctx, "no events\n");
+  else
+    Print(ctx, t.Render());
+  std::fprintf(ctx.err, "last_seq %s (continue with --after %s)\n",
+               Field(reply.json, "last_seq").c_str(), Field(reply.json, "last_seq").c_str());
   return kExitOk;
 }
 
 int RunVersion(Context& ctx, const ParsedArgs& a) {
-  if (!a.positionals.empty()) return Usage(ctx, "version", "unexpected argument " + a.positionals[0]);
+  if (!a.positionals.empty())
+    return Usage(ctx, "version", "unexpected argument " + a.positionals[0]);
   if (!ctx.json) Print(ctx, std::string("orchardctl ") + ORCHARDCTL_VERSION + "\n");
   Reply reply;
   int rc = Send(ctx, "GET", "/version", {}, "", "", &reply);
   if (rc != kExitOk) return rc;
-  if (ctx.json) PrintJson(ctx, reply.json);
-  else Print(ctx, "orchardd " + Printable(Field(reply.json, "version")) + " at " + ctx.client->base_url() + "\n");
+  if (ctx.json)
+    PrintJson(ctx, reply.json);
+  else
+    Print(ctx, "orchardd " + Printable(Field(reply.json, "version")) + " at " +
+                   ctx.client->base_url() + "\n");
   return kExitOk;
 }
 
@@ -546,8 +614,8 @@ int RunVersion(Context& ctx, const ParsedArgs& a) {
 
 const std::vector<FlagSpec>& GlobalFlags() {
   static const std::vector<FlagSpec> kFlags = {
-      {"url", true},     {"api-key", true}, {"api-key-file", true}, {"json", false},
-      {"cacert", true},  {"timeout", true}, {"help", false},
+      {"url", true},    {"api-key", true}, {"api-key-file", true}, {"json", false},
+      {"cacert", true}, {"timeout", true}, {"help", false},
   };
   return kFlags;
 }
@@ -555,24 +623,37 @@ const std::vector<FlagSpec>& GlobalFlags() {
 const std::vector<CommandSpec>& Commands() {
   static const std::vector<CommandSpec> kCommands = {
       {"enqueue",
-       "ID[,ID...] (--file CMD.plist | --type RequestType [--set Key=Value ...] [--json-command JSON]) "
-       "[--priority N] [--nopush]",
+       "ID[,ID...] (--file CMD.plist | --type RequestType [--set Key=Value ...] "
+       "[--data-file Key=FILE ...] [--json-command JSON]) [--priority N] [--nopush]",
        "queue a command for one or more enrollments (and push them)",
-       "  --file CMD.plist      send a complete command plist as-is (PUT /v1/enqueue); '-' reads stdin;\n"
-       "                        a missing CommandUUID is assigned by the server\n"
-       "  --type RequestType    build the Command dict here (POST /v1/commands); the server assigns\n"
-       "                        the CommandUUID\n"
+       "  --file CMD.plist      send a complete command plist as-is (PUT /v1/enqueue);\n"
+       "                        '-' reads stdin; the server assigns a missing CommandUUID\n"
+       "  --type RequestType    build the Command dict here (POST /v1/commands);\n"
+       "                        the server assigns the CommandUUID\n"
        "  --set Key=Value       add a string key to the Command dict (repeatable)\n"
-       "  --set Key:=JSON       add a typed key: --set 'Queries:=[\"UDID\",\"OSVersion\"]', --set Flag:=true\n"
-       "  --json-command JSON   the Command dict as a JSON object (or @FILE); --type and --set add to it\n"
+       "  --set Key:=JSON       add a typed key: --set 'Queries:=[\"UDID\",\"OSVersion\"]'\n"
+       "                        or --set Flag:=true\n"
+       "  --data-file Key=FILE  add FILE's bytes as <data> (repeatable), e.g. for InstallProfile:\n"
+       "                        --type InstallProfile --data-file Payload=profile.mobileconfig\n"
+       "  --json-command JSON   the Command dict as a JSON object (or @FILE); --type, --set and\n"
+       "                        --data-file add to it. <data> is {\"$data\":\"BASE64\"},\n"
+       "                        <date> is {\"$date\":\"RFC 3339\"}\n"
        "  --priority N          0-255, higher is sent first (default 0)\n"
        "  --nopush              queue only, do not send an APNs push\n"
-       "prints the command UUID and one line per id; exit 3 if some ids failed, 1 if all did.\n",
-       {{"file", true}, {"type", true}, {"set", true, true}, {"json-command", true}, {"priority", true},
+       "prints the command UUID and one line per id;\n"
+       "exit 3 if some ids failed, 1 if all did.\n",
+       {{"file", true},
+        {"type", true},
+        {"set", true, true},
+        {"data-file", true, true},
+        {"json-command", true},
+        {"priority", true},
         {"nopush", false}},
        RunEnqueue},
       {"push", "ID[,ID...]", "send an APNs push so the devices check in", "", {}, RunPush},
-      {"pushcert", "--cert FILE --key FILE", "store an APNs push certificate and its private key (PEM)",
+      {"pushcert",
+       "--cert FILE --key FILE",
+       "store an APNs push certificate and its private key (PEM)",
        "  --cert FILE   the push certificate (PEM); may also hold the key, then --key is optional\n"
        "  --key FILE    its unencrypted private key (PEM)\n",
        {{"cert", true}, {"key", true}},
@@ -586,32 +667,55 @@ const std::vector<CommandSpec>& Commands() {
        "  --model M              exact model or product name (e.g. iPad2,5)\n"
        "  --os PREFIX            OS version prefix (\"17.\" matches every 17.x)\n"
        "  --state S              authenticated, enrolled or checked_out\n"
-       "  --type T               device, user, ...\n"
+       "  --type T               device, user, shared_ipad_user, user_enrollment_device,\n"
+       "                         user_enrollment_user\n"
        "  --blocked true|false\n"
-       "  --seen-after TIME      last seen at or after TIME; TIME is RFC 3339 (2026-11-23T15:42:00Z),\n"
-       "  --seen-before TIME     a date (2026-11-23), Unix milliseconds, or a duration ago (36h, 7d)\n"
+       "  --seen-after TIME      last seen at or after TIME\n"
+       "  --seen-before TIME     last seen before TIME\n"
+       "                         TIME: RFC 3339 (2026-11-23T15:42:00Z), a date (2026-11-23),\n"
+       "                         Unix milliseconds, or a duration ago (90s, 15m, 36h, 7d)\n"
        "  --limit N              page size (server default 100, at most 1000)\n"
        "  --all                  follow next_cursor through every page\n"
        "  --cursor C             start at this page cursor\n",
-       {{"serial", true}, {"model", true}, {"os", true}, {"state", true}, {"type", true}, {"blocked", true},
-        {"seen-after", true}, {"seen-before", true}, {"limit", true}, {"all", false}, {"cursor", true}},
+       {{"serial", true},
+        {"model", true},
+        {"os", true},
+        {"state", true},
+        {"type", true},
+        {"blocked", true},
+        {"seen-after", true},
+        {"seen-before", true},
+        {"limit", true},
+        {"all", false},
+        {"cursor", true}},
        RunDevices},
       {"device", "ID", "show one enrollment", "", {}, RunDevice},
-      {"queue", "ID [--limit N | --clear | --delete UUID]", "list or edit an enrollment's command queue",
+      {"queue",
+       "ID [--limit N | --clear | --delete UUID]",
+       "list or edit an enrollment's command queue",
        "  --limit N       list at most N commands (default 1000)\n"
        "  --clear         remove every queued command\n"
        "  --delete UUID   remove one queued command\n",
        {{"clear", false}, {"delete", true}, {"limit", true}},
        RunQueue},
-      {"results", "ID [--limit N] | ID UUID [--plist]", "list command results, or show one",
+      {"results",
+       "ID [--limit N] | ID UUID [--plist]",
+       "list command results, or show one",
        "  with ID only: the newest results (--limit N, default 100)\n"
        "  with ID UUID: that result as JSON including the device's response;\n"
        "  --plist prints the device's report plist byte for byte instead\n",
        {{"limit", true}, {"plist", false}},
        RunResults},
-      {"block", "ID", "block an enrollment: the device's next message is refused with 401", "", {}, RunBlock},
+      {"block",
+       "ID",
+       "block an enrollment: the device's next message is refused with 401",
+       "",
+       {},
+       RunBlock},
       {"unblock", "ID", "unblock an enrollment", "", {}, RunUnblock},
-      {"events", "[--after SEQ] [--limit N]", "list events from the durable event log",
+      {"events",
+       "[--after SEQ] [--limit N]",
+       "list events from the durable event log",
        "  --after SEQ   only events after this sequence number (see last_seq)\n"
        "  --limit N     at most N events (default 100)\n",
        {{"after", true}, {"limit", true}},
@@ -646,7 +750,8 @@ std::string GeneralUsage() {
   size_t width = 0;
   for (const auto& c : Commands()) width = std::max(width, std::strlen(c.name));
   for (const auto& c : Commands())
-    out += "  " + std::string(c.name) + std::string(width - std::strlen(c.name) + 2, ' ') + c.summary + "\n";
+    out += "  " + std::string(c.name) + std::string(width - std::strlen(c.name) + 2, ' ') +
+           c.summary + "\n";
   out +=
       "\n"
       "global options (before or after the command):\n"

@@ -126,11 +126,20 @@ Result<int64_t> ParseTimeArg(std::string_view s, int64_t now_ms) {
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size() - 1, n);
     int64_t unit = 0;
     switch (s.back()) {
-      case 's': unit = 1000; break;
-      case 'm': unit = 60 * 1000; break;
-      case 'h': unit = 3600 * 1000; break;
-      case 'd': unit = 24 * 3600 * 1000; break;
-      default: return bad();
+      case 's':
+        unit = 1000;
+        break;
+      case 'm':
+        unit = 60 * 1000;
+        break;
+      case 'h':
+        unit = 3600 * 1000;
+        break;
+      case 'd':
+        unit = 24 * 3600 * 1000;
+        break;
+      default:
+        return bad();
     }
     if (ec != std::errc() || n > (int64_t{1} << 40)) return bad();
     return now_ms - n * unit;
@@ -176,7 +185,8 @@ Result<int64_t> ParseTimeArg(std::string_view s, int64_t now_ms) {
     }
     if (i != s.size()) return bad();
   }
-  const int64_t days = DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+  const int64_t days =
+      DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
   const int64_t secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
   return secs * 1000 + millis;
 }

@@ -32,7 +32,8 @@ orchard::Result<std::string> TakeCommand(std::vector<std::string>* args) {
     const std::string& a = (*args)[i];
     if (a == "--") return orchard::Status::InvalidArgument("\"--\" before the command");
     if (a.rfind("--", 0) == 0) {
-      std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+      std::string name =
+          a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
       const FlagSpec* spec = nullptr;
       for (const auto& s : GlobalFlags())
         if (s.name == name) spec = &s;
@@ -42,7 +43,8 @@ orchard::Result<std::string> TakeCommand(std::vector<std::string>* args) {
       if (spec->takes_value && a.find('=') == std::string::npos) ++i;
       continue;
     }
-    if (a.size() >= 2 && a[0] == '-') return orchard::Status::InvalidArgument("unknown option " + a);
+    if (a.size() >= 2 && a[0] == '-')
+      return orchard::Status::InvalidArgument("unknown option " + a);
     std::string cmd = a;
     args->erase(args->begin() + static_cast<long>(i));
     return cmd;
@@ -95,7 +97,8 @@ int Run(std::vector<std::string> args) {
     std::getline(f, line);
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
       line.pop_back();
-    if (line.empty()) return UsageError("--api-key-file " + parsed->Get("api-key-file") + " is empty");
+    if (line.empty())
+      return UsageError("--api-key-file " + parsed->Get("api-key-file") + " is empty");
     if (parsed->Has("api-key")) return UsageError("give --api-key or --api-key-file, not both");
     options.api_key = line;
   }

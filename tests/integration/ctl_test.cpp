@@ -26,7 +26,9 @@ constexpr char kUdid[] = "663b07bb783e9ade1dae4fbb92ea12afc0ce5b69";
 constexpr char kSerial[] = "F5JM992LF193";
 constexpr char kCheckinType[] = "Content-Type: application/x-apple-aspen-mdm-checkin";
 
-std::string FixturesDir() { return std::string(ORCHARD_SOURCE_DIR) + "/../shared/fixtures/devices"; }
+std::string FixturesDir() {
+  return std::string(ORCHARD_SOURCE_DIR) + "/../shared/fixtures/devices";
+}
 
 bool HaveFixtures() {
   struct stat st;
@@ -73,8 +75,11 @@ Value ParseJsonOrFail(const std::string& text) {
 
 std::string DeviceReport(const std::string& status, const std::string& extra = "") {
   return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict>"
-         "<key>Status</key><string>" + status + "</string>"
-         "<key>UDID</key><string>" + std::string(kUdid) + "</string>" + extra + "</dict></plist>\n";
+         "<key>Status</key><string>" +
+         status +
+         "</string>"
+         "<key>UDID</key><string>" +
+         std::string(kUdid) + "</string>" + extra + "</dict></plist>\n";
 }
 
 // A running orchardd (insecure dev mode, known API key) in a fresh directory.
@@ -154,7 +159,8 @@ TEST_CASE("orchardctl devices and device show an enrolled device", "[integration
   CHECK(line.find("9.3.5") != std::string::npos);
   CHECK(line.find("enrolled") != std::string::npos);
 
-  r = server.Ctl("devices --serial " + std::string(kSerial) + " --state enrolled --seen-after 1h --all");
+  r = server.Ctl("devices --serial " + std::string(kSerial) +
+                 " --state enrolled --seen-after 1h --all");
   CHECK(r.exit_code == 0);
   CHECK(r.out.find(kUdid) != std::string::npos);
   r = server.Ctl("devices --serial NOPE");
@@ -194,11 +200,54 @@ TEST_CASE("orchardctl devices and device show an enrolled device", "[integration
   }
 }
 
+TEST_CASE("orchardctl devices pages with --cursor and --all", "[integration][ctl]") {
+  START_ENROLLED(server);
+  // A second device: the Authenticate fixture with another UDID.
+  std::string second = orchard::testing::ReadFile(FixturesDir() + "/Authenticate.1.plist");
+  const std::string other_udid = "0000AAAA783e9ade1dae4fbb92ea12afc0ce5b69";
+  second.replace(second.find(kUdid), std::string(kUdid).size(), other_udid);
+  REQUIRE(HttpCall("PUT", server.url() + "/mdm", second, {kCheckinType}).status == 200);
+
+  CtlRun r = server.Ctl("devices --limit 1");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find(other_udid) != std::string::npos);  // ids sort: 0000AAAA... first
+  CHECK(r.out.find(kUdid) == std::string::npos);
+  const auto at = r.err.find("--cursor ");
+  REQUIRE(at != std::string::npos);
+  std::string cursor = r.err.substr(at + 9);
+  cursor.erase(cursor.find_last_not_of("\n") + 1);
+
+  r = server.Ctl("devices --limit 1 --cursor " + ShellQuote(cursor));
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find(kUdid) != std::string::npos);
+  CHECK(r.out.find(other_udid) == std::string::npos);
+
+  r = server.Ctl("devices --limit 1 --all");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find(kUdid) != std::string::npos);
+  CHECK(r.out.find(other_udid) != std::string::npos);
+  CHECK(r.err.empty());
+
+  r = server.Ctl("devices --limit 1 --all --json");
+  REQUIRE(r.exit_code == 0);
+  Value v = ParseJsonOrFail(r.out);
+  REQUIRE(v.Find("enrollments"));
+  REQUIRE(v.Find("enrollments")->AsArray());
+  CHECK(v.Find("enrollments")->AsArray()->size() == 2);
+  CHECK(v.GetString("next_cursor").empty());
+
+  r = server.Ctl("devices --state authenticated");
+  CHECK(r.out.find(other_udid) != std::string::npos);
+  CHECK(r.out.find(kUdid) == std::string::npos);
+}
+
 TEST_CASE("orchardctl enqueue, queue and results follow a command", "[integration][ctl]") {
   START_ENROLLED(server);
 
-  CtlRun r = server.Ctl(std::string("enqueue ") + kUdid +
-                        " --type DeviceInformation --set 'Queries:=[\"UDID\",\"OSVersion\"]' --nopush --json");
+  CtlRun r = server.Ctl(
+      std::string("enqueue ") + kUdid +
+      " --type DeviceInformation --set 'Queries:=[\"UDID\",\"OSVersion\"]' --nopush --json");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   Value enq = ParseJsonOrFail(r.out);
@@ -258,7 +307,8 @@ TEST_CASE("orchardctl enqueue, queue and results follow a command", "[integratio
   CHECK(r.err.find("404") != std::string::npos);
 }
 
-TEST_CASE("orchardctl enqueue of a raw plist, partial failure and queue edits", "[integration][ctl]") {
+TEST_CASE("orchardctl enqueue of a raw plist, partial failure and queue edits",
+          "[integration][ctl]") {
   START_ENROLLED(server);
   const std::string plist_path = server.dir() + "/cmd.plist";
   REQUIRE(orchard::testing::WriteFile(
@@ -268,8 +318,8 @@ TEST_CASE("orchardctl enqueue of a raw plist, partial failure and queue edits", 
       "<key>Command</key><dict><key>RequestType</key><string>ProfileList</string></dict>"
       "</dict></plist>\n"));
 
-  CtlRun r = server.Ctl(std::string("enqueue ") + kUdid + ",NOT-ENROLLED --file " + ShellQuote(plist_path) +
-                        " --nopush");
+  CtlRun r = server.Ctl(std::string("enqueue ") + kUdid + ",NOT-ENROLLED --file " +
+                        ShellQuote(plist_path) + " --nopush");
   INFO(r.out << r.err);
   CHECK(r.exit_code == 3);  // HTTP 207: one id failed
   CHECK(r.out.find("RAW-CMD-0001") != std::string::npos);
@@ -277,7 +327,8 @@ TEST_CASE("orchardctl enqueue of a raw plist, partial failure and queue edits", 
   CHECK(r.out.find("unknown enrollment") != std::string::npos);
   CHECK(r.err.find("1 of 2 ids failed") != std::string::npos);
 
-  r = server.Ctl(std::string("enqueue ") + kUdid + " --type DeviceInformation --priority 5 --nopush");
+  r = server.Ctl(std::string("enqueue ") + kUdid +
+                 " --type DeviceInformation --priority 5 --nopush");
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("queued") != std::string::npos);
 
@@ -302,6 +353,23 @@ TEST_CASE("orchardctl enqueue of a raw plist, partial failure and queue edits", 
 
   r = server.Ctl("enqueue NOT-ENROLLED --type DeviceInformation --nopush");
   CHECK(r.exit_code == 1);  // every id failed: HTTP 500
+
+  // --data-file sends a file's bytes as <data>, as InstallProfile needs.
+  const std::string profile_path = server.dir() + "/test.mobileconfig";
+  REQUIRE(orchard::testing::WriteFile(profile_path, std::string("PROFILE\0BYTES", 13)));
+  r = server.Ctl(std::string("enqueue ") + kUdid + " --type InstallProfile --data-file Payload=" +
+                 ShellQuote(profile_path) + " --nopush");
+  REQUIRE(r.exit_code == 0);
+  auto idle = server.Report(DeviceReport("Idle"));
+  REQUIRE(idle.status == 200);
+  auto sent = orchard::plist::ParseXml(idle.body);
+  REQUIRE(sent.ok());
+  const Value* command = sent->Find("Command");
+  REQUIRE(command);
+  CHECK(command->GetString("RequestType") == "InstallProfile");
+  const std::string* payload = command->GetData("Payload");
+  REQUIRE(payload);
+  CHECK(*payload == std::string("PROFILE\0BYTES", 13));
 }
 
 TEST_CASE("orchardctl block refuses the device until unblock", "[integration][ctl]") {
@@ -405,12 +473,12 @@ TEST_CASE("orchardctl usage errors exit 2 without contacting a server", "[integr
   const std::string dir = orchard::testing::MakeTempDir("orchard-ctl-test");
   // Port 9 (discard) is never contacted: every one of these fails before a request.
   const std::string url = "--url http://127.0.0.1:9 ";
-  for (const char* args : {"", "frobnicate", "devices --bogus", "devices --blocked maybe",
-                           "devices --seen-after yesterday", "enqueue", "enqueue ID",
-                           "enqueue ID --type X --file Y", "enqueue ID --type X --priority 300",
-                           "enqueue ID --type X --set NoEquals", "queue ID --clear --delete U",
-                           "results ID --plist", "events --after -1", "--timeout 0 version",
-                           "--url ftp://x version", "device"}) {
+  for (const char* args :
+       {"", "frobnicate", "devices --bogus", "devices --blocked maybe",
+        "devices --seen-after yesterday", "enqueue", "enqueue ID", "enqueue ID --type X --file Y",
+        "enqueue ID --type X --priority 300", "enqueue ID --type X --set NoEquals",
+        "queue ID --clear --delete U", "results ID --plist", "events --after -1",
+        "--timeout 0 version", "--url ftp://x version", "device"}) {
     const std::string a = args;
     CtlRun r = RunCtl(dir, a.find("--url") == std::string::npos ? url + a : a);
     INFO("orchardctl " << args << "\n" << r.err);
