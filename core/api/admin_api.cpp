@@ -1,7 +1,9 @@
 #include "api/admin_api.h"
 
 #include <charconv>
+#include <cctype>
 #include <map>
+#include <set>
 
 #include "log/log.h"
 #include "plist/plist.h"
@@ -29,6 +31,7 @@ http::Response FromStatus(const Status& st) {
     case Code::kNotFound: return Error(404, st.message());
     case Code::kTooLarge: return Error(413, st.message());
     case Code::kAlreadyExists: return Error(409, st.message());
+    case Code::kUnavailable: return Error(503, st.message());
     default: return Error(500, st.message());
   }
 }
@@ -48,16 +51,26 @@ std::vector<std::string> SplitPath(const std::string& path) {
   return parts;
 }
 
+// Comma-separated ids, duplicates dropped (first occurrence kept).
 std::vector<std::string> SplitIds(const std::string& ids) {
   std::vector<std::string> out;
+  std::set<std::string> seen;
   size_t i = 0;
   while (i <= ids.size()) {
     size_t j = ids.find(',', i);
     if (j == std::string::npos) j = ids.size();
-    if (j > i) out.push_back(ids.substr(i, j - i));
+    if (j > i && seen.insert(ids.substr(i, j - i)).second) out.push_back(ids.substr(i, j - i));
     i = j + 1;
   }
   return out;
+}
+
+bool IStartsWith(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i])) != std::tolower(static_cast<unsigned char>(prefix[i])))
+      return false;
+  return true;
 }
 
 Value Time(int64_t ms) { return ms ? Value::String(FormatRfc3339(ms)) : Value::String(""); }
@@ -180,13 +193,13 @@ std::string AdminApi::RouteLabel(const http::Request& r) {
 bool AdminApi::Authorized(const http::Request& r) const {
   std::string_view auth = r.Header("Authorization");
   std::string presented;
-  if (auth.rfind("Basic ", 0) == 0) {
+  if (IStartsWith(auth, "Basic ")) {
     auto dec = Base64Decode(auth.substr(6));
     if (dec) {
       auto colon = dec->find(':');
       presented = colon == std::string::npos ? *dec : dec->substr(colon + 1);
     }
-  } else if (auth.rfind("Bearer ", 0) == 0) {
+  } else if (IStartsWith(auth, "Bearer ")) {
     presented = std::string(auth.substr(7));
   } else if (auto k = r.Header("X-API-Key"); !k.empty()) {
     presented = std::string(k);
@@ -408,7 +421,11 @@ http::Response AdminApi::PushIds(const std::string& id_list) {
 }
 
 http::Response AdminApi::PutPushCert(const http::Request& r) {
-  auto cert = push::ParsePushCert(r.body);
+  // PEM (certificate + key, NanoMDM style) or PKCS#12 with its password in a header.
+  const bool pkcs12 = r.Header("Content-Type").find("pkcs12") != std::string_view::npos ||
+                      (!r.body.empty() && r.body[0] == 0x30);
+  auto cert = pkcs12 ? push::ParsePushCertPkcs12(r.body, std::string(r.Header("X-Pkcs12-Password")))
+                     : push::ParsePushCert(r.body);
   if (!cert.ok()) return FromStatus(cert.status());
   Status st = d_.push_certs->Put(*cert);
   if (!st.ok()) return FromStatus(st);
@@ -445,7 +462,20 @@ http::Response AdminApi::ListEnrollments(const http::Request& r) {
   store::EnrollmentState ignored;
   if (!f.state.empty() && !store::ParseEnrollmentState(f.state, &ignored))
     return Error(400, "state must be authenticated, enrolled or checked_out");
-  if (r.HasParam("blocked")) f.blocked = r.Param("blocked") == "true" || r.Param("blocked") == "1";
+  if (r.HasParam("blocked")) {
+    const std::string b = r.Param("blocked");
+    if (b != "true" && b != "false" && b != "1" && b != "0")
+      return Error(400, "blocked must be true or false");
+    f.blocked = b == "true" || b == "1";
+  }
+  if (!f.type.empty()) {
+    bool known = false;
+    for (int t = 0; t <= static_cast<int>(store::EnrollmentType::kUserEnrollmentUser); ++t)
+      known |= f.type == store::EnrollmentTypeName(static_cast<store::EnrollmentType>(t));
+    if (!known)
+      return Error(400, "type must be device, user, shared_ipad_user, user_enrollment_device or "
+                        "user_enrollment_user");
+  }
   int64_t limit = 100;
   if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 1000))
     return Error(400, "limit must be an integer from 1 to 1000");
@@ -468,8 +498,8 @@ http::Response AdminApi::GetEnrollment(const std::string& id) {
   if (!e.ok()) return FromStatus(e.status());
   if (!e->has_value()) return Error(404, "no enrollment " + id);
   Value v = EnrollmentJson(**e);
-  auto depth = d_.queue->List(id, 100000);
-  if (depth.ok()) v.Set("queue_depth", Value::Integer(static_cast<int64_t>(depth->size())));
+  auto depth = d_.queue->Count(id);
+  if (depth.ok()) v.Set("queue_depth", Value::Integer(static_cast<int64_t>(*depth)));
   return Json(200, v);
 }
 
@@ -492,11 +522,21 @@ http::Response AdminApi::GetQueue(const std::string& id, const http::Request& r)
 }
 
 http::Response AdminApi::ClearQueue(const std::string& id) {
+  auto e = d_.enrollments->Get(id);
+  if (!e.ok()) return FromStatus(e.status());
+  if (!e->has_value()) return Error(404, "no enrollment " + id);
   std::lock_guard lock(d_.locks->For(id));
-  store::Batch batch;
-  auto n = d_.queue->Clear(batch, id);
+  events::Transaction txn(d_.events);
+  auto n = d_.queue->Clear(txn.batch(), id);
   if (!n.ok()) return FromStatus(n.status());
-  Status st = d_.store->Write(batch);
+  if (*n) {
+    Value payload;
+    payload.Set("removed", Value::Integer(static_cast<int64_t>(*n)));
+    payload.Set("reason", Value::String("admin"));
+    txn.Emit({.type = events::type::kQueueCleared, .enrollment_id = id,
+              .payload_json = plist::ToJson(payload)});
+  }
+  Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st);
   log::Info(kLog, "event=queue_cleared enrollment_id={} commands={}", id, *n);
   Value out;
@@ -509,9 +549,11 @@ http::Response AdminApi::DeleteQueued(const std::string& id, const std::string& 
   auto loc = d_.queue->Find(id, uuid);
   if (!loc.ok()) return FromStatus(loc.status());
   if (!loc->has_value()) return Error(404, "command " + uuid + " is not queued for " + id);
-  store::Batch batch;
-  d_.queue->Remove(batch, id, **loc);
-  Status st = d_.store->Write(batch);
+  events::Transaction txn(d_.events);
+  d_.queue->Remove(txn.batch(), id, **loc);
+  txn.Emit({.type = events::type::kCommandDeleted, .enrollment_id = id, .command_uuid = uuid,
+            .request_type = (*loc)->entry.request_type});
+  Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st);
   log::Info(kLog, "event=queued_command_deleted enrollment_id={} command_uuid={}", id, uuid);
   Value out;
@@ -523,6 +565,9 @@ http::Response AdminApi::ListResults(const std::string& id, const http::Request&
   int64_t limit = 100;
   if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 10000))
     return Error(400, "limit must be an integer from 1 to 10000");
+  auto e = d_.enrollments->Get(id);
+  if (!e.ok()) return FromStatus(e.status());
+  if (!e->has_value()) return Error(404, "no enrollment " + id);
   auto results = d_.queue->ListResults(id, static_cast<size_t>(limit));
   if (!results.ok()) return FromStatus(results.status());
   plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
@@ -563,8 +608,8 @@ http::Response AdminApi::SetBlocked(const std::string& id, bool blocked) {
 
 http::Response AdminApi::ListEvents(const http::Request& r) {
   int64_t after = 0, limit = 100;
-  if (r.HasParam("after") && !ParseInt(r.Param("after"), &after))
-    return Error(400, "after must be an event sequence number");
+  if (r.HasParam("after") && (!ParseInt(r.Param("after"), &after) || after < 0))
+    return Error(400, "after must be an event sequence number (>= 0)");
   if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 10000))
     return Error(400, "limit must be an integer from 1 to 10000");
   auto evs = d_.events->Read(static_cast<uint64_t>(after), static_cast<size_t>(limit));

@@ -141,9 +141,15 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
     // A fresh enrollment: the old queue is cleared, as the established servers do.
     auto cleared = d_.queue->Clear(txn.batch(), id);
     if (!cleared.ok()) return FromStatus(cleared.status(), type);
-    if (*cleared)
+    if (*cleared) {
       log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
                 *cleared);
+      plist::Value payload;
+      payload.Set("removed", plist::Value::Integer(static_cast<int64_t>(*cleared)));
+      payload.Set("reason", plist::Value::String("re_authenticate"));
+      txn.Emit({.type = events::type::kQueueCleared, .time_ms = now, .enrollment_id = id,
+                .payload_json = plist::ToJson(payload)});
+    }
     if (!e.cert_sha256.empty() && e.cert_sha256 != identity.cert_sha256)
       d_.enrollments->Unbind(txn.batch(), e.cert_sha256);  // renewed identity replaces the old
   }

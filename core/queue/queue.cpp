@@ -126,12 +126,20 @@ Result<std::vector<store::QueueEntry>> CommandQueue::List(const std::string& id,
   return out;
 }
 
-Result<uint64_t> CommandQueue::Clear(store::Batch& batch, const std::string& id) {
+Result<uint64_t> CommandQueue::Count(const std::string& id) {
   const std::string prefix = Prefix(id);
   uint64_t n = 0;
   auto it = store_->Scan(store::Cf::kQueueIndex, prefix, store::PrefixEnd(prefix));
   for (; it->Valid(); it->Next()) ++n;
   ORCHARD_RETURN_IF_ERROR(it->status());
+  return n;
+}
+
+Result<uint64_t> CommandQueue::Clear(store::Batch& batch, const std::string& id) {
+  const std::string prefix = Prefix(id);
+  auto count = Count(id);
+  if (!count.ok()) return count.status();
+  const uint64_t n = *count;
   if (n == 0) return n;
   batch.DeleteRange(store::Cf::kQueue, prefix, store::PrefixEnd(prefix));
   batch.DeleteRange(store::Cf::kQueueIndex, prefix, store::PrefixEnd(prefix));

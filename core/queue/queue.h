@@ -60,6 +60,8 @@ class CommandQueue {
   void Remove(store::Batch& batch, const std::string& enrollment_id, const Located& loc);
   // Lists up to limit queued entries in delivery order.
   Result<std::vector<store::QueueEntry>> List(const std::string& enrollment_id, size_t limit);
+  // Number of queued entries of the enrollment (scans its index keys only).
+  Result<uint64_t> Count(const std::string& enrollment_id);
   // Removes every queued entry of the enrollment; returns how many.
   Result<uint64_t> Clear(store::Batch& batch, const std::string& enrollment_id);
 
@@ -68,7 +70,7 @@ class CommandQueue {
                  const store::CommandResult& result);
   Result<std::optional<store::CommandResult>> GetResult(const std::string& enrollment_id,
                                                         const std::string& uuid);
-  // Newest-last list of results, starting after `after_uuid` (paging), up to limit.
+  // The newest `limit` results of the enrollment, newest first.
   Result<std::vector<store::CommandResult>> ListResults(const std::string& enrollment_id,
                                                         size_t limit);
   // Deletes results received before cutoff_ms (at most max_batch). Returns count.
