@@ -104,11 +104,6 @@ Value EnrollmentJson(const store::Enrollment& e) {
   v.Set("has_push_token", Value::Bool(!e.push_token.empty()));
   v.Set("has_unlock_token", Value::Bool(!e.unlock_token.empty()));
   v.Set("has_bootstrap_token", Value::Bool(!e.bootstrap_token.empty()));
-  if (e.last_push_ms) {
-    v.Set("last_push_at", Time(e.last_push_ms));
-    v.Set("last_push_id", Value::String(e.last_push_id));
-    if (!e.last_push_error.empty()) v.Set("last_push_error", Value::String(e.last_push_error));
-  }
   return v;
 }
 

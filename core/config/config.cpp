@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include "util/secret_box.h"
+
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -114,6 +116,38 @@ const std::map<std::string, Setter>& Keys() {
       {"retention.sweep_seconds",
        IntSetter(1, 86400, [](Config* c, int64_t n) { c->sweep_interval_seconds = n; })},
       {"store.sync", BoolSetter(&Config::store_sync)},
+      {"push.endpoint",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v != "production" && v != "sandbox") {
+           Config probe;
+           if (!ParseListen(k, v, &probe).ok())
+             return Bad(k, "expected production, sandbox or HOST:PORT, got '" + v + "'");
+         }
+         c->push_endpoint = v;
+         return Status::Ok();
+       }},
+      {"push.ca_file", StringSetter(&Config::push_ca_file)},
+      {"push.connections", IntSetter(1, 16, [](Config* c, int64_t n) { c->push_connections = int(n); })},
+      {"push.expiration_seconds",
+       IntSetter(0, 30 * 86400, [](Config* c, int64_t n) { c->push_expiration_seconds = n; })},
+      {"push.coalesce_ms", IntSetter(0, 3600 * 1000, [](Config* c, int64_t n) { c->push_coalesce_ms = n; })},
+      {"push.repush_interval_seconds",
+       IntSetter(0, 30 * 86400, [](Config* c, int64_t n) { c->push_repush_interval_seconds = n; })},
+      {"push.retry_max", IntSetter(0, 10, [](Config* c, int64_t n) { c->push_retry_max = int(n); })},
+      {"push.retry_base_ms",
+       IntSetter(10, 600 * 1000, [](Config* c, int64_t n) { c->push_retry_base_ms = n; })},
+      {"push.expiry_warn_days",
+       [](const std::string& k, const std::string& v, Config* c) {
+         std::vector<int> days;
+         for (const auto& item : SplitList(v)) {
+           int64_t n;
+           ORCHARD_RETURN_IF_ERROR(ParseInt(k, item, 0, 3650, &n));
+           days.push_back(int(n));
+         }
+         c->push_expiry_warn_days = days;
+         return Status::Ok();
+       }},
+      {"push.key_encryption_key", StringSetter(&Config::push_key_encryption_key)},
       {"log.level",
        [](const std::string& k, const std::string& v, Config* c) {
          if (v != "debug" && v != "info" && v != "warn" && v != "error")
@@ -166,6 +200,10 @@ Status Validate(const Config& c) {
                "--insecure-dev for local development");
   if (!c.api_key.empty() && c.api_key.size() < 16)
     return Bad("api_key", "must be at least 16 characters");
+  if (!c.push_key_encryption_key.empty()) {
+    auto box = SecretBox::FromKeyText(c.push_key_encryption_key);
+    if (!box.ok()) return Bad("push.key_encryption_key", box.status().message());
+  }
   return Status::Ok();
 }
 
@@ -179,6 +217,7 @@ Usage: orchardd [options]
                        put nginx in front for TLS, see examples/nginx/)
   --data-dir DIR       RocksDB data directory (default ./data)
   --api-key KEY        admin API key, >= 16 chars (or env ORCHARD_API_KEY)
+  --push-endpoint E    APNs: production | sandbox | HOST:PORT (default production)
   --device-ca FILE     PEM CA(s) that issue device identity certificates (repeatable)
   --cert-header NAME   proxy header carrying the device certificate (default Client-Cert)
   --threads N          HTTP worker threads (default 2)
@@ -207,10 +246,11 @@ Result<LoadResult> Load(int argc, const char* const* argv) {
     }
   }
   if (const char* env = std::getenv("ORCHARD_API_KEY"); env && *env) c.api_key = env;
+  if (const char* env = std::getenv("ORCHARD_PUSH_KEY"); env && *env) c.push_key_encryption_key = env;
   static const std::map<std::string, std::string> kFlagKeys = {
       {"--listen", "listen"},       {"--data-dir", "data_dir"},       {"--api-key", "api_key"},
       {"--threads", "threads"},     {"--cert-header", "auth.cert_header"},
-      {"--log-level", "log.level"},
+      {"--log-level", "log.level"},  {"--push-endpoint", "push.endpoint"},
   };
   bool cleared_ca = false;
   for (int i = 1; i < argc; ++i) {

@@ -39,6 +39,18 @@ struct Config {
   int64_t event_retention_hours = 7 * 24;
   int64_t sweep_interval_seconds = 300;
 
+  // APNs push.
+  std::string push_endpoint = "production";  // production | sandbox | HOST:PORT
+  std::string push_ca_file;                  // server trust for a custom endpoint (tests: the mock's CA)
+  int push_connections = 2;                  // HTTP/2 connections per topic
+  int64_t push_expiration_seconds = 86400;   // apns-expiration: APNs stores and retries this long
+  int64_t push_coalesce_ms = 1000;           // duplicate pushes to one device within this window coalesce
+  int64_t push_repush_interval_seconds = 4 * 3600;  // re-push devices with pending commands (0 = off)
+  int push_retry_max = 3;                    // retries after 429/500/503
+  int64_t push_retry_base_ms = 1000;         // first retry delay; doubles, with jitter
+  std::vector<int> push_expiry_warn_days = {30, 14, 7, 1};
+  std::string push_key_encryption_key;       // seals push private keys at rest (or env ORCHARD_PUSH_KEY)
+
   bool store_sync = false;  // fsync each write
   std::string log_level = "info";
   bool metrics_enabled = true;

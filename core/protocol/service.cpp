@@ -239,6 +239,8 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
 
   events::Transaction txn(d_.events);
   d_.enrollments->Put(txn.batch(), *prev, e);
+  // A new token (or the same one re-sent) lifts any "token invalid" mark from APNs.
+  txn.batch().Delete(store::Cf::kPushState, id);
   plist::Value payload = WithoutSecrets(msg.body);
   payload.Set("FirstTokenUpdate", plist::Value::Bool(first));
   txn.Emit({.type = events::type::kEnrollmentTokenUpdated,

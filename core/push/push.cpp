@@ -5,8 +5,10 @@
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 
+#include "util/encoding.h"
 #include "util/record.h"
 
 namespace orchard::push {
@@ -17,27 +19,6 @@ struct BioFree { void operator()(BIO* b) const { BIO_free(b); } };
 struct X509Free { void operator()(X509* x) const { X509_free(x); } };
 struct PkeyFree { void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); } };
 
-std::string Encode(const PushCert& c) {
-  RecordWriter w;
-  w.PutVarint(1);
-  w.PutString(c.topic);
-  w.PutSigned(c.not_after_unix);
-  w.PutString(c.cert_pem);
-  w.PutString(c.key_pem);
-  return w.Take();
-}
-
-Result<PushCert> Decode(std::string_view bytes) {
-  RecordReader r(bytes);
-  if (r.GetVarint() != 1) return Status::Internal("corrupt push certificate record");
-  PushCert c;
-  c.topic = r.GetString();
-  c.not_after_unix = r.GetSigned();
-  c.cert_pem = r.GetString();
-  c.key_pem = r.GetString();
-  if (r.corrupt()) return Status::Internal("corrupt push certificate record");
-  return c;
-}
 }  // namespace
 
 std::vector<Outcome> NoPushProvider::Push(const std::vector<Target>& targets) {
@@ -47,6 +28,10 @@ std::vector<Outcome> NoPushProvider::Push(const std::vector<Target>& targets) {
   return out;
 }
 
+namespace {
+Result<PushCert> FromCertAndKey(X509* cert, EVP_PKEY* key);
+}  // namespace
+
 Result<PushCert> ParsePushCert(std::string_view pem) {
   std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
@@ -55,10 +40,32 @@ Result<PushCert> ParsePushCert(std::string_view pem) {
   std::unique_ptr<EVP_PKEY, PkeyFree> key(
       PEM_read_bio_PrivateKey(kbio.get(), nullptr, nullptr, const_cast<char*>("")));
   if (!key) return Status::InvalidArgument("push certificate: no unencrypted PEM private key found");
-  if (X509_check_private_key(cert.get(), key.get()) != 1)
+  return FromCertAndKey(cert.get(), key.get());
+}
+
+Result<PushCert> ParsePushCertPkcs12(std::string_view der, const std::string& password) {
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(der.data(), static_cast<int>(der.size())));
+  PKCS12* p12 = d2i_PKCS12_bio(bio.get(), nullptr);
+  if (!p12) return Status::InvalidArgument("push certificate: not a PKCS#12 file");
+  EVP_PKEY* key = nullptr;
+  X509* cert = nullptr;
+  int ok = PKCS12_parse(p12, password.c_str(), &key, &cert, nullptr);
+  PKCS12_free(p12);
+  std::unique_ptr<X509, X509Free> c(cert);
+  std::unique_ptr<EVP_PKEY, PkeyFree> k(key);
+  if (ok != 1) return Status::InvalidArgument("push certificate: PKCS#12 wrong password or damaged");
+  if (!c) return Status::InvalidArgument("push certificate: PKCS#12 holds no certificate");
+  if (!k) return Status::InvalidArgument("push certificate: PKCS#12 holds no private key");
+  return FromCertAndKey(c.get(), k.get());
+}
+
+namespace {
+// Validates a certificate and key (both borrowed) and builds the stored form.
+Result<PushCert> FromCertAndKey(X509* cert, EVP_PKEY* key) {
+  if (X509_check_private_key(cert, key) != 1)
     return Status::InvalidArgument("push certificate: private key does not match the certificate");
   PushCert out;
-  X509_NAME* subject = X509_get_subject_name(cert.get());
+  X509_NAME* subject = X509_get_subject_name(cert);
   int idx = X509_NAME_get_index_by_NID(subject, NID_userId, -1);
   if (idx < 0) return Status::InvalidArgument("push certificate: subject has no UID (topic)");
   ASN1_STRING* uid = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
@@ -71,26 +78,58 @@ Result<PushCert> ParsePushCert(std::string_view pem) {
     return Status::InvalidArgument("push certificate: topic '" + out.topic +
                                    "' is not an MDM topic (must start with com.apple.mgmt.)");
   struct tm tm {};
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1)
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1)
     return Status::InvalidArgument("push certificate: unreadable notAfter");
   out.not_after_unix = timegm(&tm);
+  if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0)
+    return Status::InvalidArgument("push certificate: expired on " +
+                                   FormatRfc3339(out.not_after_unix * 1000));
   // Re-emit canonical PEM for storage (drops any other text in the upload).
   std::unique_ptr<BIO, BioFree> cout(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(cout.get(), cert.get());
+  PEM_write_bio_X509(cout.get(), cert);
   char* p = nullptr;
   long len = BIO_get_mem_data(cout.get(), &p);
   out.cert_pem.assign(p, len);
   std::unique_ptr<BIO, BioFree> kout(BIO_new(BIO_s_mem()));
-  PEM_write_bio_PrivateKey(kout.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  PEM_write_bio_PrivateKey(kout.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
   len = BIO_get_mem_data(kout.get(), &p);
   out.key_pem.assign(p, len);
   return out;
 }
+}  // namespace
 
-Status PushCertStore::Put(const PushCert& cert) {
+Status PushCertStore::Put(const PushCert& c) {
+  RecordWriter w;
+  w.PutVarint(1);
+  w.PutString(c.topic);
+  w.PutSigned(c.not_after_unix);
+  w.PutString(c.cert_pem);
+  w.PutString(box_ ? box_->Seal(c.key_pem) : c.key_pem);
   store::Batch b;
-  b.Put(store::Cf::kMeta, kPrefix + cert.topic, Encode(cert));
+  b.Put(store::Cf::kMeta, kPrefix + c.topic, w.Take());
   return store_->Write(b);
+}
+
+Result<PushCert> PushCertStore::Decode(std::string_view bytes) const {
+  RecordReader r(bytes);
+  if (r.GetVarint() != 1) return Status::Internal("corrupt push certificate record");
+  PushCert c;
+  c.topic = r.GetString();
+  c.not_after_unix = r.GetSigned();
+  c.cert_pem = r.GetString();
+  c.key_pem = r.GetString();
+  if (r.corrupt()) return Status::Internal("corrupt push certificate record");
+  if (SecretBox::IsSealed(c.key_pem)) {
+    if (!box_)
+      return Status::Unavailable("push certificate key for " + c.topic +
+                                 " is encrypted; configure push.key_encryption_key");
+    auto opened = box_->Open(c.key_pem);
+    if (!opened.ok())
+      return Status::Unavailable("push certificate key for " + c.topic + ": " +
+                                 opened.status().message());
+    c.key_pem = std::move(opened.value());
+  }
+  return c;
 }
 
 Result<std::optional<PushCert>> PushCertStore::Get(const std::string& topic) {

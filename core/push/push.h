@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "store/store.h"
+#include "util/secret_box.h"
 #include "util/status.h"
 
 namespace orchard::push {
@@ -56,18 +57,25 @@ struct PushCert {
 
 // Parses PEM text holding the certificate and its private key (any order).
 // Errors: no certificate, no key, key does not match, topic missing or not an
-// MDM topic (must start with "com.apple.mgmt.").
+// MDM topic (must start with "com.apple.mgmt."), certificate expired.
 Result<PushCert> ParsePushCert(std::string_view pem);
+// Parses a PKCS#12 (.p12) bundle with its password; same checks as above.
+Result<PushCert> ParsePushCertPkcs12(std::string_view der, const std::string& password);
 
+// Stores push certificates by topic (several topics at once). When a
+// SecretBox is given, private keys are sealed with it at rest; a key stored
+// sealed cannot be read without the same box (Get returns an error).
 class PushCertStore {
  public:
-  explicit PushCertStore(store::Store* store) : store_(store) {}
+  PushCertStore(store::Store* store, const SecretBox* box) : store_(store), box_(box) {}
   Status Put(const PushCert& cert);
   Result<std::optional<PushCert>> Get(const std::string& topic);
   Result<std::vector<PushCert>> List();
 
  private:
+  Result<PushCert> Decode(std::string_view bytes) const;
   store::Store* store_;
+  const SecretBox* box_;  // may be null (keys stored in clear; logged at start)
 };
 
 }  // namespace orchard::push

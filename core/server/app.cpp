@@ -18,6 +18,7 @@
 #include "queue/queue.h"
 #include "store/store.h"
 #include "util/encoding.h"
+#include "util/secret_box.h"
 
 namespace orchard::server {
 
@@ -49,7 +50,15 @@ class AppImpl : public App {
     if (!au.ok()) return Status::InvalidArgument("auth.device_ca: " + au.status().message());
     auth_ = std::move(au.value());
     push_ = std::make_unique<push::NoPushProvider>();
-    push_certs_ = std::make_unique<push::PushCertStore>(store_.get());
+    if (!config_.push_key_encryption_key.empty()) {
+      auto box = SecretBox::FromKeyText(config_.push_key_encryption_key);
+      if (!box.ok()) return Status::InvalidArgument("push.key_encryption_key: " + box.status().message());
+      secret_box_ = std::make_unique<SecretBox>(std::move(box.value()));
+    } else {
+      log::Warn(kLog, "event=push_keys_unencrypted detail=\"set push.key_encryption_key or "
+                      "ORCHARD_PUSH_KEY to seal push certificate keys at rest\"");
+    }
+    push_certs_ = std::make_unique<push::PushCertStore>(store_.get(), secret_box_.get());
 
     protocol::ServiceOptions so;
     so.limits = {config_.max_body_bytes, config_.max_plist_depth};
@@ -195,6 +204,7 @@ class AppImpl : public App {
   protocol::EnrollmentLocks locks_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<push::PushProvider> push_;
+  std::unique_ptr<SecretBox> secret_box_;
   std::unique_ptr<push::PushCertStore> push_certs_;
   std::unique_ptr<protocol::Service> service_;
   std::unique_ptr<api::AdminApi> api_;

@@ -58,9 +58,6 @@ std::string Enrollment::Encode() const {
   w.PutBool(awaiting_configuration);
   w.PutString(cert_sha256);
   w.PutBool(blocked);
-  w.PutSigned(last_push_ms);
-  w.PutString(last_push_id);
-  w.PutString(last_push_error);
   return w.Take();
 }
 
@@ -85,11 +82,38 @@ Result<Enrollment> Enrollment::Decode(std::string_view bytes) {
   e.awaiting_configuration = r.GetBool();
   e.cert_sha256 = r.GetString();
   e.blocked = r.GetBool();
-  e.last_push_ms = r.GetSigned();
-  e.last_push_id = r.GetString();
-  e.last_push_error = r.GetString();
   if (r.corrupt()) return Corrupt("enrollment");
   return e;
+}
+
+std::string PushState::Encode() const {
+  RecordWriter w;
+  w.PutVarint(kVersion);
+  w.PutSigned(last_push_ms);
+  w.PutString(last_apns_id);
+  w.PutSigned(last_status);
+  w.PutString(last_reason);
+  w.PutSigned(last_success_ms);
+  w.PutSigned(token_invalid_ms);
+  w.PutString(token_invalid_reason);
+  w.PutSigned(failures);
+  return w.Take();
+}
+
+Result<PushState> PushState::Decode(std::string_view bytes) {
+  RecordReader r(bytes);
+  if (r.GetVarint() != kVersion) return Corrupt("push state");
+  PushState p;
+  p.last_push_ms = r.GetSigned();
+  p.last_apns_id = r.GetString();
+  p.last_status = static_cast<int>(r.GetSigned());
+  p.last_reason = r.GetString();
+  p.last_success_ms = r.GetSigned();
+  p.token_invalid_ms = r.GetSigned();
+  p.token_invalid_reason = r.GetString();
+  p.failures = r.GetSigned();
+  if (r.corrupt()) return Corrupt("push state");
+  return p;
 }
 
 std::string QueueEntry::Encode() const {

@@ -48,11 +48,25 @@ struct Enrollment {
   bool awaiting_configuration = false;
   std::string cert_sha256;  // bound identity certificate
   bool blocked = false;
-  int64_t last_push_ms = 0;
-  std::string last_push_id, last_push_error;
 
   std::string Encode() const;
   static Result<Enrollment> Decode(std::string_view bytes);
+};
+
+// Push bookkeeping per enrollment (Cf::kPushState), written by the push
+// service without reading the enrollment, and deleted by every TokenUpdate.
+struct PushState {
+  int64_t last_push_ms = 0;      // last attempt
+  std::string last_apns_id;
+  int last_status = 0;           // HTTP status of the last answer (0: transport error)
+  std::string last_reason;       // APNs reason or transport error
+  int64_t last_success_ms = 0;
+  int64_t token_invalid_ms = 0;  // APNs said 410/400 for this token: no pushes until TokenUpdate
+  std::string token_invalid_reason;
+  int64_t failures = 0;          // consecutive failed attempts
+
+  std::string Encode() const;
+  static Result<PushState> Decode(std::string_view bytes);
 };
 
 enum class QueueStatus : int { kPending = 0, kNotNow = 1 };

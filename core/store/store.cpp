@@ -20,7 +20,7 @@ namespace {
 constexpr const char* kLog = "store";
 constexpr const char* kCfNames[] = {"default",  "enrollments", "cert_bindings", "serials",
                                     "queue",    "queue_index", "results",       "results_by_time",
-                                    "events",   "counters"};
+                                    "events",   "counters",    "push_state"};
 static_assert(sizeof(kCfNames) / sizeof(kCfNames[0]) == static_cast<size_t>(Cf::kCount));
 
 std::string EncodeInt64(int64_t v) {

@@ -34,6 +34,7 @@ enum class Cf : int {
   kResultsByTime, // finished ms(8) enrollment id '\0' command uuid -> "" (retention sweep)
   kEvents,        // seq(8) -> Event
   kCounters,      // name -> int64 (little-endian), updated with Merge (atomic add)
+  kPushState,     // enrollment id -> PushState
   kCount
 };
 const char* CfName(Cf cf);
