@@ -424,6 +424,7 @@ http::Response AdminApi::PutPushCert(const http::Request& r) {
   if (!cert.ok()) return FromStatus(cert.status());
   Status st = d_.push_certs->Put(*cert);
   if (!st.ok()) return FromStatus(st);
+  d_.push->CertificateUpdated(cert->topic);
   log::Info(kLog, "event=push_cert_stored topic={} not_after={}", cert->topic,
             FormatRfc3339(cert->not_after_unix * 1000));
   Value out;
@@ -493,6 +494,25 @@ http::Response AdminApi::GetEnrollment(const std::string& id) {
   if (!e.ok()) return FromStatus(e.status());
   if (!e->has_value()) return Error(404, "no enrollment " + id);
   Value v = EnrollmentJson(**e);
+  auto ps = d_.store->Get(store::Cf::kPushState, id);
+  if (ps.ok() && ps->has_value()) {
+    auto s = store::PushState::Decode(**ps);
+    if (s.ok()) {
+      Value p;
+      p.Set("last_push_at", Time(s->last_push_ms));
+      p.Set("last_apns_id", Value::String(s->last_apns_id));
+      p.Set("last_status", Value::Integer(s->last_status));
+      if (!s->last_reason.empty()) p.Set("last_reason", Value::String(s->last_reason));
+      p.Set("last_success_at", Time(s->last_success_ms));
+      p.Set("consecutive_failures", Value::Integer(s->failures));
+      p.Set("token_invalid", Value::Bool(s->token_invalid_ms != 0));
+      if (s->token_invalid_ms) {
+        p.Set("token_invalid_at", Time(s->token_invalid_ms));
+        p.Set("token_invalid_reason", Value::String(s->token_invalid_reason));
+      }
+      v.Set("push", std::move(p));
+    }
+  }
   auto depth = d_.queue->Count(id);
   if (depth.ok()) v.Set("queue_depth", Value::Integer(static_cast<int64_t>(*depth)));
   return Json(200, v);

@@ -41,6 +41,10 @@ class PushProvider {
   virtual ~PushProvider() = default;
   // Pushes to every target; returns one outcome per target, in order.
   virtual std::vector<Outcome> Push(const std::vector<Target>& targets) = 0;
+  // Pushes without waiting for outcomes (they are only recorded).
+  virtual void PushAsync(const std::vector<Target>& targets) { (void)Push(targets); }
+  // A push certificate for topic was stored or replaced.
+  virtual void CertificateUpdated(const std::string& topic) {}
 };
 
 class NoPushProvider : public PushProvider {

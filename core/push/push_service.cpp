@@ -288,6 +288,14 @@ Result<std::optional<store::PushState>> PushService::State(const std::string& id
   return std::optional<store::PushState>(std::move(s.value()));
 }
 
+bool PushService::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(work_mu_);
+  work_cv_.notify_all();
+  return idle_cv_.wait_for(lock, timeout, [&] {
+    return !worker_busy_ && retries_.empty() && writes_.empty() && events_out_.empty();
+  });
+}
+
 void PushService::Flush() {
   std::vector<std::pair<std::string, store::PushState>> writes;
   std::vector<events::Event> evs;
@@ -320,10 +328,13 @@ void PushService::Worker() {
       }
     }
     const bool have_writes = !writes_.empty() || !events_out_.empty();
+    worker_busy_ = true;
     lock.unlock();
     if (have_writes) Flush();
     for (auto& r : due) Send(r.target, r.attempt, nullptr, 0);
     lock.lock();
+    worker_busy_ = false;
+    if (retries_.empty() && writes_.empty() && events_out_.empty()) idle_cv_.notify_all();
     if (stopping_) break;
     if (writes_.empty() && events_out_.empty()) {
       // Batch state writes: wake at most every 5 ms for them, or for the next retry.

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -71,13 +72,15 @@ class PushService : public PushProvider {
 
   std::vector<Outcome> Push(const std::vector<Target>& targets) override;
   // Fire-and-forget variant (periodic re-push): outcomes are only recorded.
-  void PushAsync(const std::vector<Target>& targets);
+  void PushAsync(const std::vector<Target>& targets) override;
 
   // A new certificate for topic was stored: reconnect with it and lift a 403 flag.
-  void CertificateUpdated(const std::string& topic);
+  void CertificateUpdated(const std::string& topic) override;
   // Emits push.certificate_expiring once per threshold and certificate.
   Status CheckExpiry(int64_t now_ms);
   Result<std::optional<store::PushState>> State(const std::string& enrollment_id);
+  // Waits until no retry is scheduled and every outcome is written (tests, shutdown).
+  bool WaitIdle(std::chrono::milliseconds timeout);
   // Appends Prometheus lines (counters, certificate days left, client stats).
   void RenderMetrics(std::string* out);
 
@@ -115,6 +118,8 @@ class PushService : public PushProvider {
   std::vector<std::pair<std::string, store::PushState>> writes_;
   std::vector<events::Event> events_out_;
   bool stopping_ = false;
+  bool worker_busy_ = false;  // processing outside work_mu_
+  std::condition_variable idle_cv_;
   std::thread worker_;
 
   std::atomic<uint64_t> n_ok_{0}, n_unregistered_{0}, n_rejected_{0}, n_cert_error_{0},

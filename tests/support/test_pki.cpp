@@ -202,6 +202,11 @@ Identity TestCa::Issue(const IssueOptions& options) {
     Check(X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_UTF8,
                                      reinterpret_cast<const unsigned char*>(options.common_name.c_str()), -1, -1, 0),
           "subject CN");
+    if (!options.uid.empty()) {
+      Check(X509_NAME_add_entry_by_NID(X509_get_subject_name(cert.get()), NID_userId, MBSTRING_UTF8,
+                                       reinterpret_cast<const unsigned char*>(options.uid.c_str()), -1, -1, 0),
+            "subject UID");
+    }
   }
   Check(X509_set_issuer_name(cert.get(), X509_get_subject_name(issuer)), "X509_set_issuer_name");
   if (!X509_gmtime_adj(X509_getm_notBefore(cert.get()), static_cast<long>(options.not_before_offset_s)) ||

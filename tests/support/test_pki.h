@@ -36,6 +36,7 @@ struct IssueOptions {
   bool server_auth_eku = false;              // also add serverAuth (for TLS servers)
   std::string dns_name;                      // subjectAltName DNS (for server certs)
   bool empty_subject = false;                // some device certs have an empty subject
+  std::string uid;                           // subject UID (NID_userId), e.g. an APNs push topic
 };
 
 class TestCa {

@@ -1,0 +1,48 @@
+#include "server/repush.h"
+
+#include "log/log.h"
+#include "store/records.h"
+
+namespace orchard::server {
+
+Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollments,
+                             push::PushProvider* push, int64_t interval_ms, int64_t now_ms) {
+  std::vector<push::Target> batch;
+  uint64_t pushed = 0;
+  std::string start;
+  while (true) {
+    // One seek per enrollment that has a queue: jump past the rest of its entries.
+    auto it = store->Scan(store::Cf::kQueue, start, "");
+    if (!it->Valid()) {
+      ORCHARD_RETURN_IF_ERROR(it->status());
+      break;
+    }
+    std::string_view key = it->key();
+    std::string id(key.substr(0, key.find('\0')));
+    start = store::PrefixEnd(id + std::string(1, '\0'));
+    auto e = enrollments->Get(id);
+    if (!e.ok() || !e->has_value()) continue;
+    const store::Enrollment& en = **e;
+    if (en.state != store::EnrollmentState::kEnrolled || en.blocked || en.push_token.empty()) continue;
+    if (now_ms - en.last_seen_ms < interval_ms) continue;
+    auto ps = store->Get(store::Cf::kPushState, id);
+    if (ps.ok() && ps->has_value()) {
+      auto s = store::PushState::Decode(**ps);
+      if (s.ok() && (s->token_invalid_ms || now_ms - s->last_push_ms < interval_ms)) continue;
+    }
+    batch.push_back({id, en.topic, en.push_token, en.push_magic});
+    if (batch.size() >= 1000) {
+      push->PushAsync(batch);
+      pushed += batch.size();
+      batch.clear();
+    }
+  }
+  if (!batch.empty()) {
+    push->PushAsync(batch);
+    pushed += batch.size();
+  }
+  if (pushed) log::Info("server", "event=repush count={} interval_ms={}", pushed, interval_ms);
+  return pushed;
+}
+
+}  // namespace orchard::server

@@ -1,0 +1,283 @@
+// Push certificates (PEM, PKCS#12, sealed at rest) and PushService outcome
+// handling against a scripted ApnsClient (the real client and the mock APNs
+// are exercised in tests/unit/push and the integration tests).
+#include <catch2/catch.hpp>
+
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+
+#include <filesystem>
+#include <map>
+
+#include "events/events.h"
+#include "push/push.h"
+#include "push/push_service.h"
+#include "store/records.h"
+#include "support/orchardd_process.h"
+#include "support/test_pki.h"
+#include "util/encoding.h"
+#include "util/secret_box.h"
+
+using namespace orchard;
+
+namespace {
+
+testing::Identity PushIdentity(testing::TestCa& ca, const std::string& topic, int64_t not_after_s = 365 * 86400,
+                               int64_t not_before_s = -3600) {
+  testing::IssueOptions o;
+  o.common_name = "APSP:" + topic;
+  o.uid = topic;
+  o.not_after_offset_s = not_after_s;
+  o.not_before_offset_s = not_before_s;
+  return ca.Issue(o);
+}
+
+std::string Pkcs12(const testing::Identity& id, const char* password) {
+  BIO* cb = BIO_new_mem_buf(id.cert_pem.data(), int(id.cert_pem.size()));
+  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+  BIO* kb = BIO_new_mem_buf(id.key_pem.data(), int(id.key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+  PKCS12* p12 = PKCS12_create(password, "push", key, cert, nullptr, 0, 0, 0, 0, 0);
+  unsigned char* der = nullptr;
+  int len = i2d_PKCS12(p12, &der);
+  std::string out(reinterpret_cast<char*>(der), len);
+  OPENSSL_free(der);
+  PKCS12_free(p12);
+  EVP_PKEY_free(key);
+  X509_free(cert);
+  BIO_free(cb);
+  BIO_free(kb);
+  return out;
+}
+
+struct TempStore {
+  std::string dir = testing::MakeTempDir("orchard-push");
+  std::unique_ptr<store::Store> db = std::move(store::Store::Open({.path = dir + "/db"}).value());
+  std::unique_ptr<events::EventLog> log = std::move(events::EventLog::Open(db.get()).value());
+  ~TempStore() {
+    log.reset();
+    db.reset();
+    std::filesystem::remove_all(dir);
+  }
+  std::vector<events::Event> Events() { return log->Read(0, 10000).value(); }
+};
+
+// Answers each request from a script keyed by device token (hex); default 200.
+class ScriptedClient : public push::ApnsClient {
+ public:
+  explicit ScriptedClient(std::map<std::string, std::vector<push::ApnsResponse>>* script,
+                          std::vector<push::ApnsRequest>* seen)
+      : script_(script), seen_(seen) {}
+  void Send(push::ApnsRequest request, push::ApnsCallback done) override {
+    seen_->push_back(request);
+    push::ApnsResponse r{200, request.apns_id, "", 0, ""};
+    auto it = script_->find(request.device_token_hex);
+    if (it != script_->end() && !it->second.empty()) {
+      r = it->second.front();
+      it->second.erase(it->second.begin());
+      if (r.apns_id.empty()) r.apns_id = request.apns_id;
+    }
+    done(r);
+  }
+  Stats stats() const override { return {}; }
+
+ private:
+  std::map<std::string, std::vector<push::ApnsResponse>>* script_;
+  std::vector<push::ApnsRequest>* seen_;
+};
+
+}  // namespace
+
+TEST_CASE("push certificates: PEM in any order, topic and not_after", "[push]") {
+  auto ca = testing::TestCa::Create("Apple WWDR (test)");
+  auto id = PushIdentity(*ca, "com.apple.mgmt.External.1234");
+  for (const std::string& pem : {id.cert_pem + id.key_pem, id.key_pem + id.cert_pem}) {
+    auto c = push::ParsePushCert(pem);
+    REQUIRE(c.ok());
+    CHECK(c->topic == "com.apple.mgmt.External.1234");
+    CHECK(c->not_after_unix > NowMillis() / 1000 + 364 * 86400);
+    CHECK(c->key_pem.find("PRIVATE KEY") != std::string::npos);
+  }
+}
+
+TEST_CASE("push certificates: every bad upload is refused with the reason", "[push]") {
+  auto ca = testing::TestCa::Create("CA");
+  auto id = PushIdentity(*ca, "com.apple.mgmt.External.1");
+  auto other = PushIdentity(*ca, "com.apple.mgmt.External.2");
+  auto mismatched = push::ParsePushCert(id.cert_pem + other.key_pem);
+  REQUIRE_FALSE(mismatched.ok());
+  CHECK(mismatched.status().message().find("does not match") != std::string::npos);
+  auto not_mdm = PushIdentity(*ca, "com.example.app");
+  CHECK(push::ParsePushCert(not_mdm.cert_pem + not_mdm.key_pem).status().message().find("not an MDM topic") !=
+        std::string::npos);
+  auto no_uid = ca->Issue();
+  CHECK(push::ParsePushCert(no_uid.cert_pem + no_uid.key_pem).status().message().find("UID") !=
+        std::string::npos);
+  auto expired = PushIdentity(*ca, "com.apple.mgmt.External.3", -86400, -2 * 86400);
+  CHECK(push::ParsePushCert(expired.cert_pem + expired.key_pem).status().message().find("expired") !=
+        std::string::npos);
+  CHECK_FALSE(push::ParsePushCert(id.cert_pem).ok());  // no key
+  CHECK_FALSE(push::ParsePushCert("garbage").ok());
+}
+
+TEST_CASE("push certificates: PKCS#12 with its password", "[push]") {
+  auto ca = testing::TestCa::Create("CA");
+  auto id = PushIdentity(*ca, "com.apple.mgmt.External.p12");
+  std::string p12 = Pkcs12(id, "s3cret");
+  auto c = push::ParsePushCertPkcs12(p12, "s3cret");
+  REQUIRE(c.ok());
+  CHECK(c->topic == "com.apple.mgmt.External.p12");
+  CHECK(push::ParsePushCertPkcs12(p12, "wrong").status().message().find("password") != std::string::npos);
+  CHECK_FALSE(push::ParsePushCertPkcs12("not der", "x").ok());
+}
+
+TEST_CASE("secret box seals, detects tampering and wrong keys", "[push][util]") {
+  auto box = SecretBox::FromKeyText(std::string(64, 'a'));
+  REQUIRE(box.ok());
+  std::string sealed = box->Seal("private key");
+  CHECK(SecretBox::IsSealed(sealed));
+  CHECK(sealed.find("private key") == std::string::npos);
+  CHECK(box->Open(sealed).value() == "private key");
+  std::string tampered = sealed;
+  tampered[tampered.size() - 20] ^= 1;
+  CHECK_FALSE(box->Open(tampered).ok());
+  auto other = SecretBox::FromKeyText(std::string(64, 'b'));
+  CHECK_FALSE(other->Open(sealed).ok());
+  CHECK_FALSE(SecretBox::FromKeyText("short").ok());
+  CHECK(SecretBox::FromKeyText(Base64Encode(std::string(32, 'k'))).ok());
+}
+
+TEST_CASE("push certificate keys are sealed at rest when a key is configured", "[push]") {
+  TempStore t;
+  auto ca = testing::TestCa::Create("CA");
+  auto id = PushIdentity(*ca, "com.apple.mgmt.External.sealed");
+  auto box = SecretBox::FromKeyText(std::string(64, 'c')).value();
+  push::PushCertStore sealed_store(t.db.get(), &box);
+  REQUIRE(sealed_store.Put(push::ParsePushCert(id.cert_pem + id.key_pem).value()).ok());
+  auto raw = t.db->Get(store::Cf::kMeta, "pushcert/com.apple.mgmt.External.sealed").value();
+  REQUIRE(raw);
+  CHECK(raw->find("PRIVATE KEY") == std::string::npos);
+  auto back = sealed_store.Get("com.apple.mgmt.External.sealed").value();
+  REQUIRE(back);
+  CHECK(back->key_pem.find("PRIVATE KEY") != std::string::npos);
+  push::PushCertStore no_key(t.db.get(), nullptr);
+  auto refused = no_key.Get("com.apple.mgmt.External.sealed");
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().message().find("encrypted") != std::string::npos);
+  // Several topics at once.
+  auto id2 = PushIdentity(*ca, "com.apple.mgmt.External.second");
+  REQUIRE(sealed_store.Put(push::ParsePushCert(id2.cert_pem + id2.key_pem).value()).ok());
+  CHECK(sealed_store.List().value().size() == 2);
+}
+
+TEST_CASE("PushService maps APNs answers to push state, events, retries and flags", "[push]") {
+  TempStore t;
+  auto ca = testing::TestCa::Create("CA");
+  const std::string topic = "com.apple.mgmt.External.svc";
+  auto id = PushIdentity(*ca, topic);
+  push::PushCertStore certs(t.db.get(), nullptr);
+  REQUIRE(certs.Put(push::ParsePushCert(id.cert_pem + id.key_pem).value()).ok());
+
+  std::map<std::string, std::vector<push::ApnsResponse>> script;
+  std::vector<push::ApnsRequest> seen;
+  int clients_made = 0;
+  push::PushServiceOptions o;
+  o.retry_base_ms = 10;
+  o.coalesce_ms = 60000;
+  o.expiration_seconds = 3600;
+  push::PushService svc(o, t.db.get(), t.log.get(), &certs, [&](const push::ApnsClientOptions& co) {
+    ++clients_made;
+    CHECK(co.cert_pem == certs.Get(topic).value()->cert_pem);
+    return Result<std::unique_ptr<push::ApnsClient>>(std::make_unique<ScriptedClient>(&script, &seen));
+  });
+  auto target = [&](const std::string& eid, char tok) {
+    return push::Target{eid, topic, std::string(32, tok), "magic-" + eid};
+  };
+  const std::string tok_gone = HexEncode(std::string(32, 'g'));
+  const std::string tok_bad = HexEncode(std::string(32, 'b'));
+  const std::string tok_busy = HexEncode(std::string(32, 'r'));
+  script[tok_gone] = {{410, "", "Unregistered", 1700000000123, ""}};
+  script[tok_bad] = {{400, "", "BadDeviceToken", 0, ""}};
+  script[tok_busy] = {{429, "", "TooManyRequests", 0, ""}, {503, "", "ServiceUnavailable", 0, ""}};
+
+  auto out = svc.Push({target("OK", 'o'), target("GONE", 'g'), target("BAD", 'b'), target("BUSY", 'r')});
+  REQUIRE(out.size() == 4);
+  CHECK(out[0].ok);
+  CHECK_FALSE(out[0].apns_id.empty());
+  CHECK_FALSE(out[1].ok);
+  CHECK(out[1].error.find("Unregistered") != std::string::npos);
+  CHECK(out[2].error.find("BadDeviceToken") != std::string::npos);
+  CHECK(out[3].error.find("retrying") != std::string::npos);
+  CHECK(clients_made == 1);
+
+  // The request format.
+  const auto& first = seen.front();
+  CHECK(first.device_token_hex == HexEncode(std::string(32, 'o')));
+  CHECK(first.topic == topic);
+  CHECK(first.push_magic == "magic-OK");
+  CHECK(first.expiration_unix >= NowMillis() / 1000 + 3500);
+
+  // Retries: 429 then 503 then the default 200, with backoff, in the background.
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
+  REQUIRE(seen.size() == 6);
+  // Outcomes are recorded per enrollment.
+  auto busy = svc.State("BUSY").value();
+  REQUIRE(busy);
+  CHECK(busy->last_status == 200);
+  auto gone = svc.State("GONE").value();
+  REQUIRE(gone);
+  CHECK(gone->token_invalid_ms == 1700000000123);
+  CHECK(gone->token_invalid_reason == "Unregistered");
+
+  // No further pushes to an invalid token; duplicates coalesce.
+  size_t before = seen.size();
+  auto again = svc.Push({target("GONE", 'g'), target("BAD", 'b'), target("OK", 'o')});
+  CHECK(seen.size() == before);
+  CHECK(again[0].error.find("invalid") != std::string::npos);
+  CHECK(again[2].ok);  // coalesced with the earlier push
+
+  // A 403 flags the topic: pushes for it stop until a new certificate arrives.
+  const std::string tok_cert = HexEncode(std::string(32, 'c'));
+  script[tok_cert] = {{403, "", "BadCertificateEnvironment", 0, ""}};
+  CHECK_FALSE(svc.Push({target("CERT", 'c')})[0].ok);
+  auto blocked = svc.Push({target("OTHER", 'x')});
+  CHECK(blocked[0].error.find("disabled") != std::string::npos);
+  svc.CertificateUpdated(topic);
+  CHECK(svc.Push({target("OTHER2", 'y')})[0].ok);
+  CHECK(clients_made == 2);
+
+  // Events for what an admin must see.
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
+  std::vector<std::string> types;
+  for (auto& e : t.Events()) types.push_back(e.type);
+  CHECK(std::count(types.begin(), types.end(), "push.unregistered") == 1);
+  CHECK(std::count(types.begin(), types.end(), "push.rejected") == 1);
+  CHECK(std::count(types.begin(), types.end(), "push.certificate_error") == 1);
+
+  std::string metrics;
+  svc.RenderMetrics(&metrics);
+  CHECK(metrics.find("orchard_push_total{outcome=\"unregistered\"} 1") != std::string::npos);
+  CHECK(metrics.find("orchard_push_certificate_days_left{topic=\"" + topic + "\"} 36") != std::string::npos);
+}
+
+TEST_CASE("certificate expiry warnings fire once per threshold", "[push]") {
+  TempStore t;
+  auto ca = testing::TestCa::Create("CA");
+  auto id = PushIdentity(*ca, "com.apple.mgmt.External.exp", 10 * 86400 + 3600);
+  push::PushCertStore certs(t.db.get(), nullptr);
+  REQUIRE(certs.Put(push::ParsePushCert(id.cert_pem + id.key_pem).value()).ok());
+  push::PushService svc({}, t.db.get(), t.log.get(), &certs);
+  REQUIRE(svc.CheckExpiry(NowMillis()).ok());
+  REQUIRE(svc.CheckExpiry(NowMillis()).ok());
+  std::vector<std::string> thresholds;
+  for (auto& e : t.Events()) {
+    REQUIRE(e.type == "push.certificate_expiring");
+    thresholds.push_back(e.payload_json);
+  }
+  REQUIRE(thresholds.size() == 2);  // 30 and 14 days; not 7 or 1 yet, and not twice
+  CHECK(thresholds[0].find("\"threshold_days\":30") != std::string::npos);
+  CHECK(thresholds[1].find("\"threshold_days\":14") != std::string::npos);
+  // Nine days later the 7-day warning fires.
+  REQUIRE(svc.CheckExpiry(NowMillis() + 4 * 86400 * 1000LL).ok());
+  CHECK(t.Events().size() == 3);
+}
