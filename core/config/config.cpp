@@ -102,6 +102,11 @@ const std::map<std::string, Setter>& Keys() {
          return Status::Ok();
        }},
       {"auth.insecure_dev", BoolSetter(&Config::insecure_dev)},
+      {"auth.trusted_proxies",
+       [](const std::string&, const std::string& v, Config* c) {
+         c->trusted_proxies = SplitList(v);
+         return Status::Ok();
+       }},
       {"checkin.user_authenticate",
        [](const std::string& k, const std::string& v, Config* c) {
          if (v == "decline") c->user_authenticate_digest = false;

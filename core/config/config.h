@@ -28,6 +28,9 @@ struct Config {
 
   // Device identity.
   std::string cert_header = "Client-Cert";  // proxy header carrying the device cert ("" = off)
+  // Peers whose certificate header is believed (the TLS proxy); from anyone else
+  // the header is ignored, so a client cannot pose as a device by sending it.
+  std::vector<std::string> trusted_proxies = {"127.0.0.1", "::1"};
   std::vector<std::string> device_ca_files;
   bool insecure_dev = false;  // development: trust devices without certificates
 

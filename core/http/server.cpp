@@ -59,6 +59,7 @@ class Handler : public Pistache::Http::Handler {
       }
       r.query = std::move(q);
       r.body = req.body();
+      r.peer = req.address().host();
       for (const auto& [name, raw] : req.headers().rawList()) r.headers.emplace_back(name, raw.value());
       for (const auto& h : req.headers().list()) {
         std::ostringstream os;
@@ -99,7 +100,10 @@ class PistacheServer : public Server {
                       .maxRequestSize(o.max_request_bytes + 64 * 1024)  // headers on top of body
                       .maxResponseSize(64 * 1024 * 1024)
                       .headerTimeout(std::chrono::seconds(30))
-                      .bodyTimeout(std::chrono::seconds(60));
+                      .bodyTimeout(std::chrono::seconds(60))
+                      // Idle keep-alive connections (nginx's upstream pool keeps them
+                      // 20 s) are closed after this long.
+                      .keepaliveTimeout(std::chrono::seconds(120));
       endpoint_->init(opts);
       endpoint_->setHandler(Pistache::Http::make_handler<Handler>(&dispatch_));
       endpoint_->serveThreaded();

@@ -30,6 +30,7 @@ struct Request {
   std::string query;   // raw query string (without '?')
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // as received
+  std::string peer;  // the TCP peer's IP address (the proxy's, behind nginx)
 
   // Case-insensitive header lookup; empty if absent.
   std::string_view Header(std::string_view name) const;

@@ -21,13 +21,6 @@ struct PkeyFree { void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); } };
 
 }  // namespace
 
-std::vector<Outcome> NoPushProvider::Push(const std::vector<Target>& targets) {
-  std::vector<Outcome> out;
-  out.reserve(targets.size());
-  for (const auto& t : targets) out.push_back({t.enrollment_id, false, "", "no push provider"});
-  return out;
-}
-
 namespace {
 Result<PushCert> FromCertAndKey(X509* cert, EVP_PKEY* key);
 }  // namespace

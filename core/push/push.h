@@ -1,9 +1,8 @@
 // Push: waking devices through APNs.
 //
 // This header holds the interface the rest of the core calls (PushProvider)
-// and push-certificate handling (parse, validate, store). The real APNs HTTP/2
-// provider is a separate implementation of PushProvider; until one is
-// configured, NoPushProvider answers every push with "no push provider".
+// and push-certificate handling (parse, validate, store). PushService
+// (push_service.h) implements PushProvider on APNs.
 //
 // Thread-safety: PushProvider implementations and PushCertStore are safe for
 // concurrent use.
@@ -45,11 +44,6 @@ class PushProvider {
   virtual void PushAsync(const std::vector<Target>& targets) { (void)Push(targets); }
   // A push certificate for topic was stored or replaced.
   virtual void CertificateUpdated(const std::string& topic) {}
-};
-
-class NoPushProvider : public PushProvider {
- public:
-  std::vector<Outcome> Push(const std::vector<Target>& targets) override;
 };
 
 struct PushCert {

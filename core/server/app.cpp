@@ -1,5 +1,6 @@
 #include "server/app.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -15,6 +16,8 @@
 #include "protocol/enrollments.h"
 #include "protocol/service.h"
 #include "push/push.h"
+#include "push/push_service.h"
+#include "server/repush.h"
 #include "queue/queue.h"
 #include "store/store.h"
 #include "util/encoding.h"
@@ -49,7 +52,6 @@ class AppImpl : public App {
                                            .insecure_allow_anonymous = config_.insecure_dev});
     if (!au.ok()) return Status::InvalidArgument("auth.device_ca: " + au.status().message());
     auth_ = std::move(au.value());
-    push_ = std::make_unique<push::NoPushProvider>();
     if (!config_.push_key_encryption_key.empty()) {
       auto box = SecretBox::FromKeyText(config_.push_key_encryption_key);
       if (!box.ok()) return Status::InvalidArgument("push.key_encryption_key: " + box.status().message());
@@ -59,6 +61,18 @@ class AppImpl : public App {
                       "ORCHARD_PUSH_KEY to seal push certificate keys at rest\"");
     }
     push_certs_ = std::make_unique<push::PushCertStore>(store_.get(), secret_box_.get());
+    auto endpoint = push::ParseEndpoint(config_.push_endpoint);
+    if (!endpoint.ok()) return Status::InvalidArgument("push.endpoint: " + endpoint.status().message());
+    endpoint->ca_file = config_.push_ca_file;
+    push::PushServiceOptions po;
+    po.endpoint = *endpoint;
+    po.connections = config_.push_connections;
+    po.expiration_seconds = config_.push_expiration_seconds;
+    po.coalesce_ms = config_.push_coalesce_ms;
+    po.retry_max = config_.push_retry_max;
+    po.retry_base_ms = config_.push_retry_base_ms;
+    po.expiry_warn_days = config_.push_expiry_warn_days;
+    push_ = std::make_unique<push::PushService>(po, store_.get(), events_.get(), push_certs_.get());
 
     protocol::ServiceOptions so;
     so.limits = {config_.max_body_bytes, config_.max_plist_depth};
@@ -75,6 +89,11 @@ class AppImpl : public App {
     if (config_.insecure_dev)
       log::Warn(kLog, "event=INSECURE_DEVELOPMENT_MODE detail=\"devices without certificates are "
                       "trusted; never use this in production\"");
+    if (config_.listen_host != "127.0.0.1" && config_.listen_host != "::1" &&
+        config_.listen_host != "localhost")
+      log::Warn(kLog, "event=listening_beyond_loopback host={} detail=\"put nginx in front; only "
+                      "auth.trusted_proxies may supply the {} header\"",
+                config_.listen_host, config_.cert_header);
     if (config_.api_key.empty())
       log::Warn(kLog, "event=admin_api_disabled detail=\"no api_key configured\"");
 
@@ -93,6 +112,7 @@ class AppImpl : public App {
 
   void Stop() override {
     if (server_) server_->Stop();
+    if (push_) push_->WaitIdle(std::chrono::seconds(2));  // write recorded outcomes
     {
       std::lock_guard lock(stop_mu_);
       stopping_ = true;
@@ -147,7 +167,17 @@ class AppImpl : public App {
     req.endpoint = endpoint;
     req.content_type = r.Header("Content-Type");
     req.body = r.body;
-    if (!config_.cert_header.empty()) req.presented.cert_header = r.Header(config_.cert_header);
+    if (!config_.cert_header.empty()) {
+      std::string_view header = r.Header(config_.cert_header);
+      if (!header.empty()) {
+        if (std::find(config_.trusted_proxies.begin(), config_.trusted_proxies.end(), r.peer) !=
+            config_.trusted_proxies.end()) {
+          req.presented.cert_header = header;
+        } else {
+          log::Warn(kLog, "event=cert_header_ignored peer={} reason=untrusted_proxy", r.peer);
+        }
+      }
+    }
     req.presented.mdm_signature = r.Header("Mdm-Signature");
     req.presented.body = r.body;
     protocol::DeviceResponse d = service_->Handle(req);
@@ -173,6 +203,7 @@ class AppImpl : public App {
         *out += std::string("orchard_enrollments{state=\"") + store::EnrollmentStateName(s) +
                 "\"} " + std::to_string(n.ok() ? *n : -1) + "\n";
       }
+      push_->RenderMetrics(out);
       *out += "# HELP orchard_events_watermark Highest committed event sequence.\n";
       *out += "# TYPE orchard_events_watermark gauge\n";
       *out += "orchard_events_watermark " + std::to_string(events_->Watermark()) + "\n";
@@ -181,9 +212,21 @@ class AppImpl : public App {
 
   void Housekeeping() {
     std::unique_lock lock(stop_mu_);
+    int64_t last_repush = NowMillis(), last_expiry_check = 0;
     while (!stopping_) {
       lock.unlock();
       const int64_t now = NowMillis();
+      if (now - last_expiry_check >= 3600 * 1000) {
+        last_expiry_check = now;
+        Status st = push_->CheckExpiry(now);
+        if (!st.ok()) log::Error(kLog, "event=expiry_check_failed error=\"{}\"", st.message());
+      }
+      const int64_t repush_ms = config_.push_repush_interval_seconds * 1000;
+      if (repush_ms > 0 && now - last_repush >= repush_ms) {
+        last_repush = now;
+        auto n = RepushStale(store_.get(), enrollments_.get(), push_.get(), repush_ms, now);
+        if (!n.ok()) log::Error(kLog, "event=repush_failed error=\"{}\"", n.status().message());
+      }
       auto swept = queue_->SweepResults(now - config_.result_retention_hours * 3600 * 1000);
       if (!swept.ok()) log::Error(kLog, "event=sweep_failed error=\"{}\"", swept.status().message());
       else if (*swept) log::Info(kLog, "event=results_swept count={}", *swept);
@@ -191,8 +234,10 @@ class AppImpl : public App {
       if (!pruned.ok()) log::Error(kLog, "event=prune_failed error=\"{}\"", pruned.status().message());
       else if (*pruned) log::Info(kLog, "event=events_pruned count={}", *pruned);
       lock.lock();
-      stop_cv_.wait_for(lock, std::chrono::seconds(config_.sweep_interval_seconds),
-                        [this] { return stopping_; });
+      int64_t wait_s = config_.sweep_interval_seconds;
+      if (config_.push_repush_interval_seconds > 0)
+        wait_s = std::min(wait_s, config_.push_repush_interval_seconds);
+      stop_cv_.wait_for(lock, std::chrono::seconds(wait_s), [this] { return stopping_; });
     }
   }
 
@@ -203,7 +248,7 @@ class AppImpl : public App {
   std::unique_ptr<protocol::Enrollments> enrollments_;
   protocol::EnrollmentLocks locks_;
   std::unique_ptr<auth::Authenticator> auth_;
-  std::unique_ptr<push::PushProvider> push_;
+  std::unique_ptr<push::PushService> push_;
   std::unique_ptr<SecretBox> secret_box_;
   std::unique_ptr<push::PushCertStore> push_certs_;
   std::unique_ptr<protocol::Service> service_;

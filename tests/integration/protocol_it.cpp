@@ -269,6 +269,22 @@ TEST_CASE("Mdm-Signature identifies the device without a proxy header", "[integr
   CHECK(send(idle, false, dev.MdmSignature(tu)).status == 403);
 }
 
+TEST_CASE("the certificate header is only believed from a trusted proxy", "[integration][auth]") {
+  std::string conf = MakeTempDir("orchard-proxy") + "/orchard.conf";
+  REQUIRE(WriteFile(conf, "auth.trusted_proxies = 192.0.2.1\n"));
+  Server s({"--config", conf});
+  auto dev = s.ca->Issue();
+  auto r = s.Device(dev, AuthenticateBody("SPOOF"), true);
+  CHECK(r.status == 403);
+  CHECK(r.body.find("no device certificate") != std::string::npos);
+  // The signature path still works for a direct client.
+  std::string body = AuthenticateBody("SIGNED");
+  CHECK(HttpCall("PUT", s.proc->url() + "/mdm", body,
+                 {"Content-Type: application/x-apple-aspen-mdm-checkin",
+                  "Mdm-Signature: " + dev.MdmSignature(body)}).status == 200);
+  std::filesystem::remove_all(std::filesystem::path(conf).parent_path());
+}
+
 TEST_CASE("admin API errors are clear JSON", "[integration]") {
   Server s;
   CHECK(HttpCall("GET", s.proc->url() + "/v1/enrollments").status == 401);
@@ -297,7 +313,7 @@ TEST_CASE("admin API errors are clear JSON", "[integration]") {
   CHECK(bad_cert.status == 400);
 }
 
-TEST_CASE("enqueue to several ids: 207 when some fail, push reports no provider", "[integration]") {
+TEST_CASE("enqueue to several ids: 207 when some fail, push fails without a push certificate", "[integration]") {
   Server s;
   auto a = s.ca->Issue();
   auto b = s.ca->Issue();
@@ -307,7 +323,7 @@ TEST_CASE("enqueue to several ids: 207 when some fail, push reports no provider"
   CHECK(r.status == 207);
   auto push = s.Api("PUT", "/v1/enqueue/A,B", CommandPlist("C-2", "ProfileList"));
   CHECK(push.status == 500);
-  CHECK(Json(push).Find("status")->Find("A")->GetString("push_error") == "no push provider");
+  CHECK(Json(push).Find("status")->Find("A")->GetString("push_error").find("no push certificate") != std::string_view::npos);
   CHECK(Json(s.Api("GET", "/v1/enrollments/B/queue")).Find("commands")->AsArray()->size() == 2);
   // JSON enqueue: the server assigns the UUID, priority jumps the queue.
   auto j = s.Api("POST", "/v1/commands",
