@@ -85,12 +85,12 @@ class ApnsClient {
   virtual void Send(ApnsRequest request, ApnsCallback done) = 0;
   // Counters for metrics and tests.
   struct Stats {
-    uint64_t connects = 0, connect_failures = 0, goaways = 0, resent = 0, pings = 0;
-    uint64_t in_flight = 0, queued = 0;
     // connects: connections that completed TLS + ALPN h2 and got the server's
     // SETTINGS; connect_failures: attempts that did not (DNS, TCP, TLS, ALPN,
     // timeout, closed before SETTINGS); resent: requests put back for another
     // send (may be duplicates at the server); pings: PINGs sent.
+    uint64_t connects = 0, connect_failures = 0, goaways = 0, resent = 0, pings = 0;
+    uint64_t in_flight = 0, queued = 0;
     uint32_t max_concurrent_streams = 0;  // latest value advertised on any connection
   };
   virtual Stats stats() const = 0;

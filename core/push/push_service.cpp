@@ -75,8 +75,12 @@ PushService::~PushService() {
   }
   work_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
-  std::lock_guard lock(clients_mu_);
-  clients_.clear();  // fails whatever is still in flight
+  std::map<std::string, std::unique_ptr<ApnsClient>> clients;
+  {
+    std::lock_guard lock(clients_mu_);
+    clients.swap(clients_);
+  }
+  clients.clear();  // fails whatever is still in flight; callbacks may take clients_mu_
   Flush();
 }
 
@@ -130,8 +134,10 @@ std::vector<Outcome> PushService::Push(const std::vector<Target>& targets) {
   pending->cv.wait_for(lock, std::chrono::milliseconds(options_.wait_ms),
                        [&] { return pending->remaining == 0; });
   std::vector<Outcome> out = pending->outcomes;
+  lock.unlock();
   for (auto& o : out)
     if (o.error == "pending") o.error = "no answer from APNs yet (still trying)";
+  Flush();  // the caller (the admin API) reads the recorded state next
   return out;
 }
 
@@ -297,6 +303,8 @@ bool PushService::WaitIdle(std::chrono::milliseconds timeout) {
 }
 
 void PushService::Flush() {
+  // One flusher at a time, so states of one enrollment land in order.
+  std::lock_guard flush_lock(flush_mu_);
   std::vector<std::pair<std::string, store::PushState>> writes;
   std::vector<events::Event> evs;
   {

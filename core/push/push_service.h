@@ -112,6 +112,7 @@ class PushService : public PushProvider {
   std::mutex coalesce_mu_;
   std::unordered_map<std::string, std::pair<int64_t, std::string>> recent_;  // id -> (ms, apns-id)
 
+  std::mutex flush_mu_;
   std::mutex work_mu_;
   std::condition_variable work_cv_;
   std::vector<Retry> retries_;
