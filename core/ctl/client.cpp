@@ -22,7 +22,12 @@ size_t CollectBody(char* ptr, size_t size, size_t n, void* userdata) {
 
 struct HeaderList {
   curl_slist* list = nullptr;
-  ~HeaderList() { curl_slist_free_all(list); }
+  ~HeaderList() {
+    // Header values may be secret (a PKCS#12 password): wipe them before freeing.
+    for (curl_slist* n = list; n; n = n->next)
+      for (volatile char* p = n->data; p && *p; ++p) *p = 0;
+    curl_slist_free_all(list);
+  }
   void Add(const std::string& line) { list = curl_slist_append(list, line.c_str()); }
 };
 
@@ -46,7 +51,8 @@ Result<std::unique_ptr<AdminClient>> AdminClient::Create(ClientOptions options) 
 
 Result<HttpReply> AdminClient::Call(const std::string& method, const std::string& path,
                                     const Query& query, const std::string& body,
-                                    const std::string& content_type) {
+                                    const std::string& content_type,
+                                    const std::vector<std::string>& extra_headers) {
   CURL* c = curl_->easy;
   curl_easy_reset(c);
   std::string url = options_.base_url + path;
@@ -59,6 +65,7 @@ Result<HttpReply> AdminClient::Call(const std::string& method, const std::string
   headers.Add("Expect:");  // no 100-continue round trip
   headers.Add("Accept: application/json");
   if (!content_type.empty()) headers.Add("Content-Type: " + content_type);
+  for (const auto& h : extra_headers) headers.Add(h);
 
   HttpReply reply;
   char error[CURL_ERROR_SIZE] = {0};

@@ -42,10 +42,12 @@ class AdminClient {
   AdminClient& operator=(const AdminClient&) = delete;
 
   // path starts with '/' and is already encoded (see PathSegment). body and
-  // content_type are sent when content_type is non-empty.
+  // content_type are sent when content_type is non-empty. headers are extra
+  // "Name: value" lines (values may be secret: they never appear in a message).
   Result<HttpReply> Call(const std::string& method, const std::string& path,
                          const Query& query = {}, const std::string& body = "",
-                         const std::string& content_type = "");
+                         const std::string& content_type = "",
+                         const std::vector<std::string>& headers = {});
 
   const std::string& base_url() const { return options_.base_url; }
 

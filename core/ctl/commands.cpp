@@ -1,10 +1,12 @@
 #include "ctl/commands.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -107,10 +109,12 @@ void PrintHttpError(Context& ctx, const HttpReply& r) {
 // Sends a request and parses its JSON answer into *reply. Returns kExitOk, or
 // prints the failure and returns kExitFailed. With per_id, a 207 or 500 whose
 // body carries a per-id "status" object is an answer, not an error.
+// On an HTTP error, reply->status (and reply->json, when the body is JSON) still
+// tell the caller what the server said, for hints.
 int Send(Context& ctx, const std::string& method, const std::string& path, const Query& query,
          const std::string& body, const std::string& content_type, Reply* reply,
-         bool per_id = false) {
-  auto r = ctx.client->Call(method, path, query, body, content_type);
+         bool per_id = false, const std::vector<std::string>& headers = {}) {
+  auto r = ctx.client->Call(method, path, query, body, content_type, headers);
   if (!r.ok()) {
     Err(ctx, "%s", r.status().message().c_str());
     return kExitFailed;
@@ -120,6 +124,8 @@ int Send(Context& ctx, const std::string& method, const std::string& path, const
                          parsed->Find("status") && parsed->Find("status")->is(plist::Type::kDict);
   if ((r->status < 200 || r->status >= 300) && !is_per_id) {
     PrintHttpError(ctx, *r);
+    reply->status = r->status;
+    if (parsed.ok()) reply->json = std::move(parsed.value());
     return kExitFailed;
   }
   if (!parsed.ok() || !parsed->is(plist::Type::kDict)) {
@@ -165,7 +171,9 @@ int PrintIdResults(Context& ctx, const Reply& reply, bool enqueue, size_t total)
           if (!push_error.empty())
             text += (enqueue ? "push failed: " : "failed: ") + push_error;
           else if (r.Find("push_result"))
-            text += "pushed (apns-id " + push_result + ")";
+            // An empty apns-id: coalesced with a push moments before that has no
+            // answer yet (or failed: the server coalesces without looking at the outcome).
+            text += push_result.empty() ? std::string("pushed") : "pushed (apns-id " + push_result + ")";
           else if (nopush)
             text += "not pushed (--nopush)";
           else
@@ -286,30 +294,123 @@ int RunPush(Context& ctx, const ParsedArgs& a) {
   return PrintIdResults(ctx, reply, /*enqueue=*/false, ids.size());
 }
 
+// "N" whole days from now_ms until an RFC 3339 time (rounded down, as the
+// server's orchard_push_certificate_days_left metric), "expired" once it has
+// passed, "" if the time cannot be read.
+std::string DaysLeft(const std::string& rfc3339, int64_t now_ms) {
+  auto at = ParseTimeArg(rfc3339, now_ms);
+  if (rfc3339.empty() || !at.ok()) return "";
+  if (*at <= now_ms) return "expired";
+  return std::to_string((*at - now_ms) / 86400000);
+}
+
+// The PKCS#12 password for pushcert --p12: the value of the environment
+// variable named by --password-env, or the first line of --password-file (its
+// line ending dropped, nothing else), or "" without either. It travels in an
+// HTTP header, so control characters and leading or trailing spaces (which
+// headers cannot carry) are refused. Messages never contain the password.
+Result<std::string> ReadP12Password(const ParsedArgs& a) {
+  std::string pw;
+  if (a.Has("password-env")) {
+    const std::string var = a.Get("password-env");
+    if (var.empty())
+      return Status::InvalidArgument("--password-env needs the name of an environment variable");
+    const char* value = std::getenv(var.c_str());
+    if (!value)
+      return Status::InvalidArgument("environment variable " + var +
+                                     " (named by --password-env) is not set");
+    pw = value;
+  } else if (a.Has("password-file")) {
+    auto text = ReadInput(a.Get("password-file"));
+    if (!text.ok()) return text.status();
+    pw = text->substr(0, text->find('\n'));
+    if (!pw.empty() && pw.back() == '\r') pw.pop_back();
+  }
+  for (char c : pw) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f)
+      return Status::InvalidArgument(
+          "the PKCS#12 password contains a control character, which cannot be sent in the "
+          "X-Pkcs12-Password header; re-export the .p12 with another password");
+  }
+  if (!pw.empty() && (pw.front() == ' ' || pw.back() == ' '))
+    return Status::InvalidArgument(
+        "the PKCS#12 password starts or ends with a space, which does not survive an HTTP "
+        "header; re-export the .p12 with another password");
+  return pw;
+}
+
 int RunPushCert(Context& ctx, const ParsedArgs& a) {
   if (!a.positionals.empty())
     return Usage(ctx, "pushcert", "unexpected argument " + a.positionals[0]);
-  if (!a.Has("cert")) return Usage(ctx, "pushcert", "--cert FILE is required");
-  auto cert = ReadInput(a.Get("cert"));
-  if (!cert.ok()) return Usage(ctx, "pushcert", cert.status().message());
-  std::string body = *cert;
-  if (a.Has("key")) {
-    auto key = ReadInput(a.Get("key"));
-    if (!key.ok()) return Usage(ctx, "pushcert", key.status().message());
-    if (!body.empty() && body.back() != '\n') body += '\n';
-    body += *key;
-  } else if (body.find("PRIVATE KEY-----") == std::string::npos) {
+  const bool p12 = a.Has("p12");
+  const bool password = a.Has("password-env") || a.Has("password-file");
+  if (p12 && (a.Has("cert") || a.Has("key")))
+    return Usage(ctx, "pushcert", "--p12 cannot be combined with --cert or --key");
+  if (!p12 && password)
+    return Usage(ctx, "pushcert", "--password-env and --password-file go with --p12");
+  if (a.Has("password-env") && a.Has("password-file"))
+    return Usage(ctx, "pushcert", "give --password-env or --password-file, not both");
+  if (!p12 && !a.Has("cert"))
     return Usage(ctx, "pushcert",
-                 "--key FILE is required (the certificate file holds no private key)");
+                 "give --cert FILE [--key FILE] (PEM) or --p12 FILE (PKCS#12)");
+
+  std::string body, content_type;
+  std::vector<std::string> headers;
+  if (p12) {
+    if (a.Get("p12") == "-" && a.Get("password-file") == "-")
+      return Usage(ctx, "pushcert", "--p12 and --password-file cannot both read stdin");
+    auto pw = ReadP12Password(a);
+    if (!pw.ok()) return Usage(ctx, "pushcert", pw.status().message());
+    auto der = ReadInput(a.Get("p12"));
+    if (!der.ok()) return Usage(ctx, "pushcert", der.status().message());
+    if (der->empty()) return Usage(ctx, "pushcert", a.Get("p12") + " is empty");
+    if (der->front() != 0x30 && der->find("-----BEGIN") != std::string::npos)
+      return Usage(ctx, "pushcert",
+                   a.Get("p12") + " is PEM text, not PKCS#12: use --cert FILE [--key FILE]");
+    body = std::move(der.value());
+    content_type = "application/x-pkcs12";
+    if (!pw->empty()) headers.push_back("X-Pkcs12-Password: " + *pw);
+  } else {
+    auto cert = ReadInput(a.Get("cert"));
+    if (!cert.ok()) return Usage(ctx, "pushcert", cert.status().message());
+    if (cert->find("-----BEGIN") == std::string::npos)
+      return Usage(ctx, "pushcert",
+                   a.Get("cert") + " is not PEM (no -----BEGIN line); for a PKCS#12 (.p12) file "
+                                   "use --p12 FILE");
+    body = std::move(cert.value());
+    if (a.Has("key")) {
+      auto key = ReadInput(a.Get("key"));
+      if (!key.ok()) return Usage(ctx, "pushcert", key.status().message());
+      if (!body.empty() && body.back() != '\n') body += '\n';
+      body += *key;
+    } else if (body.find("PRIVATE KEY-----") == std::string::npos) {
+      return Usage(ctx, "pushcert",
+                   "--key FILE is required (the certificate file holds no private key)");
+    }
+    content_type = "application/x-pem-file";
   }
   Reply reply;
-  int rc = Send(ctx, "PUT", "/v1/pushcert", {}, body, "application/x-pem-file", &reply);
-  if (rc != kExitOk) return rc;
-  if (ctx.json)
+  int rc = Send(ctx, "PUT", "/v1/pushcert", {}, body, content_type, &reply, false, headers);
+  if (rc != kExitOk) {
+    if (p12 && reply.status == 400 &&
+        reply.json.GetString("error").find("password") != std::string_view::npos)
+      std::fputs(password ? "hint: check the password (--password-env VAR or --password-file FILE)\n"
+                          : "hint: the file may be password-protected: give --password-env VAR or "
+                            "--password-file FILE\n",
+                 ctx.err);
+    return rc;
+  }
+  if (ctx.json) {
     PrintJson(ctx, reply.json);
-  else
-    Print(ctx, "stored push certificate for topic " + Printable(Field(reply.json, "topic")) +
-                   " (valid until " + Field(reply.json, "not_after") + ")\n");
+    return kExitOk;
+  }
+  const std::string not_after = Field(reply.json, "not_after");
+  std::string left = DaysLeft(not_after, NowMillis());
+  if (!left.empty() && left != "expired") left += left == "1" ? " day left" : " days left";
+  Print(ctx, "stored push certificate for topic " + Printable(Field(reply.json, "topic")) +
+                 " (valid until " + Printable(not_after) + (left.empty() ? "" : ", " + left) +
+                 ")\n");
   return kExitOk;
 }
 
@@ -323,9 +424,11 @@ int RunPushCerts(Context& ctx, const ParsedArgs& a) {
     PrintJson(ctx, reply.json);
     return kExitOk;
   }
-  Table t({"TOPIC", "NOT AFTER"});
+  const int64_t now = NowMillis();
+  Table t({"TOPIC", "NOT AFTER", "DAYS LEFT"});
   if (const Value* list = reply.json.Find("push_certs"); list && list->AsArray())
-    for (const auto& c : *list->AsArray()) t.AddRow({Field(c, "topic"), Field(c, "not_after")});
+    for (const auto& c : *list->AsArray())
+      t.AddRow({Field(c, "topic"), Field(c, "not_after"), DaysLeft(Field(c, "not_after"), now)});
   if (t.rows() == 0)
     Print(ctx, "no push certificates stored\n");
   else
@@ -420,10 +523,30 @@ int RunDevice(Context& ctx, const ParsedArgs& a) {
   Reply reply;
   int rc = Send(ctx, "GET", EnrollmentPath(a.positionals[0]), {}, "", "", &reply);
   if (rc != kExitOk) return rc;
-  if (ctx.json)
+  if (ctx.json) {
     PrintJson(ctx, reply.json);
-  else
-    Print(ctx, RenderKeyValues(reply.json));
+    return kExitOk;
+  }
+  // The push state (a nested object) gets its own indented section.
+  Value enrollment = reply.json;
+  std::optional<Value> push;
+  if (const Value* p = enrollment.Find("push"); p && p->AsDict()) {
+    push = *p;
+    enrollment.Erase("push");
+  }
+  std::string text = RenderKeyValues(enrollment) + "\n";
+  if (!push) {
+    text += "push: none recorded\n";
+  } else {
+    text += "push:\n";
+    std::istringstream lines(RenderKeyValues(*push));
+    for (std::string line; std::getline(lines, line);) text += "  " + line + "\n";
+    if (push->GetBool("token_invalid", false))
+      text += "note: APNs declared the push token invalid (" +
+              Printable(Field(*push, "token_invalid_reason")) +
+              "); no pushes until the device sends a new TokenUpdate\n";
+  }
+  Print(ctx, text);
   return kExitOk;
 }
 
@@ -652,13 +775,27 @@ const std::vector<CommandSpec>& Commands() {
        RunEnqueue},
       {"push", "ID[,ID...]", "send an APNs push so the devices check in", "", {}, RunPush},
       {"pushcert",
-       "--cert FILE --key FILE",
-       "store an APNs push certificate and its private key (PEM)",
-       "  --cert FILE   the push certificate (PEM); may also hold the key, then --key is optional\n"
-       "  --key FILE    its unencrypted private key (PEM)\n",
-       {{"cert", true}, {"key", true}},
+       "--cert FILE [--key FILE] | --p12 FILE [--password-env VAR | --password-file FILE]",
+       "store an APNs push certificate and its private key (PEM or PKCS#12)",
+       "  --cert FILE           the push certificate (PEM); may also hold the key, then --key\n"
+       "                        is optional\n"
+       "  --key FILE            its unencrypted private key (PEM)\n"
+       "  --p12 FILE            certificate and key as one PKCS#12 file (.p12, as exported\n"
+       "                        from Keychain Access)\n"
+       "  --password-env VAR    the .p12 password is in environment variable VAR\n"
+       "  --password-file FILE  the .p12 password is the first line of FILE\n"
+       "                        (no password option: the .p12 has an empty password)\n"
+       "'-' reads a file from stdin. The password is sent in the X-Pkcs12-Password header\n"
+       "and never printed; it is not accepted as an argument (others could see it in ps).\n"
+       "prints the certificate's topic, expiry date and days left.\n",
+       {{"cert", true},
+        {"key", true},
+        {"p12", true},
+        {"password-env", true},
+        {"password-file", true}},
        RunPushCert},
-      {"pushcerts", "", "list the stored push certificates", "", {}, RunPushCerts},
+      {"pushcerts", "", "list the stored push certificates (topic, expiry, days left)", "", {},
+       RunPushCerts},
       {"devices",
        "[--serial S] [--model M] [--os PREFIX] [--state S] [--type T] [--blocked true|false] "
        "[--seen-after TIME] [--seen-before TIME] [--limit N] [--all | --cursor C]",
@@ -689,7 +826,13 @@ const std::vector<CommandSpec>& Commands() {
         {"all", false},
         {"cursor", true}},
        RunDevices},
-      {"device", "ID", "show one enrollment", "", {}, RunDevice},
+      {"device",
+       "ID",
+       "show one enrollment",
+       "prints the enrollment as key: value lines, then its push state (last push, APNs\n"
+       "status and reason, failures, whether APNs declared the token invalid)\n",
+       {},
+       RunDevice},
       {"queue",
        "ID [--limit N | --clear | --delete UUID]",
        "list or edit an enrollment's command queue",

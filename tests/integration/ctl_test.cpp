@@ -1,6 +1,10 @@
 // orchardctl against the real orchardd: a device enrolls with the fixture
 // plists, then every check runs the real orchardctl binary through popen.
+// Push tests add a test push CA and the mock APNs (tests/apns_mock).
 #include <netinet/in.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,8 +15,11 @@
 #include <filesystem>
 #include <string>
 
+#include "apns_mock/mock_apns.h"
 #include "plist/plist.h"
 #include "support/orchardd_process.h"
+#include "support/test_pki.h"
+#include "util/encoding.h"
 
 namespace {
 
@@ -82,12 +89,15 @@ std::string DeviceReport(const std::string& status, const std::string& extra = "
          std::string(kUdid) + "</string>" + extra + "</dict></plist>\n";
 }
 
-// A running orchardd (insecure dev mode, known API key) in a fresh directory.
+// A running orchardd (insecure dev mode, known API key) in a fresh directory,
+// optionally with a config file holding config_text.
 class Server {
  public:
-  Server()
+  explicit Server(const std::string& config_text = "")
       : dir_(orchard::testing::MakeTempDir("orchard-ctl-test")),
-        process_(dir_ + "/data", {"--insecure-dev", "--api-key", kApiKey}) {}
+        process_(dir_ + "/data", Args(dir_, !config_text.empty())) {
+    if (!config_text.empty()) REQUIRE(orchard::testing::WriteFile(dir_ + "/orchard.conf", config_text));
+  }
   ~Server() {
     process_.Stop();
     std::error_code ec;
@@ -103,10 +113,11 @@ class Server {
   const std::string& dir() const { return dir_; }
   std::string url() const { return process_.url(); }
 
-  // orchardctl with this server's URL; the key comes from the environment.
-  CtlRun Ctl(const std::string& args) const {
+  // orchardctl with this server's URL; the key comes from the environment, to
+  // which env ("NAME=value ..., shell-quoted") is added.
+  CtlRun Ctl(const std::string& args, const std::string& env = "") const {
     return RunCtl(dir_, "--url " + ShellQuote(url()) + " " + args,
-                  std::string("ORCHARD_API_KEY=") + kApiKey);
+                  std::string("ORCHARD_API_KEY=") + kApiKey + " " + env);
   }
 
   orchard::testing::HttpResult Checkin(const std::string& fixture) const {
@@ -122,9 +133,64 @@ class Server {
   }
 
  private:
+  static std::vector<std::string> Args(const std::string& dir, bool with_config) {
+    std::vector<std::string> args = {"--insecure-dev", "--api-key", kApiKey};
+    if (with_config) args.insert(args.begin(), {"--config", dir + "/orchard.conf"});
+    return args;
+  }
+
   std::string dir_;
   OrchardProcess process_;
 };
+
+// ---- push certificates --------------------------------------------------------
+
+constexpr char kPushTopic[] = "com.apple.mgmt.External.test";
+// The topic in the fixture TokenUpdate.
+constexpr char kFixtureTopic[] = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9";
+
+orchard::testing::Identity PushIdentity(orchard::testing::TestCa& ca, const std::string& topic,
+                                        int64_t valid_seconds) {
+  orchard::testing::IssueOptions o;
+  o.common_name = "APSP:ctl-test";  // a CN is at most 64 characters; the topic is the UID
+  o.uid = topic;
+  o.not_after_offset_s = valid_seconds;
+  return ca.Issue(o);
+}
+
+// The certificate's notAfter as the server reports it.
+std::string NotAfter(const orchard::testing::Identity& id) {
+  BIO* bio = BIO_new_mem_buf(id.cert_pem.data(), static_cast<int>(id.cert_pem.size()));
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (!cert) return "";
+  struct tm tm {};
+  const bool ok = ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1;
+  X509_free(cert);
+  return ok ? orchard::FormatRfc3339(static_cast<int64_t>(timegm(&tm)) * 1000) : "";
+}
+
+// A PKCS#12 (DER) bundle of the identity's certificate and key.
+std::string Pkcs12(const orchard::testing::Identity& id, const char* password) {
+  BIO* cb = BIO_new_mem_buf(id.cert_pem.data(), static_cast<int>(id.cert_pem.size()));
+  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+  BIO* kb = BIO_new_mem_buf(id.key_pem.data(), static_cast<int>(id.key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+  PKCS12* p12 = PKCS12_create(password, "push", key, cert, nullptr, 0, 0, 0, 0, 0);
+  std::string out;
+  if (p12) {
+    unsigned char* der = nullptr;
+    const int len = i2d_PKCS12(p12, &der);
+    if (len > 0) out.assign(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+    OPENSSL_free(der);
+    PKCS12_free(p12);
+  }
+  EVP_PKEY_free(key);
+  X509_free(cert);
+  BIO_free(cb);
+  BIO_free(kb);
+  return out;
+}
 
 #define REQUIRE_FIXTURES()                                                   \
   do {                                                                       \
@@ -478,7 +544,10 @@ TEST_CASE("orchardctl usage errors exit 2 without contacting a server", "[integr
         "devices --seen-after yesterday", "enqueue", "enqueue ID", "enqueue ID --type X --file Y",
         "enqueue ID --type X --priority 300", "enqueue ID --type X --set NoEquals",
         "queue ID --clear --delete U", "results ID --plist", "events --after -1",
-        "--timeout 0 version", "--url ftp://x version", "device"}) {
+        "--timeout 0 version", "--url ftp://x version", "device", "pushcert",
+        "pushcert --key K", "pushcert --p12 P --cert C", "pushcert --cert C --password-env V",
+        "pushcert --p12 P --password-env V --password-file F", "pushcert --p12 - --password-file -",
+        "pushcert --p12 /nonexistent.p12"}) {
     const std::string a = args;
     CtlRun r = RunCtl(dir, a.find("--url") == std::string::npos ? url + a : a);
     INFO("orchardctl " << args << "\n" << r.err);
@@ -493,4 +562,227 @@ TEST_CASE("orchardctl usage errors exit 2 without contacting a server", "[integr
   CHECK(help.out.find("--json-command") != std::string::npos);
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+}
+
+TEST_CASE("orchardctl pushcert stores PEM and PKCS#12 push certificates", "[integration][ctl][push]") {
+  Server server;
+  REQUIRE(server.Start());
+  const std::string dir = server.dir();
+  auto ca = orchard::testing::TestCa::Create("Push CA (ctl test)");
+  REQUIRE(ca);
+
+  CtlRun r = server.Ctl("pushcerts");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "no push certificates stored\n");
+
+  // PEM: certificate and key in two files, or both in one.
+  const auto pem = PushIdentity(*ca, kPushTopic, 30 * 86400 + 3600);
+  const std::string pem_not_after = NotAfter(pem);
+  REQUIRE(!pem_not_after.empty());
+  REQUIRE(orchard::testing::WriteFile(dir + "/push.pem", pem.cert_pem));
+  REQUIRE(orchard::testing::WriteFile(dir + "/push.key", pem.key_pem));
+  REQUIRE(orchard::testing::WriteFile(dir + "/both.pem", pem.cert_pem + pem.key_pem));
+  r = server.Ctl("pushcert --cert " + ShellQuote(dir + "/push.pem") + " --key " +
+                 ShellQuote(dir + "/push.key"));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "stored push certificate for topic " + std::string(kPushTopic) + " (valid until " +
+                     pem_not_after + ", 30 days left)\n");
+  r = server.Ctl("pushcert --cert " + ShellQuote(dir + "/both.pem"));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find(kPushTopic) != std::string::npos);
+
+  r = server.Ctl("pushcerts");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("TOPIC") == 0);
+  CHECK(r.out.find("NOT AFTER") != std::string::npos);
+  CHECK(r.out.find("DAYS LEFT") != std::string::npos);
+  {
+    const size_t row = r.out.find(kPushTopic);
+    REQUIRE(row != std::string::npos);
+    const std::string line = r.out.substr(row, r.out.find('\n', row) - row);
+    CHECK(line.find(pem_not_after) != std::string::npos);
+    CHECK(line.substr(line.size() - 2) == "30");
+  }
+  r = server.Ctl("pushcerts --json");
+  REQUIRE(r.exit_code == 0);
+  Value listed = ParseJsonOrFail(r.out);
+  REQUIRE(listed.Find("push_certs"));
+  REQUIRE(listed.Find("push_certs")->AsArray());
+  REQUIRE(listed.Find("push_certs")->AsArray()->size() == 1);
+  CHECK(listed.Find("push_certs")->AsArray()->at(0).GetString("topic") == kPushTopic);
+  CHECK(listed.Find("push_certs")->AsArray()->at(0).GetString("not_after") == pem_not_after);
+
+  // PKCS#12 with a password: the upload replaces the certificate of the topic.
+  const char* password = "correct horse battery";
+  const auto renewed = PushIdentity(*ca, kPushTopic, 60 * 86400 + 3600);
+  const std::string p12_not_after = NotAfter(renewed);
+  const std::string p12 = Pkcs12(renewed, password);
+  REQUIRE(!p12.empty());
+  REQUIRE(orchard::testing::WriteFile(dir + "/push.p12", p12));
+  const std::string p12_arg = "pushcert --p12 " + ShellQuote(dir + "/push.p12");
+  r = server.Ctl(p12_arg + " --password-env P12_PASSWORD",
+                 "P12_PASSWORD=" + ShellQuote(password));
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "stored push certificate for topic " + std::string(kPushTopic) + " (valid until " +
+                     p12_not_after + ", 60 days left)\n");
+  CHECK(r.out.find(password) == std::string::npos);
+  CHECK(r.err.find(password) == std::string::npos);
+  r = server.Ctl("pushcerts");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find(p12_not_after) != std::string::npos);
+  CHECK(r.out.find(pem_not_after) == std::string::npos);
+
+  REQUIRE(orchard::testing::WriteFile(dir + "/p12-password", std::string(password) + "\n"));
+  r = server.Ctl(p12_arg + " --password-file " + ShellQuote(dir + "/p12-password") + " --json");
+  REQUIRE(r.exit_code == 0);
+  Value stored = ParseJsonOrFail(r.out);
+  CHECK(stored.GetString("topic") == kPushTopic);
+  CHECK(stored.GetString("not_after") == p12_not_after);
+
+  SECTION("a wrong or missing password is a clear error that never shows the password") {
+    const std::string wrong = "not the password";
+    r = server.Ctl(p12_arg + " --password-env P12_PASSWORD", "P12_PASSWORD=" + ShellQuote(wrong));
+    CHECK(r.exit_code == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err.find("wrong password") != std::string::npos);
+    CHECK(r.err.find("HTTP 400") != std::string::npos);
+    CHECK(r.err.find("hint: check the password") != std::string::npos);
+    CHECK(r.err.find(wrong) == std::string::npos);
+
+    r = server.Ctl(p12_arg);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("wrong password") != std::string::npos);
+    CHECK(r.err.find("--password-env") != std::string::npos);
+
+    r = server.Ctl(p12_arg + " --password-env ORCHARD_CTL_TEST_UNSET");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("ORCHARD_CTL_TEST_UNSET") != std::string::npos);
+    CHECK(r.err.find("not set") != std::string::npos);
+    // The stored certificate is unchanged.
+    r = server.Ctl("pushcerts");
+    CHECK(r.out.find(p12_not_after) != std::string::npos);
+  }
+  SECTION("a PKCS#12 without a password needs no password option") {
+    const auto open = PushIdentity(*ca, "com.apple.mgmt.External.open", 10 * 86400 + 3600);
+    REQUIRE(orchard::testing::WriteFile(dir + "/open.p12", Pkcs12(open, "")));
+    r = server.Ctl("pushcert --p12 " + ShellQuote(dir + "/open.p12"));
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("com.apple.mgmt.External.open") != std::string::npos);
+    CHECK(r.out.find("10 days left") != std::string::npos);
+    r = server.Ctl("pushcerts --json");
+    Value both = ParseJsonOrFail(r.out);
+    REQUIRE(both.Find("push_certs"));
+    CHECK(both.Find("push_certs")->AsArray()->size() == 2);
+  }
+  SECTION("a certificate for a topic that is not an MDM topic is refused") {
+    const auto other = PushIdentity(*ca, "com.example.not-mdm", 30 * 86400);
+    REQUIRE(orchard::testing::WriteFile(dir + "/other.pem", other.cert_pem + other.key_pem));
+    r = server.Ctl("pushcert --cert " + ShellQuote(dir + "/other.pem"));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("com.example.not-mdm") != std::string::npos);
+    CHECK(r.err.find("is not an MDM topic") != std::string::npos);
+    CHECK(r.err.find("HTTP 400") != std::string::npos);
+    REQUIRE(orchard::testing::WriteFile(dir + "/other.p12", Pkcs12(other, password)));
+    r = server.Ctl("pushcert --p12 " + ShellQuote(dir + "/other.p12") + " --password-env P12_PASSWORD",
+                   "P12_PASSWORD=" + ShellQuote(password));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("is not an MDM topic") != std::string::npos);
+  }
+  SECTION("the wrong file kind is caught before sending") {
+    r = server.Ctl("pushcert --p12 " + ShellQuote(dir + "/both.pem"));
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("is PEM text") != std::string::npos);
+    r = server.Ctl("pushcert --cert " + ShellQuote(dir + "/push.p12"));
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--p12") != std::string::npos);
+    r = server.Ctl("pushcert --cert " + ShellQuote(dir + "/push.pem"));  // no key anywhere
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--key FILE is required") != std::string::npos);
+  }
+}
+
+TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integration][ctl][push]") {
+  REQUIRE_FIXTURES();
+  using orchard::testing::IssueOptions;
+  using orchard::testing::TestCa;
+  // The mock APNs (TLS with the test server CA, client certificates from the push CA).
+  auto server_ca = TestCa::Create("APNs server CA (ctl test)");
+  auto push_ca = TestCa::Create("Push CA (ctl test)");
+  IssueOptions so;
+  so.dns_name = "localhost,127.0.0.1";
+  so.server_auth_eku = true;
+  so.client_auth_eku = false;
+  const auto server_id = server_ca->Issue(so);
+  orchard::testing::MockApnsOptions mo;
+  mo.cert_pem = server_id.cert_pem;
+  mo.key_pem = server_id.key_pem;
+  mo.client_ca_pem = push_ca->cert_pem();
+  auto apns = orchard::testing::MockApns::Start(mo);
+  REQUIRE(apns);
+
+  const std::string ca_dir = orchard::testing::MakeTempDir("orchard-ctl-apns");
+  REQUIRE(server_ca->WriteCertPem(ca_dir + "/apns-ca.pem"));
+  Server server("push.endpoint = 127.0.0.1:" + std::to_string(apns->port()) +
+                "\npush.ca_file = " + ca_dir + "/apns-ca.pem\npush.coalesce_ms = 0\n");
+  REQUIRE(server.Start());
+  server.Enroll();
+
+  CtlRun r = server.Ctl(std::string("device ") + kUdid);
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("\npush: none recorded\n") != std::string::npos);
+
+  // Without a push certificate for the device's topic the push fails clearly.
+  r = server.Ctl(std::string("push ") + kUdid);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find(std::string("no push certificate for topic ") + kFixtureTopic) != std::string::npos);
+
+  const auto cert = PushIdentity(*push_ca, kFixtureTopic, 365 * 86400);
+  REQUIRE(orchard::testing::WriteFile(server.dir() + "/push.pem", cert.cert_pem + cert.key_pem));
+  r = server.Ctl("pushcert --cert " + ShellQuote(server.dir() + "/push.pem"));
+  REQUIRE(r.exit_code == 0);
+
+  r = server.Ctl(std::string("push ") + kUdid);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("pushed (apns-id ") != std::string::npos);
+
+  r = server.Ctl(std::string("device ") + kUdid);
+  REQUIRE(r.exit_code == 0);
+  const size_t section = r.out.find("\npush:\n");
+  REQUIRE(section != std::string::npos);
+  const std::string push = r.out.substr(section);
+  CHECK(push.find("\n  last_push_at:") != std::string::npos);
+  CHECK(push.find("\n  last_apns_id:") != std::string::npos);
+  CHECK(push.find("\n  last_status:") != std::string::npos);
+  CHECK(push.find(" 200\n") != std::string::npos);
+  CHECK(push.find("\n  consecutive_failures:") != std::string::npos);
+  CHECK(push.find("\n  token_invalid:") != std::string::npos);
+  CHECK(push.find("note:") == std::string::npos);
+  CHECK(r.out.find("queue_depth:") < section);  // the enrollment's own keys come first
+
+  // APNs says the token is gone: the state shows it and further pushes stop.
+  auto received = apns->Received();
+  REQUIRE(!received.empty());
+  apns->SetUnregistered(received.back().token_hex, 1700000000000);
+  r = server.Ctl(std::string("push ") + kUdid);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("410 Unregistered") != std::string::npos);
+  r = server.Ctl(std::string("device ") + kUdid);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("\n  token_invalid_reason:") != std::string::npos);
+  CHECK(r.out.find("Unregistered") != std::string::npos);
+  CHECK(r.out.find("note: APNs declared the push token invalid (Unregistered)") != std::string::npos);
+  r = server.Ctl(std::string("--json device ") + kUdid);
+  REQUIRE(r.exit_code == 0);
+  Value d = ParseJsonOrFail(r.out);
+  REQUIRE(d.Find("push"));
+  CHECK(d.Find("push")->GetBool("token_invalid", false));
+  CHECK(d.Find("push")->GetString("token_invalid_at") == "2023-11-14T22:13:20Z");
+
+  apns.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(ca_dir, ec);
 }

@@ -21,6 +21,19 @@ TEST_CASE("the shipped example config is valid", "[config]") {
   CHECK(c.listen_port == 9000);
   CHECK(c.device_ca_files == std::vector<std::string>{"/etc/orchard/device-ca.pem"});
   CHECK(c.result_retention_hours == 720);
+  // The push settings it shows are the defaults.
+  const config::Config defaults;
+  CHECK(c.push_endpoint == defaults.push_endpoint);
+  CHECK(c.push_ca_file == defaults.push_ca_file);
+  CHECK(c.push_connections == defaults.push_connections);
+  CHECK(c.push_expiration_seconds == defaults.push_expiration_seconds);
+  CHECK(c.push_coalesce_ms == defaults.push_coalesce_ms);
+  CHECK(c.push_retry_max == defaults.push_retry_max);
+  CHECK(c.push_retry_base_ms == defaults.push_retry_base_ms);
+  CHECK(c.push_repush_interval_seconds == defaults.push_repush_interval_seconds);
+  CHECK(c.push_expiry_warn_days == defaults.push_expiry_warn_days);
+  CHECK(c.push_key_encryption_key.empty());
+  CHECK(c.trusted_proxies == defaults.trusted_proxies);
   CHECK(config::Validate(c).ok());
 }
 
