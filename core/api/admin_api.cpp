@@ -369,10 +369,11 @@ http::Response AdminApi::EnqueueJson(const http::Request& r) {
   if (!ids || !ids->AsArray() || ids->AsArray()->empty())
     return Error(400, "enrollment_ids must be a non-empty array of strings");
   std::vector<std::string> id_vec;
+  std::set<std::string> seen;
   for (const auto& id : *ids->AsArray()) {
     if (!id.AsString() || id.AsString()->empty())
       return Error(400, "enrollment_ids must be a non-empty array of strings");
-    id_vec.push_back(*id.AsString());
+    if (seen.insert(*id.AsString()).second) id_vec.push_back(*id.AsString());
   }
   const Value* command = v->Find("command");
   if (!command || !command->is(plist::Type::kDict))
@@ -441,6 +442,7 @@ http::Response AdminApi::ListPushCerts() {
     Value v;
     v.Set("topic", Value::String(c.topic));
     v.Set("not_after", Value::String(FormatRfc3339(c.not_after_unix * 1000)));
+    if (!c.key_error.empty()) v.Set("key_error", Value::String(c.key_error));
     list.AsArray()->push_back(std::move(v));
   }
   Value out;

@@ -3,7 +3,8 @@
 // NanoMDM-compatible routes (existing tools work unchanged):
 //   PUT  /v1/enqueue/{id,id,...}[?nopush=1]   raw command plist
 //   GET|POST /v1/push/{id,id,...}
-//   PUT  /v1/pushcert                          PEM certificate + private key
+//   PUT  /v1/pushcert                          PEM certificate + key, or PKCS#12
+//                                              (password in X-Pkcs12-Password)
 //   GET  /version
 // with NanoMDM's JSON result shape and 200 (all ok) / 207 (some failed) / 500.
 // Orchard's own routes are listed in docs/api.md.
@@ -11,7 +12,8 @@
 // The key may be sent as HTTP Basic auth (any user name, key as password, as
 // NanoMDM's tools do), "Authorization: Bearer KEY" or "X-API-Key: KEY"; it is
 // compared in constant time. Errors are JSON {"error": "..."} with 400, 401,
-// 404, 405, 413 or 500.
+// 403 (API disabled), 404, 405, 409, 413, 500 or 503 (a dependency such as a
+// sealed push key is unavailable).
 // Thread-safety: Handle() may be called concurrently. Borrows its dependencies.
 #pragma once
 

@@ -125,8 +125,8 @@ const std::map<std::string, Setter>& Keys() {
        [](const std::string& k, const std::string& v, Config* c) {
          if (v != "production" && v != "sandbox") {
            Config probe;
-           if (!ParseListen(k, v, &probe).ok())
-             return Bad(k, "expected production, sandbox or HOST:PORT, got '" + v + "'");
+           if (!ParseListen(k, v, &probe).ok() || probe.listen_port == 0)
+             return Bad(k, "expected production, sandbox or HOST:PORT (port 1-65535), got '" + v + "'");
          }
          c->push_endpoint = v;
          return Status::Ok();
@@ -205,6 +205,10 @@ Status Validate(const Config& c) {
                "--insecure-dev for local development");
   if (!c.api_key.empty() && c.api_key.size() < 16)
     return Bad("api_key", "must be at least 16 characters");
+  if (!c.push_ca_file.empty()) {
+    std::ifstream f(c.push_ca_file);
+    if (!f) return Bad("push.ca_file", "cannot read " + c.push_ca_file);
+  }
   if (!c.push_key_encryption_key.empty()) {
     auto box = SecretBox::FromKeyText(c.push_key_encryption_key);
     if (!box.ok()) return Bad("push.key_encryption_key", box.status().message());

@@ -1,7 +1,7 @@
 // orchardd configuration: one immutable struct, validated at start-up.
 //
 // Sources, later ones winning: built-in defaults, the config file (--config),
-// the environment (ORCHARD_API_KEY), then command-line flags. Any bad value
+// the environment (ORCHARD_API_KEY, ORCHARD_PUSH_KEY), then command-line flags. Any bad value
 // stops the server with a message naming the key (and file line).
 //
 // File format: one `key = value` per line, `#` starts a comment, values may be

@@ -113,14 +113,16 @@ Result<PushCert> PushCertStore::Decode(std::string_view bytes) const {
   c.key_pem = r.GetString();
   if (r.corrupt()) return Status::Internal("corrupt push certificate record");
   if (SecretBox::IsSealed(c.key_pem)) {
-    if (!box_)
-      return Status::Unavailable("push certificate key for " + c.topic +
-                                 " is encrypted; configure push.key_encryption_key");
-    auto opened = box_->Open(c.key_pem);
-    if (!opened.ok())
-      return Status::Unavailable("push certificate key for " + c.topic + ": " +
-                                 opened.status().message());
-    c.key_pem = std::move(opened.value());
+    if (!box_) {
+      c.key_error = "push certificate key for " + c.topic +
+                    " is encrypted; configure push.key_encryption_key";
+      c.key_pem.clear();
+    } else if (auto opened = box_->Open(c.key_pem); opened.ok()) {
+      c.key_pem = std::move(opened.value());
+    } else {
+      c.key_error = "push certificate key for " + c.topic + ": " + opened.status().message();
+      c.key_pem.clear();
+    }
   }
   return c;
 }
@@ -131,6 +133,7 @@ Result<std::optional<PushCert>> PushCertStore::Get(const std::string& topic) {
   if (!v->has_value()) return std::optional<PushCert>();
   auto c = Decode(**v);
   if (!c.ok()) return c.status();
+  if (!c->key_error.empty()) return Status::Unavailable(c->key_error);
   return std::optional<PushCert>(std::move(c.value()));
 }
 

@@ -51,6 +51,7 @@ struct PushCert {
   int64_t not_after_unix = 0;
   std::string cert_pem;
   std::string key_pem;  // secret: never logged or returned by the API
+  std::string key_error;  // set by PushCertStore::List when the sealed key cannot be opened
 };
 
 // Parses PEM text holding the certificate and its private key (any order).
@@ -67,7 +68,10 @@ class PushCertStore {
  public:
   PushCertStore(store::Store* store, const SecretBox* box) : store_(store), box_(box) {}
   Status Put(const PushCert& cert);
+  // The certificate with its usable key; Unavailable if the key cannot be opened.
   Result<std::optional<PushCert>> Get(const std::string& topic);
+  // Every stored certificate; one whose key cannot be opened is listed with
+  // key_error set and no key (so listings, metrics and expiry warnings keep it).
   Result<std::vector<PushCert>> List();
 
  private:

@@ -13,7 +13,13 @@ constexpr const char* kLog = "push";
 constexpr const char* kFlagPrefix = "push_topic_flag/";
 constexpr const char* kWarnedPrefix = "push_cert_warned/";
 
-bool Retryable(int status) { return status == 0 || status == 429 || status == 500 || status == 503; }
+bool Retryable(const ApnsResponse& r) {
+  if (r.status == 0) return r.error.rfind("invalid request", 0) != 0;  // malformed: never retried
+  return r.status == 429 || r.status == 500 || r.status == 503;
+}
+
+// Identifies which token a stored "token invalid" mark is about.
+std::string TokenFingerprint(const std::string& token) { return HexEncode(token.substr(0, 8)); }
 
 std::string Short(const std::string& token_hex) { return token_hex.substr(0, 8) + "…"; }
 
@@ -50,8 +56,10 @@ Result<ApnsEndpoint> ParseEndpoint(const std::string& text) {
   if (colon == std::string::npos || colon == 0)
     return Status::InvalidArgument("push endpoint must be production, sandbox or HOST:PORT");
   e.host = text.substr(0, colon);
+  if (e.host.size() > 2 && e.host.front() == '[' && e.host.back() == ']')
+    e.host = e.host.substr(1, e.host.size() - 2);
   int port = std::atoi(text.c_str() + colon + 1);
-  if (port <= 0 || port > 65535) return Status::InvalidArgument("push endpoint port is invalid");
+  if (port <= 0 || port > 65535) return Status::InvalidArgument("push endpoint port must be 1-65535");
   e.port = static_cast<uint16_t>(port);
   return e;
 }
@@ -156,7 +164,8 @@ void PushService::Send(const Target& t, int attempt, std::shared_ptr<Pending> pe
   const int64_t now = NowMillis();
   if (attempt == 0) {
     auto state = State(t.enrollment_id);
-    if (state.ok() && state->has_value() && (*state)->token_invalid_ms) {
+    if (state.ok() && state->has_value() && (*state)->token_invalid_ms &&
+        (*state)->token_fingerprint == TokenFingerprint(t.token)) {
       ++n_skipped_invalid_;
       finish(false, "", "push token invalid (" + (*state)->token_invalid_reason +
                             "); waiting for a new TokenUpdate");
@@ -170,8 +179,6 @@ void PushService::Send(const Target& t, int attempt, std::shared_ptr<Pending> pe
         finish(true, it->second.second, "");
         return;
       }
-      if (recent_.size() > 200000) recent_.clear();
-      recent_[t.enrollment_id] = {now, ""};
     }
   }
   auto client = ClientFor(t.topic);
@@ -194,6 +201,11 @@ void PushService::Send(const Target& t, int attempt, std::shared_ptr<Pending> pe
 void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
                          std::shared_ptr<Pending> pending, size_t index) {
   const int64_t now = NowMillis();
+  if (r.status == 0 && r.error == "client shut down") {
+    // orchardd is stopping: not an outcome worth recording or retrying.
+    if (pending) pending->Done(index, {t.enrollment_id, false, "", r.error});
+    return;
+  }
   auto existing = State(t.enrollment_id);
   store::PushState s = existing.ok() && existing->has_value() ? **existing : store::PushState{};
   s.last_push_ms = now;
@@ -210,8 +222,12 @@ void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
     s.last_success_ms = now;
     s.failures = 0;
     outcome.ok = true;
-    std::lock_guard lock(coalesce_mu_);
-    if (auto it = recent_.find(t.enrollment_id); it != recent_.end()) it->second.second = r.apns_id;
+    if (options_.coalesce_ms > 0) {
+      // Only a delivered push lets a duplicate within the window coalesce.
+      std::lock_guard lock(coalesce_mu_);
+      if (recent_.size() > 200000) recent_.clear();
+      recent_[t.enrollment_id] = {now, r.apns_id};
+    }
   } else {
     s.failures += 1;
     plist::Value payload;
@@ -223,6 +239,7 @@ void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
         (r.status == 400 && (r.reason == "BadDeviceToken" || r.reason == "DeviceTokenNotForTopic"))) {
       s.token_invalid_ms = r.timestamp_ms ? r.timestamp_ms : now;
       s.token_invalid_reason = r.reason;
+      s.token_fingerprint = TokenFingerprint(t.token);
       if (r.timestamp_ms) payload.Set("timestamp_ms", plist::Value::Integer(r.timestamp_ms));
       ev.type = r.status == 410 ? event_type::kUnregistered : event_type::kRejected;
       (r.status == 410 ? n_unregistered_ : n_rejected_)++;
@@ -242,7 +259,7 @@ void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
       emit = true;
       log::Error(kLog, "event=push_certificate_refused topic={} reason={} action=pushes_stopped",
                  t.topic, r.reason);
-    } else if (Retryable(r.status) && attempt < options_.retry_max) {
+    } else if (Retryable(r) && attempt < options_.retry_max) {
       ++n_retried_;
       const int64_t delay = Jittered(options_.retry_base_ms, attempt);
       {
@@ -405,7 +422,11 @@ void PushService::RenderMetrics(std::string* out) {
           "# TYPE orchard_push_topic_disabled gauge\n";
   for (const auto& [topic, reason] : flagged_)
     *out += "orchard_push_topic_disabled{topic=\"" + topic + "\"} 1\n";
-  *out += "# TYPE orchard_apns_connects_total counter\n# TYPE orchard_apns_goaways_total counter\n"
+  *out += "# HELP orchard_apns_connects_total HTTP/2 connections opened to APNs, per topic.\n"
+          "# TYPE orchard_apns_connects_total counter\n"
+          "# HELP orchard_apns_goaways_total GOAWAY frames received from APNs, per topic.\n"
+          "# TYPE orchard_apns_goaways_total counter\n"
+          "# HELP orchard_apns_in_flight Push requests awaiting an APNs answer, per topic.\n"
           "# TYPE orchard_apns_in_flight gauge\n";
   for (const auto& [topic, client] : clients_) {
     auto st = client->stats();

@@ -248,9 +248,9 @@ class AppImpl : public App {
   std::unique_ptr<protocol::Enrollments> enrollments_;
   protocol::EnrollmentLocks locks_;
   std::unique_ptr<auth::Authenticator> auth_;
-  std::unique_ptr<push::PushService> push_;
   std::unique_ptr<SecretBox> secret_box_;
   std::unique_ptr<push::PushCertStore> push_certs_;
+  std::unique_ptr<push::PushService> push_;  // after what it borrows: destroyed first
   std::unique_ptr<protocol::Service> service_;
   std::unique_ptr<api::AdminApi> api_;
   http::Metrics metrics_;

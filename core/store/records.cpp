@@ -97,6 +97,7 @@ std::string PushState::Encode() const {
   w.PutSigned(token_invalid_ms);
   w.PutString(token_invalid_reason);
   w.PutSigned(failures);
+  w.PutString(token_fingerprint);
   return w.Take();
 }
 
@@ -112,6 +113,7 @@ Result<PushState> PushState::Decode(std::string_view bytes) {
   p.token_invalid_ms = r.GetSigned();
   p.token_invalid_reason = r.GetString();
   p.failures = r.GetSigned();
+  p.token_fingerprint = r.GetString();
   if (r.corrupt()) return Corrupt("push state");
   return p;
 }

@@ -64,6 +64,7 @@ struct PushState {
   int64_t token_invalid_ms = 0;  // APNs said 410/400 for this token: no pushes until TokenUpdate
   std::string token_invalid_reason;
   int64_t failures = 0;          // consecutive failed attempts
+  std::string token_fingerprint; // which token token_invalid_ms is about (hex of its first 8 bytes)
 
   std::string Encode() const;
   static Result<PushState> Decode(std::string_view bytes);

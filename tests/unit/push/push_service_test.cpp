@@ -236,6 +236,19 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   CHECK(again[0].error.find("invalid") != std::string::npos);
   CHECK(again[2].ok);  // coalesced with the earlier push
 
+  // The invalid mark is about that token: a new token (after a TokenUpdate that a
+  // late answer raced with) is pushed.
+  before = seen.size();
+  CHECK(svc.Push({target("GONE", 'n')})[0].ok);
+  CHECK(seen.size() == before + 1);
+  // Coalescing never hides a failure: a failed push is attempted again at once.
+  const std::string tok_flaky = HexEncode(std::string(32, 'f'));
+  script[tok_flaky] = {{400, "", "BadTopic", 0, ""}};
+  before = seen.size();
+  CHECK_FALSE(svc.Push({target("FLAKY", 'f')})[0].ok);
+  CHECK(svc.Push({target("FLAKY", 'f')})[0].ok);
+  CHECK(seen.size() == before + 2);
+
   // A 403 flags the topic: pushes for it stop until a new certificate arrives.
   const std::string tok_cert = HexEncode(std::string(32, 'c'));
   script[tok_cert] = {{403, "", "BadCertificateEnvironment", 0, ""}};
@@ -251,7 +264,7 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   std::vector<std::string> types;
   for (auto& e : t.Events()) types.push_back(e.type);
   CHECK(std::count(types.begin(), types.end(), "push.unregistered") == 1);
-  CHECK(std::count(types.begin(), types.end(), "push.rejected") == 1);
+  CHECK(std::count(types.begin(), types.end(), "push.rejected") == 2);  // BadDeviceToken, BadTopic
   CHECK(std::count(types.begin(), types.end(), "push.certificate_error") == 1);
 
   std::string metrics;
