@@ -21,27 +21,17 @@
 
 #include "log/log.h"
 #include "util/encoding.h"
+#include "util/openssl_ptr.h"
 
 namespace orchard::auth {
 namespace {
 
 constexpr const char kLog[] = "auth";
 
-// RAII for OpenSSL objects. Never let one of these cross the module boundary.
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
-using CmsPtr = std::unique_ptr<CMS_ContentInfo, Deleter<CMS_ContentInfo_free>>;
-using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
-using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
+using StorePtr = X509StorePtr;
+using StoreCtxPtr = X509StoreCtxPtr;
 void FreeCertStack(STACK_OF(X509) * s) { sk_X509_free(s); }  // the stack only, not its certificates
-using CertStackPtr = std::unique_ptr<STACK_OF(X509), Deleter<FreeCertStack>>;
+using CertStackPtr = std::unique_ptr<STACK_OF(X509), OpensslDeleter<FreeCertStack>>;
 
 using CertHash = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
 
@@ -351,7 +341,7 @@ bool SplitCertificates(std::string_view der, std::string* stripped, std::vector<
 
 // Reads a whole file; errors name the file.
 Result<std::string> ReadFile(const std::string& path) {
-  std::unique_ptr<FILE, Deleter<fclose>> f(std::fopen(path.c_str(), "rb"));
+  std::unique_ptr<FILE, OpensslDeleter<fclose>> f(std::fopen(path.c_str(), "rb"));
   if (!f) return Status::InvalidArgument("device CA file " + path + ": cannot open: " + std::strerror(errno));
   std::string data;
   char buf[8192];

@@ -9,15 +9,13 @@
 #include <openssl/x509.h>
 
 #include "util/encoding.h"
+#include "util/openssl_ptr.h"
 #include "util/record.h"
 
 namespace orchard::push {
 namespace {
 constexpr char kPrefix[] = "pushcert/";
 
-struct BioFree { void operator()(BIO* b) const { BIO_free(b); } };
-struct X509Free { void operator()(X509* x) const { X509_free(x); } };
-struct PkeyFree { void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); } };
 
 }  // namespace
 
@@ -26,26 +24,26 @@ Result<PushCert> FromCertAndKey(X509* cert, EVP_PKEY* key);
 }  // namespace
 
 Result<PushCert> ParsePushCert(std::string_view pem) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) return Status::InvalidArgument("push certificate: no PEM certificate found");
-  std::unique_ptr<BIO, BioFree> kbio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(
+  BioPtr kbio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  KeyPtr key(
       PEM_read_bio_PrivateKey(kbio.get(), nullptr, nullptr, const_cast<char*>("")));
   if (!key) return Status::InvalidArgument("push certificate: no unencrypted PEM private key found");
   return FromCertAndKey(cert.get(), key.get());
 }
 
 Result<PushCert> ParsePushCertPkcs12(std::string_view der, const std::string& password) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(der.data(), static_cast<int>(der.size())));
+  BioPtr bio(BIO_new_mem_buf(der.data(), static_cast<int>(der.size())));
   PKCS12* p12 = d2i_PKCS12_bio(bio.get(), nullptr);
   if (!p12) return Status::InvalidArgument("push certificate: not a PKCS#12 file");
   EVP_PKEY* key = nullptr;
   X509* cert = nullptr;
   int ok = PKCS12_parse(p12, password.c_str(), &key, &cert, nullptr);
   PKCS12_free(p12);
-  std::unique_ptr<X509, X509Free> c(cert);
-  std::unique_ptr<EVP_PKEY, PkeyFree> k(key);
+  X509Ptr c(cert);
+  KeyPtr k(key);
   if (ok != 1) return Status::InvalidArgument("push certificate: PKCS#12 wrong password or damaged");
   if (!c) return Status::InvalidArgument("push certificate: PKCS#12 holds no certificate");
   if (!k) return Status::InvalidArgument("push certificate: PKCS#12 holds no private key");
@@ -78,12 +76,12 @@ Result<PushCert> FromCertAndKey(X509* cert, EVP_PKEY* key) {
     return Status::InvalidArgument("push certificate: expired on " +
                                    FormatRfc3339(out.not_after_unix * 1000));
   // Re-emit canonical PEM for storage (drops any other text in the upload).
-  std::unique_ptr<BIO, BioFree> cout(BIO_new(BIO_s_mem()));
+  BioPtr cout(BIO_new(BIO_s_mem()));
   PEM_write_bio_X509(cout.get(), cert);
   char* p = nullptr;
   long len = BIO_get_mem_data(cout.get(), &p);
   out.cert_pem.assign(p, len);
-  std::unique_ptr<BIO, BioFree> kout(BIO_new(BIO_s_mem()));
+  BioPtr kout(BIO_new(BIO_s_mem()));
   PEM_write_bio_PrivateKey(kout.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
   len = BIO_get_mem_data(kout.get(), &p);
   out.key_pem.assign(p, len);

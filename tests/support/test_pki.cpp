@@ -18,22 +18,12 @@
 #include <vector>
 
 #include "util/encoding.h"
+#include "util/openssl_ptr.h"
 
 namespace orchard::testing {
 namespace {
 
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using KeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
-using CmsPtr = std::unique_ptr<CMS_ContentInfo, Deleter<CMS_ContentInfo_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
+using ExtPtr = X509ExtensionPtr;
 
 // Test code: a broken PKI is a broken test, so fail loudly.
 [[noreturn]] void Fail(const char* what) {
@@ -107,7 +97,7 @@ void RandomSerial(X509* cert) {
   Check(RAND_bytes(bytes, sizeof bytes), "RAND_bytes");
   bytes[0] &= 0x7F;  // positive
   bytes[0] |= 0x01;  // and never zero / never shortened
-  std::unique_ptr<BIGNUM, Deleter<BN_free>> bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
+  std::unique_ptr<BIGNUM, OpensslDeleter<BN_free>> bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
   if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert))) Fail("serial");
 }
 

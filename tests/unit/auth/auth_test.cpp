@@ -22,6 +22,7 @@
 #include "auth/auth.h"
 #include "support/test_pki.h"
 #include "util/encoding.h"
+#include "util/openssl_ptr.h"
 
 using namespace orchard;
 using Catch::Contains;
@@ -34,17 +35,6 @@ constexpr std::string_view kBody =
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">\n<dict>\n\t<key>MessageType</key>\n"
     "\t<string>Authenticate</string>\n\t<key>Topic</key>\n\t<string>com.apple.mgmt.test</string>\n</dict>\n</plist>\n";
 
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using KeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
-using CmsPtr = std::unique_ptr<CMS_ContentInfo, Deleter<CMS_ContentInfo_free>>;
 
 class TempDir {
  public:
