@@ -163,9 +163,11 @@ struct IdResults {
     return failed >= total ? 500 : 207;
   }
   Value StatusValue() const {
-    Value v;
-    for (const auto& [id, r] : by_id) v.Set(id, r);
-    return v;
+    // by_id is sorted and unique: build the dict directly (Set would scan it each time).
+    plist::Dict d;
+    d.reserve(by_id.size());
+    for (const auto& [id, r] : by_id) d.emplace_back(id, r);
+    return Value::MakeDict(std::move(d));
   }
 };
 

@@ -366,6 +366,8 @@ class AuthenticatorImpl final : public Authenticator {
   Result<Identity> Identify(const Presented& presented) override;
 
  private:
+  // The full path: decode, compare sources, cached chain verification.
+  Result<Identity> IdentifySlow(const Presented& presented);
   struct CacheEntry {
     std::string cert_sha256;
     std::string subject;
@@ -394,6 +396,12 @@ class AuthenticatorImpl final : public Authenticator {
 
   std::mutex mu_;
   std::unordered_map<CertHash, CacheEntry, CertHashHasher> cache_;  // guarded by mu_
+
+  // Header-only requests (the proxy deployment) skip decoding: the raw header
+  // value maps straight to its certificate hash. Bounded; a miss costs a decode.
+  static constexpr size_t kHeaderIndexLimit = 32768;
+  std::mutex header_mu_;
+  std::unordered_map<std::string, CertHash> header_index_;  // guarded by header_mu_
 
   // X509 objects are only read after parsing, so sharing them across threads is safe.
   std::mutex parsed_mu_;
@@ -508,6 +516,37 @@ void AuthenticatorImpl::Insert(const CertHash& key, CacheEntry entry) {
 }
 
 Result<Identity> AuthenticatorImpl::Identify(const Presented& presented) {
+  const bool header_only = !presented.cert_header.empty() && presented.mdm_signature.empty() &&
+                           presented.tls_peer == nullptr;
+  if (header_only && config_.cache_entries > 0) {
+    CertHash key;
+    bool indexed = false;
+    {
+      std::lock_guard<std::mutex> lock(header_mu_);
+      auto it = header_index_.find(std::string(presented.cert_header));
+      if (it != header_index_.end()) {
+        key = it->second;
+        indexed = true;
+      }
+    }
+    Identity identity;
+    if (indexed && Lookup(key, static_cast<int64_t>(std::time(nullptr)), &identity)) return identity;
+  }
+  auto result = IdentifySlow(presented);
+  if (header_only && result.ok() && config_.cache_entries > 0) {
+    CertHash key;
+    auto raw = HexDecode(result->cert_sha256);
+    if (raw && raw->size() == key.size()) {
+      std::memcpy(key.data(), raw->data(), key.size());
+      std::lock_guard<std::mutex> lock(header_mu_);
+      if (header_index_.size() >= kHeaderIndexLimit) header_index_.clear();
+      header_index_.emplace(std::string(presented.cert_header), key);
+    }
+  }
+  return result;
+}
+
+Result<Identity> AuthenticatorImpl::IdentifySlow(const Presented& presented) {
   // 1. Collect every presented certificate as DER.
   std::string header_der, signer_der, tls_der;
   X509Ptr signer_cert;

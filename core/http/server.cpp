@@ -60,12 +60,14 @@ class Handler : public Pistache::Http::Handler {
       r.query = std::move(q);
       r.body = req.body();
       r.peer = req.address().host();
+      // Pistache keeps unknown headers raw and parses known ones; copy the raw
+      // ones and only the two parsed ones handlers read (copying every parsed
+      // header through a stream cost ~7% of an Idle request).
       for (const auto& [name, raw] : req.headers().rawList()) r.headers.emplace_back(name, raw.value());
-      for (const auto& h : req.headers().list()) {
-        std::ostringstream os;
-        h->write(os);
-        r.headers.emplace_back(h->name(), os.str());
-      }
+      if (auto ct = req.headers().tryGet<Pistache::Http::Header::ContentType>())
+        r.headers.emplace_back("Content-Type", ct->mime().toString());
+      if (auto auth = req.headers().tryGet<Pistache::Http::Header::Authorization>())
+        r.headers.emplace_back("Authorization", auth->value());
       try {
         resp = (*dispatch_)(r);
       } catch (const std::exception& e) {

@@ -417,8 +417,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   DeviceResponse resp = Empty(r.status);
   if (next->has_value()) {
     queue::Located& loc = **next;
-    loc.entry.last_sent_ms = now;
-    d_.queue->Update(txn.batch(), id, loc);
+    d_.queue->MarkSent(txn.batch(), id, loc, now);
     resp.content_type = "application/xml; charset=UTF-8";
     resp.body = loc.entry.plist;
     log::Info(kLog, "event=command_sent enrollment_id={} command_uuid={} request_type={}", id,

@@ -9,6 +9,7 @@ namespace orchard::queue {
 namespace {
 constexpr const char* kLog = "queue";
 constexpr size_t kMaxHints = 200000;
+constexpr size_t kSuffixBytes = 9;  // priority byte + big-endian sequence
 
 std::string Prefix(const std::string& id) {
   std::string p = id;
@@ -95,17 +96,27 @@ Result<std::optional<Located>> CommandQueue::Find(const std::string& id, const s
   auto suffix = store_->Get(store::Cf::kQueueIndex, Prefix(id) + uuid);
   if (!suffix.ok()) return suffix.status();
   if (!suffix->has_value()) return std::optional<Located>();
-  std::string key = Prefix(id) + **suffix;
+  if ((*suffix)->size() < kSuffixBytes) return Status::Internal("corrupt queue index for " + id);
+  std::string key = Prefix(id) + (*suffix)->substr(0, kSuffixBytes);
   auto v = store_->Get(store::Cf::kQueue, key);
   if (!v.ok()) return v.status();
   if (!v->has_value()) return std::optional<Located>();
   auto e = store::QueueEntry::Decode(**v);
   if (!e.ok()) return e.status();
+  if ((*suffix)->size() >= kSuffixBytes + 8)
+    e->last_sent_ms = static_cast<int64_t>(GetBigEndian64((*suffix)->substr(kSuffixBytes)));
   return std::optional<Located>(Located{std::move(key), std::move(e.value())});
 }
 
 void CommandQueue::Update(store::Batch& batch, const std::string&, const Located& loc) {
   batch.Put(store::Cf::kQueue, loc.key, loc.entry.Encode());
+}
+
+void CommandQueue::MarkSent(store::Batch& batch, const std::string& id, const Located& loc,
+                            int64_t now_ms) {
+  std::string value = loc.key.substr(Prefix(id).size());
+  PutBigEndian64(&value, static_cast<uint64_t>(now_ms));
+  batch.Put(store::Cf::kQueueIndex, Prefix(id) + loc.entry.command_uuid, value);
 }
 
 void CommandQueue::Remove(store::Batch& batch, const std::string& id, const Located& loc) {
@@ -120,7 +131,12 @@ Result<std::vector<store::QueueEntry>> CommandQueue::List(const std::string& id,
   auto it = store_->Scan(store::Cf::kQueue, prefix, store::PrefixEnd(prefix));
   for (; it->Valid() && out.size() < limit; it->Next()) {
     auto e = store::QueueEntry::Decode(it->value());
-    if (e.ok()) out.push_back(std::move(e.value()));
+    if (!e.ok()) continue;
+    // The delivery time lives in the index value (see MarkSent).
+    auto idx = store_->Get(store::Cf::kQueueIndex, prefix + e->command_uuid);
+    if (idx.ok() && idx->has_value() && (*idx)->size() >= kSuffixBytes + 8)
+      e->last_sent_ms = static_cast<int64_t>(GetBigEndian64((*idx)->substr(kSuffixBytes)));
+    out.push_back(std::move(e.value()));
   }
   ORCHARD_RETURN_IF_ERROR(it->status());
   return out;

@@ -54,8 +54,12 @@ class CommandQueue {
   Result<std::optional<Located>> Next(const std::string& enrollment_id, bool skip_not_now,
                                       const std::string& exclude_key = {});
   Result<std::optional<Located>> Find(const std::string& enrollment_id, const std::string& uuid);
-  // Updates an entry in place (e.g. NotNow status, last_sent_ms).
+  // Updates an entry in place (e.g. NotNow status).
   void Update(store::Batch& batch, const std::string& enrollment_id, const Located& loc);
+  // Records that the entry was handed to the device now. Kept in the small
+  // index value, not the entry, so a delivery does not rewrite the command.
+  void MarkSent(store::Batch& batch, const std::string& enrollment_id, const Located& loc,
+                int64_t now_ms);
   // Removes an entry from the queue.
   void Remove(store::Batch& batch, const std::string& enrollment_id, const Located& loc);
   // Lists up to limit queued entries in delivery order.

@@ -198,12 +198,15 @@ Result<std::unique_ptr<Store>> Store::Open(const Options& options) {
   db_options.max_total_wal_size = 256 << 20;
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   db_options.write_buffer_manager =
-      std::make_shared<rocksdb::WriteBufferManager>(options.write_buffer_budget, cache);
+      // Memtables are budgeted on their own, not charged to the block cache, so
+      // that index and data blocks of deep queues stay cached.
+      std::make_shared<rocksdb::WriteBufferManager>(options.write_buffer_budget);
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
-  table.cache_index_and_filter_blocks = true;
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  // Index and filter blocks live outside the cache (table readers hold them):
+  // every queue seek needs them, and a million enrollments need only a few MB.
+  table.cache_index_and_filter_blocks = false;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10, false));
   auto table_factory = std::shared_ptr<rocksdb::TableFactory>(rocksdb::NewBlockBasedTableFactory(table));
 

@@ -115,6 +115,15 @@ TEST_CASE("queue: FIFO within priority, find, remove, clear, depth", "[queue]") 
   CHECK(q.Next("D", true).value()->entry.command_uuid == "B");
   CHECK(q.Next("D", false).value()->entry.command_uuid == "A");
 
+  // A delivery is recorded in the index, visible through Find and List.
+  auto b_entry = *q.Find("D", "B").value();
+  store::Batch sent;
+  q.MarkSent(sent, "D", b_entry, 424242);
+  REQUIRE(t.db->Write(sent).ok());
+  CHECK(q.Find("D", "B").value()->entry.last_sent_ms == 424242);
+  CHECK(q.List("D", 10).value()[1].last_sent_ms == 424242);
+  CHECK(q.Next("D", true).value()->entry.command_uuid == "B");  // still queued
+
   store::Batch clr;
   CHECK(q.Clear(clr, "D").value() == 2);
   REQUIRE(t.db->Write(clr).ok());
