@@ -63,11 +63,13 @@ DeviceResponse Service::Handle(const DeviceRequest& request) {
 }
 
 Status Service::CheckIdentity(const DeviceRequest& request, const std::string& message_type,
-                              const std::string& device_id, auth::Identity* identity) {
+                              const std::string& device_id, auth::Identity* identity,
+                              const std::string* bound_cert) {
   auto id = d_.auth->Identify(request.presented);
   if (!id.ok()) return id.status();
   *identity = std::move(id.value());
   if (identity->anonymous || message_type == "Authenticate") return Status::Ok();
+  if (bound_cert && !bound_cert->empty() && *bound_cert == identity->cert_sha256) return Status::Ok();
   auto bound = d_.enrollments->BoundTo(identity->cert_sha256);
   if (!bound.ok()) return bound.status();
   if (!bound->has_value())
@@ -330,17 +332,18 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   if (!report.ok()) return FromStatus(report.status(), "report");
   const Report& r = *report;
   const std::string& id = r.ids.id;
+  std::lock_guard lock(d_.locks->For(id));
+  auto prev = d_.enrollments->Get(id);
+  if (!prev.ok()) return FromStatus(prev.status(), r.status);
   auth::Identity identity;
-  Status st = CheckIdentity(request, r.status, r.ids.device_id, &identity);
+  const std::string* bound =
+      prev->has_value() && id == r.ids.device_id ? &(*prev)->cert_sha256 : nullptr;
+  Status st = CheckIdentity(request, r.status, r.ids.device_id, &identity, bound);
   if (!st.ok()) {
     log::Warn(kLog, "event=identity_refused status={} enrollment_id={} command_uuid={} reason=\"{}\"",
               r.status, id, r.command_uuid, st.message());
     return FromStatus(st, r.status);
   }
-
-  std::lock_guard lock(d_.locks->For(id));
-  auto prev = d_.enrollments->Get(id);
-  if (!prev.ok()) return FromStatus(prev.status(), r.status);
   if (!prev->has_value())
     return Fail(400, r.status, "unknown enrollment " + id + ": the device must Authenticate first");
   if ((*prev)->blocked) {

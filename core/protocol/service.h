@@ -67,9 +67,13 @@ class Service {
  private:
   DeviceResponse HandleCheckin(const DeviceRequest& request);
   DeviceResponse HandleReport(const DeviceRequest& request);
-  // Identity of the caller and whether it may speak for ids; fills *cert on success.
+  // Identity of the caller and whether it may speak for device_id; fills
+  // *identity on success. bound_cert, when given, is the certificate hash the
+  // device channel's record holds (bound in the same batch as the binding), so
+  // a match needs no binding lookup.
   Status CheckIdentity(const DeviceRequest& request, const std::string& message_type,
-                       const std::string& device_id, auth::Identity* identity);
+                       const std::string& device_id, auth::Identity* identity,
+                       const std::string* bound_cert = nullptr);
 
   DeviceResponse Authenticate(const CheckinMessage& msg, const auth::Identity& identity);
   DeviceResponse TokenUpdate(const CheckinMessage& msg);
