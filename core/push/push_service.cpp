@@ -206,8 +206,11 @@ void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
     if (pending) pending->Done(index, {t.enrollment_id, false, "", r.error});
     return;
   }
-  auto existing = State(t.enrollment_id);
-  store::PushState s = existing.ok() && existing->has_value() ? **existing : store::PushState{};
+  store::PushState s;  // a success fully determines the state; a failure builds on the last one
+  if (r.status != 200) {
+    auto existing = State(t.enrollment_id);
+    if (existing.ok() && existing->has_value()) s = **existing;
+  }
   s.last_push_ms = now;
   s.last_apns_id = r.apns_id;
   s.last_status = r.status;
@@ -290,7 +293,7 @@ void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
 void PushService::Record(const std::string& id, store::PushState state, events::Event* event) {
   {
     std::lock_guard lock(work_mu_);
-    writes_.emplace_back(id, std::move(state));
+    writes_.insert_or_assign(id, std::move(state));
     if (event) events_out_.push_back(std::move(*event));
   }
   work_cv_.notify_all();
@@ -300,8 +303,8 @@ Result<std::optional<store::PushState>> PushService::State(const std::string& id
   {
     // A state not yet flushed is the freshest.
     std::lock_guard lock(work_mu_);
-    for (auto it = writes_.rbegin(); it != writes_.rend(); ++it)
-      if (it->first == id) return std::optional<store::PushState>(it->second);
+    if (auto it = writes_.find(id); it != writes_.end())
+      return std::optional<store::PushState>(it->second);
   }
   auto v = store_->Get(store::Cf::kPushState, id);
   if (!v.ok()) return v.status();
@@ -322,7 +325,7 @@ bool PushService::WaitIdle(std::chrono::milliseconds timeout) {
 void PushService::Flush() {
   // One flusher at a time, so states of one enrollment land in order.
   std::lock_guard flush_lock(flush_mu_);
-  std::vector<std::pair<std::string, store::PushState>> writes;
+  std::unordered_map<std::string, store::PushState> writes;
   std::vector<events::Event> evs;
   {
     std::lock_guard lock(work_mu_);

@@ -116,7 +116,8 @@ class PushService : public PushProvider {
   std::mutex work_mu_;
   std::condition_variable work_cv_;
   std::vector<Retry> retries_;
-  std::vector<std::pair<std::string, store::PushState>> writes_;
+  // Outcomes not yet written, latest per enrollment (a later one replaces an earlier).
+  std::unordered_map<std::string, store::PushState> writes_;
   std::vector<events::Event> events_out_;
   bool stopping_ = false;
   bool worker_busy_ = false;  // processing outside work_mu_
