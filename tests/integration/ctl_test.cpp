@@ -170,27 +170,6 @@ std::string NotAfter(const orchard::testing::Identity& id) {
   return ok ? orchard::FormatRfc3339(static_cast<int64_t>(timegm(&tm)) * 1000) : "";
 }
 
-// A PKCS#12 (DER) bundle of the identity's certificate and key.
-std::string Pkcs12(const orchard::testing::Identity& id, const char* password) {
-  BIO* cb = BIO_new_mem_buf(id.cert_pem.data(), static_cast<int>(id.cert_pem.size()));
-  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
-  BIO* kb = BIO_new_mem_buf(id.key_pem.data(), static_cast<int>(id.key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
-  PKCS12* p12 = PKCS12_create(password, "push", key, cert, nullptr, 0, 0, 0, 0, 0);
-  std::string out;
-  if (p12) {
-    unsigned char* der = nullptr;
-    const int len = i2d_PKCS12(p12, &der);
-    if (len > 0) out.assign(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-    OPENSSL_free(der);
-    PKCS12_free(p12);
-  }
-  EVP_PKEY_free(key);
-  X509_free(cert);
-  BIO_free(cb);
-  BIO_free(kb);
-  return out;
-}
 
 #define REQUIRE_FIXTURES()                                                   \
   do {                                                                       \
@@ -618,7 +597,7 @@ TEST_CASE("orchardctl pushcert stores PEM and PKCS#12 push certificates", "[inte
   const char* password = "correct horse battery";
   const auto renewed = PushIdentity(*ca, kPushTopic, 60 * 86400 + 3600);
   const std::string p12_not_after = NotAfter(renewed);
-  const std::string p12 = Pkcs12(renewed, password);
+  const std::string p12 = renewed.Pkcs12(password);
   REQUIRE(!p12.empty());
   REQUIRE(orchard::testing::WriteFile(dir + "/push.p12", p12));
   const std::string p12_arg = "pushcert --p12 " + ShellQuote(dir + "/push.p12");
@@ -666,7 +645,7 @@ TEST_CASE("orchardctl pushcert stores PEM and PKCS#12 push certificates", "[inte
   }
   SECTION("a PKCS#12 without a password needs no password option") {
     const auto open = PushIdentity(*ca, "com.apple.mgmt.External.open", 10 * 86400 + 3600);
-    REQUIRE(orchard::testing::WriteFile(dir + "/open.p12", Pkcs12(open, "")));
+    REQUIRE(orchard::testing::WriteFile(dir + "/open.p12", open.Pkcs12("")));
     r = server.Ctl("pushcert --p12 " + ShellQuote(dir + "/open.p12"));
     INFO(r.err);
     CHECK(r.exit_code == 0);
@@ -685,7 +664,7 @@ TEST_CASE("orchardctl pushcert stores PEM and PKCS#12 push certificates", "[inte
     CHECK(r.err.find("com.example.not-mdm") != std::string::npos);
     CHECK(r.err.find("is not an MDM topic") != std::string::npos);
     CHECK(r.err.find("HTTP 400") != std::string::npos);
-    REQUIRE(orchard::testing::WriteFile(dir + "/other.p12", Pkcs12(other, password)));
+    REQUIRE(orchard::testing::WriteFile(dir + "/other.p12", other.Pkcs12(password)));
     r = server.Ctl("pushcert --p12 " + ShellQuote(dir + "/other.p12") + " --password-env P12_PASSWORD",
                    "P12_PASSWORD=" + ShellQuote(password));
     CHECK(r.exit_code == 1);

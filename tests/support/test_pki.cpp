@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include <openssl/pkcs12.h>
+
 #include "util/encoding.h"
 #include "util/openssl_ptr.h"
 
@@ -262,5 +264,21 @@ std::string Identity::MdmSignature(std::string_view body, bool sha1) const {
 }
 
 std::string Identity::Sha256Hex() const { return orchard::Sha256Hex(cert_der); }
+
+std::string Identity::Pkcs12(const std::string& password) const {
+  BioPtr cb(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
+  X509Ptr cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+  BioPtr kb(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
+  KeyPtr key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+  if (!cert || !key) Fail("Pkcs12: unreadable certificate or key");
+  PKCS12* p12 = PKCS12_create(password.c_str(), "push", key.get(), cert.get(), nullptr, 0, 0, 0, 0, 0);
+  if (!p12) Fail("PKCS12_create");
+  unsigned char* der = nullptr;
+  const int len = i2d_PKCS12(p12, &der);
+  std::string out(reinterpret_cast<char*>(der), len > 0 ? static_cast<size_t>(len) : 0);
+  OPENSSL_free(der);
+  PKCS12_free(p12);
+  return out;
+}
 
 }  // namespace orchard::testing

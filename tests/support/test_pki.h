@@ -24,6 +24,8 @@ struct Identity {
   // Base64 of a detached CMS SignedData over body, signer cert included,
   // as devices send in Mdm-Signature. sha1=true signs with SHA-1 like devices do.
   std::string MdmSignature(std::string_view body, bool sha1 = true) const;
+  // A PKCS#12 (DER) bundle of the certificate and key, protected by password.
+  std::string Pkcs12(const std::string& password) const;
   // SHA-256 of the DER, lower-case hex (the binding key Orchard stores).
   std::string Sha256Hex() const;
 };

@@ -32,23 +32,6 @@ testing::Identity PushIdentity(testing::TestCa& ca, const std::string& topic, in
   return ca.Issue(o);
 }
 
-std::string Pkcs12(const testing::Identity& id, const char* password) {
-  BIO* cb = BIO_new_mem_buf(id.cert_pem.data(), int(id.cert_pem.size()));
-  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
-  BIO* kb = BIO_new_mem_buf(id.key_pem.data(), int(id.key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
-  PKCS12* p12 = PKCS12_create(password, "push", key, cert, nullptr, 0, 0, 0, 0, 0);
-  unsigned char* der = nullptr;
-  int len = i2d_PKCS12(p12, &der);
-  std::string out(reinterpret_cast<char*>(der), len);
-  OPENSSL_free(der);
-  PKCS12_free(p12);
-  EVP_PKEY_free(key);
-  X509_free(cert);
-  BIO_free(cb);
-  BIO_free(kb);
-  return out;
-}
 
 struct TempStore {
   std::string dir = testing::MakeTempDir("orchard-push");
@@ -123,7 +106,7 @@ TEST_CASE("push certificates: every bad upload is refused with the reason", "[pu
 TEST_CASE("push certificates: PKCS#12 with its password", "[push]") {
   auto ca = testing::TestCa::Create("CA");
   auto id = PushIdentity(*ca, "com.apple.mgmt.External.p12");
-  std::string p12 = Pkcs12(id, "s3cret");
+  std::string p12 = id.Pkcs12("s3cret");
   auto c = push::ParsePushCertPkcs12(p12, "s3cret");
   REQUIRE(c.ok());
   CHECK(c->topic == "com.apple.mgmt.External.p12");
