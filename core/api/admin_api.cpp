@@ -178,12 +178,18 @@ bool AdminApi::Owns(const std::string& path) {
 }
 
 std::string AdminApi::RouteLabel(const http::Request& r) {
+  // Labels come from a fixed set: a client must not be able to mint new series.
   auto parts = SplitPath(r.path);
-  if (parts.empty()) return "other";
-  if (parts[0] == "version") return "api_version";
-  if (parts.size() < 2) return "api_other";
+  if (parts.size() == 1 && parts[0] == "version") return "api_version";
+  if (parts.size() < 2 || parts[0] != "v1") return "api_other";
+  static const std::set<std::string> kRoutes = {"enqueue", "push",     "pushcert",   "pushcerts",
+                                                "commands", "events", "enrollments"};
+  if (!kRoutes.count(parts[1])) return "api_other";
   std::string label = "api_" + parts[1];
-  if (parts[1] == "enrollments" && parts.size() >= 4) label += "_" + parts[3];
+  if (parts[1] == "enrollments" && parts.size() >= 4) {
+    static const std::set<std::string> kSubs = {"queue", "results", "block"};
+    label += kSubs.count(parts[3]) ? "_" + parts[3] : "_other";
+  }
   return label;
 }
 
@@ -342,7 +348,7 @@ http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
     results.by_id[id];  // present, no error yet
     if (nopush) continue;
     if ((*e)->state == store::EnrollmentState::kEnrolled && !(*e)->push_token.empty())
-      targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic});
+      targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic, (*e)->last_seen_ms});
     else
       results.Fail(id, "push_error", "enrollment has no push token (not enrolled)");
   }
@@ -407,7 +413,7 @@ http::Response AdminApi::PushIds(const std::string& id_list) {
     else if (!e->has_value()) results.Fail(id, "push_error", "unknown enrollment");
     else if ((*e)->state != store::EnrollmentState::kEnrolled || (*e)->push_token.empty())
       results.Fail(id, "push_error", "enrollment has no push token (not enrolled)");
-    else targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic});
+    else targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic, (*e)->last_seen_ms});
   }
   for (const auto& o : d_.push->Push(targets)) {
     if (o.ok) results.Ok(o.enrollment_id, "push_result", o.apns_id);

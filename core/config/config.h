@@ -35,7 +35,10 @@ struct Config {
   bool insecure_dev = false;  // development: trust devices without certificates
 
   // Protocol choices.
-  bool user_authenticate_digest = false;  // false: 410 (decline user channel); true: digest challenge
+  // false: 410 (decline the user channel); true: answer the zero-length digest
+  // challenge and then accept any DigestResponse (no user directory to check
+  // it against yet: every macOS user channel is accepted).
+  bool user_authenticate_digest = false;
 
   // Retention and housekeeping.
   int64_t result_retention_hours = 30 * 24;

@@ -99,6 +99,13 @@ DeviceResponse Service::HandleCheckin(const DeviceRequest& request) {
     log::Info(kLog, "event=blocked_device_unenrolled type={} enrollment_id={}", type, msg->ids.id);
     return Fail(401, type, "device is blocked");
   }
+  if (msg->ids.id != msg->ids.device_id) {
+    auto channel = d_.enrollments->Get(msg->ids.id);
+    if (channel.ok() && channel->has_value() && (*channel)->blocked) {
+      log::Info(kLog, "event=blocked_channel_unenrolled type={} enrollment_id={}", type, msg->ids.id);
+      return Fail(401, type, "enrollment is blocked");
+    }
+  }
 
   if (type == "Authenticate") return Authenticate(*msg, identity);
   if (type == "TokenUpdate") return TokenUpdate(*msg);
@@ -122,6 +129,7 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
     return Fail(400, type, "Authenticate must come from the device channel (no user keys)");
   const std::string& id = msg.ids.id;
   std::lock_guard lock(d_.locks->For(id));
+  std::lock_guard bind_lock(bind_mu_);  // held until the binding is committed
 
   if (!identity.anonymous) {
     auto bound = d_.enrollments->BoundTo(identity.cert_sha256);

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -84,6 +85,9 @@ class Service {
 
   ServiceOptions options_;
   Deps d_;
+  // Authenticate checks and writes a certificate binding; two devices with the
+  // same certificate (different lock stripes) must not both pass the check.
+  std::mutex bind_mu_;
 };
 
 }  // namespace orchard::protocol

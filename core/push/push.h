@@ -26,6 +26,7 @@ struct Target {
   std::string topic;
   std::string token;       // raw device token bytes
   std::string push_magic;  // secret
+  int64_t last_seen_ms = 0;  // when the device last contacted the server (coalescing)
 };
 
 struct Outcome {

@@ -83,7 +83,7 @@ PushService::~PushService() {
   }
   work_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
-  std::map<std::string, std::unique_ptr<ApnsClient>> clients;
+  std::map<std::string, std::shared_ptr<ApnsClient>> clients;
   {
     std::lock_guard lock(clients_mu_);
     clients.swap(clients_);
@@ -92,12 +92,12 @@ PushService::~PushService() {
   Flush();
 }
 
-Result<ApnsClient*> PushService::ClientFor(const std::string& topic) {
+Result<std::shared_ptr<ApnsClient>> PushService::ClientFor(const std::string& topic) {
   std::lock_guard lock(clients_mu_);
   if (auto f = flagged_.find(topic); f != flagged_.end())
     return Status::Unavailable("topic " + topic + " is disabled after APNs refused its certificate (" +
                                f->second + "); upload a new push certificate");
-  if (auto it = clients_.find(topic); it != clients_.end()) return it->second.get();
+  if (auto it = clients_.find(topic); it != clients_.end()) return it->second;
   auto cert = certs_->Get(topic);
   if (!cert.ok()) return cert.status();
   if (!cert->has_value()) return Status::Unavailable("no push certificate for topic " + topic);
@@ -108,15 +108,15 @@ Result<ApnsClient*> PushService::ClientFor(const std::string& topic) {
   o.connections = options_.connections;
   auto client = factory_(o);
   if (!client.ok()) return client.status();
-  ApnsClient* raw = client->get();
-  clients_[topic] = std::move(client.value());
+  std::shared_ptr<ApnsClient> shared(std::move(client.value()));
+  clients_[topic] = shared;
   log::Info(kLog, "event=apns_client_created topic={} host={} port={}", topic,
             options_.endpoint.host, options_.endpoint.port);
-  return raw;
+  return shared;
 }
 
 void PushService::CertificateUpdated(const std::string& topic) {
-  std::unique_ptr<ApnsClient> old;
+  std::shared_ptr<ApnsClient> old;  // its unanswered requests fail and are retried on the new one
   {
     std::lock_guard lock(clients_mu_);
     if (auto it = clients_.find(topic); it != clients_.end()) {
@@ -174,7 +174,10 @@ void PushService::Send(const Target& t, int attempt, std::shared_ptr<Pending> pe
     if (options_.coalesce_ms > 0) {
       std::lock_guard lock(coalesce_mu_);
       auto it = recent_.find(t.enrollment_id);
-      if (it != recent_.end() && now - it->second.first < options_.coalesce_ms) {
+      // A recent delivered push still pending (the device has not come since)
+      // covers this one; once the device has come, a new push is needed.
+      if (it != recent_.end() && now - it->second.first < options_.coalesce_ms &&
+          t.last_seen_ms < it->second.first) {
         ++n_coalesced_;
         finish(true, it->second.second, "");
         return;
@@ -201,7 +204,12 @@ void PushService::Send(const Target& t, int attempt, std::shared_ptr<Pending> pe
 void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
                          std::shared_ptr<Pending> pending, size_t index) {
   const int64_t now = NowMillis();
-  if (r.status == 0 && r.error == "client shut down") {
+  bool stopping;
+  {
+    std::lock_guard lock(work_mu_);
+    stopping = stopping_;
+  }
+  if (r.status == 0 && r.error == "client shut down" && stopping) {
     // orchardd is stopping: not an outcome worth recording or retrying.
     if (pending) pending->Done(index, {t.enrollment_id, false, "", r.error});
     return;

@@ -54,7 +54,7 @@ struct PushServiceOptions {
   int64_t coalesce_ms = 1000;
   int retry_max = 3;
   int64_t retry_base_ms = 1000;
-  int64_t wait_ms = 10000;  // how long Push() waits for first answers
+  int64_t wait_ms = 3000;  // how long Push() waits for first answers (it runs on an HTTP worker)
   std::vector<int> expiry_warn_days = {30, 14, 7, 1};
 };
 
@@ -94,7 +94,9 @@ class PushService : public PushProvider {
   void Send(const Target& target, int attempt, std::shared_ptr<Pending> pending, size_t index);
   void Handle(const Target& target, int attempt, const ApnsResponse& response,
               std::shared_ptr<Pending> pending, size_t index);
-  Result<ApnsClient*> ClientFor(const std::string& topic);
+  // Shared: a certificate upload may replace the topic's client while a push
+  // is being handed to the old one.
+  Result<std::shared_ptr<ApnsClient>> ClientFor(const std::string& topic);
   void Record(const std::string& enrollment_id, store::PushState state, events::Event* event);
   void Worker();
   void Flush();
@@ -106,7 +108,7 @@ class PushService : public PushProvider {
   ClientFactory factory_;
 
   std::mutex clients_mu_;
-  std::map<std::string, std::unique_ptr<ApnsClient>> clients_;  // by topic
+  std::map<std::string, std::shared_ptr<ApnsClient>> clients_;  // by topic
   std::map<std::string, std::string> flagged_;                    // topic -> reason (403)
 
   std::mutex coalesce_mu_;

@@ -10,6 +10,8 @@ namespace {
 constexpr const char* kLog = "queue";
 constexpr size_t kMaxHints = 200000;
 constexpr size_t kSuffixBytes = 9;  // priority byte + big-endian sequence
+constexpr char kSeqLeaseKey[] = "queue/seq_lease_end";
+constexpr uint64_t kSeqLease = 1000000;
 
 std::string Prefix(const std::string& id) {
   std::string p = id;
@@ -18,15 +20,36 @@ std::string Prefix(const std::string& id) {
 }
 }  // namespace
 
-CommandQueue::CommandQueue(store::Store* store)
-    // Sequence numbers start at the current time in microseconds: strictly
-    // above anything an earlier process (at < 1 enqueue/µs) handed out.
-    : store_(store), seq_(static_cast<uint64_t>(NowMillis()) * 1000) {}
+CommandQueue::CommandQueue(store::Store* store) : store_(store) {
+  // Sequence numbers never repeat: every one handed out is below a durably
+  // stored lease end, and a new process starts at or above the last lease end
+  // (and at least at the current time in microseconds).
+  uint64_t start = static_cast<uint64_t>(NowMillis()) * 1000;
+  auto hw = store_->Get(store::Cf::kMeta, kSeqLeaseKey);
+  if (hw.ok() && hw->has_value() && (*hw)->size() == 8) start = std::max(start, GetBigEndian64(**hw));
+  else if (!hw.ok()) log::Error(kLog, "event=seq_lease_unreadable error=\"{}\"", hw.status().message());
+  seq_ = start;
+  lease_end_ = start;  // the first enqueue takes a lease
+}
 
 std::string CommandQueue::NextSeqKey(int priority) {
+  const uint64_t seq = seq_.fetch_add(1);
+  if (seq >= lease_end_.load()) {
+    std::lock_guard lock(lease_mu_);
+    if (seq >= lease_end_.load()) {
+      const uint64_t end = seq + kSeqLease;
+      std::string v;
+      PutBigEndian64(&v, end);
+      store::Batch b;
+      b.Put(store::Cf::kMeta, kSeqLeaseKey, v);
+      Status st = store_->Write(b);
+      if (!st.ok()) log::Error(kLog, "event=seq_lease_write_failed error=\"{}\"", st.message());
+      lease_end_ = end;
+    }
+  }
   std::string k;
   k.push_back(static_cast<char>(255 - std::clamp(priority, 0, 255)));
-  PutBigEndian64(&k, seq_.fetch_add(1));
+  PutBigEndian64(&k, seq);
   return k;
 }
 

@@ -93,6 +93,8 @@ class CommandQueue {
 
   store::Store* store_;
   std::atomic<uint64_t> seq_;
+  std::atomic<uint64_t> lease_end_;
+  std::mutex lease_mu_;
   std::mutex hint_mu_;
   std::unordered_map<std::string, std::string> head_hint_;  // enrollment id -> first live key
 };

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "api/admin_api.h"
@@ -30,6 +31,16 @@ const char kVersion[] = "0.1.0";
 namespace {
 
 constexpr const char* kLog = "server";
+
+// Metric label for a device message: only known kinds, so that a client cannot
+// create new series (or break the exposition format) with made-up MessageTypes.
+std::string KindLabel(const std::string& kind) {
+  static const std::set<std::string> kKnown = {
+      "Authenticate", "TokenUpdate",  "CheckOut", "UserAuthenticate", "SetBootstrapToken",
+      "GetBootstrapToken", "GetToken", "DeclarativeManagement", "Idle", "Acknowledged", "Error",
+      "CommandFormatError", "NotNow", "checkin", "report"};
+  return kKnown.count(kind) ? kind : "other";
+}
 
 class AppImpl : public App {
  public:
@@ -181,7 +192,7 @@ class AppImpl : public App {
     req.presented.mdm_signature = r.Header("Mdm-Signature");
     req.presented.body = r.body;
     protocol::DeviceResponse d = service_->Handle(req);
-    metrics_.Increment("orchard_device_messages_total{kind=\"" + d.kind + "\",status=\"" +
+    metrics_.Increment("orchard_device_messages_total{kind=\"" + KindLabel(d.kind) + "\",status=\"" +
                        std::to_string(d.status) + "\"}");
     if (d.status >= 400)
       log::Warn(kLog, "event=device_request_refused path={} kind={} status={} reason=\"{}\"", r.path,

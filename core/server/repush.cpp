@@ -30,7 +30,7 @@ Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollm
       auto s = store::PushState::Decode(**ps);
       if (s.ok() && (s->token_invalid_ms || now_ms - s->last_push_ms < interval_ms)) continue;
     }
-    batch.push_back({id, en.topic, en.push_token, en.push_magic});
+    batch.push_back({id, en.topic, en.push_token, en.push_magic, en.last_seen_ms});
     if (batch.size() >= 1000) {
       push->PushAsync(batch);
       pushed += batch.size();

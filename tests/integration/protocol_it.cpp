@@ -296,6 +296,10 @@ TEST_CASE("admin API errors are clear JSON", "[integration]") {
   CHECK(nf.status == 404);
   CHECK(Json(nf).GetString("error").find("NOPE") != std::string::npos);
   CHECK(s.Api("GET", "/v1/nothing-here").status == 404);
+  // Metric labels come from a fixed set, whatever path a client invents.
+  auto m = HttpCall("GET", s.proc->url() + "/metrics");
+  CHECK(m.body.find("nothing-here") == std::string::npos);
+  CHECK(m.body.find("route=\"api_other\"") != std::string::npos);
   CHECK(s.Api("PUT", "/v1/enqueue/X", "<plist><dict>").status == 400);
   CHECK(s.Api("PUT", "/v1/enqueue/X", "<plist><dict/></plist>").status == 400);  // no Command
   // Unknown enrollment: NanoMDM-style per-id error and 500 when all failed.

@@ -442,3 +442,23 @@ TEST_CASE("a blocked device is unenrolled with 401 on its next contact", "[proto
   CHECK(h.Send(dev, Report("U", "Idle"), false).status == 401);
   CHECK(h.Send(dev, Authenticate("U"), true).status == 401);
 }
+
+TEST_CASE("a blocked user channel is unenrolled on check-in and report", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  Value user = TokenUpdate("U");
+  user.Set("UserID", S("USER-1"));
+  REQUIRE(h.Send(dev, user, true).status == 200);
+  auto prev = h.enrollments->Get("U:USER-1").value();
+  store::Enrollment e = *prev;
+  e.blocked = true;
+  store::Batch b;
+  h.enrollments->Put(b, prev, e);
+  REQUIRE(h.store->Write(b).ok());
+  CHECK(h.Send(dev, user, true).status == 401);
+  Value idle = Report("U", "Idle");
+  idle.Set("UserID", S("USER-1"));
+  CHECK(h.Send(dev, idle, false).status == 401);
+  CHECK(h.Send(dev, Report("U", "Idle"), false).status == 200);  // the device channel is not blocked
+}

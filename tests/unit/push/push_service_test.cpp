@@ -218,6 +218,12 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   CHECK(seen.size() == before);
   CHECK(again[0].error.find("invalid") != std::string::npos);
   CHECK(again[2].ok);  // coalesced with the earlier push
+  CHECK(seen.size() == before);
+  // Once the device has come since that push, a new push is sent.
+  auto after_visit = target("OK", 'o');
+  after_visit.last_seen_ms = NowMillis() + 1;
+  CHECK(svc.Push({after_visit})[0].ok);
+  CHECK(seen.size() == before + 1);
 
   // The invalid mark is about that token: a new token (after a TokenUpdate that a
   // late answer raced with) is pushed.

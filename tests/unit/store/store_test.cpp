@@ -165,6 +165,31 @@ TEST_CASE("queue: the head stays O(1) after many deliveries (tombstones skipped)
   CHECK(q.Depth().value() == 1);
 }
 
+TEST_CASE("queue: order survives a restart even if the clock went back", "[queue]") {
+  TempDb t;
+  // A previous process ran with a clock far ahead (its lease is stored).
+  std::string far;
+  PutBigEndian64(&far, static_cast<uint64_t>(NowMillis()) * 1000 + 1000000000000ULL);
+  store::Batch lease;
+  lease.Put(store::Cf::kMeta, "queue/seq_lease_end", far);
+  REQUIRE(t.db->Write(lease).ok());
+  {
+    queue::CommandQueue q(t.db.get());
+    store::Batch b;
+    REQUIRE(q.Enqueue(b, "D", Cmd("FIRST"), 1).ok());
+    REQUIRE(t.db->Write(b).ok());
+  }
+  t.Reopen();
+  queue::CommandQueue q(t.db.get());
+  store::Batch b;
+  REQUIRE(q.Enqueue(b, "D", Cmd("SECOND"), 1).ok());
+  REQUIRE(t.db->Write(b).ok());
+  auto list = q.List("D", 10).value();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].command_uuid == "FIRST");
+  CHECK(list[1].command_uuid == "SECOND");
+}
+
 TEST_CASE("results: stored, listed newest first, swept after retention", "[queue]") {
   TempDb t;
   queue::CommandQueue q(t.db.get());
