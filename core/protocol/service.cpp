@@ -390,9 +390,16 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
       queue::Located loc = std::move(**found);
       finished_key = loc.key;
       const char* event_type = events::type::kCommandAcknowledged;
-      if (r.status == "NotNow") {
+      const bool repeated_not_now = r.status == "NotNow" &&
+                                    loc.entry.status == store::QueueStatus::kNotNow &&
+                                    loc.entry.not_now_for_sent_ms == loc.entry.last_sent_ms;
+      if (repeated_not_now) {
+        // The same NotNow again (our answer was lost): nothing new happened.
+        event_type = nullptr;
+      } else if (r.status == "NotNow") {
         loc.entry.status = store::QueueStatus::kNotNow;
         loc.entry.not_now_count += 1;
+        loc.entry.not_now_for_sent_ms = loc.entry.last_sent_ms;
         d_.queue->Update(txn.batch(), id, loc);
         event_type = events::type::kCommandNotNow;
       } else {
@@ -411,12 +418,13 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
         if (r.status == "Error") event_type = events::type::kCommandError;
         if (r.status == "CommandFormatError") event_type = events::type::kCommandFormatError;
       }
-      txn.Emit({.type = event_type,
-                .time_ms = now,
-                .enrollment_id = id,
-                .command_uuid = r.command_uuid,
-                .request_type = loc.entry.request_type,
-                .payload_json = EventPayload(r.body)});
+      if (event_type)
+        txn.Emit({.type = event_type,
+                  .time_ms = now,
+                  .enrollment_id = id,
+                  .command_uuid = r.command_uuid,
+                  .request_type = loc.entry.request_type,
+                  .payload_json = EventPayload(r.body)});
       log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
                 id, r.command_uuid, loc.entry.request_type, r.status);
     }

@@ -213,7 +213,7 @@ Result<std::vector<store::CommandResult>> CommandQueue::ListResults(const std::s
   std::vector<store::CommandResult> out;
   auto it = store_->Scan(store::Cf::kResults, prefix, store::PrefixEnd(prefix));
   for (; it->Valid(); it->Next()) {
-    auto r = store::CommandResult::Decode(it->value());
+    auto r = store::CommandResult::Decode(it->value(), /*with_raw=*/false);
     if (r.ok()) out.push_back(std::move(r.value()));
   }
   ORCHARD_RETURN_IF_ERROR(it->status());

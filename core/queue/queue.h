@@ -74,7 +74,8 @@ class CommandQueue {
                  const store::CommandResult& result);
   Result<std::optional<store::CommandResult>> GetResult(const std::string& enrollment_id,
                                                         const std::string& uuid);
-  // The newest `limit` results of the enrollment, newest first.
+  // The newest `limit` results of the enrollment, newest first, without the raw
+  // reports (GetResult has them).
   Result<std::vector<store::CommandResult>> ListResults(const std::string& enrollment_id,
                                                         size_t limit);
   // Deletes results received before cutoff_ms (at most max_batch). Returns count.

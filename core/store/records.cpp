@@ -130,6 +130,7 @@ std::string QueueEntry::Encode() const {
   w.PutSigned(not_now_count);
   w.PutSigned(priority);
   w.PutString(origin);
+  w.PutSigned(not_now_for_sent_ms);
   return w.Take();
 }
 
@@ -146,6 +147,7 @@ Result<QueueEntry> QueueEntry::Decode(std::string_view bytes) {
   q.not_now_count = r.GetSigned();
   q.priority = static_cast<int>(r.GetSigned());
   q.origin = r.GetString();
+  q.not_now_for_sent_ms = r.GetSigned();
   if (r.corrupt()) return Corrupt("queue");
   return q;
 }
@@ -161,12 +163,16 @@ std::string CommandResult::Encode() const {
   return w.Take();
 }
 
-Result<CommandResult> CommandResult::Decode(std::string_view bytes) {
+Result<CommandResult> CommandResult::Decode(std::string_view bytes, bool with_raw) {
   RecordReader r(bytes);
   if (r.GetVarint() != kVersion) return Corrupt("result");
   CommandResult c;
-  for (auto* s : {&c.command_uuid, &c.request_type, &c.status, &c.raw, &c.error_chain})
-    *s = r.GetString();
+  c.command_uuid = r.GetString();
+  c.request_type = r.GetString();
+  c.status = r.GetString();
+  if (with_raw) c.raw = r.GetString();
+  else r.SkipString();
+  c.error_chain = r.GetString();
   c.enqueued_ms = r.GetSigned();
   c.received_ms = r.GetSigned();
   c.not_now_count = r.GetSigned();

@@ -82,6 +82,7 @@ struct QueueEntry {
   int64_t not_now_count = 0;
   int priority = 0;
   std::string origin;  // who queued it: "api", "policy:<name>", "plugin:<name>"
+  int64_t not_now_for_sent_ms = 0;  // the delivery (last_sent_ms) the last NotNow answered
 
   std::string Encode() const;
   static Result<QueueEntry> Decode(std::string_view bytes);
@@ -99,7 +100,8 @@ struct CommandResult {
   std::string origin;
 
   std::string Encode() const;
-  static Result<CommandResult> Decode(std::string_view bytes);
+  // with_raw=false leaves raw empty (listings need only the summary).
+  static Result<CommandResult> Decode(std::string_view bytes, bool with_raw = true);
 };
 
 }  // namespace orchard::store

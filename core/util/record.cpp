@@ -49,6 +49,16 @@ int64_t RecordReader::GetSigned() {
   return static_cast<int64_t>((u >> 1) ^ (~(u & 1) + 1));
 }
 
+void RecordReader::SkipString() {
+  uint64_t n = 0;
+  if (corrupt_ || !ReadVarint(&n)) return;
+  if (n > in_.size()) {
+    corrupt_ = true;
+    return;
+  }
+  in_.remove_prefix(n);
+}
+
 std::string RecordReader::GetString() {
   uint64_t n = 0;
   if (corrupt_ || !ReadVarint(&n)) return {};

@@ -32,6 +32,8 @@ class RecordReader {
   int64_t GetSigned();
   bool GetBool() { return GetVarint() != 0; }
   std::string GetString();
+  // Skips a string field without copying it.
+  void SkipString();
   bool corrupt() const { return corrupt_; }
 
  private:

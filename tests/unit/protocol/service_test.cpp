@@ -234,6 +234,14 @@ TEST_CASE("NotNow keeps the command, skips it for the session, re-sends it next 
   REQUIRE(UuidOf(r) == "A");
   r = h.Send(dev, Report("U", "NotNow", "A"), false);
   CHECK(UuidOf(r) == "B");  // not A again in the same session
+  size_t not_now_events = 0;
+  for (auto& e : h.Events()) not_now_events += e.type == "command.not_now";
+  // The same NotNow again (as if our answer had been lost) changes nothing.
+  r = h.Send(dev, Report("U", "NotNow", "A"), false);
+  CHECK(UuidOf(r) == "B");
+  size_t after_repeat = 0;
+  for (auto& e : h.Events()) after_repeat += e.type == "command.not_now";
+  CHECK(after_repeat == not_now_events);
   r = h.Send(dev, Report("U", "Acknowledged", "B"), false);
   CHECK(r.body.empty());    // session ends; A is still queued
   auto q = h.queue->List("U", 10).value();
