@@ -504,10 +504,10 @@ http::Response AdminApi::GetEnrollment(const std::string& id) {
   if (!e.ok()) return FromStatus(e.status());
   if (!e->has_value()) return Error(404, "no enrollment " + id);
   Value v = EnrollmentJson(**e);
-  auto ps = d_.store->Get(store::Cf::kPushState, id);
+  auto ps = d_.push->State(id);  // includes outcomes not yet written
   if (ps.ok() && ps->has_value()) {
-    auto s = store::PushState::Decode(**ps);
-    if (s.ok()) {
+    const store::PushState* s = &**ps;
+    {
       Value p;
       p.Set("last_push_at", Time(s->last_push_ms));
       p.Set("last_apns_id", Value::String(s->last_apns_id));

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "store/records.h"
 #include "store/store.h"
 #include "util/secret_box.h"
 #include "util/status.h"
@@ -45,6 +46,8 @@ class PushProvider {
   virtual void PushAsync(const std::vector<Target>& targets) { (void)Push(targets); }
   // A push certificate for topic was stored or replaced.
   virtual void CertificateUpdated(const std::string& topic) {}
+  // The enrollment's latest recorded push outcome, if any.
+  virtual Result<std::optional<store::PushState>> State(const std::string& enrollment_id) = 0;
 };
 
 struct PushCert {

@@ -78,7 +78,7 @@ class PushService : public PushProvider {
   void CertificateUpdated(const std::string& topic) override;
   // Emits push.certificate_expiring once per threshold and certificate.
   Status CheckExpiry(int64_t now_ms);
-  Result<std::optional<store::PushState>> State(const std::string& enrollment_id);
+  Result<std::optional<store::PushState>> State(const std::string& enrollment_id) override;
   // Waits until no retry is scheduled and every outcome is written (tests, shutdown).
   bool WaitIdle(std::chrono::milliseconds timeout);
   // Appends Prometheus lines (counters, certificate days left, client stats).

@@ -248,16 +248,6 @@ Result<uint64_t> CommandQueue::SweepResults(int64_t cutoff_ms, size_t max_batch)
   return n;
 }
 
-Result<uint64_t> CommandQueue::ClearResults(store::Batch& batch, const std::string& id) {
-  const std::string prefix = Prefix(id);
-  uint64_t n = 0;
-  auto it = store_->Scan(store::Cf::kResults, prefix, store::PrefixEnd(prefix));
-  for (; it->Valid(); it->Next()) ++n;
-  ORCHARD_RETURN_IF_ERROR(it->status());
-  batch.DeleteRange(store::Cf::kResults, prefix, store::PrefixEnd(prefix));
-  return n;
-}
-
 Result<int64_t> CommandQueue::Depth() { return store_->GetCounter(kDepthCounter); }
 
 }  // namespace orchard::queue

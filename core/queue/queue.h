@@ -80,8 +80,6 @@ class CommandQueue {
                                                         size_t limit);
   // Deletes results received before cutoff_ms (at most max_batch). Returns count.
   Result<uint64_t> SweepResults(int64_t cutoff_ms, size_t max_batch = 10000);
-  // Removes all results of an enrollment (re-enrollment keeps results; this is for deletion).
-  Result<uint64_t> ClearResults(store::Batch& batch, const std::string& enrollment_id);
 
   // Total queued commands across all enrollments (a counter, O(1)).
   Result<int64_t> Depth();

@@ -128,11 +128,6 @@ class RocksStore : public Store {
   }
 
 
-  uint64_t EstimateKeys(Cf cf) override {
-    uint64_t n = 0;
-    db_->GetIntProperty(handle(cf), "rocksdb.estimate-num-keys", &n);
-    return n;
-  }
   const std::string& path() const override { return options_.path; }
 
   rocksdb::ColumnFamilyHandle* handle(Cf cf) const { return handles_[static_cast<int>(cf)]; }

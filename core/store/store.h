@@ -98,8 +98,6 @@ class Store {
   // The last key in the column family, if any.
   virtual Result<std::optional<std::string>> LastKey(Cf cf) = 0;
   virtual Result<int64_t> GetCounter(std::string_view name) = 0;
-  // Number of keys estimated by RocksDB (cheap; for metrics).
-  virtual uint64_t EstimateKeys(Cf cf) = 0;
   virtual const std::string& path() const = 0;
 };
 
