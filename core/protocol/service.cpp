@@ -1,5 +1,7 @@
 #include "protocol/service.h"
 
+#include <functional>
+
 #include "log/log.h"
 #include "util/encoding.h"
 
@@ -264,28 +266,34 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
   return Empty(type);
 }
 
-DeviceResponse Service::CheckOut(const CheckinMessage& msg) {
+DeviceResponse Service::UpdateKnown(const CheckinMessage& msg, const std::string& id,
+                                    const char* event_type,
+                                    const std::function<void(store::Enrollment&)>& change) {
   const std::string& type = msg.message_type;
-  const std::string& id = msg.ids.id;
   std::lock_guard lock(d_.locks->For(id));
   auto prev = d_.enrollments->Get(id);
   if (!prev.ok()) return FromStatus(prev.status(), type);
   if (!prev->has_value()) return Fail(400, type, "unknown enrollment " + id);
   store::Enrollment e = **prev;
   const int64_t now = NowMillis();
-  e.state = store::EnrollmentState::kCheckedOut;
-  e.checked_out_ms = now;
   e.last_seen_ms = now;
+  change(e);
   events::Transaction txn(d_.events);
   d_.enrollments->Put(txn.batch(), *prev, e);
-  txn.Emit({.type = events::type::kEnrollmentCheckedOut,
-            .time_ms = now,
-            .enrollment_id = id,
+  txn.Emit({.type = event_type, .time_ms = now, .enrollment_id = id,
             .payload_json = EventPayload(msg.body)});
   Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st, type);
-  log::Info(kLog, "event=checkout enrollment_id={}", id);
   return Empty(type);
+}
+
+DeviceResponse Service::CheckOut(const CheckinMessage& msg) {
+  auto r = UpdateKnown(msg, msg.ids.id, events::type::kEnrollmentCheckedOut, [](store::Enrollment& e) {
+    e.state = store::EnrollmentState::kCheckedOut;
+    e.checked_out_ms = e.last_seen_ms;
+  });
+  if (r.status == 200) log::Info(kLog, "event=checkout enrollment_id={}", msg.ids.id);
+  return r;
 }
 
 DeviceResponse Service::UserAuthenticate(const CheckinMessage& msg) {
@@ -303,25 +311,13 @@ DeviceResponse Service::UserAuthenticate(const CheckinMessage& msg) {
 }
 
 DeviceResponse Service::SetBootstrapToken(const CheckinMessage& msg) {
-  const std::string& type = msg.message_type;
-  const std::string& id = msg.ids.device_id;
-  std::lock_guard lock(d_.locks->For(id));
-  auto prev = d_.enrollments->Get(id);
-  if (!prev.ok()) return FromStatus(prev.status(), type);
-  if (!prev->has_value()) return Fail(400, type, "unknown enrollment " + id);
-  store::Enrollment e = **prev;
   const std::string* token = msg.body.GetData("BootstrapToken");
-  e.bootstrap_token = token ? *token : std::string();
-  e.last_seen_ms = NowMillis();
-  events::Transaction txn(d_.events);
-  d_.enrollments->Put(txn.batch(), *prev, e);
-  txn.Emit({.type = events::type::kBootstrapTokenSet,
-            .enrollment_id = id,
-            .payload_json = EventPayload(msg.body)});
-  Status st = d_.events->Commit(txn);
-  if (!st.ok()) return FromStatus(st, type);
-  log::Info(kLog, "event=bootstrap_token_set enrollment_id={} present={}", id, token != nullptr);
-  return Empty(type);
+  auto r = UpdateKnown(msg, msg.ids.device_id, events::type::kBootstrapTokenSet,
+                       [&](store::Enrollment& e) { e.bootstrap_token = token ? *token : std::string(); });
+  if (r.status == 200)
+    log::Info(kLog, "event=bootstrap_token_set enrollment_id={} present={}", msg.ids.device_id,
+              token != nullptr);
+  return r;
 }
 
 DeviceResponse Service::GetBootstrapToken(const CheckinMessage& msg) {

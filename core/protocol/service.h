@@ -11,6 +11,7 @@
 // are serialized internally. Borrows every dependency (they must outlive it).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -78,6 +79,9 @@ class Service {
 
   DeviceResponse Authenticate(const CheckinMessage& msg, const auth::Identity& identity);
   DeviceResponse TokenUpdate(const CheckinMessage& msg);
+  // Lock, read (400 if unknown), change, write with one event, commit.
+  DeviceResponse UpdateKnown(const CheckinMessage& msg, const std::string& id, const char* event_type,
+                             const std::function<void(store::Enrollment&)>& change);
   DeviceResponse CheckOut(const CheckinMessage& msg);
   DeviceResponse SetBootstrapToken(const CheckinMessage& msg);
   DeviceResponse GetBootstrapToken(const CheckinMessage& msg);
