@@ -1,0 +1,108 @@
+// What a handler may read while it runs: device inventory, the device's last
+// command results, its consumer's key-value namespace and compliance state.
+//
+// Reads never take enrollment locks: a handler sees committed state (plus its
+// own pending writes, through Overlay). Writes are never done here; they are
+// Decisions, applied by the host after the run.
+//
+// Thread-safety: HostReader implementations are safe for concurrent use.
+// Overlay is single-threaded (one per lane batch).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "automation/decisions.h"
+#include "store/records.h"
+#include "util/status.h"
+
+namespace orchard::automation {
+
+using KvPairs = std::vector<std::pair<std::string, std::string>>;
+
+class HostReader {
+ public:
+  virtual ~HostReader() = default;
+  // The enrollment record (secrets included: callers must not expose them).
+  virtual Result<std::optional<store::Enrollment>> Device(const std::string& enrollment_id) = 0;
+  // The newest stored result of a command with this RequestType, raw report included.
+  virtual Result<std::optional<store::CommandResult>> LastResult(const std::string& enrollment_id,
+                                                                 const std::string& request_type) = 0;
+  // Key-value namespace ns (a consumer's name).
+  virtual Result<std::optional<std::string>> KvGet(const std::string& ns, const std::string& key) = 0;
+  // Keys starting with prefix and greater than after, in key order, at most limit.
+  virtual Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix,
+                                 const std::string& after, size_t limit) = 0;
+  virtual Result<std::optional<ComplianceState>> Compliance(const std::string& policy,
+                                                            const std::string& enrollment_id) = 0;
+};
+
+// A HostReader that sees writes not yet committed (earlier runs of the same
+// batch, then the current run) on top of a base reader. Borrows base.
+class Overlay : public HostReader {
+ public:
+  explicit Overlay(HostReader* base) : base_(base) {}
+
+  // Records a run's writes (called once a run succeeded).
+  void Apply(const std::string& ns, const std::string& policy, const Decisions& d);
+  void Clear() {
+    kv_.clear();
+    compliance_.clear();
+  }
+
+  Result<std::optional<store::Enrollment>> Device(const std::string& id) override {
+    return base_->Device(id);
+  }
+  Result<std::optional<store::CommandResult>> LastResult(const std::string& id,
+                                                         const std::string& rt) override {
+    return base_->LastResult(id, rt);
+  }
+  Result<std::optional<std::string>> KvGet(const std::string& ns, const std::string& key) override;
+  Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix, const std::string& after,
+                         size_t limit) override;
+  Result<std::optional<ComplianceState>> Compliance(const std::string& policy,
+                                                    const std::string& id) override;
+
+ private:
+  HostReader* base_;
+  std::map<std::pair<std::string, std::string>, std::optional<std::string>> kv_;  // (ns, key)
+  std::map<std::pair<std::string, std::string>, ComplianceState> compliance_;     // (policy, id)
+};
+
+// Merges pending writes (sorted by key, nullopt = deleted) into a base scan
+// result: the shared logic of every overlay scan.
+KvPairs MergeScan(KvPairs base, const std::vector<std::pair<std::string, std::optional<std::string>>>& pending,
+                  const std::string& prefix, const std::string& after, size_t limit);
+
+// An in-memory host: the policy test harness and unit tests. Thread-safe.
+class MemoryHost : public HostReader {
+ public:
+  void PutDevice(store::Enrollment e);
+  void PutResult(const std::string& enrollment_id, store::CommandResult r);
+  // Applies committed decisions of consumer ns / policy.
+  void Commit(const std::string& ns, const std::string& policy, const Decisions& d, int64_t now_ms);
+
+  Result<std::optional<store::Enrollment>> Device(const std::string& id) override;
+  Result<std::optional<store::CommandResult>> LastResult(const std::string& id,
+                                                         const std::string& rt) override;
+  Result<std::optional<std::string>> KvGet(const std::string& ns, const std::string& key) override;
+  Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix, const std::string& after,
+                         size_t limit) override;
+  Result<std::optional<ComplianceState>> Compliance(const std::string& policy,
+                                                    const std::string& id) override;
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, store::Enrollment> devices_;
+  std::map<std::pair<std::string, std::string>, store::CommandResult> results_;  // (id, request type)
+  std::map<std::pair<std::string, std::string>, std::string> kv_;
+  std::map<std::pair<std::string, std::string>, ComplianceState> compliance_;
+};
+
+}  // namespace orchard::automation

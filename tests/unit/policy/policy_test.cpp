@@ -1,0 +1,399 @@
+// The policy API: metadata, handlers, ctx (enqueue, push, results, store,
+// compliance, escalation), plist types in Lua, and what a run decides.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "automation/commands.h"
+#include "automation/host.h"
+#include "policy/policy.h"
+
+using namespace orchard;
+using automation::ComplianceStatus;
+using automation::RunError;
+using plist::Value;
+
+namespace {
+
+std::unique_ptr<policy::Policy> Load(const std::string& src, const std::string& name = "test") {
+  auto r = policy::Policy::Load(name, src, name + ".lua", {});
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  return std::move(r.value());
+}
+
+events::Event Ev(const std::string& type, const std::string& id = "DEV-1", uint64_t seq = 42) {
+  events::Event e;
+  e.seq = seq;
+  e.type = type;
+  e.time_ms = 1'700'000'000'000;
+  e.enrollment_id = id;
+  return e;
+}
+
+struct Runner {
+  std::unique_ptr<policy::Policy> p;
+  automation::MemoryHost host;
+  int64_t now_ms = 1'700'000'000'000;
+  automation::Decisions last;
+
+  automation::RunOutcome Handle(const events::Event& ev, const Value& payload = Value(), bool commit = true) {
+    policy::RunInput in{"policy:" + p->info().name, "0." + std::to_string(ev.seq), now_ms, false};
+    auto out = p->HandleEvent(in, ev, payload, &host, &last);
+    if (out.ok() && commit) host.Commit(in.consumer, p->info().name, last, now_ms);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("policy: metadata and registered handlers", "[policy]") {
+  auto p = Load(R"(
+    policy { name = "min-os", description = "Keep iOS current", version = "1.2" }
+    policy:on("enrollment.enrolled", function(ctx) end)
+    policy:on_result("DeviceInformation", function(ctx, r) end)
+    policy:every("6h", function(ctx) end, { splay = "1h" })
+  )");
+  CHECK(p->info().name == "min-os");
+  CHECK(p->info().description == "Keep iOS current");
+  CHECK(p->info().version == "1.2");
+  CHECK(p->Wants("enrollment.enrolled", ""));
+  CHECK(p->Wants("command.acknowledged", "DeviceInformation"));
+  CHECK_FALSE(p->Wants("command.acknowledged", "SecurityInfo"));
+  CHECK_FALSE(p->Wants("device.idle", ""));
+  REQUIRE(p->info().schedules.size() == 1);
+  CHECK(p->info().schedules[0].interval_ms == 6 * 3600 * 1000);
+  CHECK(p->info().schedules[0].splay_ms == 3600 * 1000);
+  CHECK(p->info().schedules[0].per_device);
+}
+
+TEST_CASE("policy: bad names, late registration and bad schedules are refused", "[policy]") {
+  CHECK_FALSE(policy::Policy::Load("x", "policy { name = 'bad name!' }", "x.lua", {}).ok());
+  CHECK_FALSE(policy::Policy::Load("x", "policy:every('10s', function() end)", "x.lua", {}).ok());
+  CHECK_FALSE(policy::Policy::Load("x", "policy:every('1h', function() end, {splay = '2h'})", "x.lua", {}).ok());
+  CHECK_FALSE(policy::Policy::Load("bad/name", "", "x.lua", {}).ok());
+  Runner r;
+  r.p = Load("policy:on('a', function(ctx) policy:on('b', function() end) end)");
+  auto out = r.Handle(Ev("a"));
+  CHECK(out.error == RunError::kScript);
+  CHECK(out.message.find("only be registered while the policy loads") != std::string::npos);
+}
+
+TEST_CASE("policy: enqueue builds a checked command with a UUID derived from the trigger", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("enrollment.enrolled", function(ctx, event)
+      local a = ctx:enqueue(mdm.DeviceInformation { Queries = { "OSVersion", "SerialNumber" } })
+      local b = ctx:enqueue({ RequestType = "SecurityInfo" }, { priority = 5, push = false })
+      ctx:put("uuids", { a, b })
+    end)
+  )");
+  REQUIRE(r.Handle(Ev("enrollment.enrolled")).ok());
+  REQUIRE(r.last.commands.size() == 2);
+  const auto& c = r.last.commands[0];
+  CHECK(c.enrollment_id == "DEV-1");
+  CHECK(c.request_type == "DeviceInformation");
+  CHECK(c.command_uuid == automation::DerivedCommandUuid("policy:test", "0.42", 0));
+  CHECK(c.push);
+  auto parsed = plist::ParseXml(c.plist);
+  REQUIRE(parsed.ok());
+  CHECK(parsed->GetString("CommandUUID") == c.command_uuid);
+  const Value* cmd = parsed->Find("Command");
+  REQUIRE(cmd);
+  CHECK(cmd->GetString("RequestType") == "DeviceInformation");
+  REQUIRE(cmd->Find("Queries"));
+  CHECK(cmd->Find("Queries")->AsArray()->size() == 2);
+  CHECK(r.last.commands[1].priority == 5);
+  CHECK_FALSE(r.last.commands[1].push);
+
+  // The same trigger again (a replay) yields the same UUIDs.
+  automation::Decisions first = r.last;
+  REQUIRE(r.Handle(Ev("enrollment.enrolled")).ok());
+  CHECK(r.last.commands[0].command_uuid == first.commands[0].command_uuid);
+  CHECK(r.last.commands[1].command_uuid == first.commands[1].command_uuid);
+  // Another event, other UUIDs.
+  REQUIRE(r.Handle(Ev("enrollment.enrolled", "DEV-1", 43)).ok());
+  CHECK(r.last.commands[0].command_uuid != first.commands[0].command_uuid);
+}
+
+TEST_CASE("policy: command typos fail at the line that made them", "[policy]") {
+  Runner r;
+  for (const char* body : {"mdm.DeviceInfo {}", "mdm.DeviceInformation { Querys = {} }",
+                           "mdm.DeviceInformation { Queries = 'OSVersion' }", "mdm.DeviceInformation {}",
+                           "ctx:enqueue({ RequestType = 'NoSuchThing' })", "ctx:enqueue({})",
+                           "ctx:enqueue(mdm.RestartDevice {}, { priority = 300 })"}) {
+    INFO(body);
+    r.p = Load("policy:on('x', function(ctx)\n" + std::string(body) + "\nend)");
+    auto out = r.Handle(Ev("x"));
+    CHECK(out.error == RunError::kScript);
+    CHECK(out.message.find("test.lua:2") != std::string::npos);
+    CHECK(r.last.commands.empty());
+  }
+  // Newer RequestTypes can be sent unchecked.
+  r.p = Load("policy:on('x', function(ctx) ctx:enqueue(mdm.command('FutureThing', {A = 1}, {unchecked = true})) end)");
+  REQUIRE(r.Handle(Ev("x")).ok());
+  CHECK(r.last.commands.size() == 1);
+}
+
+TEST_CASE("policy: an error commits nothing but keeps its log lines and traceback", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("x", function(ctx)
+      log.info("about to fail")
+      ctx:enqueue(mdm.DeviceInformation { Queries = { "OSVersion" } })
+      ctx:put("k", "v")
+      ctx:noncompliant("broken")
+      local t = nil
+      return t.field
+    end)
+  )");
+  auto out = r.Handle(Ev("x"));
+  CHECK(out.error == RunError::kScript);
+  CHECK(out.message.find("test.lua:8") != std::string::npos);
+  CHECK(out.message.find("stack traceback") != std::string::npos);
+  CHECK_FALSE(r.last.HasEffects());
+  REQUIRE(r.last.logs.size() == 1);
+  CHECK(r.last.logs[0].message == "about to fail");
+  CHECK(r.host.KvGet("policy:test", "k")->has_value() == false);
+}
+
+TEST_CASE("policy: device reports arrive as tables with plist types kept", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on_result("DeviceInformation", function(ctx, result)
+      local q = result.response.QueryResponses
+      assert(result.status == "Acknowledged", result.status)
+      assert(math.type(q.BatteryLevel) == "float", "real")
+      assert(math.type(q.DeviceCapacity) == "integer", "integer")
+      assert(q.IsSupervised == true)
+      assert(#q.Token == 3 and q.Token:bytes() == "\1\2\3" and q.Token:hex() == "010203")
+      assert(q.LastBackup.unix == 1700000000 and tostring(q.LastBackup) == "2023-11-14T22:13:20Z")
+      assert(q.Empty ~= nil and #q.Empty == 0)
+      ctx:put("echo", q)
+    end)
+  )");
+  Value q;
+  q.Set("BatteryLevel", Value::Real(1.0));
+  q.Set("DeviceCapacity", Value::Integer(128));
+  q.Set("IsSupervised", Value::Bool(true));
+  q.Set("Token", Value::DataValue(std::string("\1\2\3", 3)));
+  q.Set("LastBackup", Value::DateValue(1'700'000'000));
+  q.Set("Empty", Value::MakeArray());
+  Value report;
+  report.Set("Status", Value::String("Acknowledged"));
+  report.Set("QueryResponses", q);
+  auto ev = Ev("command.acknowledged");
+  ev.request_type = "DeviceInformation";
+  ev.command_uuid = "C-1";
+  auto out = r.Handle(ev, report);
+  INFO(out.message);
+  REQUIRE(out.ok());
+  // Round trip through the store keeps the types.
+  auto stored = r.host.KvGet("policy:test", "echo");
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  auto back = plist::ParseJson(**stored);
+  REQUIRE(back.ok());
+  // Lua tables have no key order: the stored dict has its keys sorted.
+  REQUIRE(back->AsDict()->size() == q.AsDict()->size());
+  for (const auto& [k, v] : *q.AsDict()) {
+    INFO(k);
+    REQUIRE(back->Find(k));
+    CHECK(*back->Find(k) == v);
+  }
+}
+
+TEST_CASE("policy: the key-value store sees the run's own writes", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("x", function(ctx)
+      ctx:put("app/a", 1)
+      ctx:put("app/b", { n = 2 })
+      ctx:put("app/c", "three")
+      ctx:put("other", true)
+      ctx:delete("app/c")
+      assert(ctx:get("app/a") == 1)
+      assert(ctx:get("app/c") == nil)
+      local items = ctx:scan("app/")
+      assert(#items == 2 and items[1].key == "app/a" and items[2].value.n == 2)
+      local page = ctx:scan("app/", { limit = 1, after = "app/a" })
+      assert(#page == 1 and page[1].key == "app/b")
+    end)
+    policy:on("y", function(ctx)
+      assert(ctx:get("app/b").n == 2)
+      assert(#ctx:scan("") == 3)
+    end)
+  )");
+  auto out = r.Handle(Ev("x"));
+  INFO(out.message);
+  REQUIRE(out.ok());
+  out = r.Handle(Ev("y"));
+  INFO(out.message);
+  REQUIRE(out.ok());
+}
+
+TEST_CASE("policy: compliance edges, retry caps and escalation ladders", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("check", function(ctx, event)
+      local ok = event.payload.ok
+      if ok then
+        ctx:put("recovered", ctx:compliant())
+        return
+      end
+      ctx:put("newly", ctx:noncompliant("passcode missing"))
+      if ctx:attempt(2) then
+        local id = ctx:enqueue(mdm.DeviceLock {})
+        ctx:remediating(id)
+      end
+      ctx:escalate({
+        { after = "0s", run = function(c) c:put("step", 1) end },
+        { after = "1d", run = function(c) c:put("step", 2) end },
+      })
+    end)
+  )");
+  Value bad;
+  bad.Set("ok", Value::Bool(false));
+  Value good;
+  good.Set("ok", Value::Bool(true));
+  auto get = [&](const char* k) {
+    auto v = r.host.KvGet("policy:test", k);
+    return v.ok() && v->has_value() ? **v : std::string("<none>");
+  };
+  auto state = [&] { return r.host.Compliance("test", "DEV-1")->value_or(automation::ComplianceState{}); };
+
+  REQUIRE(r.Handle(Ev("check"), bad).ok());
+  CHECK(get("newly") == "true");
+  CHECK(state().status == ComplianceStatus::kRemediationPending);
+  CHECK(state().attempts == 1);
+  CHECK(state().first_failed_ms == r.now_ms);
+  CHECK(state().reason == "passcode missing");
+  CHECK(get("step") == "1");
+  CHECK(r.last.commands.size() == 1);
+  CHECK(state().last_command_uuid == r.last.commands[0].command_uuid);
+
+  r.now_ms += 3600 * 1000;
+  REQUIRE(r.Handle(Ev("check", "DEV-1", 43), bad).ok());
+  CHECK(get("newly") == "false");
+  CHECK(state().attempts == 2);
+  CHECK(get("step") == "1");  // the second step waits a day
+
+  r.now_ms += 24 * 3600 * 1000;
+  REQUIRE(r.Handle(Ev("check", "DEV-1", 44), bad).ok());
+  CHECK(state().attempts == 2);  // capped
+  CHECK(r.last.commands.empty());
+  CHECK(get("step") == "2");
+
+  REQUIRE(r.Handle(Ev("check", "DEV-1", 45), good).ok());
+  CHECK(get("recovered") == "true");
+  CHECK(state().status == ComplianceStatus::kCompliant);
+  CHECK(state().attempts == 0);
+  CHECK(state().first_failed_ms == 0);
+
+  REQUIRE(r.Handle(Ev("check", "DEV-1", 46), good).ok());
+  CHECK(get("recovered") == "false");
+}
+
+TEST_CASE("policy: exempt devices stay exempt", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("exempt", function(ctx) ctx:exempt("lab device") end)
+    policy:on("fail", function(ctx) ctx:put("newly", ctx:noncompliant("x")) end)
+    policy:on("reset", function(ctx) ctx:reset() end)
+  )");
+  REQUIRE(r.Handle(Ev("exempt")).ok());
+  REQUIRE(r.Handle(Ev("fail")).ok());
+  CHECK(r.host.Compliance("test", "DEV-1")->value().status == ComplianceStatus::kExempt);
+  CHECK(**r.host.KvGet("policy:test", "newly") == "false");
+  REQUIRE(r.Handle(Ev("reset")).ok());
+  REQUIRE(r.Handle(Ev("fail")).ok());
+  CHECK(**r.host.KvGet("policy:test", "newly") == "true");
+}
+
+TEST_CASE("policy: a ctx kept from an earlier run is dead", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    local kept
+    policy:on("a", function(ctx) kept = ctx end)
+    policy:on("b", function(ctx) kept:put("k", 1) end)
+  )");
+  REQUIRE(r.Handle(Ev("a")).ok());
+  auto out = r.Handle(Ev("b"));
+  CHECK(out.error == RunError::kScript);
+  CHECK(out.message.find("finished") != std::string::npos);
+}
+
+TEST_CASE("policy: the device, last results and helpers", "[policy]") {
+  Runner r;
+  store::Enrollment e;
+  e.id = "DEV-1";
+  e.udid = "DEV-1";
+  e.os_version = "17.4.1";
+  e.serial = "C02XYZ";
+  e.push_magic = "secret-magic";
+  e.unlock_token = "secret-unlock";
+  r.host.PutDevice(e);
+  store::CommandResult res;
+  res.command_uuid = "C-9";
+  res.request_type = "SecurityInfo";
+  res.status = "Acknowledged";
+  res.received_ms = 1'699'000'000'000;
+  res.raw = plist::ToXml([] {
+    Value v, s;
+    s.Set("PasscodePresent", Value::Bool(false));
+    v.Set("SecurityInfo", s);
+    return v;
+  }());
+  r.host.PutResult("DEV-1", res);
+  r.p = Load(R"(
+    policy:on("x", function(ctx)
+      local d = ctx.device
+      assert(d.os_version == "17.4.1" and d.serial_number == "C02XYZ")
+      for k, v in pairs(d) do assert(not tostring(v):find("secret"), k) end
+      assert(ctx.device == d)  -- read once
+      local sec = ctx:last_result("SecurityInfo")
+      assert(sec.status == "Acknowledged" and sec.response.SecurityInfo.PasscodePresent == false)
+      assert(ctx:last_result("DeviceInformation") == nil)
+      assert(version.compare("17.10", "17.9") == 1 and version.compare("17.4", "17.4.0") == 0)
+      assert(version.at_least(d.os_version, "17.4") and not version.at_least(d.os_version, "18"))
+      assert(duration("1d12h") == 129600 and duration(30) == 30)
+      assert(ctx.now == 1700000000)
+      assert(ctx.event.type == "x" and ctx.event.cursor == "0.42" and ctx.enrollment_id == "DEV-1")
+    end)
+  )");
+  auto out = r.Handle(Ev("x"));
+  INFO(out.message);
+  CHECK(out.ok());
+}
+
+TEST_CASE("policy: schedules run per device", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:every("6h", function(ctx)
+      assert(ctx.event.type == "schedule.tick" and ctx.event.schedule == "inventory")
+      ctx:enqueue(mdm.DeviceInformation { Queries = { "OSVersion" } })
+    end, { splay = "1h", name = "inventory" })
+  )");
+  policy::RunInput in{"policy:test", "schedule:inventory:100:DEV-2", r.now_ms, false};
+  auto out = r.p->RunSchedule(in, 0, "DEV-2", &r.host, &r.last);
+  INFO(out.message);
+  REQUIRE(out.ok());
+  REQUIRE(r.last.commands.size() == 1);
+  CHECK(r.last.commands[0].enrollment_id == "DEV-2");
+}
+
+TEST_CASE("policy: durations and versions parse strictly", "[policy]") {
+  int64_t ms = 0;
+  CHECK(policy::ParseDuration("90", 2, &ms));
+  CHECK(ms == 90000);
+  CHECK(policy::ParseDuration("1w2d3h4m5s", 10, &ms));
+  CHECK(ms == ((7 + 2) * 86400 + 3 * 3600 + 4 * 60 + 5) * 1000LL);
+  for (const char* bad : {"", "h", "1x", "1h30", "-5m", "99999999999d"})
+    CHECK_FALSE(policy::ParseDuration(bad, std::strlen(bad), &ms));
+  auto cmp = [](const char* a, const char* b) { return policy::CompareVersions(a, std::strlen(a), b, std::strlen(b)); };
+  CHECK(cmp("17.4.1", "17.4") == 1);
+  CHECK(cmp("9", "10") == -1);
+  CHECK(cmp("10.15.7", "10.15.7") == 0);
+  CHECK(cmp("18.0b2", "18.0") == 1);
+  CHECK(cmp("", "0") == 0);
+}
