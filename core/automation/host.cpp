@@ -27,9 +27,9 @@ KvPairs MergeScan(KvPairs base,
   return out;
 }
 
-void Overlay::Apply(const std::string& ns, const std::string& policy, const Decisions& d) {
-  for (const auto& w : d.kv) kv_[{ns, w.key}] = w.value;
-  for (const auto& c : d.compliance) compliance_[{policy, c.enrollment_id}] = c.state;
+void Overlay::Apply(const std::string& consumer, const Decisions& d) {
+  for (const auto& w : d.kv) kv_[{consumer, w.key}] = w.value;
+  for (const auto& c : d.compliance) compliance_[{consumer, c.enrollment_id}] = c.state;
 }
 
 Result<std::optional<std::string>> Overlay::KvGet(const std::string& ns, const std::string& key) {
@@ -68,14 +68,13 @@ void MemoryHost::PutResult(const std::string& id, store::CommandResult r) {
   results_[{id, rt}] = std::move(r);
 }
 
-void MemoryHost::Commit(const std::string& ns, const std::string& policy, const Decisions& d,
-                        int64_t) {
+void MemoryHost::Commit(const std::string& consumer, const Decisions& d) {
   std::lock_guard lock(mu_);
   for (const auto& w : d.kv) {
-    if (w.value) kv_[{ns, w.key}] = *w.value;
-    else kv_.erase({ns, w.key});
+    if (w.value) kv_[{consumer, w.key}] = *w.value;
+    else kv_.erase({consumer, w.key});
   }
-  for (const auto& c : d.compliance) compliance_[{policy, c.enrollment_id}] = c.state;
+  for (const auto& c : d.compliance) compliance_[{consumer, c.enrollment_id}] = c.state;
 }
 
 Result<std::optional<store::Enrollment>> MemoryHost::Device(const std::string& id) {

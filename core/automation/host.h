@@ -39,7 +39,8 @@ class HostReader {
   // Keys starting with prefix and greater than after, in key order, at most limit.
   virtual Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix,
                                  const std::string& after, size_t limit) = 0;
-  virtual Result<std::optional<ComplianceState>> Compliance(const std::string& policy,
+  // Compliance state a consumer keeps for an enrollment.
+  virtual Result<std::optional<ComplianceState>> Compliance(const std::string& consumer,
                                                             const std::string& enrollment_id) = 0;
 };
 
@@ -49,8 +50,9 @@ class Overlay : public HostReader {
  public:
   explicit Overlay(HostReader* base) : base_(base) {}
 
-  // Records a run's writes (called once a run succeeded).
-  void Apply(const std::string& ns, const std::string& policy, const Decisions& d);
+  // Records a successful run's writes; consumer names its store namespace and
+  // its compliance states.
+  void Apply(const std::string& consumer, const Decisions& d);
   void Clear() {
     kv_.clear();
     compliance_.clear();
@@ -85,8 +87,8 @@ class MemoryHost : public HostReader {
  public:
   void PutDevice(store::Enrollment e);
   void PutResult(const std::string& enrollment_id, store::CommandResult r);
-  // Applies committed decisions of consumer ns / policy.
-  void Commit(const std::string& ns, const std::string& policy, const Decisions& d, int64_t now_ms);
+  // Applies committed decisions of a consumer.
+  void Commit(const std::string& consumer, const Decisions& d);
 
   Result<std::optional<store::Enrollment>> Device(const std::string& id) override;
   Result<std::optional<store::CommandResult>> LastResult(const std::string& id,

@@ -561,7 +561,7 @@ struct PolicyAccess {
       }
       auto it = f->compliance.find(device);
       if (it != f->compliance.end()) return &it->second;
-      auto r = f->host->Compliance(f->policy->info_.name, device);
+      auto r = f->host->Compliance(f->in->consumer, device);
       if (!r.ok()) {
         *host_failure = true;
         s.error = "reading compliance: " + r.status().ToString();

@@ -62,11 +62,11 @@ TEST_CASE("the overlay shows pending writes over the base", "[automation]") {
   MemoryHost base;
   Decisions committed;
   committed.kv = {{"a", std::string("1")}, {"b", std::string("2")}, {"c", std::string("3")}};
-  base.Commit("ns", "p", committed, 0);
+  base.Commit("ns", committed);
   Overlay ov(&base);
   Decisions pending;
   pending.kv = {{"b", std::nullopt}, {"d", std::string("4")}, {"a", std::string("9")}};
-  ov.Apply("ns", "p", pending);
+  ov.Apply("ns", pending);
   CHECK(**ov.KvGet("ns", "a") == "9");
   CHECK_FALSE(ov.KvGet("ns", "b")->has_value());
   auto all = ov.KvScan("ns", "", "", 10);

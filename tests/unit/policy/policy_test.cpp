@@ -40,7 +40,7 @@ struct Runner {
   automation::RunOutcome Handle(const events::Event& ev, const Value& payload = Value(), bool commit = true) {
     policy::RunInput in{"policy:" + p->info().name, "0." + std::to_string(ev.seq), now_ms, false};
     auto out = p->HandleEvent(in, ev, payload, &host, &last);
-    if (out.ok() && commit) host.Commit(in.consumer, p->info().name, last, now_ms);
+    if (out.ok() && commit) host.Commit(in.consumer, last);
     return out;
   }
 };
@@ -260,7 +260,7 @@ TEST_CASE("policy: compliance edges, retry caps and escalation ladders", "[polic
     auto v = r.host.KvGet("policy:test", k);
     return v.ok() && v->has_value() ? **v : std::string("<none>");
   };
-  auto state = [&] { return r.host.Compliance("test", "DEV-1")->value_or(automation::ComplianceState{}); };
+  auto state = [&] { return r.host.Compliance("policy:test", "DEV-1")->value_or(automation::ComplianceState{}); };
 
   REQUIRE(r.Handle(Ev("check"), bad).ok());
   CHECK(get("newly") == "true");
@@ -303,7 +303,7 @@ TEST_CASE("policy: exempt devices stay exempt", "[policy]") {
   )");
   REQUIRE(r.Handle(Ev("exempt")).ok());
   REQUIRE(r.Handle(Ev("fail")).ok());
-  CHECK(r.host.Compliance("test", "DEV-1")->value().status == ComplianceStatus::kExempt);
+  CHECK(r.host.Compliance("policy:test", "DEV-1")->value().status == ComplianceStatus::kExempt);
   CHECK(**r.host.KvGet("policy:test", "newly") == "false");
   REQUIRE(r.Handle(Ev("reset")).ok());
   REQUIRE(r.Handle(Ev("fail")).ok());
