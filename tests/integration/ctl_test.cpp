@@ -170,10 +170,10 @@ std::string NotAfter(const orchard::testing::Identity& id) {
 }
 
 
-#define REQUIRE_FIXTURES()                                  \
-  do {                                                      \
-    INFO("device fixtures under " << FixturesDir());        \
-    REQUIRE(HaveFixtures());                                \
+#define REQUIRE_FIXTURES()                           \
+  do {                                               \
+    INFO("device fixtures under " << FixturesDir()); \
+    REQUIRE(HaveFixtures());                         \
   } while (0)
 
 // Starts the server and enrolls the fixture device; `s` names the Server.

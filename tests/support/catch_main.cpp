@@ -5,9 +5,8 @@
 //  - a run in which a test skipped (ORCHARD_SKIP, support/skip.h) and nothing failed
 //    exits with kSkipExitCode, which ctest reports as "Skipped".
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 
 #include "support/skip.h"
 
@@ -31,7 +30,8 @@ int main(int argc, char* argv[]) {
   int rc = session.applyCommandLine(argc, argv);
   if (rc != 0) return rc;
   Catch::ConfigData& config = session.configData();
-  config.warnings = static_cast<Catch::WarnAbout::What>(config.warnings | Catch::WarnAbout::NoTests);
+  config.warnings =
+      static_cast<Catch::WarnAbout::What>(config.warnings | Catch::WarnAbout::NoTests);
   rc = session.run();
   // Catch2 returns the number of failed assertions: keep a failure from reading as a skip.
   if (rc == kSkipExitCode) return kSkipExitCode + 1;

@@ -15,9 +15,9 @@ void NoteSkipped();
 }  // namespace orchard::testing
 
 // Use in a TEST_CASE body (it returns from the enclosing function).
-#define ORCHARD_SKIP(reason)                    \
-  do {                                          \
-    WARN("SKIPPED: " << reason);                \
-    ::orchard::testing::NoteSkipped();          \
-    return;                                     \
+#define ORCHARD_SKIP(reason)           \
+  do {                                 \
+    WARN("SKIPPED: " << reason);       \
+    ::orchard::testing::NoteSkipped(); \
+    return;                            \
   } while (0)
