@@ -17,6 +17,7 @@
 
 #include "apns_mock/mock_apns.h"
 #include "plist/plist.h"
+#include "support/fixtures.h"
 #include "support/orchardd_process.h"
 #include "support/test_pki.h"
 #include "util/encoding.h"
@@ -33,9 +34,7 @@ constexpr char kUdid[] = "663b07bb783e9ade1dae4fbb92ea12afc0ce5b69";
 constexpr char kSerial[] = "F5JM992LF193";
 constexpr char kCheckinType[] = "Content-Type: application/x-apple-aspen-mdm-checkin";
 
-std::string FixturesDir() {
-  return std::string(ORCHARD_SOURCE_DIR) + "/../shared/fixtures/devices";
-}
+std::string FixturesDir() { return orchard::testing::FixturePath("devices"); }
 
 bool HaveFixtures() {
   struct stat st;
@@ -171,12 +170,10 @@ std::string NotAfter(const orchard::testing::Identity& id) {
 }
 
 
-#define REQUIRE_FIXTURES()                                                   \
-  do {                                                                       \
-    if (!HaveFixtures()) {                                                   \
-      WARN("device fixtures not found under " << FixturesDir() << "; skip"); \
-      return;                                                                \
-    }                                                                        \
+#define REQUIRE_FIXTURES()                           \
+  do {                                               \
+    INFO("device fixtures under " << FixturesDir()); \
+    REQUIRE(HaveFixtures());                         \
   } while (0)
 
 // Starts the server and enrolls the fixture device; `s` names the Server.

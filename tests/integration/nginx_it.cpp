@@ -3,7 +3,7 @@
 // examples/nginx/orchard.conf itself (placeholders substituted), which forwards
 // to the real orchardd. Admin calls go to orchardd directly.
 //
-// Skipped with a warning when /usr/sbin/nginx is absent (CI installs nginx-light).
+// Reported as Skipped by ctest when /usr/sbin/nginx is absent (CI installs nginx-light).
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
@@ -32,6 +32,7 @@
 #include "plist/plist.h"
 #include "sim/simulator.h"
 #include "support/orchardd_process.h"
+#include "support/skip.h"
 #include "support/test_pki.h"
 
 using namespace orchard;
@@ -45,12 +46,9 @@ constexpr const char* kNginx = "/usr/sbin/nginx";
 
 bool HaveNginx() { return access(kNginx, X_OK) == 0; }
 
-#define REQUIRE_NGINX()                                                    \
-  do {                                                                     \
-    if (!HaveNginx()) {                                                    \
-      WARN("skipped: " << kNginx << " not found (apt-get install nginx-light)"); \
-      return;                                                              \
-    }                                                                      \
+#define REQUIRE_NGINX()                                                                  \
+  do {                                                                                   \
+    if (!HaveNginx()) ORCHARD_SKIP(kNginx << " not found (apt-get install nginx-light)"); \
   } while (0)
 
 // A port that was free a moment ago (the kernel picks it; we release it).
@@ -455,7 +453,7 @@ TEST_CASE("NotNow through nginx: not redelivered in the same session, delivered 
   CHECK(s.QueueDepth(d->udid()) == 0);
 }
 
-TEST_CASE("nginx refuses untrusted, expired and missing device certificates; nothing is stored",
+TEST_CASE("nginx refuses untrusted, expired and missing device certificates and stores nothing",
           "[integration][nginx]") {
   REQUIRE_NGINX();
   Stack s;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "plist/plist.h"
+#include "support/fixtures.h"
 #include "support/orchardd_process.h"
 #include "support/test_pki.h"
 #include "util/encoding.h"
@@ -185,14 +186,11 @@ TEST_CASE("enroll, enqueue, deliver, acknowledge, read the result through the AP
 }
 
 TEST_CASE("the real device plists enroll and report", "[integration]") {
-  std::string shared = SharedDir();
-  if (shared.empty()) {
-    WARN("skipped: ../shared/fixtures is absent");
-    return;
-  }
+  const std::string fx = FixturePath("devices/");
+  INFO("device fixtures under " << fx);
+  REQUIRE(std::filesystem::exists(fx + "Authenticate.1.plist"));
   Server s;
   auto dev = s.ca->Issue();
-  const std::string fx = shared + "/fixtures/devices/";
   REQUIRE(s.Device(dev, ReadFile(fx + "Authenticate.1.plist"), true).status == 200);
   REQUIRE(s.Device(dev, ReadFile(fx + "TokenUpdate.1.plist"), true).status == 200);
   const std::string udid = "663b07bb783e9ade1dae4fbb92ea12afc0ce5b69";
@@ -349,12 +347,9 @@ TEST_CASE("enqueue to several ids: 207 when some fail, push fails without a push
 }
 
 TEST_CASE("every RequestType in Apple's schema is enqueued and delivered intact", "[integration]") {
-  std::string shared = SharedDir();
-  const std::string dir = shared + "/fixtures/apple-device-management/mdm/commands";
-  if (shared.empty() || !std::filesystem::exists(dir)) {
-    WARN("skipped: Apple's command schemas are absent");
-    return;
-  }
+  const std::string dir = FixturePath("apple-device-management/mdm/commands");
+  INFO("command schemas under " << dir);
+  REQUIRE(std::filesystem::is_directory(dir));
   Server s({"--log-level", "warn"});
   auto dev = s.ca->Issue();
   Enroll(s, dev, "ALL");

@@ -3,7 +3,8 @@
 // Everything here is pure (inputs in, plist out) except Responder, which keeps
 // the per-device reply policy and the memory needed for NotNow-once.
 // Key names and types follow Apple's schemas in
-// shared/fixtures/apple-device-management/mdm/{checkin,commands}/*.yaml.
+// Apple's device-management schemas (mdm/checkin and mdm/commands; the command
+// schemas the tests check against are in tests/fixtures/apple-device-management).
 // Thread-safety: free functions are thread-safe; a Responder is used by one
 // thread at a time (each simulated device owns its own).
 #pragma once

@@ -2,7 +2,6 @@
 
 #include <curl/curl.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -20,12 +19,6 @@ std::string OrchardBinary(const char* name) {
   if (n == "orchardd") return std::string(ORCHARD_BINARY_DIR) + "/core/server/orchardd";
   if (n == "orchardctl") return std::string(ORCHARD_BINARY_DIR) + "/core/ctl/orchardctl";
   return std::string(ORCHARD_BINARY_DIR) + "/" + n;
-}
-
-std::string SharedDir() {
-  std::string d = std::string(ORCHARD_SOURCE_DIR) + "/../shared";
-  struct stat st;
-  return stat(d.c_str(), &st) == 0 ? d : "";
 }
 
 std::string MakeTempDir(const char* prefix) {

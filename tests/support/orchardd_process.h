@@ -14,7 +14,6 @@
 namespace orchard::testing {
 
 std::string OrchardBinary(const char* name);  // ORCHARD_BINARY_DIR-relative path of a tool
-std::string SharedDir();                      // ../shared beside the source tree ("" if absent)
 std::string MakeTempDir(const char* prefix);  // mkdtemp under /tmp
 std::string ReadFile(const std::string& path);
 bool WriteFile(const std::string& path, const std::string& data);

@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 
+#include "support/fixtures.h"
 #include "util/encoding.h"
 
 using namespace orchard;
@@ -99,11 +100,9 @@ Value EveryType() {
   return Value::MakeDict(std::move(d));
 }
 
-std::filesystem::path FixtureDir() {
-  return std::filesystem::path(ORCHARD_SOURCE_DIR) / ".." / "shared" / "fixtures" / "devices";
-}
+std::filesystem::path FixtureDir() { return orchard::testing::FixturePath("devices"); }
 
-// Reads a device fixture; empty optional (with a WARN) when fixtures are not checked out.
+// Reads a device fixture (tests/fixtures/devices); empty optional when it is missing.
 std::optional<std::string> ReadFixture(const std::string& name) {
   std::filesystem::path p = FixtureDir() / name;
   std::ifstream f(p, std::ios::binary);
@@ -113,12 +112,10 @@ std::optional<std::string> ReadFixture(const std::string& name) {
   return ss.str();
 }
 
-#define FIXTURE_OR_SKIP(var, name)                                               \
-  std::optional<std::string> var = ReadFixture(name);                            \
-  if (!var) {                                                                    \
-    WARN("skipped: device fixture " << (FixtureDir() / name) << " not present"); \
-    return;                                                                      \
-  }
+#define REQUIRE_FIXTURE(var, name)                    \
+  std::optional<std::string> var = ReadFixture(name); \
+  INFO("device fixture " << (FixtureDir() / name));   \
+  REQUIRE(var)
 
 }  // namespace
 
@@ -776,7 +773,7 @@ TEST_CASE("ParseJson(ToJson(v)) == v for every type, compact and pretty", "[plis
 // ---------------------------------------------------------------- real device plists
 
 TEST_CASE("Device fixture TokenUpdate parses with token and unlock token", "[plist][fixtures]") {
-  FIXTURE_OR_SKIP(body, "TokenUpdate.1.plist");
+  REQUIRE_FIXTURE(body, "TokenUpdate.1.plist");
   Value v = MustXml(*body);
   CHECK(v.GetString("MessageType") == "TokenUpdate");
   CHECK(v.GetString("UDID") == "663b07bb783e9ade1dae4fbb92ea12afc0ce5b69");
@@ -797,7 +794,7 @@ TEST_CASE("Device fixture TokenUpdate parses with token and unlock token", "[pli
 }
 
 TEST_CASE("Device fixture Authenticate parses", "[plist][fixtures]") {
-  FIXTURE_OR_SKIP(body, "Authenticate.1.plist");
+  REQUIRE_FIXTURE(body, "Authenticate.1.plist");
   Value v = MustXml(*body);
   CHECK(v.GetString("MessageType") == "Authenticate");
   CHECK(v.GetString("SerialNumber") == "F5JM992LF193");
@@ -808,7 +805,7 @@ TEST_CASE("Device fixture Authenticate parses", "[plist][fixtures]") {
 
 TEST_CASE("Device fixture DeviceInformation parses with nested query responses",
           "[plist][fixtures]") {
-  FIXTURE_OR_SKIP(body, "DeviceInformation.1.plist");
+  REQUIRE_FIXTURE(body, "DeviceInformation.1.plist");
   Value v = MustXml(*body);
   CHECK(v.GetString("Status") == "Acknowledged");
   CHECK(v.GetString("RequestType") == "DeviceInformation");
@@ -820,10 +817,8 @@ TEST_CASE("Device fixture DeviceInformation parses with nested query responses",
 }
 
 TEST_CASE("Every device fixture round-trips through XML and JSON", "[plist][fixtures]") {
-  if (!std::filesystem::is_directory(FixtureDir())) {
-    WARN("skipped: device fixtures directory " << FixtureDir() << " not present");
-    return;
-  }
+  INFO("device fixtures directory " << FixtureDir());
+  REQUIRE(std::filesystem::is_directory(FixtureDir()));
   int count = 0;
   for (const auto& entry : std::filesystem::directory_iterator(FixtureDir())) {
     if (entry.path().extension() != ".plist") continue;

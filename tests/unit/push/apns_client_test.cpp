@@ -308,7 +308,7 @@ TEST_CASE("apns: error answers surface status, reason and timestamp", "[push][ap
   CHECK(env.mock->Received().size() == 7);
 }
 
-TEST_CASE("apns: GOAWAY loses no request; re-sends are counted", "[push][apns]") {
+TEST_CASE("apns: GOAWAY loses no request and re-sends are counted", "[push][apns]") {
   Env env;
   Deliveries seen;
   seen.Attach(*env.mock);

@@ -25,6 +25,7 @@
 #include "plist/plist.h"
 #include "sim/responder.h"
 #include "sim/simulator.h"
+#include "support/fixtures.h"
 #include "support/test_pki.h"
 #include "util/encoding.h"
 
@@ -48,7 +49,7 @@ struct CommandSchema {
 };
 
 std::string CommandsDir() {
-  return ORCHARD_SOURCE_DIR "/../shared/fixtures/apple-device-management/mdm/commands";
+  return testing::FixturePath("apple-device-management/mdm/commands");
 }
 
 std::string_view After(std::string_view line, std::string_view prefix) {
@@ -513,10 +514,8 @@ TEST_CASE("DeviceInformation answers exactly the asked queries with typed values
 
 TEST_CASE("DeviceInformation values have the schema's types", "[sim]") {
   auto schemas = LoadSchemas();
-  if (schemas.empty()) {
-    WARN("command schemas not found under " << CommandsDir() << "; skipped");
-    return;
-  }
+  INFO("command schemas under " << CommandsDir());
+  REQUIRE_FALSE(schemas.empty());
   const SchemaKey* qr = nullptr;
   for (const auto& s : schemas) {
     if (s.request_type != "DeviceInformation") continue;
@@ -603,10 +602,8 @@ TEST_CASE("NotNow, Error and CommandFormatError report shapes", "[sim]") {
 
 TEST_CASE("every RequestType in the schemas yields a complete report", "[sim]") {
   auto schemas = LoadSchemas();
-  if (schemas.empty()) {
-    WARN("command schemas not found under " << CommandsDir() << "; skipped");
-    return;
-  }
+  INFO("command schemas under " << CommandsDir());
+  REQUIRE_FALSE(schemas.empty());
   CHECK(schemas.size() >= 60);
   UserChannel user{
       "B0B5E4D8-1111-2222-3333-444455556666", "alice", "Alice Example", "", "tok", "magic"};
