@@ -428,7 +428,9 @@ int FetchPages(Context& ctx, const std::string& path, const Query& q, const char
   std::set<std::string> seen_cursors;
   Reply reply;
   for (;;) {
-    Query page = q;
+    Query page;
+    for (const auto& kv : q)
+      if (cursor.empty() || kv.first != "after") page.push_back(kv);  // the cursor continues it
     int64_t want = page_max;
     if (max_items > 0) want = std::min<int64_t>(page_max, max_items - static_cast<int64_t>(items.AsArray()->size()));
     page.emplace_back("limit", std::to_string(want));

@@ -13,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "apns_mock/mock_apns.h"
@@ -824,6 +825,16 @@ TEST_CASE("orchardctl lists every item across byte-bounded pages", "[integration
   for (size_t at = r.out.find("PAGE-"); at != std::string::npos; at = r.out.find("PAGE-", at + 1)) ++rows;
   CHECK(rows == static_cast<size_t>(n));
   CHECK(r.err.empty());
+
+  // Events across pages, starting after a sequence number (the cursor then takes over).
+  r = server.Ctl("events --after 0 --limit 1000 --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  Value events = ParseJsonOrFail(r.out);
+  std::set<int64_t> seqs;
+  for (const auto& e : *events.Find("events")->AsArray()) seqs.insert(*e.Find("seq")->AsInteger());
+  CHECK(seqs.size() == events.Find("events")->AsArray()->size());
+  CHECK(seqs.size() >= static_cast<size_t>(n));
 
   r = server.Ctl("queue " + std::string(kUdid) + " --limit 5");
   REQUIRE(r.exit_code == 0);
