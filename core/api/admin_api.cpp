@@ -1,5 +1,6 @@
 #include "api/admin_api.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cctype>
 #include <map>
@@ -146,6 +147,183 @@ bool ParseInt(const std::string& s, int64_t* out) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
+// A request-derived field for a log line: control bytes, quote and backslash as \xNN, so
+// a client cannot put a line break or a fake key=value into the log. At most 200 bytes.
+std::string LogSafe(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 200; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c == ' ') {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > 200) out += "...";
+  return out;
+}
+
+// ---- paging
+
+// Opaque cursors: a kind byte (which listing) and the listing's position, as base64url
+// without padding, so a cursor is always plain ASCII whatever the ids hold.
+std::string EncodeCursor(char kind, std::string_view position) {
+  std::string b = Base64Encode(std::string(1, kind) + std::string(position));
+  while (!b.empty() && b.back() == '=') b.pop_back();
+  for (char& c : b) c = c == '+' ? '-' : c == '/' ? '_' : c;
+  return b;
+}
+
+Result<std::string> DecodeCursor(char kind, const std::string& cursor) {
+  std::string b = cursor;
+  for (char& c : b) {
+    if (c == '+' || c == '/' || c == '=') return Status::InvalidArgument("cursor is not one this server issued");
+    c = c == '-' ? '+' : c == '_' ? '/' : c;
+  }
+  while (b.size() % 4) b.push_back('=');
+  auto raw = Base64Decode(b);
+  if (!raw || raw->empty()) return Status::InvalidArgument("cursor is not one this server issued");
+  if ((*raw)[0] != kind) return Status::InvalidArgument("cursor belongs to another listing");
+  return raw->substr(1);
+}
+
+constexpr size_t kTruncatedStringBytes = 1024;
+
+// Shortens an item that alone does not fit a page: array and dict members are removed,
+// strings are cut to kTruncatedStringBytes (at a UTF-8 boundary), and "truncated" is set.
+void Truncate(Value* item) {
+  plist::Dict* d = item->AsDict();
+  if (!d) return;
+  plist::Dict out;
+  for (auto& [k, v] : *d) {
+    if (v.is(plist::Type::kArray) || v.is(plist::Type::kDict)) continue;
+    if (const std::string* str = v.AsString(); str && str->size() > kTruncatedStringBytes) {
+      size_t n = kTruncatedStringBytes;
+      while (n > 0 && (static_cast<unsigned char>((*str)[n]) & 0xC0) == 0x80) --n;
+      out.emplace_back(k, Value::String(str->substr(0, n)));
+      continue;
+    }
+    out.emplace_back(k, std::move(v));
+  }
+  out.emplace_back("truncated", Value::Bool(true));
+  *item = Value::MakeDict(std::move(out));
+}
+
+// Builds one page of a listing, {"<array>": [items], <fields>, "next_cursor": "..."},
+// never longer than max_bytes: Add refuses an item that would overflow (the page ends
+// there); the first item of a page is truncated if it alone is too big.
+class PageWriter {
+ public:
+  // fields: members written after the array; late_reserve: bytes kept for members only
+  // known at Finish (e.g. last_seq).
+  PageWriter(size_t max_bytes, char kind, const std::string& array_key, Value fields,
+             size_t late_reserve = 0)
+      : max_bytes_(max_bytes), kind_(kind), late_reserve_(late_reserve) {
+    head_ = "{" + plist::ToJson(Value::String(array_key)) + ":[";
+    for (const auto& [k, v] : *fields.AsDict())
+      fields_ += "," + plist::ToJson(Value::String(k)) + ":" + plist::ToJson(v);
+  }
+
+  // Adds item at listing position `position`. False when the page is full (nothing added).
+  // An error when even the truncated item does not fit an empty page.
+  Result<bool> Add(Value item, std::string_view position) {
+    std::string json = plist::ToJson(item);
+    const std::string cursor = EncodeCursor(kind_, position);
+    if (!Fits(json.size(), cursor.size())) {
+      if (count_ > 0) return false;
+      Truncate(&item);
+      json = plist::ToJson(item);
+      if (!Fits(json.size(), cursor.size()))
+        return Status::Internal("one item is larger than api.max_response_bytes (" +
+                                std::to_string(max_bytes_) + ") even truncated");
+    }
+    if (count_++) items_.push_back(',');
+    items_ += json;
+    last_cursor_ = cursor;
+    return true;
+  }
+  size_t count() const { return count_; }
+
+  // more: whether next_cursor points after the last item ("" when the listing ended).
+  // cursor: another next_cursor than the last item's (it must fit late_reserve).
+  http::Response Finish(bool more, const Value& late_fields = Value(),
+                        const std::string* cursor = nullptr) const {
+    std::string body = head_ + items_ + "]" + fields_;
+    for (const auto& [k, v] : *late_fields.AsDict())
+      body += "," + plist::ToJson(Value::String(k)) + ":" + plist::ToJson(v);
+    const std::string& next = cursor ? *cursor : more ? last_cursor_ : std::string();
+    body += ",\"next_cursor\":" + plist::ToJson(Value::String(next)) + "}\n";
+    return http::Response{200, "application/json", std::move(body), {}};
+  }
+
+ private:
+  bool Fits(size_t item_bytes, size_t cursor_bytes) const {
+    const size_t total = head_.size() + items_.size() + (count_ ? 1 : 0) + item_bytes + 1 +
+                         fields_.size() + late_reserve_ + 16 /* ,"next_cursor": */ +
+                         cursor_bytes + 2 /* quotes */ + 2 /* }\n */;
+    return total <= max_bytes_;
+  }
+
+  size_t max_bytes_;
+  char kind_;
+  size_t late_reserve_;
+  std::string head_, fields_, items_, last_cursor_;
+  size_t count_ = 0;
+};
+
+// Reads the page size parameter: default def, 1..max.
+bool PageLimit(const http::Request& r, int64_t def, int64_t max, int64_t* out, http::Response* error) {
+  *out = def;
+  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), out) || *out < 1 || *out > max)) {
+    *error = Error(400, "limit must be an integer from 1 to " + std::to_string(max));
+    return false;
+  }
+  return true;
+}
+
+// Reads ?cursor= of a listing of the given kind into *position ("" without one).
+bool PageCursor(const http::Request& r, char kind, std::string* position, http::Response* error) {
+  position->clear();
+  if (!r.HasParam("cursor") || r.Param("cursor").empty()) return true;
+  auto pos = DecodeCursor(kind, r.Param("cursor"));
+  if (!pos.ok()) {
+    *error = Error(400, pos.status().message());
+    return false;
+  }
+  *position = std::move(pos.value());
+  return true;
+}
+
+// Whether the per-id answer for ids surely fits max_bytes: each id's entry is at most its
+// JSON-escaped id (6 bytes per byte at worst) and 1 KiB of results, plus 1 KiB overall.
+bool IdAnswerFits(const std::vector<std::string>& ids, size_t max_bytes) {
+  size_t total = 1024;
+  for (const auto& id : ids) total += 6 * id.size() + 1024;
+  return total <= max_bytes;
+}
+
+http::Response TooManyIds(size_t n) {
+  return Error(400, "the answer for " + std::to_string(n) +
+                        " ids could exceed api.max_response_bytes; send fewer ids per request");
+}
+
+// A single object within max_bytes: truncated (and flagged) when too big.
+http::Response BoundedJson(Value v, size_t max_bytes) {
+  std::string body = plist::ToJson(v) + "\n";
+  if (body.size() > max_bytes) {
+    Truncate(&v);
+    body = plist::ToJson(v) + "\n";
+    if (body.size() > max_bytes)
+      return Error(500, "the answer is larger than api.max_response_bytes even truncated");
+  }
+  return http::Response{200, "application/json", std::move(body), {}};
+}
+
+constexpr size_t kFetchChunk = 32;  // entries read from the store at a time while paging
+
 // NanoMDM's per-id result and overall status code.
 struct IdResults {
   std::map<std::string, Value> by_id;
@@ -212,6 +390,12 @@ bool AdminApi::Authorized(const http::Request& r) const {
 }
 
 http::Response AdminApi::Handle(const http::Request& r) {
+  // As NanoMDM: the version is public (no key, even with the admin API disabled).
+  if (r.path == "/version" && r.method == "GET") {
+    Value v;
+    v.Set("version", Value::String(options_.version));
+    return Json(200, v);
+  }
   if (options_.api_key.empty())
     return Error(403, "the admin API is disabled: no api_key is configured");
   if (!Authorized(r)) {
@@ -224,11 +408,6 @@ http::Response AdminApi::Handle(const http::Request& r) {
                           std::to_string(options_.max_body_bytes));
   auto p = SplitPath(r.path);
   const std::string& m = r.method;
-  if (p.size() == 1 && p[0] == "version" && m == "GET") {
-    Value v;
-    v.Set("version", Value::String(options_.version));
-    return Json(200, v);
-  }
   if (p.size() < 2 || p[0] != "v1") return Error(404, "no such route: " + r.path);
   const std::string& what = p[1];
   if (what == "enqueue" && p.size() == 3) {
@@ -243,7 +422,7 @@ http::Response AdminApi::Handle(const http::Request& r) {
     if (m != "PUT" && m != "POST") return Error(405, "use PUT");
     return PutPushCert(r);
   }
-  if (what == "pushcerts" && p.size() == 2 && m == "GET") return ListPushCerts();
+  if (what == "pushcerts" && p.size() == 2 && m == "GET") return ListPushCerts(r);
   if (what == "commands" && p.size() == 2) {
     if (m != "POST") return Error(405, "use POST");
     return EnqueueJson(r);
@@ -279,36 +458,57 @@ struct PreparedCommand {
   std::string uuid, request_type, plist;
 };
 
-// Validates a command plist, giving it a CommandUUID if it has none.
-Result<PreparedCommand> PrepareCommand(Value v, const std::string& raw) {
+// An identifier that is logged and shown in tables: no control characters at all.
+bool HasControl(std::string_view s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) return true;
+  return false;
+}
+
+// Validates a command plist, giving it a CommandUUID if it has none, and serializes it:
+// the device gets exactly the command that was checked and is listed (never a raw body
+// that another parser might read differently).
+Result<PreparedCommand> PrepareCommand(Value v) {
   if (!v.is(plist::Type::kDict)) return Status::InvalidArgument("command plist is not a dict");
   const Value* cmd = v.Find("Command");
   if (!cmd || !cmd->is(plist::Type::kDict))
     return Status::InvalidArgument("command plist has no Command dict");
   std::string_view rt = cmd->GetString("RequestType");
   if (rt.empty()) return Status::InvalidArgument("Command has no RequestType");
+  if (rt.size() > 128 || HasControl(rt))
+    return Status::InvalidArgument("RequestType must be at most 128 characters without control characters");
   PreparedCommand out;
   out.request_type = std::string(rt);
-  std::string_view uuid = v.GetString("CommandUUID");
-  if (uuid.empty()) {
+  const Value* given = v.Find("CommandUUID");
+  if (given && (!given->AsString() || given->AsString()->empty()))
+    return Status::InvalidArgument("CommandUUID must be a non-empty string");
+  if (!given) {
     out.uuid = NewUuid();
     v.Set("CommandUUID", Value::String(out.uuid));
-    out.plist = plist::ToXml(v);
   } else {
+    const std::string& uuid = *given->AsString();
     if (uuid.size() > 128) return Status::InvalidArgument("CommandUUID is too long");
-    out.uuid = std::string(uuid);
-    out.plist = raw.empty() ? plist::ToXml(v) : raw;
+    if (HasControl(uuid))
+      return Status::InvalidArgument("CommandUUID must not contain control characters");
+    out.uuid = uuid;
   }
+  Status clean = plist::CheckXmlStrings(v);
+  if (!clean.ok()) return Status::InvalidArgument("command: " + clean.message());
+  out.plist = plist::ToXml(v);
   return out;
 }
 
 }  // namespace
 
 http::Response AdminApi::Enqueue(const http::Request& r, const std::string& id_list) {
+  if (r.body.size() <= options_.max_body_bytes) {
+    Status clean = plist::CheckXmlText(r.body);
+    if (!clean.ok()) return FromStatus(clean);
+  }
   plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
   auto v = plist::ParseXml(r.body, limits);
   if (!v.ok()) return FromStatus(v.status());
-  auto cmd = PrepareCommand(std::move(v.value()), r.body);
+  auto cmd = PrepareCommand(std::move(v.value()));
   if (!cmd.ok()) return FromStatus(cmd.status());
   const bool nopush = r.HasParam("nopush") && r.Param("nopush") != "0";
   return EnqueueToIds(SplitIds(id_list), {cmd->uuid, cmd->request_type, cmd->plist, 0, "api"}, nopush);
@@ -317,6 +517,7 @@ http::Response AdminApi::Enqueue(const http::Request& r, const std::string& id_l
 http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
                                       const queue::NewCommand& nc, bool nopush) {
   if (ids.empty()) return Error(400, "no enrollment ids given");
+  if (!IdAnswerFits(ids, options_.max_response_bytes)) return TooManyIds(ids.size());
   IdResults results;
   std::vector<push::Target> targets;
   const int64_t now = NowMillis();
@@ -329,6 +530,15 @@ http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
     }
     if (!e->has_value()) {
       results.Fail(id, "command_error", "unknown enrollment");
+      continue;
+    }
+    // A CommandUUID names one command of an enrollment: not reused while its result is kept.
+    auto used = d_.queue->GetResult(id, nc.command_uuid);
+    if (!used.ok() || used->has_value()) {
+      results.Fail(id, "command_error",
+                   used.ok() ? "command " + nc.command_uuid + " was already used for " + id +
+                                   " (its result is stored); use a new CommandUUID"
+                             : used.status().message());
       continue;
     }
     events::Transaction txn(d_.events);
@@ -359,7 +569,7 @@ http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
     }
   }
   log::Info(kLog, "event=enqueue command_uuid={} request_type={} ids={} failed={} nopush={}",
-            nc.command_uuid, nc.request_type, ids.size(), results.failed, nopush);
+            LogSafe(nc.command_uuid), LogSafe(nc.request_type), ids.size(), results.failed, nopush);
   Value out;
   out.Set("status", results.StatusValue());
   if (nopush) out.Set("no_push", Value::Bool(true));
@@ -395,7 +605,7 @@ http::Response AdminApi::EnqueueJson(const http::Request& r) {
   // The server assigns the CommandUUID.
   Value full;
   full.Set("Command", *command);
-  auto cmd = PrepareCommand(std::move(full), "");
+  auto cmd = PrepareCommand(std::move(full));
   if (!cmd.ok()) return FromStatus(cmd.status());
   return EnqueueToIds(id_vec,
                       {cmd->uuid, cmd->request_type, cmd->plist, static_cast<int>(priority), "api"},
@@ -405,6 +615,7 @@ http::Response AdminApi::EnqueueJson(const http::Request& r) {
 http::Response AdminApi::PushIds(const std::string& id_list) {
   auto ids = SplitIds(id_list);
   if (ids.empty()) return Error(400, "no enrollment ids given");
+  if (!IdAnswerFits(ids, options_.max_response_bytes)) return TooManyIds(ids.size());
   IdResults results;
   std::vector<push::Target> targets;
   for (const auto& id : ids) {
@@ -434,7 +645,7 @@ http::Response AdminApi::PutPushCert(const http::Request& r) {
   Status st = d_.push_certs->Put(*cert);
   if (!st.ok()) return FromStatus(st);
   d_.push->CertificateUpdated(cert->topic);
-  log::Info(kLog, "event=push_cert_stored topic={} not_after={}", cert->topic,
+  log::Info(kLog, "event=push_cert_stored topic={} not_after={}", LogSafe(cert->topic),
             FormatRfc3339(cert->not_after_unix * 1000));
   Value out;
   out.Set("topic", Value::String(cert->topic));
@@ -442,20 +653,33 @@ http::Response AdminApi::PutPushCert(const http::Request& r) {
   return Json(200, out);
 }
 
-http::Response AdminApi::ListPushCerts() {
-  auto certs = d_.push_certs->List();
+http::Response AdminApi::ListPushCerts(const http::Request& r) {
+  http::Response error;
+  int64_t limit = 0;
+  std::string after;
+  if (!PageLimit(r, 100, 1000, &limit, &error) || !PageCursor(r, 'p', &after, &error)) return error;
+  PageWriter page(options_.max_response_bytes, 'p', "push_certs", Value());
+  bool more = false;
+  // One more than the page size, to know whether another page follows.
+  auto certs = d_.push_certs->ListPage(after, static_cast<size_t>(limit) + 1);
   if (!certs.ok()) return FromStatus(certs.status());
-  Value list = Value::MakeArray();
   for (const auto& c : *certs) {
+    if (page.count() == static_cast<size_t>(limit)) {
+      more = true;
+      break;
+    }
     Value v;
     v.Set("topic", Value::String(c.topic));
     v.Set("not_after", Value::String(FormatRfc3339(c.not_after_unix * 1000)));
     if (!c.key_error.empty()) v.Set("key_error", Value::String(c.key_error));
-    list.AsArray()->push_back(std::move(v));
+    auto added = page.Add(std::move(v), c.topic);
+    if (!added.ok()) return FromStatus(added.status());
+    if (!*added) {
+      more = true;
+      break;
+    }
   }
-  Value out;
-  out.Set("push_certs", std::move(list));
-  return Json(200, out);
+  return page.Finish(more);
 }
 
 http::Response AdminApi::ListEnrollments(const http::Request& r) {
@@ -482,21 +706,33 @@ http::Response AdminApi::ListEnrollments(const http::Request& r) {
       return Error(400, "type must be device, user, shared_ipad_user, user_enrollment_device or "
                         "user_enrollment_user");
   }
-  int64_t limit = 100;
-  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 1000))
-    return Error(400, "limit must be an integer from 1 to 1000");
+  http::Response error;
+  int64_t limit = 0;
+  std::string after;
+  if (!PageLimit(r, 100, 1000, &limit, &error) || !PageCursor(r, 'e', &after, &error)) return error;
   for (auto [name, field] : {std::pair{"seen_after", &f.seen_after_ms}, {"seen_before", &f.seen_before_ms}}) {
     if (r.HasParam(name) && !ParseInt(r.Param(name), field))
       return Error(400, std::string(name) + " must be a Unix time in milliseconds");
   }
-  auto page = d_.enrollments->List(f, r.Param("cursor"), static_cast<size_t>(limit));
-  if (!page.ok()) return FromStatus(page.status());
-  Value list = Value::MakeArray();
-  for (const auto& e : page->items) list.AsArray()->push_back(EnrollmentJson(e));
-  Value out;
-  out.Set("enrollments", std::move(list));
-  out.Set("next_cursor", Value::String(page->next_cursor));
-  return Json(200, out);
+  // One call (its scan is bounded by the store); records are at most one request body each.
+  auto found = d_.enrollments->List(f, after, static_cast<size_t>(limit));
+  if (!found.ok()) return FromStatus(found.status());
+  PageWriter page(options_.max_response_bytes, 'e', "enrollments", Value(),
+                  /*late_reserve=*/found->next_cursor.size() * 2 + 8);  // its cursor
+  bool more = false;
+  for (const auto& e : found->items) {
+    auto added = page.Add(EnrollmentJson(e), e.id);
+    if (!added.ok()) return FromStatus(added.status());
+    if (!*added) {
+      more = true;  // continues after the last item written
+      break;
+    }
+  }
+  if (more || found->next_cursor.empty()) return page.Finish(more);
+  // The page size was reached, or the store stopped at its scan budget (possibly after
+  // records that did not match): continue after the last record it looked at.
+  const std::string cursor = EncodeCursor('e', found->next_cursor);
+  return page.Finish(true, Value(), &cursor);
 }
 
 http::Response AdminApi::GetEnrollment(const std::string& id) {
@@ -525,25 +761,42 @@ http::Response AdminApi::GetEnrollment(const std::string& id) {
   }
   auto depth = d_.queue->Count(id);
   if (depth.ok()) v.Set("queue_depth", Value::Integer(static_cast<int64_t>(*depth)));
-  return Json(200, v);
+  return BoundedJson(std::move(v), options_.max_response_bytes);
 }
 
 http::Response AdminApi::GetQueue(const std::string& id, const http::Request& r) {
+  http::Response error;
+  int64_t limit = 0;
+  std::string after;
+  if (!PageLimit(r, 1000, 100000, &limit, &error) || !PageCursor(r, 'q', &after, &error)) return error;
   auto e = d_.enrollments->Get(id);
   if (!e.ok()) return FromStatus(e.status());
   if (!e->has_value()) return Error(404, "no enrollment " + id);
-  int64_t limit = 1000;
-  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 100000))
-    return Error(400, "limit must be an integer from 1 to 100000");
+  Value fields;
+  fields.Set("enrollment_id", Value::String(id));
+  PageWriter page(options_.max_response_bytes, 'q', "commands", std::move(fields));
   std::lock_guard lock(d_.locks->For(id));
-  auto entries = d_.queue->List(id, static_cast<size_t>(limit));
-  if (!entries.ok()) return FromStatus(entries.status());
-  Value list = Value::MakeArray();
-  for (const auto& q : *entries) list.AsArray()->push_back(QueueEntryJson(q));
-  Value out;
-  out.Set("enrollment_id", Value::String(id));
-  out.Set("commands", std::move(list));
-  return Json(200, out);
+  // Read in small chunks: entries hold whole command plists, only a page's worth is read.
+  for (bool more = false;;) {
+    const size_t want = std::min<size_t>(kFetchChunk, static_cast<size_t>(limit) - page.count() + 1);
+    auto entries = d_.queue->ListPage(id, after, want);
+    if (!entries.ok()) return FromStatus(entries.status());
+    for (const auto& loc : *entries) {
+      if (page.count() == static_cast<size_t>(limit)) {
+        more = true;
+        break;
+      }
+      const std::string pos = queue::CommandQueue::QueuePosition(id, loc.key);
+      auto added = page.Add(QueueEntryJson(loc.entry), pos);
+      if (!added.ok()) return FromStatus(added.status());
+      if (!*added) {
+        more = true;
+        break;
+      }
+      after = pos;
+    }
+    if (more || entries->size() < want) return page.Finish(more);
+  }
 }
 
 http::Response AdminApi::ClearQueue(const std::string& id) {
@@ -563,7 +816,7 @@ http::Response AdminApi::ClearQueue(const std::string& id) {
   }
   Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st);
-  log::Info(kLog, "event=queue_cleared enrollment_id={} commands={}", id, *n);
+  log::Info(kLog, "event=queue_cleared enrollment_id={} commands={}", LogSafe(id), *n);
   Value out;
   out.Set("removed", Value::Integer(static_cast<int64_t>(*n)));
   return Json(200, out);
@@ -580,28 +833,45 @@ http::Response AdminApi::DeleteQueued(const std::string& id, const std::string& 
             .request_type = (*loc)->entry.request_type});
   Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st);
-  log::Info(kLog, "event=queued_command_deleted enrollment_id={} command_uuid={}", id, uuid);
+  log::Info(kLog, "event=queued_command_deleted enrollment_id={} command_uuid={}", LogSafe(id),
+            LogSafe(uuid));
   Value out;
   out.Set("removed", Value::Integer(1));
   return Json(200, out);
 }
 
 http::Response AdminApi::ListResults(const std::string& id, const http::Request& r) {
-  int64_t limit = 100;
-  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 10000))
-    return Error(400, "limit must be an integer from 1 to 10000");
+  http::Response error;
+  int64_t limit = 0;
+  std::string after;
+  if (!PageLimit(r, 100, 10000, &limit, &error) || !PageCursor(r, 'r', &after, &error)) return error;
   auto e = d_.enrollments->Get(id);
   if (!e.ok()) return FromStatus(e.status());
   if (!e->has_value()) return Error(404, "no enrollment " + id);
-  auto results = d_.queue->ListResults(id, static_cast<size_t>(limit));
-  if (!results.ok()) return FromStatus(results.status());
   plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
-  Value list = Value::MakeArray();
-  for (const auto& res : *results) list.AsArray()->push_back(ResultJson(res, false, limits));
-  Value out;
-  out.Set("enrollment_id", Value::String(id));
-  out.Set("results", std::move(list));
-  return Json(200, out);
+  Value fields;
+  fields.Set("enrollment_id", Value::String(id));
+  PageWriter page(options_.max_response_bytes, 'r', "results", std::move(fields));
+  for (bool more = false;;) {
+    const size_t want = std::min<size_t>(kFetchChunk, static_cast<size_t>(limit) - page.count() + 1);
+    auto results = d_.queue->ListResults(id, want, after);
+    if (!results.ok()) return FromStatus(results.status());
+    for (const auto& res : *results) {
+      if (page.count() == static_cast<size_t>(limit)) {
+        more = true;
+        break;
+      }
+      const std::string pos = queue::CommandQueue::ResultPosition(res);
+      auto added = page.Add(ResultJson(res, false, limits), pos);
+      if (!added.ok()) return FromStatus(added.status());
+      if (!*added) {
+        more = true;
+        break;
+      }
+      after = pos;
+    }
+    if (more || results->size() < want) return page.Finish(more);
+  }
 }
 
 http::Response AdminApi::GetResult(const std::string& id, const std::string& uuid,
@@ -609,9 +879,21 @@ http::Response AdminApi::GetResult(const std::string& id, const std::string& uui
   auto res = d_.queue->GetResult(id, uuid);
   if (!res.ok()) return FromStatus(res.status());
   if (!res->has_value()) return Error(404, "no result for command " + uuid + " of " + id);
-  if (r.Param("format") == "plist") return http::Response{200, "application/xml", (*res)->raw, {}};
+  const size_t max = options_.max_response_bytes;
+  if (r.Param("format") == "plist") {
+    if ((*res)->raw.size() > max)
+      return Error(413, "the report is " + std::to_string((*res)->raw.size()) +
+                            " bytes, over api.max_response_bytes (" + std::to_string(max) + ")");
+    return http::Response{200, "application/xml", (*res)->raw, {}};
+  }
   plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
-  return Json(200, ResultJson(**res, true, limits));
+  Value v = ResultJson(**res, true, limits);
+  if (plist::ToJson(v).size() + 1 > max) {
+    // The report does not fit: answer without it (?format=plist may still have it).
+    v.Erase("response");
+    v.Set("response_truncated", Value::Bool(true));
+  }
+  return BoundedJson(std::move(v), max);
 }
 
 http::Response AdminApi::SetBlocked(const std::string& id, bool blocked) {
@@ -627,40 +909,63 @@ http::Response AdminApi::SetBlocked(const std::string& id, bool blocked) {
             .enrollment_id = id});
   Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st);
-  log::Info(kLog, "event={} enrollment_id={}", blocked ? "blocked" : "unblocked", id);
-  return Json(200, EnrollmentJson(e));
+  log::Info(kLog, "event={} enrollment_id={}", blocked ? "blocked" : "unblocked", LogSafe(id));
+  return BoundedJson(EnrollmentJson(e), options_.max_response_bytes);
 }
 
 http::Response AdminApi::ListEvents(const http::Request& r) {
-  int64_t after = 0, limit = 100;
+  http::Response error;
+  int64_t after = 0, limit = 0;
+  if (!PageLimit(r, 100, 10000, &limit, &error)) return error;
   if (r.HasParam("after") && (!ParseInt(r.Param("after"), &after) || after < 0))
     return Error(400, "after must be an event sequence number (>= 0)");
-  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), &limit) || limit < 1 || limit > 10000))
-    return Error(400, "limit must be an integer from 1 to 10000");
-  auto evs = d_.events->Read(static_cast<uint64_t>(after), static_cast<size_t>(limit));
-  if (!evs.ok()) return FromStatus(evs.status());
-  plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
-  Value list = Value::MakeArray();
-  uint64_t last = static_cast<uint64_t>(after);
-  for (const auto& ev : *evs) {
-    Value v;
-    v.Set("seq", Value::Integer(static_cast<int64_t>(ev.seq)));
-    v.Set("type", Value::String(ev.type));
-    v.Set("time", Time(ev.time_ms));
-    v.Set("enrollment_id", Value::String(ev.enrollment_id));
-    if (!ev.command_uuid.empty()) v.Set("command_uuid", Value::String(ev.command_uuid));
-    if (!ev.request_type.empty()) v.Set("request_type", Value::String(ev.request_type));
-    if (!ev.payload_json.empty()) {
-      auto payload = plist::ParseJson(ev.payload_json, limits);
-      if (payload.ok()) v.Set("payload", std::move(payload.value()));
-    }
-    list.AsArray()->push_back(std::move(v));
-    last = ev.seq;
+  std::string position;
+  if (!PageCursor(r, 'v', &position, &error)) return error;
+  if (!position.empty()) {
+    if (r.HasParam("after")) return Error(400, "give after or cursor, not both");
+    if (position.size() != 8) return Error(400, "cursor is not one this server issued");
+    after = static_cast<int64_t>(GetBigEndian64(position));
   }
-  Value out;
-  out.Set("events", std::move(list));
-  out.Set("last_seq", Value::Integer(static_cast<int64_t>(last)));
-  return Json(200, out);
+  plist::Limits limits{options_.max_body_bytes, options_.max_plist_depth};
+  PageWriter page(options_.max_response_bytes, 'v', "events", Value(),
+                  /*late_reserve: ,"last_seq":N */ 32);
+  uint64_t last = static_cast<uint64_t>(after);
+  for (bool more = false;;) {
+    const size_t want = std::min<size_t>(kFetchChunk, static_cast<size_t>(limit) - page.count() + 1);
+    auto evs = d_.events->Read(last, want);
+    if (!evs.ok()) return FromStatus(evs.status());
+    for (const auto& ev : *evs) {
+      if (page.count() == static_cast<size_t>(limit)) {
+        more = true;
+        break;
+      }
+      Value v;
+      v.Set("seq", Value::Integer(static_cast<int64_t>(ev.seq)));
+      v.Set("type", Value::String(ev.type));
+      v.Set("time", Time(ev.time_ms));
+      v.Set("enrollment_id", Value::String(ev.enrollment_id));
+      if (!ev.command_uuid.empty()) v.Set("command_uuid", Value::String(ev.command_uuid));
+      if (!ev.request_type.empty()) v.Set("request_type", Value::String(ev.request_type));
+      if (!ev.payload_json.empty()) {
+        auto payload = plist::ParseJson(ev.payload_json, limits);
+        if (payload.ok()) v.Set("payload", std::move(payload.value()));
+      }
+      std::string pos;
+      PutBigEndian64(&pos, ev.seq);
+      auto added = page.Add(std::move(v), pos);
+      if (!added.ok()) return FromStatus(added.status());
+      if (!*added) {
+        more = true;
+        break;
+      }
+      last = ev.seq;
+    }
+    if (more || evs->size() < want) {
+      Value late;
+      late.Set("last_seq", Value::Integer(static_cast<int64_t>(last)));
+      return page.Finish(more, late);
+    }
+  }
 }
 
 }  // namespace orchard::api

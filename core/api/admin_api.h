@@ -5,8 +5,10 @@
 //   GET|POST /v1/push/{id,id,...}
 //   PUT  /v1/pushcert                          PEM certificate + key, or PKCS#12
 //                                              (password in X-Pkcs12-Password)
-//   GET  /version
+//   GET  /version                              (no API key needed, as NanoMDM)
 // with NanoMDM's JSON result shape and 200 (all ok) / 207 (some failed) / 500.
+// Commands are checked for what a device cannot parse and stored re-serialized.
+// Every listing is paged by count and by bytes with an opaque cursor.
 // Orchard's own routes are listed in docs/api.md.
 //
 // The key may be sent as HTTP Basic auth (any user name, key as password, as
@@ -33,6 +35,9 @@ struct Options {
   size_t max_body_bytes = 8 * 1024 * 1024;
   int max_plist_depth = 64;
   std::string version;
+  // No answer body is larger (api.max_response_bytes): listings end a page early, an item
+  // that alone is too big is shortened and flagged "truncated".
+  size_t max_response_bytes = 16 * 1024 * 1024;
 };
 
 struct Deps {
@@ -63,7 +68,7 @@ class AdminApi {
                               bool nopush);
   http::Response PushIds(const std::string& ids);
   http::Response PutPushCert(const http::Request& request);
-  http::Response ListPushCerts();
+  http::Response ListPushCerts(const http::Request& request);
   http::Response ListEnrollments(const http::Request& request);
   http::Response GetEnrollment(const std::string& id);
   http::Response GetQueue(const std::string& id, const http::Request& request);

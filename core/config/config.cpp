@@ -95,6 +95,8 @@ const std::map<std::string, Setter>& Keys() {
       {"max_body_bytes",
        IntSetter(4096, 256 << 20, [](Config* c, int64_t n) { c->max_body_bytes = size_t(n); })},
       {"max_plist_depth", IntSetter(4, 512, [](Config* c, int64_t n) { c->max_plist_depth = int(n); })},
+      {"api.max_response_bytes",
+       IntSetter(65536, 1 << 30, [](Config* c, int64_t n) { c->api_max_response_bytes = size_t(n); })},
       {"auth.cert_header", StringSetter(&Config::cert_header)},
       {"auth.device_ca",
        [](const std::string&, const std::string& v, Config* c) {

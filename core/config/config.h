@@ -25,6 +25,7 @@ struct Config {
   std::string api_key;                      // admin API key (required for the admin API)
   size_t max_body_bytes = 8 * 1024 * 1024;  // device and admin request bodies
   int max_plist_depth = 64;
+  size_t api_max_response_bytes = 16 * 1024 * 1024;  // largest admin API answer body
 
   // Device identity.
   std::string cert_header = "Client-Cert";  // proxy header carrying the device cert ("" = off)

@@ -1,5 +1,6 @@
 #include "ctl/commands.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -414,11 +415,68 @@ int RunPushCert(Context& ctx, const ParsedArgs& a) {
   return kExitOk;
 }
 
+// ---- listings -----------------------------------------------------------------
+
+// Reads a paged listing, following next_cursor from `cursor` until the listing ends or
+// max_items (0: no limit) items were read. *out is the last page with `array_key` holding
+// every item read, in order; *next is the cursor to continue from ("" at the end).
+// page_max is the server's largest page size for the route.
+int FetchPages(Context& ctx, const std::string& path, const Query& q, const char* array_key,
+               int64_t page_max, int64_t max_items, std::string cursor, Value* out,
+               std::string* next) {
+  Value items = Value::MakeArray();
+  std::set<std::string> seen_cursors;
+  Reply reply;
+  for (;;) {
+    Query page;
+    for (const auto& kv : q)
+      if (cursor.empty() || kv.first != "after") page.push_back(kv);  // the cursor continues it
+    int64_t want = page_max;
+    if (max_items > 0) want = std::min<int64_t>(page_max, max_items - static_cast<int64_t>(items.AsArray()->size()));
+    page.emplace_back("limit", std::to_string(want));
+    if (!cursor.empty()) page.emplace_back("cursor", cursor);
+    int rc = Send(ctx, "GET", path, page, "", "", &reply);
+    if (rc != kExitOk) return rc;
+    if (const Value* list = reply.json.Find(array_key); list && list->AsArray())
+      for (const auto& e : *list->AsArray()) items.AsArray()->push_back(e);
+    *next = std::string(reply.json.GetString("next_cursor"));
+    if (next->empty()) break;
+    if (max_items > 0 && static_cast<int64_t>(items.AsArray()->size()) >= max_items) break;
+    if (!seen_cursors.insert(*next).second) {
+      Err(ctx, "the server repeated a page cursor; stopping");
+      return kExitFailed;
+    }
+    cursor = *next;
+  }
+  *out = std::move(reply.json);
+  out->Set(array_key, std::move(items));
+  out->Set("next_cursor", Value::String(*next));
+  return kExitOk;
+}
+
+// Reads --limit N (0 when absent).
+bool ItemLimit(Context& ctx, const ParsedArgs& a, const char* command, int64_t* out, int* rc) {
+  *out = 0;
+  if (!a.Has("limit")) return true;
+  if (!ParseCount(a.Get("limit"), out) || *out < 1) {
+    *rc = Usage(ctx, command, "--limit must be a positive integer");
+    return false;
+  }
+  return true;
+}
+
+void MoreHint(Context& ctx, const std::string& next, const char* what) {
+  if (!next.empty())
+    std::fprintf(ctx.err, "more %s than --limit; next page: --cursor %s\n", what,
+                 Printable(next).c_str());
+}
+
 int RunPushCerts(Context& ctx, const ParsedArgs& a) {
   if (!a.positionals.empty())
     return Usage(ctx, "pushcerts", "unexpected argument " + a.positionals[0]);
   Reply reply;
-  int rc = Send(ctx, "GET", "/v1/pushcerts", {}, "", "", &reply);
+  std::string next;
+  int rc = FetchPages(ctx, "/v1/pushcerts", {}, "push_certs", 1000, 0, "", &reply.json, &next);
   if (rc != kExitOk) return rc;
   if (ctx.json) {
     PrintJson(ctx, reply.json);
@@ -464,42 +522,25 @@ int RunDevices(Context& ctx, const ParsedArgs& a) {
       return Usage(ctx, "devices", std::string("--") + flag + ": " + ms.status().message());
     q.emplace_back(param, std::to_string(*ms));
   }
-  if (a.Has("limit")) {
-    int64_t n;
-    if (!ParseCount(a.Get("limit"), &n) || n < 1)
-      return Usage(ctx, "devices", "--limit must be a positive integer");
-    q.emplace_back("limit", a.Get("limit"));
+  int64_t max_items = 0;
+  int bad = 0;
+  if (!ItemLimit(ctx, a, "devices", &max_items, &bad)) return bad;
+  if (a.Has("all") && a.Has("cursor")) return Usage(ctx, "devices", "--all and --cursor cannot be combined");
+  int64_t page_max = 1000;
+  if (a.Has("all") && max_items > 0) {
+    page_max = std::min<int64_t>(max_items, 1000);  // --limit is then the page size
+    max_items = 0;
   }
-  const bool all = a.Has("all");
-  if (all && a.Has("cursor")) return Usage(ctx, "devices", "--all and --cursor cannot be combined");
-  std::string cursor = a.Get("cursor");
-
-  Value enrollments = Value::MakeArray();
+  Value listing;
   std::string next;
-  std::set<std::string> seen_cursors;
-  Reply reply;
-  for (;;) {
-    Query page = q;
-    if (!cursor.empty()) page.emplace_back("cursor", cursor);
-    int rc = Send(ctx, "GET", "/v1/enrollments", page, "", "", &reply);
-    if (rc != kExitOk) return rc;
-    if (const Value* list = reply.json.Find("enrollments"); list && list->AsArray())
-      for (const auto& e : *list->AsArray()) enrollments.AsArray()->push_back(e);
-    next = std::string(reply.json.GetString("next_cursor"));
-    if (!all || next.empty() || !seen_cursors.insert(next).second) break;
-    cursor = next;
-  }
+  int rc = FetchPages(ctx, "/v1/enrollments", q, "enrollments", page_max, max_items, a.Get("cursor"),
+                      &listing, &next);
+  if (rc != kExitOk) return rc;
   if (ctx.json) {
-    if (!all) {
-      PrintJson(ctx, reply.json);
-    } else {
-      Value out;
-      out.Set("enrollments", std::move(enrollments));
-      out.Set("next_cursor", Value::String(""));
-      PrintJson(ctx, out);
-    }
+    PrintJson(ctx, listing);
     return kExitOk;
   }
+  const Value& enrollments = *listing.Find("enrollments");
   Table t({"ID", "SERIAL", "MODEL/PRODUCT", "OS", "STATE", "LAST SEEN", "BLOCKED"});
   for (const auto& e : *enrollments.AsArray()) {
     std::string model = Field(e, "model");
@@ -512,9 +553,7 @@ int RunDevices(Context& ctx, const ParsedArgs& a) {
     Print(ctx, "no enrollments match\n");
   else
     Print(ctx, t.Render());
-  if (!all && !next.empty())
-    std::fprintf(ctx.err, "more enrollments (--all lists every page); next page: --cursor %s\n",
-                 Printable(next).c_str());
+  MoreHint(ctx, next, "enrollments");
   return kExitOk;
 }
 
@@ -577,14 +616,12 @@ int RunQueue(Context& ctx, const ParsedArgs& a) {
     }
     return kExitOk;
   }
-  Query q;
-  if (a.Has("limit")) {
-    int64_t n;
-    if (!ParseCount(a.Get("limit"), &n) || n < 1)
-      return Usage(ctx, "queue", "--limit must be a positive integer");
-    q.emplace_back("limit", a.Get("limit"));
-  }
-  int rc = Send(ctx, "GET", EnrollmentPath(id) + "/queue", q, "", "", &reply);
+  int64_t max_items = 0;
+  int bad = 0;
+  if (!ItemLimit(ctx, a, "queue", &max_items, &bad)) return bad;
+  std::string next;
+  int rc = FetchPages(ctx, EnrollmentPath(id) + "/queue", {}, "commands", 100000, max_items, "",
+                      &reply.json, &next);
   if (rc != kExitOk) return rc;
   if (ctx.json) {
     PrintJson(ctx, reply.json);
@@ -601,6 +638,7 @@ int RunQueue(Context& ctx, const ParsedArgs& a) {
     Print(ctx, "no commands queued for " + Printable(id) + "\n");
   else
     Print(ctx, t.Render());
+  if (!next.empty()) std::fprintf(ctx.err, "more commands queued than --limit\n");
   return kExitOk;
 }
 
@@ -631,15 +669,13 @@ int RunResults(Context& ctx, const ParsedArgs& a) {
     return kExitOk;
   }
   if (a.Has("plist")) return Usage(ctx, "results", "--plist needs a command UUID");
-  Query q;
-  if (a.Has("limit")) {
-    int64_t n;
-    if (!ParseCount(a.Get("limit"), &n) || n < 1)
-      return Usage(ctx, "results", "--limit must be a positive integer");
-    q.emplace_back("limit", a.Get("limit"));
-  }
+  int64_t max_items = 0;
+  int bad = 0;
+  if (!ItemLimit(ctx, a, "results", &max_items, &bad)) return bad;
   Reply reply;
-  int rc = Send(ctx, "GET", EnrollmentPath(id) + "/results", q, "", "", &reply);
+  std::string next;
+  int rc = FetchPages(ctx, EnrollmentPath(id) + "/results", {}, "results", 10000, max_items, "",
+                      &reply.json, &next);
   if (rc != kExitOk) return rc;
   if (ctx.json) {
     PrintJson(ctx, reply.json);
@@ -654,6 +690,7 @@ int RunResults(Context& ctx, const ParsedArgs& a) {
     Print(ctx, "no results for " + Printable(id) + "\n");
   else
     Print(ctx, t.Render());
+  if (!next.empty()) std::fprintf(ctx.err, "more results than --limit\n");
   return kExitOk;
 }
 
@@ -688,13 +725,12 @@ int RunEvents(Context& ctx, const ParsedArgs& a) {
       return Usage(ctx, "events", "--after must be an event sequence number");
     q.emplace_back("after", a.Get("after"));
   }
-  if (a.Has("limit")) {
-    if (!ParseCount(a.Get("limit"), &n) || n < 1)
-      return Usage(ctx, "events", "--limit must be a positive integer");
-    q.emplace_back("limit", a.Get("limit"));
-  }
+  int64_t max_items = 100;
+  if (a.Has("limit") && (!ParseCount(a.Get("limit"), &max_items) || max_items < 1))
+    return Usage(ctx, "events", "--limit must be a positive integer");
   Reply reply;
-  int rc = Send(ctx, "GET", "/v1/events", q, "", "", &reply);
+  std::string next;
+  int rc = FetchPages(ctx, "/v1/events", q, "events", 10000, max_items, "", &reply.json, &next);
   if (rc != kExitOk) return rc;
   if (ctx.json) {
     PrintJson(ctx, reply.json);
@@ -811,9 +847,9 @@ const std::vector<CommandSpec>& Commands() {
        "  --seen-before TIME     last seen before TIME\n"
        "                         TIME: RFC 3339 (2026-11-23T15:42:00Z), a date (2026-11-23),\n"
        "                         Unix milliseconds, or a duration ago (90s, 15m, 36h, 7d)\n"
-       "  --limit N              page size (server default 100, at most 1000)\n"
-       "  --all                  follow next_cursor through every page\n"
-       "  --cursor C             start at this page cursor\n",
+       "  --limit N              list at most N (default: every page)\n"
+       "  --all                  every page (the default); with --limit N, N is the page size\n"
+       "  --cursor C             start at this page cursor (printed when --limit stops early)\n",
        {{"serial", true},
         {"model", true},
         {"os", true},
@@ -836,7 +872,7 @@ const std::vector<CommandSpec>& Commands() {
       {"queue",
        "ID [--limit N | --clear | --delete UUID]",
        "list or edit an enrollment's command queue",
-       "  --limit N       list at most N commands (default 1000)\n"
+       "  --limit N       list at most N commands (default: all)\n"
        "  --clear         remove every queued command\n"
        "  --delete UUID   remove one queued command\n",
        {{"clear", false}, {"delete", true}, {"limit", true}},
@@ -844,7 +880,7 @@ const std::vector<CommandSpec>& Commands() {
       {"results",
        "ID [--limit N] | ID UUID [--plist]",
        "list command results, or show one",
-       "  with ID only: the newest results (--limit N, default 100)\n"
+       "  with ID only: the results, newest first (--limit N: at most N; default: all)\n"
        "  with ID UUID: that result as JSON including the device's response;\n"
        "  --plist prints the device's report plist byte for byte instead\n",
        {{"limit", true}, {"plist", false}},
@@ -860,7 +896,7 @@ const std::vector<CommandSpec>& Commands() {
        "[--after SEQ] [--limit N]",
        "list events from the durable event log",
        "  --after SEQ   only events after this sequence number (see last_seq)\n"
-       "  --limit N     at most N events (default 100)\n",
+       "  --limit N     at most N events (default 100), read page by page\n",
        {{"after", true}, {"limit", true}},
        RunEvents},
       {"version", "", "print orchardctl's and the server's version", "", {}, RunVersion},

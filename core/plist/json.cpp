@@ -4,7 +4,8 @@
 // Tagged forms: a JSON object with exactly one member "$data" (base64 string) or "$date"
 // (RFC 3339 string) is a <data> / <date>. A genuine one-member dict whose key is one of
 // "$data", "$date", "$$data", "$$date", ... is written with one more leading '$' and read
-// back with one less, so every Value round-trips.
+// back with one less, so every Value round-trips, except strings that are not valid UTF-8
+// (the writer replaces each stray byte with U+FFFD: JSON must be UTF-8).
 #include <charconv>
 #include <cmath>
 
@@ -31,6 +32,18 @@ void AppendJsonString(std::string* out, std::string_view s) {
   size_t start = 0;
   for (size_t i = 0; i < s.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      uint32_t cp = 0;
+      const size_t n = internal::DecodeUtf8(s, i, &cp);
+      if (n > 0) {
+        i += n - 1;  // a well-formed sequence is copied as is
+        continue;
+      }
+      out->append(s.data() + start, i - start);
+      out->append("\xEF\xBF\xBD");  // U+FFFD for each byte that is not well-formed UTF-8
+      start = i + 1;
+      continue;
+    }
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     out->append(s.data() + start, i - start);
     start = i + 1;

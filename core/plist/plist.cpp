@@ -382,6 +382,53 @@ void DedupeKeys(Dict* d) {
   d->erase(d->begin() + static_cast<std::ptrdiff_t>(w), d->end());
 }
 
+size_t DecodeUtf8(std::string_view s, size_t i, uint32_t* cp) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c0 = byte(i);
+  if (c0 < 0x80) {
+    *cp = c0;
+    return 1;
+  }
+  size_t n = 0;
+  uint32_t v = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c0 >= 0xC2 && c0 <= 0xDF) {
+    n = 2;
+    v = c0 & 0x1F;
+  } else if (c0 >= 0xE0 && c0 <= 0xEF) {
+    n = 3;
+    v = c0 & 0x0F;
+    if (c0 == 0xE0) lo = 0xA0;  // overlong
+    if (c0 == 0xED) hi = 0x9F;  // UTF-16 surrogates
+  } else if (c0 >= 0xF0 && c0 <= 0xF4) {
+    n = 4;
+    v = c0 & 0x07;
+    if (c0 == 0xF0) lo = 0x90;  // overlong
+    if (c0 == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (s.size() - i < n) return 0;
+  const unsigned char c1 = byte(i + 1);
+  if (c1 < lo || c1 > hi) return 0;
+  v = v << 6 | (c1 & 0x3F);
+  for (size_t k = 2; k < n; ++k) {
+    const unsigned char ck = byte(i + k);
+    if ((ck & 0xC0) != 0x80) return 0;
+    v = v << 6 | (ck & 0x3F);
+  }
+  *cp = v;
+  return n;
+}
+
+std::string CodePointName(uint32_t cp) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string digits;
+  for (uint32_t v = cp; v; v >>= 4) digits.insert(digits.begin(), kHex[v & 15]);
+  while (digits.size() < 4) digits.insert(digits.begin(), '0');
+  return "U+" + digits;
+}
+
 std::string QuoteForError(std::string_view s) {
   constexpr size_t kMax = 40;
   static constexpr char kHex[] = "0123456789abcdef";
@@ -407,4 +454,90 @@ std::string_view TrimXmlSpace(std::string_view s) {
 }
 
 }  // namespace internal
+}  // namespace orchard::plist
+
+namespace orchard::plist {
+namespace {
+
+// One path segment for a message: control and non-ASCII bytes as \xNN, at most 64 bytes.
+std::string SegmentForError(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 64; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c >= 0x7f || c == '\\') {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > 64) out += "...";
+  return out;
+}
+
+class StringChecker {
+ public:
+  Status Check(const Value& v) {
+    switch (v.type()) {
+      case Type::kString:
+        return CheckText(*v.AsString(), "string");
+      case Type::kArray: {
+        const Array& a = *v.AsArray();
+        for (size_t i = 0; i < a.size(); ++i) {
+          path_.push_back(std::to_string(i));
+          Status st = Check(a[i]);
+          path_.pop_back();
+          if (!st.ok()) return st;
+        }
+        return Status::Ok();
+      }
+      case Type::kDict:
+        for (const auto& [k, e] : *v.AsDict()) {
+          path_.push_back(SegmentForError(k));
+          Status st = CheckText(k, "key");
+          if (st.ok()) st = Check(e);
+          path_.pop_back();
+          if (!st.ok()) return st;
+        }
+        return Status::Ok();
+      default:
+        return Status::Ok();
+    }
+  }
+
+ private:
+  std::string Path() const {
+    if (path_.empty()) return "/";
+    std::string out;
+    for (const auto& s : path_) out += "/" + s;
+    return out;
+  }
+  Status CheckText(std::string_view s, const char* what) {
+    for (size_t i = 0; i < s.size();) {
+      uint32_t cp = 0;
+      const size_t n = internal::DecodeUtf8(s, i, &cp);
+      if (n == 0) {
+        return Status::InvalidArgument(std::string(what) + " at " + Path() +
+                                       " is not valid UTF-8 (byte " + std::to_string(i) + ")");
+      }
+      if (!internal::IsXmlChar(cp)) {
+        return Status::InvalidArgument(std::string(what) + " at " + Path() + " contains " +
+                                       internal::CodePointName(cp) +
+                                       ", which XML 1.0 does not allow (byte " +
+                                       std::to_string(i) + ")");
+      }
+      i += n;
+    }
+    return Status::Ok();
+  }
+
+  std::vector<std::string> path_;
+};
+
+}  // namespace
+
+Status CheckXmlStrings(const Value& v) { return StringChecker().Check(v); }
+
 }  // namespace orchard::plist

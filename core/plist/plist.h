@@ -96,8 +96,26 @@ struct Limits {
   int max_depth = 64;                  // nested arrays/dicts
 };
 
-// Parses an XML plist (with or without XML declaration / DOCTYPE).
+// Parses an XML plist (with or without XML declaration / DOCTYPE). Lenient about text
+// content (device reports are read as sent): use CheckXmlText first for a document that is
+// to be handed to a device.
 Result<Value> ParseXml(std::string_view xml, const Limits& limits = {});
+
+// Checks that an XML document can be read by a device's strict XML 1.0 parser and means
+// the same there as to ParseXml. InvalidArgument ("plist: ... at line L (byte offset N)")
+// for: invalid UTF-8; a character XML 1.0 forbids (controls other than tab, LF and CR,
+// U+FFFE, U+FFFF), raw or as a character reference (&#0;, &#x1;, &#xFFFE;, &#xD800;);
+// an entity reference other than the five predefined ones, or a bare '&'; a DOCTYPE with
+// an internal subset ('['); any other markup declaration such as <!ENTITY. The standard
+// `<!DOCTYPE plist PUBLIC "..." "...">` line, comments, CDATA and processing instructions
+// are fine. Does not check well-formedness (ParseXml does). Linear time, no allocation.
+Status CheckXmlText(std::string_view xml);
+
+// Checks that every string and dict key in v is valid UTF-8 made only of characters
+// XML 1.0 allows (tab, LF, CR, U+0020..U+D7FF, U+E000..U+FFFD, U+10000..U+10FFFF), so
+// ToXml(v) is a document a device can parse. InvalidArgument names the element path
+// (e.g. "/Command/Message") and the byte offset inside the string.
+Status CheckXmlStrings(const Value& v);
 // Serializes as an XML plist (declaration, DOCTYPE, tab indentation). XML cannot carry
 // NUL characters: a string or key containing one does not parse back.
 std::string ToXml(const Value& v);
@@ -106,7 +124,10 @@ std::string ToXml(const Value& v);
 // <data> is {"$data": "<base64>"} and <date> is {"$date": "<RFC 3339>"} so that
 // JSON round-trips losslessly. A genuine one-key dict whose key is "$data"/"$date" (or
 // that with more leading '$') is written with one extra '$' and read back with one less.
-// Non-finite reals are written as null.
+// Non-finite reals are written as null. The output is always valid UTF-8 (RFC 8259): in
+// strings and keys, each byte that is not part of a well-formed UTF-8 sequence (stray
+// continuation bytes, overlong forms, UTF-16 surrogates, code points above U+10FFFF) is
+// written as U+FFFD, so such strings do not round-trip; control characters are escaped.
 std::string ToJson(const Value& v, bool pretty = false);
 // Parses JSON; integers without fraction/exponent that fit int64 become
 // Integer, other numbers Real; null is rejected (plists have no null).

@@ -385,6 +385,172 @@ void WriteXml(const Value& v, int indent, std::string* out) {
 
 }  // namespace
 
+namespace {
+
+// Scanner behind CheckXmlText: one forward pass over the bytes.
+class XmlTextChecker {
+ public:
+  explicit XmlTextChecker(std::string_view xml) : s_(xml) {}
+
+  Status Run() {
+    if (s_.substr(0, 3) == "\xEF\xBB\xBF") i_ = 3;
+    while (i_ < s_.size()) {
+      const char c = s_[i_];
+      if (c == '<') {
+        Status st = Markup();
+        if (!st.ok()) return st;
+      } else if (c == '&') {
+        Status st = Reference();
+        if (!st.ok()) return st;
+      } else {
+        Status st = Char();
+        if (!st.ok()) return st;
+      }
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status Fail(const std::string& what, size_t at) const {
+    size_t line = 1;
+    for (size_t k = 0; k < at && k < s_.size(); ++k) line += s_[k] == '\n';
+    return Status::InvalidArgument("plist: " + what + " at line " + std::to_string(line) +
+                                   " (byte offset " + std::to_string(at) + ")");
+  }
+  bool At(std::string_view lit) const { return s_.substr(i_, lit.size()) == lit; }
+
+  // One character of text; advances past it.
+  Status Char() {
+    uint32_t cp = 0;
+    const size_t n = internal::DecodeUtf8(s_, i_, &cp);
+    if (n == 0) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      const unsigned char b = static_cast<unsigned char>(s_[i_]);
+      return Fail(std::string("invalid UTF-8 (byte 0x") + kHex[b >> 4] + kHex[b & 15] + ")", i_);
+    }
+    if (!internal::IsXmlChar(cp))
+      return Fail("character " + internal::CodePointName(cp) + ", which XML 1.0 does not allow", i_);
+    i_ += n;
+    return Status::Ok();
+  }
+
+  // Characters up to and past the terminator (comment, CDATA, processing instruction).
+  // Unterminated: checks to the end and leaves the error to the parser.
+  Status SkipTo(std::string_view end) {
+    const size_t e = s_.find(end, i_);
+    const size_t stop = e == std::string_view::npos ? s_.size() : e;
+    while (i_ < stop) {
+      Status st = Char();
+      if (!st.ok()) return st;
+    }
+    if (e != std::string_view::npos) i_ = e + end.size();
+    return Status::Ok();
+  }
+
+  Status Markup() {
+    if (At("<!--")) {
+      i_ += 4;
+      return SkipTo("-->");
+    }
+    if (At("<![CDATA[")) {
+      i_ += 9;
+      return SkipTo("]]>");
+    }
+    if (At("<?")) {
+      i_ += 2;
+      return SkipTo("?>");
+    }
+    if (At("<!DOCTYPE")) return Doctype();
+    if (At("<!")) {
+      std::string_view name = s_.substr(i_, 10);
+      return Fail("markup declaration " + internal::QuoteForError(name.substr(0, name.find_first_of(" \t\r\n"))) +
+                      " (entity and other declarations are not allowed)",
+                  i_);
+    }
+    ++i_;
+    return Status::Ok();
+  }
+
+  // <!DOCTYPE name PUBLIC "pubid" "system"> is fine; an internal subset [...] is not.
+  Status Doctype() {
+    const size_t start = i_;
+    i_ += 9;
+    while (i_ < s_.size()) {
+      const char c = s_[i_];
+      if (c == '>') {
+        ++i_;
+        return Status::Ok();
+      }
+      if (c == '[')
+        return Fail("internal DTD subset in <!DOCTYPE> (declarations such as <!ENTITY are not allowed)", i_);
+      if (c == '"' || c == '\'') {
+        const size_t e = s_.find(c, i_ + 1);
+        ++i_;
+        const size_t stop = e == std::string_view::npos ? s_.size() : e;
+        while (i_ < stop) {
+          Status st = Char();
+          if (!st.ok()) return st;
+        }
+        if (e != std::string_view::npos) i_ = e + 1;
+        continue;
+      }
+      Status st = Char();
+      if (!st.ok()) return st;
+    }
+    return Fail("unterminated <!DOCTYPE>", start);
+  }
+
+  // &name; or &#N; or &#xH; at i_.
+  Status Reference() {
+    const size_t start = i_;
+    constexpr size_t kMaxRef = 16;  // longest reference looked for: bounds the search
+    const size_t rel = s_.substr(start + 1, kMaxRef).find(';');
+    if (rel == std::string_view::npos)
+      return Fail("'&' that does not start a reference (write &amp;)", start);
+    const size_t semi = start + 1 + rel;
+    std::string_view body = s_.substr(start + 1, semi - start - 1);
+    if (!body.empty() && body[0] == '#') {
+      const bool hex = body.size() > 1 && body[1] == 'x';
+      std::string_view digits = body.substr(hex ? 2 : 1);
+      uint64_t v = 0;
+      bool ok = !digits.empty();
+      for (char d : digits) {
+        int h = -1;
+        if (d >= '0' && d <= '9') h = d - '0';
+        else if (hex && d >= 'a' && d <= 'f') h = d - 'a' + 10;
+        else if (hex && d >= 'A' && d <= 'F') h = d - 'A' + 10;
+        if (h < 0) {
+          ok = false;
+          break;
+        }
+        v = v * (hex ? 16 : 10) + static_cast<uint64_t>(h);
+        if (v > 0x10FFFF) v = 0x110000;  // saturate: out of range either way
+      }
+      if (!ok) return Fail("malformed character reference " + internal::QuoteForError(s_.substr(start, semi - start + 1)), start);
+      if (!internal::IsXmlChar(static_cast<uint32_t>(v))) {
+        std::string name = v > 0x10FFFF ? std::string("a code point above U+10FFFF")
+                                        : internal::CodePointName(static_cast<uint32_t>(v));
+        return Fail("character reference " + internal::QuoteForError(s_.substr(start, semi - start + 1)) +
+                        " to " + name + ", which XML 1.0 does not allow",
+                    start);
+      }
+    } else if (body != "lt" && body != "gt" && body != "amp" && body != "quot" && body != "apos") {
+      return Fail("undefined entity reference " + internal::QuoteForError(s_.substr(start, semi - start + 1)) +
+                      " (only &lt; &gt; &amp; &quot; &apos; and character references are allowed)",
+                  start);
+    }
+    i_ = semi + 1;
+    return Status::Ok();
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+Status CheckXmlText(std::string_view xml) { return XmlTextChecker(xml).Run(); }
+
 Result<Value> ParseXml(std::string_view xml, const Limits& limits) {
   if (xml.size() > limits.max_bytes) {
     return Status::TooLarge("plist: body of " + std::to_string(xml.size()) +

@@ -147,4 +147,21 @@ Result<std::vector<PushCert>> PushCertStore::List() {
   return out;
 }
 
+Result<std::vector<PushCert>> PushCertStore::ListPage(const std::string& after_topic, size_t limit) {
+  std::vector<PushCert> out;
+  std::string lower = kPrefix;
+  if (!after_topic.empty()) {
+    lower += after_topic;
+    lower.push_back('\0');  // strictly after
+  }
+  const std::string prefix = kPrefix;
+  auto it = store_->Scan(store::Cf::kMeta, lower, store::PrefixEnd(prefix));
+  for (; it->Valid() && out.size() < limit; it->Next()) {
+    auto c = Decode(it->value());
+    if (c.ok()) out.push_back(std::move(c.value()));
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
 }  // namespace orchard::push

@@ -77,6 +77,9 @@ class PushCertStore {
   // Every stored certificate; one whose key cannot be opened is listed with
   // key_error set and no key (so listings, metrics and expiry warnings keep it).
   Result<std::vector<PushCert>> List();
+  // As List, one page: up to limit certificates whose topic sorts after after_topic
+  // ("" = from the first), in topic order. Reads at most limit records.
+  Result<std::vector<PushCert>> ListPage(const std::string& after_topic, size_t limit);
 
  private:
   Result<PushCert> Decode(std::string_view bytes) const;

@@ -13,10 +13,27 @@ constexpr size_t kSuffixBytes = 9;  // priority byte + big-endian sequence
 constexpr char kSeqLeaseKey[] = "queue/seq_lease_end";
 constexpr uint64_t kSeqLease = 1000000;
 
+constexpr char kResultIndexMarker[] = "queue/results_by_enrollment_v1";
+
 std::string Prefix(const std::string& id) {
   std::string p = id;
   p.push_back('\0');
   return p;
+}
+
+// Position of a result in its enrollment's newest-first index: ~received ms(8) uuid.
+std::string ResultSuffix(int64_t received_ms, const std::string& uuid) {
+  std::string k;
+  PutBigEndian64(&k, ~static_cast<uint64_t>(received_ms));
+  k += uuid;
+  return k;
+}
+
+// The summary kept in the index: the result without the raw report.
+std::string ResultSummary(const store::CommandResult& r) {
+  store::CommandResult s = r;
+  s.raw.clear();
+  return s.Encode();
 }
 }  // namespace
 
@@ -30,6 +47,34 @@ CommandQueue::CommandQueue(store::Store* store) : store_(store) {
   else if (!hw.ok()) log::Error(kLog, "event=seq_lease_unreadable error=\"{}\"", hw.status().message());
   seq_ = start;
   lease_end_ = start;  // the first enqueue takes a lease
+  Status st = BackfillResultIndex();
+  if (!st.ok()) log::Error(kLog, "event=result_index_backfill_failed error=\"{}\"", st.message());
+}
+
+Status CommandQueue::BackfillResultIndex() {
+  auto done = store_->Get(store::Cf::kMeta, kResultIndexMarker);
+  if (!done.ok()) return done.status();
+  if (done->has_value()) return Status::Ok();
+  uint64_t n = 0;
+  store::Batch batch;
+  auto it = store_->Scan(store::Cf::kResults, "", "");
+  for (; it->Valid(); it->Next()) {
+    auto r = store::CommandResult::Decode(it->value(), /*with_raw=*/false);
+    const std::string_view key = it->key();
+    if (!r.ok() || key.size() <= r->command_uuid.size()) continue;
+    const std::string prefix(key.substr(0, key.size() - r->command_uuid.size()));
+    batch.Put(store::Cf::kResultsByEnrollment, prefix + ResultSuffix(r->received_ms, r->command_uuid),
+              ResultSummary(*r));
+    if (++n % 1000 == 0) {
+      ORCHARD_RETURN_IF_ERROR(store_->Write(batch));
+      batch.Clear();
+    }
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  batch.Put(store::Cf::kMeta, kResultIndexMarker, "1");
+  ORCHARD_RETURN_IF_ERROR(store_->Write(batch));
+  if (n) log::Info(kLog, "event=result_index_backfilled results={}", n);
+  return Status::Ok();
 }
 
 std::string CommandQueue::NextSeqKey(int priority) {
@@ -165,6 +210,33 @@ Result<std::vector<store::QueueEntry>> CommandQueue::List(const std::string& id,
   return out;
 }
 
+std::string CommandQueue::QueuePosition(const std::string& id, const std::string& key) {
+  const size_t p = Prefix(id).size();
+  return key.size() > p ? key.substr(p) : std::string();
+}
+
+Result<std::vector<Located>> CommandQueue::ListPage(const std::string& id, std::string_view after,
+                                                    size_t limit) {
+  const std::string prefix = Prefix(id);
+  std::string start = prefix;
+  if (!after.empty()) {
+    start.append(after);
+    start.push_back('\0');  // strictly after
+  }
+  std::vector<Located> out;
+  auto it = store_->Scan(store::Cf::kQueue, start, store::PrefixEnd(prefix));
+  for (; it->Valid() && out.size() < limit; it->Next()) {
+    auto e = store::QueueEntry::Decode(it->value());
+    if (!e.ok()) continue;
+    auto idx = store_->Get(store::Cf::kQueueIndex, prefix + e->command_uuid);
+    if (idx.ok() && idx->has_value() && (*idx)->size() >= kSuffixBytes + 8)
+      e->last_sent_ms = static_cast<int64_t>(GetBigEndian64((*idx)->substr(kSuffixBytes)));
+    out.push_back(Located{std::string(it->key()), std::move(e.value())});
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
 Result<uint64_t> CommandQueue::Count(const std::string& id) {
   const std::string prefix = Prefix(id);
   uint64_t n = 0;
@@ -191,6 +263,16 @@ Result<uint64_t> CommandQueue::Clear(store::Batch& batch, const std::string& id)
 void CommandQueue::PutResult(store::Batch& batch, const std::string& id,
                              const store::CommandResult& result) {
   std::string key = Prefix(id) + result.command_uuid;
+  // A result replacing one under the same key also replaces its index entry.
+  auto old = store_->Get(store::Cf::kResults, key);
+  if (old.ok() && old->has_value()) {
+    auto prev = store::CommandResult::Decode(**old, /*with_raw=*/false);
+    if (prev.ok() && prev->received_ms != result.received_ms)
+      batch.Delete(store::Cf::kResultsByEnrollment,
+                   Prefix(id) + ResultSuffix(prev->received_ms, result.command_uuid));
+  }
+  batch.Put(store::Cf::kResultsByEnrollment,
+            Prefix(id) + ResultSuffix(result.received_ms, result.command_uuid), ResultSummary(result));
   batch.Put(store::Cf::kResults, key, result.Encode());
   std::string tkey;
   PutBigEndian64(&tkey, static_cast<uint64_t>(result.received_ms));
@@ -207,19 +289,26 @@ Result<std::optional<store::CommandResult>> CommandQueue::GetResult(const std::s
   return std::optional<store::CommandResult>(std::move(r.value()));
 }
 
+std::string CommandQueue::ResultPosition(const store::CommandResult& r) {
+  return ResultSuffix(r.received_ms, r.command_uuid);
+}
+
 Result<std::vector<store::CommandResult>> CommandQueue::ListResults(const std::string& id,
-                                                                    size_t limit) {
+                                                                    size_t limit,
+                                                                    std::string_view after) {
   const std::string prefix = Prefix(id);
+  std::string start = prefix;
+  if (!after.empty()) {
+    start.append(after);
+    start.push_back('\0');  // strictly after
+  }
   std::vector<store::CommandResult> out;
-  auto it = store_->Scan(store::Cf::kResults, prefix, store::PrefixEnd(prefix));
-  for (; it->Valid(); it->Next()) {
+  auto it = store_->Scan(store::Cf::kResultsByEnrollment, start, store::PrefixEnd(prefix));
+  for (; it->Valid() && out.size() < limit; it->Next()) {
     auto r = store::CommandResult::Decode(it->value(), /*with_raw=*/false);
     if (r.ok()) out.push_back(std::move(r.value()));
   }
   ORCHARD_RETURN_IF_ERROR(it->status());
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return a.received_ms > b.received_ms; });
-  if (out.size() > limit) out.resize(limit);
   return out;
 }
 
@@ -237,8 +326,15 @@ Result<uint64_t> CommandQueue::SweepResults(int64_t cutoff_ms, size_t max_batch)
     // (a re-sent command may have produced a newer result under the same key).
     auto cur = store_->Get(store::Cf::kResults, result_key);
     if (cur.ok() && cur->has_value()) {
-      auto r = store::CommandResult::Decode(**cur);
-      if (r.ok() && r->received_ms < cutoff_ms) batch.Delete(store::Cf::kResults, result_key);
+      auto r = store::CommandResult::Decode(**cur, /*with_raw=*/false);
+      if (r.ok() && r->received_ms < cutoff_ms) {
+        batch.Delete(store::Cf::kResults, result_key);
+        if (result_key.size() > r->command_uuid.size()) {
+          const std::string prefix = result_key.substr(0, result_key.size() - r->command_uuid.size());
+          batch.Delete(store::Cf::kResultsByEnrollment,
+                       prefix + ResultSuffix(r->received_ms, r->command_uuid));
+        }
+      }
     }
     batch.Delete(store::Cf::kResultsByTime, k);
     ++n;

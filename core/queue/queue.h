@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -64,6 +65,12 @@ class CommandQueue {
   void Remove(store::Batch& batch, const std::string& enrollment_id, const Located& loc);
   // Lists up to limit queued entries in delivery order.
   Result<std::vector<store::QueueEntry>> List(const std::string& enrollment_id, size_t limit);
+  // A page of the queue in delivery order: up to limit entries whose position comes after
+  // `after` (empty: from the head). An entry's position is QueuePosition(id, located.key);
+  // it stays valid while the entry is queued and after it leaves. Reads at most limit entries.
+  Result<std::vector<Located>> ListPage(const std::string& enrollment_id, std::string_view after,
+                                        size_t limit);
+  static std::string QueuePosition(const std::string& enrollment_id, const std::string& key);
   // Number of queued entries of the enrollment (scans its index keys only).
   Result<uint64_t> Count(const std::string& enrollment_id);
   // Removes every queued entry of the enrollment; returns how many.
@@ -75,9 +82,16 @@ class CommandQueue {
   Result<std::optional<store::CommandResult>> GetResult(const std::string& enrollment_id,
                                                         const std::string& uuid);
   // The newest `limit` results of the enrollment, newest first, without the raw
-  // reports (GetResult has them).
+  // reports (GetResult has them). With `after` (a ResultPosition from an earlier call),
+  // the page continues after that result. Reads at most limit index entries
+  // (Cf::kResultsByEnrollment), never the reports.
   Result<std::vector<store::CommandResult>> ListResults(const std::string& enrollment_id,
-                                                        size_t limit);
+                                                        size_t limit, std::string_view after = {});
+  // The listing position of a result (opaque bytes; for paging ListResults).
+  static std::string ResultPosition(const store::CommandResult& result);
+  // Writes the newest-first index for results stored before it existed; done once (a
+  // marker in Cf::kMeta records it), in batches. Called by the constructor.
+  Status BackfillResultIndex();
   // Deletes results received before cutoff_ms (at most max_batch). Returns count.
   Result<uint64_t> SweepResults(int64_t cutoff_ms, size_t max_batch = 10000);
 

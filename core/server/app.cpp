@@ -92,7 +92,8 @@ class AppImpl : public App {
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_});
     api_ = std::make_unique<api::AdminApi>(
-        api::Options{config_.api_key, config_.max_body_bytes, config_.max_plist_depth, kVersion},
+        api::Options{config_.api_key, config_.max_body_bytes, config_.max_plist_depth, kVersion,
+                     config_.api_max_response_bytes},
         api::Deps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_,
                   push_.get(), push_certs_.get()});
     RegisterCollectors();

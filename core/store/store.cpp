@@ -20,7 +20,7 @@ namespace {
 constexpr const char* kLog = "store";
 constexpr const char* kCfNames[] = {"default",  "enrollments", "cert_bindings", "serials",
                                     "queue",    "queue_index", "results",       "results_by_time",
-                                    "events",   "counters",    "push_state"};
+                                    "events",   "counters",    "push_state",  "results_by_enrollment"};
 static_assert(sizeof(kCfNames) / sizeof(kCfNames[0]) == static_cast<size_t>(Cf::kCount));
 
 std::string EncodeInt64(int64_t v) {
@@ -214,7 +214,8 @@ Result<std::unique_ptr<Store>> Store::Open(const Options& options) {
     cfo.compression = rocksdb::kNoCompression;
     const Cf cf = static_cast<Cf>(i);
     if (cf == Cf::kCounters) cfo.merge_operator = std::make_shared<AddOperator>();
-    if (cf == Cf::kQueue || cf == Cf::kQueueIndex || cf == Cf::kEvents || cf == Cf::kResultsByTime) {
+    if (cf == Cf::kQueue || cf == Cf::kQueueIndex || cf == Cf::kEvents || cf == Cf::kResultsByTime ||
+        cf == Cf::kResultsByEnrollment) {
       // Queues are delete-heavy: compact files full of tombstones early.
       cfo.table_properties_collector_factories.emplace_back(
           rocksdb::NewCompactOnDeletionCollectorFactory(1024, 512));

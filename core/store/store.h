@@ -35,6 +35,8 @@ enum class Cf : int {
   kEvents,        // seq(8) -> Event
   kCounters,      // name -> int64 (little-endian), updated with Merge (atomic add)
   kPushState,     // enrollment id -> PushState
+  kResultsByEnrollment,  // enrollment id '\0' ~received ms(8) command uuid -> CommandResult
+                         // without raw (newest-first listing)
   kCount
 };
 const char* CfName(Cf cf);

@@ -13,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "apns_mock/mock_apns.h"
@@ -761,4 +762,102 @@ TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integra
   apns.reset();
   std::error_code ec;
   std::filesystem::remove_all(ca_dir, ec);
+}
+
+namespace {
+
+// RFC 3629 UTF-8, checked independently of the codec under test.
+bool IsStrictUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+    for (size_t k = 1; k < n; ++k) {
+      const unsigned char b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (b & 0x3F);
+    }
+    const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("orchardctl lists every item across byte-bounded pages", "[integration][ctl]") {
+  REQUIRE_FIXTURES();
+  Server server("api.max_response_bytes = 65536\n");
+  REQUIRE(server.Start());
+  server.Enroll();
+  const int n = 400;  // about 80 KB of queue listing: two pages or more at 64 KiB
+  for (int i = 0; i < n; ++i) {
+    auto r = HttpCall("PUT", server.url() + "/v1/enqueue/" + kUdid + "?nopush=1",
+                      "<plist><dict><key>CommandUUID</key><string>PAGE-" + std::to_string(i) +
+                          "</string><key>Command</key><dict><key>RequestType</key><string>ProfileList"
+                          "</string></dict></dict></plist>",
+                      {std::string("X-API-Key: ") + kApiKey});
+    REQUIRE(r.status == 200);
+  }
+  auto one_page = HttpCall("GET", server.url() + "/v1/enrollments/" + kUdid + "/queue", "",
+                           {std::string("X-API-Key: ") + kApiKey});
+  REQUIRE(!ParseJsonOrFail(one_page.body).GetString("next_cursor").empty());  // really paged
+
+  CtlRun r = server.Ctl("queue " + std::string(kUdid) + " --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  Value v = ParseJsonOrFail(r.out);
+  REQUIRE(v.Find("commands"));
+  std::vector<std::string> got;
+  for (const auto& c : *v.Find("commands")->AsArray()) got.emplace_back(c.GetString("command_uuid"));
+  REQUIRE(got.size() == static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) CHECK(got[static_cast<size_t>(i)] == "PAGE-" + std::to_string(i));
+  CHECK(v.GetString("next_cursor").empty());
+
+  r = server.Ctl("queue " + std::string(kUdid));
+  REQUIRE(r.exit_code == 0);
+  size_t rows = 0;
+  for (size_t at = r.out.find("PAGE-"); at != std::string::npos; at = r.out.find("PAGE-", at + 1)) ++rows;
+  CHECK(rows == static_cast<size_t>(n));
+  CHECK(r.err.empty());
+
+  // Events across pages, starting after a sequence number (the cursor then takes over).
+  r = server.Ctl("events --after 0 --limit 1000 --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  Value events = ParseJsonOrFail(r.out);
+  std::set<int64_t> seqs;
+  for (const auto& e : *events.Find("events")->AsArray()) seqs.insert(*e.Find("seq")->AsInteger());
+  CHECK(seqs.size() == events.Find("events")->AsArray()->size());
+  CHECK(seqs.size() >= static_cast<size_t>(n));
+
+  r = server.Ctl("queue " + std::string(kUdid) + " --limit 5");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("PAGE-4") != std::string::npos);
+  CHECK(r.out.find("PAGE-5") == std::string::npos);
+  CHECK(r.err.find("more commands queued than --limit") != std::string::npos);
+}
+
+TEST_CASE("orchardctl --json prints valid UTF-8 JSON when a device sent invalid UTF-8", "[integration][ctl]") {
+  REQUIRE_FIXTURES();
+  Server server;
+  REQUIRE(server.Start());
+  std::string auth = orchard::testing::ReadFile(FixturesDir() + "/Authenticate.1.plist");
+  const size_t dict = auth.find("<dict>");
+  REQUIRE(dict != std::string::npos);
+  auth.insert(dict + 6, "<key>DeviceName</key><string>Bad\xff\xfe \x01\x1b[2J \xC0\xAF</string>");
+  REQUIRE(HttpCall("PUT", server.url() + "/mdm", auth, {kCheckinType}).status == 200);
+  for (const char* cmd : {"devices --json", "device " , "events --json --limit 1000"}) {
+    std::string args = cmd;
+    if (args == "device ") args += std::string(kUdid) + " --json";
+    CtlRun r = server.Ctl(args);
+    INFO(args << "\n" << r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(IsStrictUtf8(r.out));
+    ParseJsonOrFail(r.out);
+  }
+  CtlRun r = server.Ctl("device " + std::string(kUdid) + " --json");
+  CHECK(ParseJsonOrFail(r.out).GetString("device_name") == "Bad\xEF\xBF\xBD\xEF\xBF\xBD \x01\x1b[2J \xEF\xBF\xBD\xEF\xBF\xBD");
 }

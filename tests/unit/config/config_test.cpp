@@ -81,3 +81,13 @@ TEST_CASE("orchardd refuses a bad config with exit status 2 and names the key", 
   CHECK(out.find("threads") != std::string::npos);
   CHECK(out.find("status=2") != std::string::npos);
 }
+
+TEST_CASE("api.max_response_bytes is read and bounded", "[config]") {
+  config::Config c;
+  CHECK(c.api_max_response_bytes == 16u * 1024 * 1024);
+  REQUIRE(config::ParseFile("api.max_response_bytes = 65536\n", "f", &c).ok());
+  CHECK(c.api_max_response_bytes == 65536);
+  auto st = config::ParseFile("api.max_response_bytes = 65535\n", "f", &c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("api.max_response_bytes") != std::string::npos);
+}

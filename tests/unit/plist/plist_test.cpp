@@ -833,3 +833,158 @@ TEST_CASE("Every device fixture round-trips through XML and JSON", "[plist][fixt
   }
   CHECK(count >= 3);
 }
+
+// ---------------------------------------------------------------- clean data for devices
+
+namespace {
+
+// Strict RFC 3629 check, independent of the codec's own decoder.
+bool IsStrictUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+    for (size_t k = 1; k < n; ++k) {
+      const unsigned char b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (b & 0x3F);
+    }
+    const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
+std::string TextError(std::string_view xml) {
+  Status st = CheckXmlText(xml);
+  return st.ok() ? std::string("(accepted)") : st.message();
+}
+
+}  // namespace
+
+TEST_CASE("ToJson replaces bytes that are not well-formed UTF-8 with U+FFFD", "[plist][json]") {
+  const std::string fffd = "\xEF\xBF\xBD";
+  CHECK(ToJson(Value::String("a\xff" "b")) == "\"a" + fffd + "b\"");
+  CHECK(ToJson(Value::String("\x80")) == "\"" + fffd + "\"");                      // stray continuation
+  CHECK(ToJson(Value::String("\xC0\xAF")) == "\"" + fffd + fffd + "\"");           // overlong '/'
+  CHECK(ToJson(Value::String("\xED\xA0\x80")) == "\"" + fffd + fffd + fffd + "\"");  // surrogate D800
+  CHECK(ToJson(Value::String("\xF4\x90\x80\x80")) == "\"" + fffd + fffd + fffd + fffd + "\"");
+  CHECK(ToJson(Value::String("end\xE2\x82")) == "\"end" + fffd + fffd + "\"");     // truncated
+  // Well-formed text is untouched, at every length of sequence.
+  CHECK(ToJson(Value::String("é€😀\xEF\xBF\xBF")) == "\"é€😀\xEF\xBF\xBF\"");
+  // Keys too, and nested everywhere; the result is strict UTF-8 JSON.
+  Value v;
+  v.Set("Device\xfe" "Name", Value::String("x\x01\xc3"));
+  Value arr = Value::MakeArray({Value::String("\xe0\x80\x80"), Value::String("ok")});
+  v.Set("list", arr);
+  const std::string json = ToJson(v, /*pretty=*/true);
+  CHECK(IsStrictUtf8(json));
+  CHECK(json.find("\"Device" + fffd + "Name\"") != std::string::npos);
+  CHECK(json.find("\"x\\u0001" + fffd + "\"") != std::string::npos);
+  auto back = ParseJson(json);
+  REQUIRE(back.ok());
+  CHECK(back->GetString("list").empty());
+}
+
+TEST_CASE("CheckXmlText refuses what a device parser cannot read, naming what and where",
+          "[plist][xml][strict]") {
+  auto doc = [](std::string_view inner) {
+    return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+           "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" "
+           "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n"
+           "<plist version=\"1.0\">\n<dict><key>K</key><string>" +
+           std::string(inner) + "</string></dict></plist>\n";
+  };
+  CHECK(TextError(doc("a&#0;b")).find("character reference '&#0;' to U+0000") != std::string::npos);
+  CHECK(TextError(doc("a&#0;b")).find("at line 4 (byte offset ") != std::string::npos);
+  CHECK(TextError(doc("&#x1;")).find("'&#x1;' to U+0001") != std::string::npos);
+  CHECK(TextError(doc("&#xFFFE;")).find("U+FFFE") != std::string::npos);
+  CHECK(TextError(doc("&#xffff;")).find("U+FFFF") != std::string::npos);
+  CHECK(TextError(doc("&#xD800;")).find("U+D800") != std::string::npos);
+  CHECK(TextError(doc("&#1114112;")).find("above U+10FFFF") != std::string::npos);
+  CHECK(TextError(doc("&#99999999999999;")).find("above U+10FFFF") != std::string::npos);
+  CHECK(TextError(doc("&#x;")).find("malformed character reference") != std::string::npos);
+  CHECK(TextError(doc("&#12a;")).find("malformed character reference") != std::string::npos);
+  CHECK(TextError(doc("raw\x01")).find("character U+0001, which XML 1.0 does not allow") !=
+        std::string::npos);
+  CHECK(TextError(doc("raw\x7f ok\x1f")).find("U+001F") != std::string::npos);
+  CHECK(TextError(doc("\xEF\xBF\xBE")).find("U+FFFE") != std::string::npos);
+  CHECK(TextError(doc("bad \xff")).find("invalid UTF-8 (byte 0xff)") != std::string::npos);
+  CHECK(TextError(doc("\xED\xA0\x80")).find("invalid UTF-8 (byte 0xed)") != std::string::npos);
+  CHECK(TextError(doc("\xC0\xAF")).find("invalid UTF-8") != std::string::npos);
+  CHECK(TextError(doc("&xxe;")).find("undefined entity reference '&xxe;'") != std::string::npos);
+  CHECK(TextError(doc("a & b")).find("'&' that does not start a reference") != std::string::npos);
+  CHECK(TextError(doc("a &amp")).find("'&' that does not start a reference") != std::string::npos);
+  // Entity declarations: in an internal subset, or anywhere else.
+  const std::string xxe =
+      "<?xml version=\"1.0\"?>\n<!DOCTYPE plist [ <!ENTITY xxe SYSTEM \"file:///etc/passwd\"> ]>\n"
+      "<plist><string>&xxe;</string></plist>";
+  CHECK(TextError(xxe).find("internal DTD subset") != std::string::npos);
+  CHECK(TextError(xxe).find("line 2") != std::string::npos);
+  CHECK(TextError("<plist><!ENTITY a \"b\"><string/></plist>").find("markup declaration '<!ENTITY'") !=
+        std::string::npos);
+  CHECK(TextError("<!DOCTYPE plist PUBLIC \"x\" \"y\"\n[<!ENTITY a \"b\">]><plist/>").find("internal DTD subset") !=
+        std::string::npos);
+  // A bad character inside a comment, CDATA or the DOCTYPE is still refused.
+  CHECK(TextError("<!-- \x02 --><plist/>").find("U+0002") != std::string::npos);
+  CHECK(TextError("<plist><string><![CDATA[\x0b]]></string></plist>").find("U+000B") != std::string::npos);
+  CHECK(TextError("<!DOCTYPE plist PUBLIC \"\xff\" \"y\"><plist/>").find("invalid UTF-8") != std::string::npos);
+}
+
+TEST_CASE("CheckXmlText accepts what devices read", "[plist][xml][strict]") {
+  CHECK(CheckXmlText(ToXml(EveryType())).ok());
+  CHECK(CheckXmlText("\xEF\xBB\xBF<plist><string>&lt;&gt;&amp;&quot;&apos;&#9;&#xA;&#13;&#x10000;&#xE000;"
+                     "&#xFFFD;&#x10FFFF;é😀\t\r\n</string></plist>")
+            .ok());
+  // '&' is literal in comments, CDATA and processing instructions; '>' may sit in a quoted DOCTYPE id.
+  CHECK(CheckXmlText("<?xml version=\"1.0\"?><?pi a&b?><!-- R&D --><!DOCTYPE plist SYSTEM \"a>b\">"
+                     "<plist><string><![CDATA[a & b <c>]]></string></plist>")
+            .ok());
+  Value odd;
+  odd.Set("k&<>\"'", Value::String("\xF0\x9F\x98\x80 \xEF\xBF\xBD \x7f"));
+  CHECK(CheckXmlText(ToXml(odd)).ok());
+}
+
+TEST_CASE("Every device fixture passes CheckXmlText", "[plist][fixtures][strict]") {
+  if (!std::filesystem::is_directory(FixtureDir())) {
+    WARN("skipped: device fixtures directory " << FixtureDir() << " not present");
+    return;
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(FixtureDir())) {
+    if (entry.path().extension() != ".plist") continue;
+    INFO(entry.path());
+    auto body = ReadFixture(entry.path().filename().string());
+    REQUIRE(body);
+    CHECK(CheckXmlText(*body).ok());
+  }
+}
+
+TEST_CASE("CheckXmlStrings names the path of a string a device cannot read", "[plist][strict]") {
+  CHECK(CheckXmlStrings(EveryType()).ok());
+  Value cmd;
+  cmd.Set("RequestType", Value::String("Settings"));
+  cmd.Set("Items", Value::MakeArray({Value::String("ok"), Value::String(std::string("a\0b", 3))}));
+  Value full;
+  full.Set("Command", cmd);
+  Status st = CheckXmlStrings(full);
+  REQUIRE(!st.ok());
+  CHECK(st.code() == Code::kInvalidArgument);
+  CHECK(st.message() == "string at /Command/Items/1 contains U+0000, which XML 1.0 does not allow (byte 1)");
+
+  Value bad_key;
+  bad_key.Set("Ke\x01y", Value::Integer(1));
+  CHECK(CheckXmlStrings(bad_key).message() ==
+        "key at /Ke\\x01y contains U+0001, which XML 1.0 does not allow (byte 2)");
+  CHECK(CheckXmlStrings(Value::String("\xED\xA0\x80")).message() == "string at / is not valid UTF-8 (byte 0)");
+  CHECK(CheckXmlStrings(Value::String("ok\xEF\xBF\xBE")).message().find("U+FFFE") != std::string::npos);
+  CHECK(CheckXmlStrings(Value::String("\t\n\r é 😀 \xEF\xBF\xBD")).ok());
+  // JSON input: "\u0000" and "\uFFFE" parse, and are refused here.
+  auto j = ParseJson(R"({"Command":{"RequestType":"X","Message":"a\u0000"}})");
+  REQUIRE(j.ok());
+  CHECK(CheckXmlStrings(*j).message().find("/Command/Message contains U+0000") != std::string::npos);
+  auto j2 = ParseJson(R"({"k":"\uFFFE"})");
+  REQUIRE(j2.ok());
+  CHECK(!CheckXmlStrings(*j2).ok());
+}
