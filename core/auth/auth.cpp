@@ -172,6 +172,48 @@ struct Signer {
   std::string der;
 };
 
+// Digests a device may sign with: SHA-1 (what devices use) and SHA-2.
+bool AllowedDigest(int nid) {
+  return nid == NID_sha1 || nid == NID_sha224 || nid == NID_sha256 || nid == NID_sha384 ||
+         nid == NID_sha512;
+}
+
+std::string AlgorithmName(const ASN1_OBJECT* obj) {
+  int nid = OBJ_obj2nid(obj);
+  if (nid != NID_undef) return OBJ_nid2sn(nid);
+  char buf[80] = "";
+  if (OBJ_obj2txt(buf, sizeof buf, obj, 1) <= 0) return "unknown";
+  return buf;
+}
+
+// Refuses a signer whose digest (or signature algorithm's digest) is weak or
+// unknown: MD5, MD4, MD2, ... are not accepted whatever the signature says.
+Status CheckSignerAlgorithms(CMS_SignerInfo* si) {
+  X509_ALGOR* digest = nullptr;
+  X509_ALGOR* signature = nullptr;
+  CMS_SignerInfo_get0_algs(si, nullptr, nullptr, &digest, &signature);
+  if (digest == nullptr || signature == nullptr)
+    return Status::Unauthenticated("Mdm-Signature: signer has no digest algorithm");
+  const ASN1_OBJECT* digest_obj = nullptr;
+  X509_ALGOR_get0(&digest_obj, nullptr, nullptr, digest);
+  if (!AllowedDigest(OBJ_obj2nid(digest_obj)))
+    return Status::Unauthenticated("Mdm-Signature: digest algorithm " + AlgorithmName(digest_obj) +
+                                   " is not accepted (SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 required)");
+  // A combined algorithm (e.g. md5WithRSAEncryption) names its digest too.
+  const ASN1_OBJECT* signature_obj = nullptr;
+  X509_ALGOR_get0(&signature_obj, nullptr, nullptr, signature);
+  int md_nid = NID_undef;
+  if (OBJ_find_sigid_algs(OBJ_obj2nid(signature_obj), &md_nid, nullptr) == 1 && md_nid != NID_undef &&
+      !AllowedDigest(md_nid))
+    return Status::Unauthenticated("Mdm-Signature: signature algorithm " + AlgorithmName(signature_obj) +
+                                   " is not accepted (SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 required)");
+  return Status::Ok();
+}
+
+// BIO_free_all as a deleter: frees a filter and the source below it.
+void FreeBioChain(BIO* b) { BIO_free_all(b); }
+using BioChainPtr = std::unique_ptr<BIO, OpensslDeleter<FreeBioChain>>;
+
 // Checks the shape of a parsed Mdm-Signature and verifies it over body. certs
 // are extra candidate signer certificates (may be null).
 Status VerifyCms(CMS_ContentInfo* cms, STACK_OF(X509)* certs, std::string_view body) {
@@ -187,13 +229,21 @@ Status VerifyCms(CMS_ContentInfo* cms, STACK_OF(X509)* certs, std::string_view b
   if (signers != 1) {
     return Status::Unauthenticated("Mdm-Signature: expected exactly one signer, found " + std::to_string(signers));
   }
-  // A read-only memory BIO over the caller's bytes: no copy of the body.
+  ORCHARD_RETURN_IF_ERROR(CheckSignerAlgorithms(sk_CMS_SignerInfo_value(infos, 0)));
+  // A read-only memory BIO over the caller's bytes (no copy of the body), under
+  // a null filter: OpenSSL 3.0's CMS_verify makes its own copy of a memory BIO
+  // and leaks it when it fails before hashing (an unknown or missing digest
+  // algorithm: any client could make the server lose memory). A filter on
+  // top is not a memory BIO, so that copy is never made.
   static constexpr char kEmpty[] = "";
-  BioPtr content(BIO_new_mem_buf(body.empty() ? kEmpty : body.data(), static_cast<int>(body.size())));
-  if (!content) {
+  BioChainPtr content(BIO_new(BIO_f_null()));
+  BIO* source = BIO_new_mem_buf(body.empty() ? kEmpty : body.data(), static_cast<int>(body.size()));
+  if (!content || !source) {
+    BIO_free(source);
     ERR_clear_error();
     return Status::Internal("Mdm-Signature: out of memory");
   }
+  BIO_push(content.get(), source);  // content now owns source
   // The chain is verified separately (and cached); here only the signature.
   constexpr unsigned kFlags = CMS_DETACHED | CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY;
   if (CMS_verify(cms, certs, nullptr, content.get(), nullptr, kFlags) != 1) {

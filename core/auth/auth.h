@@ -5,7 +5,8 @@
 //   1. a TLS-terminating proxy forwards it in a header (RFC 9440 ":base64DER:"
 //      or nginx's URL-escaped PEM, $ssl_client_escaped_cert);
 //   2. the Mdm-Signature header: base64 CMS detached SignedData over the exact
-//      request body, signer certificate inside (devices sign with SHA-1);
+//      request body, signer certificate inside (devices sign with SHA-1; SHA-2
+//      is accepted too, weaker digests such as MD5 are refused);
 //   3. native TLS client authentication (the caller passes the peer X509).
 // When more than one is present they must name the same certificate.
 // The certificate chain is verified against the configured device CA(s) with
@@ -72,7 +73,8 @@ class Authenticator {
 Result<std::string> ParseCertHeader(std::string_view value);
 
 // Verifies a detached CMS signature (base64 DER of SignedData) over body and
-// returns the signer certificate's DER. Accepts SHA-1 and SHA-2 digests.
+// returns the signer certificate's DER. Accepts SHA-1 (what devices use) and
+// SHA-224/256/384/512 digests; any other (MD5, MD4, MD2, unknown) is refused.
 // Does not verify the chain.
 Result<std::string> VerifyMdmSignature(std::string_view signature_b64, std::string_view body);
 

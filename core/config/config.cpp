@@ -116,6 +116,10 @@ const std::map<std::string, Setter>& Keys() {
          else return Bad(k, "expected 'decline' or 'digest', got '" + v + "'");
          return Status::Ok();
        }},
+      {"checkin.max_user_channels",
+       IntSetter(1, 100000, [](Config* c, int64_t n) { c->max_user_channels = int(n); })},
+      {"queue.max_deliveries",
+       IntSetter(0, 1000, [](Config* c, int64_t n) { c->queue_max_deliveries = int(n); })},
       {"retention.results_hours",
        IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->result_retention_hours = n; })},
       {"retention.events_hours",
@@ -236,6 +240,10 @@ Usage: orchardd [options]
   --log-level LEVEL    debug | info | warn | error (default info)
   --help               show this text
   --version            print the version
+
+Settings without a flag are read from the config file, among them the device
+protocol limits checkin.max_user_channels (default 32) and queue.max_deliveries
+(default 5); see docs/operations.md.
 
 Exit status is 2 for a bad configuration (the message names the key).
 )";

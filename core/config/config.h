@@ -40,6 +40,10 @@ struct Config {
   // challenge and then accept any DigestResponse (no user directory to check
   // it against yet: every macOS user channel is accepted).
   bool user_authenticate_digest = false;
+  // User channels one device may create; a new one beyond it is declined (410).
+  int max_user_channels = 32;
+  // Deliveries of a command without any report for it before it is failed (0 = never).
+  int queue_max_deliveries = 5;
 
   // Retention and housekeeping.
   int64_t result_retention_hours = 30 * 24;

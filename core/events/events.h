@@ -45,6 +45,7 @@ inline constexpr const char* kCommandAcknowledged = "command.acknowledged";
 inline constexpr const char* kCommandError = "command.error";
 inline constexpr const char* kCommandNotNow = "command.not_now";
 inline constexpr const char* kCommandFormatError = "command.format_error";
+inline constexpr const char* kCommandFailed = "command.failed";  // no report after queue.max_deliveries
 inline constexpr const char* kDeviceIdle = "device.idle";
 }  // namespace type
 

@@ -7,6 +7,8 @@
 #include <ctime>
 #include <map>
 
+#include "policy/sandbox.h"
+
 
 namespace orchard::policy {
 namespace {
@@ -195,6 +197,77 @@ int Mark(lua_State* L, const void* key) {
 int LibArray(lua_State* L) { return Mark(L, &kArrayMeta); }
 int LibDict(lua_State* L) { return Mark(L, &kDictMeta); }
 
+// C++ work for plist.xml / plist.json / plist.parse (no raising Lua calls).
+bool Encode(lua_State* L, int idx, bool xml, std::string* out, std::string* error) {
+  try {
+    plist::Value v;
+    if (!ToPlist(L, idx, &v, error)) return false;
+    *out = xml ? plist::ToXml(v) : plist::ToJson(v);
+    return true;
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
+  }
+}
+
+bool Decode(const char* s, size_t n, Sandbox* sb, plist::Value* out) {
+  try {
+    std::string_view text(s, n);
+    size_t first = text.find_first_not_of(" \t\r\n");
+    bool json = first != std::string_view::npos && (text[first] == '{' || text[first] == '[');
+    auto v = json ? plist::ParseJson(text) : plist::ParseXml(text);
+    if (!v.ok()) {
+      sb->scratch_error = v.status().message();
+      return false;
+    }
+    *out = std::move(v.value());
+    return true;
+  } catch (const std::exception& e) {
+    sb->scratch_error = e.what();
+    return false;
+  }
+}
+
+// plist.xml(table) -> data (an XML plist, e.g. a profile for InstallProfile)
+int LibXml(lua_State* L) {
+  luaL_checkany(L, 1);
+  Sandbox* sb = Sandbox::From(L);
+  if (!Encode(L, 1, true, &sb->scratch, &sb->scratch_error))
+    return luaL_error(L, "plist.xml: %s", sb->scratch_error.c_str());
+  PushData(L, sb->scratch.data(), sb->scratch.size());
+  return 1;
+}
+
+// plist.json(value) -> string
+int LibJson(lua_State* L) {
+  luaL_checkany(L, 1);
+  Sandbox* sb = Sandbox::From(L);
+  if (!Encode(L, 1, false, &sb->scratch, &sb->scratch_error))
+    return luaL_error(L, "plist.json: %s", sb->scratch_error.c_str());
+  lua_pushlstring(L, sb->scratch.data(), sb->scratch.size());
+  return 1;
+}
+
+// plist.parse(text or data) -> value (XML plist or JSON)
+int LibParse(lua_State* L) {
+  size_t n = 0;
+  const char* s = nullptr;
+  if (lua_type(L, 1) == LUA_TUSERDATA) {
+    DataBox* b = CheckData(L, 1);
+    s = b->bytes();
+    n = b->len;
+  } else {
+    s = luaL_checklstring(L, 1, &n);
+  }
+  Sandbox* sb = Sandbox::From(L);
+  // Kept in the sandbox's owner-side scratch while it is pushed.
+  static_assert(sizeof(plist::Value) > 0);
+  plist::Value* slot = &sb->scratch_value;
+  if (!Decode(s, n, sb, slot)) return luaL_error(L, "plist.parse: %s", sb->scratch_error.c_str());
+  PushPlist(L, *slot);
+  return 1;
+}
+
 void NewMeta(lua_State* L, const void* key, const char* name) {
   lua_newtable(L);
   lua_pushstring(L, name);
@@ -251,6 +324,12 @@ void OpenPlistLibrary(lua_State* L) {
   lua_setfield(L, -2, "array");
   lua_pushcfunction(L, LibDict);
   lua_setfield(L, -2, "dict");
+  lua_pushcfunction(L, LibXml);
+  lua_setfield(L, -2, "xml");
+  lua_pushcfunction(L, LibJson);
+  lua_setfield(L, -2, "json");
+  lua_pushcfunction(L, LibParse);
+  lua_setfield(L, -2, "parse");
   lua_setglobal(L, "plist");
 }
 

@@ -26,6 +26,7 @@
 #include <string>
 
 #include "automation/decisions.h"
+#include "plist/plist.h"
 
 struct lua_State;
 struct lua_Debug;
@@ -67,6 +68,11 @@ class Sandbox {
 
   // Opaque owner data (the Policy).
   void* owner = nullptr;
+  // Text a C binding hands to Lua, owned here so a Lua error while pushing
+  // it cannot leak it (see the longjmp rule above).
+  std::string scratch;
+  std::string scratch_error;
+  plist::Value scratch_value;
 
  private:
   explicit Sandbox(const SandboxLimits& limits) : limits_(limits) {}

@@ -1,10 +1,65 @@
 #include "protocol/messages.h"
 
+#include <array>
+
 namespace orchard::protocol {
 namespace {
 
+// Longest accepted value (bytes) of each device-supplied key that is stored,
+// logged or part of an id. Generous for real devices (a UDID is 25 or 40
+// characters, a serial 10 to 12) while keeping records and log lines small.
+struct KeyLimit {
+  std::string_view key;
+  size_t max_bytes;
+};
+constexpr std::array<KeyLimit, 22> kKeyLimits{{
+    {"UDID", kMaxIdBytes},
+    {"EnrollmentID", kMaxIdBytes},
+    {"UserID", kMaxIdBytes},
+    {"EnrollmentUserID", kMaxIdBytes},
+    {"UserShortName", kMaxIdBytes},
+    {"UserLongName", 1024},
+    {"CommandUUID", 128},
+    {"Topic", 256},
+    {"MessageType", 64},
+    {"Status", 64},
+    {"SerialNumber", 128},
+    {"Model", 128},
+    {"ModelName", 128},
+    {"ProductName", 128},
+    {"OSVersion", 64},
+    {"BuildVersion", 64},
+    {"IMEI", 64},
+    {"MEID", 64},
+    {"DeviceName", 1024},
+    {"PushMagic", 256},
+    {"Token", 1024},
+    {"TokenServiceType", 256},
+}};
+
+// InvalidArgument naming the first top-level key whose string or data value is
+// longer than its limit. One pass over the message's keys.
+Status CheckLengths(const plist::Value& message) {
+  const plist::Dict* dict = message.AsDict();
+  if (!dict) return Status::Ok();
+  for (const auto& [key, value] : *dict) {
+    size_t size;
+    if (const std::string* s = value.AsString()) size = s->size();
+    else if (const plist::Data* d = value.AsData()) size = d->bytes.size();
+    else continue;
+    for (const KeyLimit& limit : kKeyLimits) {
+      if (key != limit.key) continue;
+      if (size > limit.max_bytes)
+        return Status::InvalidArgument(key + " is too long: " + std::to_string(size) +
+                                       " bytes (at most " + std::to_string(limit.max_bytes) + ")");
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
 bool ValidId(std::string_view s) {
-  if (s.empty() || s.size() > 256) return false;
+  if (s.empty() || s.size() > kMaxIdBytes) return false;
   for (unsigned char c : s)
     if (c < 0x20 || c == 0x7F || c == ':' || c == '/') return false;
   return true;
@@ -68,6 +123,7 @@ Result<CheckinMessage> DecodeCheckin(std::string_view body, const plist::Limits&
   if (!mt) return Status::InvalidArgument("check-in message has no MessageType");
   if (!mt->AsString() || mt->AsString()->empty())
     return Status::InvalidArgument("check-in MessageType is not a non-empty string");
+  ORCHARD_RETURN_IF_ERROR(CheckLengths(*v));
   msg.message_type = *mt->AsString();
   auto ids = ResolveIds(*v);
   if (!ids.ok()) return ids.status();
@@ -80,6 +136,7 @@ Result<Report> DecodeReport(std::string_view body, const plist::Limits& limits) 
   auto v = plist::ParseXml(body, limits);
   if (!v.ok()) return v.status();
   if (!v->is(plist::Type::kDict)) return Status::InvalidArgument("command report is not a dict");
+  ORCHARD_RETURN_IF_ERROR(CheckLengths(*v));
   Report r;
   const plist::Value* st = v->Find("Status");
   if (!st) return Status::InvalidArgument("command report has no Status");

@@ -23,6 +23,10 @@ struct EnrollmentIds {
   store::EnrollmentType type = store::EnrollmentType::kDevice;
 };
 
+// Longest accepted identifier (UDID, EnrollmentID, UserID, EnrollmentUserID,
+// UserShortName), in bytes.
+inline constexpr size_t kMaxIdBytes = 256;
+
 inline constexpr std::string_view kSharedIpadUserId = "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF";
 
 Result<EnrollmentIds> ResolveIds(const plist::Value& message);
@@ -34,7 +38,10 @@ struct CheckinMessage {
 };
 
 // Parses and validates a check-in body: a dict with MessageType and an
-// identifier. Unknown MessageTypes are returned as-is (the service answers 400).
+// identifier. Device-supplied strings that are stored or logged (ids,
+// inventory, Topic, CommandUUID, ...) have length limits: a longer one is
+// InvalidArgument naming the key (not quoting the value). Unknown MessageTypes
+// are returned as-is (the service answers 400).
 Result<CheckinMessage> DecodeCheckin(std::string_view body, const plist::Limits& limits);
 
 struct Report {
@@ -44,8 +51,9 @@ struct Report {
   plist::Value body;
 };
 
-// Parses a command report. A missing Status, an unknown Status or a missing
-// CommandUUID on a non-Idle report is InvalidArgument.
+// Parses a command report. A missing Status, an unknown Status, a missing
+// CommandUUID on a non-Idle report or a too-long value (as for check-ins) is
+// InvalidArgument.
 Result<Report> DecodeReport(std::string_view body, const plist::Limits& limits);
 
 // A copy of a message without secret keys (tokens, push magic, bootstrap token)

@@ -1,6 +1,9 @@
 #include "protocol/service.h"
 
+#include <algorithm>
 #include <functional>
+#include <optional>
+#include <vector>
 
 #include "log/log.h"
 #include "util/encoding.h"
@@ -149,13 +152,13 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   store::Enrollment e = prev->value_or(store::Enrollment{});
   const bool re_enroll = prev->has_value();
   events::Transaction txn(d_.events);
+  uint64_t cleared_commands = 0;
   if (re_enroll) {
     // A fresh enrollment: the old queue is cleared, as the established servers do.
     auto cleared = d_.queue->Clear(txn.batch(), id);
     if (!cleared.ok()) return FromStatus(cleared.status(), type);
+    cleared_commands = *cleared;
     if (*cleared) {
-      log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
-                *cleared);
       plist::Value payload;
       payload.Set("removed", plist::Value::Integer(static_cast<int64_t>(*cleared)));
       payload.Set("reason", plist::Value::String("re_authenticate"));
@@ -196,6 +199,9 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
             .payload_json = plist::ToJson(payload)});
   Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st, type);
+  if (cleared_commands)
+    log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
+              cleared_commands);
   log::Info(kLog, "event=authenticate enrollment_id={} serial={} re_enroll={} generation={}", id,
             e.serial, re_enroll, e.generation);
   return Empty(type);
@@ -209,7 +215,16 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
   if (!token || token->empty()) return Fail(400, type, "TokenUpdate without Token data");
   if (magic.empty()) return Fail(400, type, "TokenUpdate without PushMagic");
 
-  std::lock_guard lock(d_.locks->For(id));
+  // A user channel also holds its device's lock: creating one counts the
+  // device's channels, and two creations must not both pass the limit.
+  std::unique_lock<std::mutex> lock(d_.locks->For(id), std::defer_lock);
+  std::unique_lock<std::mutex> device_lock;
+  if (id != msg.ids.device_id && &d_.locks->For(msg.ids.device_id) != lock.mutex()) {
+    device_lock = std::unique_lock<std::mutex>(d_.locks->For(msg.ids.device_id), std::defer_lock);
+    std::lock(lock, device_lock);
+  } else {
+    lock.lock();
+  }
   auto prev = d_.enrollments->Get(id);
   if (!prev.ok()) return FromStatus(prev.status(), type);
   store::Enrollment e;
@@ -223,6 +238,14 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
     if (!parent.ok()) return FromStatus(parent.status(), type);
     if (!parent->has_value())
       return Fail(400, type, "user channel for unknown device " + msg.ids.device_id);
+    std::string declined;
+    Status limit = CheckUserChannelLimit(msg.ids.device_id, &declined);
+    if (!limit.ok()) return FromStatus(limit, type);
+    if (!declined.empty()) {
+      log::Warn(kLog, "event=user_channel_declined enrollment_id={} reason=limit limit={}", id,
+                options_.max_user_channels);
+      return Fail(410, type, declined);
+    }
     e.id = id;
     e.type = msg.ids.type;
     e.parent_id = msg.ids.device_id;
@@ -302,12 +325,40 @@ DeviceResponse Service::UserAuthenticate(const CheckinMessage& msg) {
     log::Info(kLog, "event=user_authenticate_declined enrollment_id={}", msg.ids.id);
     return Fail(410, type, "user channel is not managed by this server");
   }
+  // A channel the device may not create is declined here already.
+  auto existing = d_.enrollments->Get(msg.ids.id);
+  if (!existing.ok()) return FromStatus(existing.status(), type);
+  if (!existing->has_value()) {
+    std::string declined;
+    Status limit = CheckUserChannelLimit(msg.ids.device_id, &declined);
+    if (!limit.ok()) return FromStatus(limit, type);
+    if (!declined.empty()) {
+      log::Warn(kLog, "event=user_channel_declined enrollment_id={} reason=limit limit={}", msg.ids.id,
+                options_.max_user_channels);
+      return Fail(410, type, declined);
+    }
+  }
   if (msg.body.Find("DigestResponse") == nullptr) {
     plist::Value challenge;
     challenge.Set("DigestChallenge", plist::Value::String(""));
     return Plist(type, challenge);
   }
   return Empty(type);
+}
+
+Status Service::CheckUserChannelLimit(const std::string& device_id, std::string* declined) {
+  // User channel ids are "<device id>:<suffix>" and a device id has no ':', so
+  // the device's channels are one key range. Counts at most limit keys.
+  const std::string prefix = device_id + ":";
+  const auto limit = static_cast<size_t>(std::max(options_.max_user_channels, 0));
+  size_t channels = 0;
+  auto it = d_.store->Scan(store::Cf::kEnrollments, prefix, store::PrefixEnd(prefix));
+  for (; it->Valid() && channels < limit; it->Next()) ++channels;
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  if (channels >= limit)
+    *declined = "device " + device_id + " already has " + std::to_string(channels) +
+                " user channels, the limit (checkin.max_user_channels)";
+  return Status::Ok();
 }
 
 DeviceResponse Service::SetBootstrapToken(const CheckinMessage& msg) {
@@ -364,9 +415,13 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   events::Transaction txn(d_.events);
   store::Enrollment e = **prev;
   e.last_seen_ms = now;
+  if (r.status == "Idle") e.session += 1;  // a new command session
   d_.enrollments->Put(txn.batch(), *prev, e);
 
-  std::string finished_key;  // the entry this report settles, changed in txn
+  // Log lines describe committed changes: collected here, written after Commit.
+  std::string reported_type;      // request type of the queued command this report is about
+  bool reported_known = false;
+  std::vector<std::string> exclude;  // entries this batch finishes or fails
   if (r.status == "Idle") {
     txn.Emit({.type = events::type::kDeviceIdle, .time_ms = now, .enrollment_id = id});
   } else {
@@ -384,19 +439,27 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
                   id, r.command_uuid, r.status);
     } else {
       queue::Located loc = std::move(**found);
-      finished_key = loc.key;
+      exclude.push_back(loc.key);
+      reported_known = true;
+      reported_type = loc.entry.request_type;
       const char* event_type = events::type::kCommandAcknowledged;
+      // A command answered NotNow is not handed out again in the same session,
+      // so a second NotNow for it in this session is the first one repeated
+      // (our answer was lost). (Delivery times cannot tell: two sessions may
+      // deliver it within the same millisecond.)
       const bool repeated_not_now = r.status == "NotNow" &&
                                     loc.entry.status == store::QueueStatus::kNotNow &&
-                                    loc.entry.not_now_for_sent_ms == loc.entry.last_sent_ms;
+                                    loc.entry.not_now_session == e.session;
       if (repeated_not_now) {
-        // The same NotNow again (our answer was lost): nothing new happened.
+        // Nothing new happened.
         event_type = nullptr;
       } else if (r.status == "NotNow") {
         loc.entry.status = store::QueueStatus::kNotNow;
         loc.entry.not_now_count += 1;
         loc.entry.not_now_for_sent_ms = loc.entry.last_sent_ms;
+        loc.entry.not_now_session = e.session;
         d_.queue->Update(txn.batch(), id, loc);
+        if (loc.entry.deliveries != 0) d_.queue->MarkAnswered(txn.batch(), id, loc);
         event_type = events::type::kCommandNotNow;
       } else {
         store::CommandResult res;
@@ -421,26 +484,78 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
                   .command_uuid = r.command_uuid,
                   .request_type = loc.entry.request_type,
                   .payload_json = EventPayload(r.body)});
-      log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
-                id, r.command_uuid, loc.entry.request_type, r.status);
     }
   }
 
-  // The next command; within a session (anything but Idle) NotNow ones wait.
-  auto next = d_.queue->Next(id, r.status != "Idle", finished_key);
-  if (!next.ok()) return FromStatus(next.status(), r.status);
+  // The next command. NotNow answers of this session wait for the next one; a
+  // command delivered max_deliveries times without any report is failed.
+  std::vector<store::QueueEntry> failed;
+  std::optional<queue::Located> next;
+  for (;;) {
+    auto candidate = d_.queue->Next(id, e.session, exclude);
+    if (!candidate.ok()) return FromStatus(candidate.status(), r.status);
+    if (!candidate->has_value()) break;
+    queue::Located& loc = **candidate;
+    if (options_.max_deliveries <= 0 || loc.entry.deliveries < options_.max_deliveries) {
+      next = std::move(loc);
+      break;
+    }
+    if (failed.size() == kMaxFailuresPerReport) break;  // the rest on the next report
+    FailUndelivered(txn, id, loc, now);
+    exclude.push_back(loc.key);
+    failed.push_back(std::move(loc.entry));
+  }
   DeviceResponse resp = Empty(r.status);
-  if (next->has_value()) {
-    queue::Located& loc = **next;
-    d_.queue->MarkSent(txn.batch(), id, loc, now);
+  if (next) {
+    d_.queue->MarkSent(txn.batch(), id, *next, now);
     resp.content_type = "application/xml; charset=UTF-8";
-    resp.body = loc.entry.plist;
-    log::Info(kLog, "event=command_sent enrollment_id={} command_uuid={} request_type={}", id,
-              loc.entry.command_uuid, loc.entry.request_type);
+    resp.body = next->entry.plist;
   }
   st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st, r.status);
+  if (reported_known)
+    log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
+              id, r.command_uuid, reported_type, r.status);
+  for (const auto& f : failed)
+    log::Warn(kLog,
+              "event=command_failed enrollment_id={} command_uuid={} request_type={} deliveries={} "
+              "reason=no_report",
+              id, f.command_uuid, f.request_type, f.deliveries);
+  if (next)
+    log::Info(kLog, "event=command_sent enrollment_id={} command_uuid={} request_type={} delivery={}",
+              id, next->entry.command_uuid, next->entry.request_type, next->entry.deliveries + 1);
   return resp;
+}
+
+void Service::FailUndelivered(events::Transaction& txn, const std::string& id,
+                              const queue::Located& loc, int64_t now) {
+  const std::string reason = "the device did not report on the command after " +
+                             std::to_string(loc.entry.deliveries) + " deliveries";
+  plist::Value detail;
+  detail.Set("ErrorDomain", plist::Value::String("Orchard"));
+  detail.Set("ErrorCode", plist::Value::Integer(1));
+  detail.Set("LocalizedDescription", plist::Value::String(reason));
+  detail.Set("USEnglishDescription", plist::Value::String(reason));
+  store::CommandResult res;
+  res.command_uuid = loc.entry.command_uuid;
+  res.request_type = loc.entry.request_type;
+  res.status = kFailedStatus;
+  res.error_chain = plist::ToJson(plist::Value::MakeArray({detail}));
+  res.enqueued_ms = loc.entry.enqueued_ms;
+  res.received_ms = now;
+  res.not_now_count = loc.entry.not_now_count;
+  res.origin = loc.entry.origin;
+  d_.queue->Remove(txn.batch(), id, loc);
+  d_.queue->PutResult(txn.batch(), id, res);
+  plist::Value payload;
+  payload.Set("reason", plist::Value::String(reason));
+  payload.Set("deliveries", plist::Value::Integer(loc.entry.deliveries));
+  txn.Emit({.type = events::type::kCommandFailed,
+            .time_ms = now,
+            .enrollment_id = id,
+            .command_uuid = loc.entry.command_uuid,
+            .request_type = loc.entry.request_type,
+            .payload_json = plist::ToJson(payload)});
 }
 
 }  // namespace orchard::protocol

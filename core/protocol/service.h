@@ -47,6 +47,12 @@ struct DeviceResponse {
 struct ServiceOptions {
   plist::Limits limits;
   bool user_authenticate_digest = false;
+  // A command delivered this many times without any report for it (a NotNow
+  // counts as a report) is failed instead of being delivered again; 0 = never.
+  int max_deliveries = 5;
+  // User channels (user, Shared iPad user, User Enrollment user) one device may
+  // create; beyond it a new channel is declined with 410.
+  int max_user_channels = 32;
 };
 
 struct Deps {
@@ -65,10 +71,22 @@ class Service {
   DeviceResponse Handle(const DeviceRequest& request);
 
   static constexpr std::string_view kCheckinContentType = "application/x-apple-aspen-mdm-checkin";
+  // CommandResult::status of a command failed by the server (see max_deliveries).
+  static constexpr const char* kFailedStatus = "Failed";
+  // At most this many commands are failed while answering one report; any
+  // further ones are failed on the next report.
+  static constexpr size_t kMaxFailuresPerReport = 16;
 
  private:
   DeviceResponse HandleCheckin(const DeviceRequest& request);
   DeviceResponse HandleReport(const DeviceRequest& request);
+  // Fails a command delivered max_deliveries times without a report: removed,
+  // a Failed result and a command.failed event, all in txn.
+  void FailUndelivered(events::Transaction& txn, const std::string& enrollment_id,
+                       const queue::Located& loc, int64_t now_ms);
+  // Whether the device may create one more user channel (call holding the
+  // device's lock to enforce it): when not, *declined says why (answer 410).
+  Status CheckUserChannelLimit(const std::string& device_id, std::string* declined);
   // Identity of the caller and whether it may speak for device_id; fills
   // *identity on success. bound_cert, when given, is the certificate hash the
   // device channel's record holds (bound in the same batch as the binding), so

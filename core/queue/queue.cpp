@@ -10,6 +10,11 @@ namespace {
 constexpr const char* kLog = "queue";
 constexpr size_t kMaxHints = 200000;
 constexpr size_t kSuffixBytes = 9;  // priority byte + big-endian sequence
+// Index value: suffix, then (once delivered) the delivery time in ms (8 bytes),
+// then the deliveries since the last report (4 bytes; absent in values written
+// before it existed, which count as one delivery).
+constexpr size_t kSentBytes = kSuffixBytes + 8;
+constexpr size_t kDeliveriesBytes = kSentBytes + 4;
 constexpr char kSeqLeaseKey[] = "queue/seq_lease_end";
 constexpr uint64_t kSeqLease = 1000000;
 
@@ -34,6 +39,29 @@ std::string ResultSummary(const store::CommandResult& r) {
   store::CommandResult s = r;
   s.raw.clear();
   return s.Encode();
+}
+
+// Fills the delivery fields of e from an index value.
+void ReadDelivery(std::string_view index_value, store::QueueEntry* e) {
+  if (index_value.size() < kSentBytes) {
+    e->last_sent_ms = 0;
+    e->deliveries = 0;
+    return;
+  }
+  e->last_sent_ms = static_cast<int64_t>(GetBigEndian64(index_value.substr(kSuffixBytes, 8)));
+  e->deliveries = 1;
+  if (index_value.size() >= kDeliveriesBytes) {
+    const auto* p = reinterpret_cast<const unsigned char*>(index_value.data() + kSentBytes);
+    e->deliveries = (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | p[3];
+  }
+}
+
+std::string IndexValue(std::string_view suffix, int64_t sent_ms, int64_t deliveries) {
+  std::string v(suffix);
+  PutBigEndian64(&v, static_cast<uint64_t>(sent_ms));
+  const auto d = static_cast<uint32_t>(std::clamp<int64_t>(deliveries, 0, UINT32_MAX));
+  for (int shift = 24; shift >= 0; shift -= 8) v.push_back(static_cast<char>((d >> shift) & 0xFF));
+  return v;
 }
 }  // namespace
 
@@ -106,6 +134,13 @@ void CommandQueue::LowerHint(const std::string& id, const std::string& key) {
 
 Status CommandQueue::Enqueue(store::Batch& batch, const std::string& id, const NewCommand& cmd,
                              int64_t now_ms) {
+  if (cmd.command_uuid.empty()) return Status::InvalidArgument("CommandUUID is empty");
+  if (cmd.command_uuid.size() > kMaxCommandUuidBytes)
+    return Status::InvalidArgument("CommandUUID is too long: " + std::to_string(cmd.command_uuid.size()) +
+                                   " bytes (at most " + std::to_string(kMaxCommandUuidBytes) + ")");
+  if (cmd.request_type.size() > kMaxRequestTypeBytes)
+    return Status::InvalidArgument("RequestType is too long: " + std::to_string(cmd.request_type.size()) +
+                                   " bytes (at most " + std::to_string(kMaxRequestTypeBytes) + ")");
   std::string index_key = Prefix(id) + cmd.command_uuid;
   auto existing = store_->Get(store::Cf::kQueueIndex, index_key);
   if (!existing.ok()) return existing.status();
@@ -127,8 +162,8 @@ Status CommandQueue::Enqueue(store::Batch& batch, const std::string& id, const N
   return Status::Ok();
 }
 
-Result<std::optional<Located>> CommandQueue::Next(const std::string& id, bool skip_not_now,
-                                                  const std::string& exclude_key) {
+Result<std::optional<Located>> CommandQueue::Next(const std::string& id, int64_t session,
+                                                  const std::vector<std::string>& exclude_keys) {
   const std::string prefix = Prefix(id);
   std::string start = prefix;
   {
@@ -147,13 +182,16 @@ Result<std::optional<Located>> CommandQueue::Next(const std::string& id, bool sk
       head_hint_[id] = key;
       first = false;
     }
-    if (key == exclude_key) continue;
+    if (std::find(exclude_keys.begin(), exclude_keys.end(), key) != exclude_keys.end()) continue;
     auto e = store::QueueEntry::Decode(it->value());
     if (!e.ok()) {
       log::Error(kLog, "event=corrupt_queue_entry enrollment_id={}", id);
       continue;
     }
-    if (skip_not_now && e->status == store::QueueStatus::kNotNow) continue;
+    if (e->status == store::QueueStatus::kNotNow && e->not_now_session == session) continue;
+    auto idx = store_->Get(store::Cf::kQueueIndex, prefix + e->command_uuid);
+    if (!idx.ok()) return idx.status();
+    if (idx->has_value()) ReadDelivery(**idx, &e.value());
     return std::optional<Located>(Located{std::move(key), std::move(e.value())});
   }
   ORCHARD_RETURN_IF_ERROR(it->status());
@@ -171,8 +209,7 @@ Result<std::optional<Located>> CommandQueue::Find(const std::string& id, const s
   if (!v->has_value()) return std::optional<Located>();
   auto e = store::QueueEntry::Decode(**v);
   if (!e.ok()) return e.status();
-  if ((*suffix)->size() >= kSuffixBytes + 8)
-    e->last_sent_ms = static_cast<int64_t>(GetBigEndian64((*suffix)->substr(kSuffixBytes)));
+  ReadDelivery(**suffix, &e.value());
   return std::optional<Located>(Located{std::move(key), std::move(e.value())});
 }
 
@@ -182,9 +219,15 @@ void CommandQueue::Update(store::Batch& batch, const std::string&, const Located
 
 void CommandQueue::MarkSent(store::Batch& batch, const std::string& id, const Located& loc,
                             int64_t now_ms) {
-  std::string value = loc.key.substr(Prefix(id).size());
-  PutBigEndian64(&value, static_cast<uint64_t>(now_ms));
-  batch.Put(store::Cf::kQueueIndex, Prefix(id) + loc.entry.command_uuid, value);
+  const std::string prefix = Prefix(id);
+  batch.Put(store::Cf::kQueueIndex, prefix + loc.entry.command_uuid,
+            IndexValue(std::string_view(loc.key).substr(prefix.size()), now_ms, loc.entry.deliveries + 1));
+}
+
+void CommandQueue::MarkAnswered(store::Batch& batch, const std::string& id, const Located& loc) {
+  const std::string prefix = Prefix(id);
+  batch.Put(store::Cf::kQueueIndex, prefix + loc.entry.command_uuid,
+            IndexValue(std::string_view(loc.key).substr(prefix.size()), loc.entry.last_sent_ms, 0));
 }
 
 void CommandQueue::Remove(store::Batch& batch, const std::string& id, const Located& loc) {
@@ -200,10 +243,9 @@ Result<std::vector<store::QueueEntry>> CommandQueue::List(const std::string& id,
   for (; it->Valid() && out.size() < limit; it->Next()) {
     auto e = store::QueueEntry::Decode(it->value());
     if (!e.ok()) continue;
-    // The delivery time lives in the index value (see MarkSent).
+    // The delivery time and count live in the index value (see MarkSent).
     auto idx = store_->Get(store::Cf::kQueueIndex, prefix + e->command_uuid);
-    if (idx.ok() && idx->has_value() && (*idx)->size() >= kSuffixBytes + 8)
-      e->last_sent_ms = static_cast<int64_t>(GetBigEndian64((*idx)->substr(kSuffixBytes)));
+    if (idx.ok() && idx->has_value()) ReadDelivery(**idx, &e.value());
     out.push_back(std::move(e.value()));
   }
   ORCHARD_RETURN_IF_ERROR(it->status());

@@ -1,7 +1,9 @@
 // Per-enrollment durable command queues and command results.
 //
 // Keys: queue entries sort by (enrollment, priority descending, sequence), so a
-// queue is FIFO within a priority. Finished commands leave the queue and their
+// queue is FIFO within a priority. The index (enrollment, CommandUUID) holds the
+// entry's key suffix, then its last delivery time and how many times it was
+// delivered since the device last reported on it. Finished commands leave the queue and their
 // result is stored (raw report + status + ErrorChain) with a time index that the
 // retention sweep uses. Every write goes into a caller-supplied Batch so that it
 // commits atomically with the enrollment change and the events it causes.
@@ -46,21 +48,29 @@ class CommandQueue {
   explicit CommandQueue(store::Store* store);
 
   // Adds the command to the enrollment's queue. AlreadyExists if that
-  // CommandUUID is already queued for the enrollment.
+  // CommandUUID is already queued for the enrollment; InvalidArgument for an
+  // empty CommandUUID or one or a RequestType longer than the limits below.
   Status Enqueue(store::Batch& batch, const std::string& enrollment_id, const NewCommand& cmd,
                  int64_t now_ms);
-  // The next command to hand out; NotNow entries are skipped when
-  // skip_not_now (i.e. within the session in which the device said NotNow).
-  // exclude_key names an entry the caller is finishing in its uncommitted batch.
-  Result<std::optional<Located>> Next(const std::string& enrollment_id, bool skip_not_now,
-                                      const std::string& exclude_key = {});
+  // The next command to hand out in the enrollment's command session `session`
+  // (store::Enrollment::session): entries the device answered NotNow in that
+  // same session are skipped; NotNow answers of earlier sessions are offered
+  // again, in queue order. exclude_keys name entries the caller is finishing or
+  // failing in its uncommitted batch. The entry's last_sent_ms and deliveries
+  // are filled from the index (one point read, only when an entry is returned).
+  Result<std::optional<Located>> Next(const std::string& enrollment_id, int64_t session,
+                                      const std::vector<std::string>& exclude_keys = {});
   Result<std::optional<Located>> Find(const std::string& enrollment_id, const std::string& uuid);
   // Updates an entry in place (e.g. NotNow status).
   void Update(store::Batch& batch, const std::string& enrollment_id, const Located& loc);
-  // Records that the entry was handed to the device now. Kept in the small
-  // index value, not the entry, so a delivery does not rewrite the command.
+  // Records that the entry was handed to the device now: the delivery time and
+  // loc.entry.deliveries + 1 (so loc must come from Next or Find). Kept in the
+  // small index value, not the entry, so a delivery does not rewrite the command.
   void MarkSent(store::Batch& batch, const std::string& enrollment_id, const Located& loc,
                 int64_t now_ms);
+  // Records that the device reported on the entry (a NotNow, which keeps it
+  // queued): its count of unanswered deliveries starts again from zero.
+  void MarkAnswered(store::Batch& batch, const std::string& enrollment_id, const Located& loc);
   // Removes an entry from the queue.
   void Remove(store::Batch& batch, const std::string& enrollment_id, const Located& loc);
   // Lists up to limit queued entries in delivery order.
@@ -99,6 +109,8 @@ class CommandQueue {
   Result<int64_t> Depth();
 
   static constexpr const char* kDepthCounter = "queue.depth";
+  static constexpr size_t kMaxCommandUuidBytes = 128;
+  static constexpr size_t kMaxRequestTypeBytes = 128;
 
  private:
   std::string NextSeqKey(int priority);

@@ -88,6 +88,8 @@ class AppImpl : public App {
     protocol::ServiceOptions so;
     so.limits = {config_.max_body_bytes, config_.max_plist_depth};
     so.user_authenticate_digest = config_.user_authenticate_digest;
+    so.max_deliveries = config_.queue_max_deliveries;
+    so.max_user_channels = config_.max_user_channels;
     service_ = std::make_unique<protocol::Service>(
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_});

@@ -58,6 +58,7 @@ std::string Enrollment::Encode() const {
   w.PutBool(awaiting_configuration);
   w.PutString(cert_sha256);
   w.PutBool(blocked);
+  w.PutSigned(session);
   return w.Take();
 }
 
@@ -82,6 +83,7 @@ Result<Enrollment> Enrollment::Decode(std::string_view bytes) {
   e.awaiting_configuration = r.GetBool();
   e.cert_sha256 = r.GetString();
   e.blocked = r.GetBool();
+  e.session = r.GetSigned();
   if (r.corrupt()) return Corrupt("enrollment");
   return e;
 }
@@ -131,6 +133,7 @@ std::string QueueEntry::Encode() const {
   w.PutSigned(priority);
   w.PutString(origin);
   w.PutSigned(not_now_for_sent_ms);
+  w.PutSigned(not_now_session);
   return w.Take();
 }
 
@@ -148,6 +151,7 @@ Result<QueueEntry> QueueEntry::Decode(std::string_view bytes) {
   q.priority = static_cast<int>(r.GetSigned());
   q.origin = r.GetString();
   q.not_now_for_sent_ms = r.GetSigned();
+  q.not_now_session = r.GetSigned();
   if (r.corrupt()) return Corrupt("queue");
   return q;
 }

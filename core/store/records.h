@@ -48,6 +48,9 @@ struct Enrollment {
   bool awaiting_configuration = false;
   std::string cert_sha256;  // bound identity certificate
   bool blocked = false;
+  // Command sessions: bumped by every Idle report (a session starts with Idle).
+  // A NotNow is skipped only in the session it was answered in.
+  int64_t session = 0;
 
   std::string Encode() const;
   static Result<Enrollment> Decode(std::string_view bytes);
@@ -83,6 +86,11 @@ struct QueueEntry {
   int priority = 0;
   std::string origin;  // who queued it: "api", "policy:<name>", "plugin:<name>"
   int64_t not_now_for_sent_ms = 0;  // the delivery (last_sent_ms) the last NotNow answered
+  int64_t not_now_session = 0;      // the enrollment's session (Enrollment::session) of the last NotNow
+
+  // Not encoded: read from the queue index (see queue::CommandQueue::MarkSent)
+  // together with last_sent_ms. Deliveries since the device last reported on it.
+  int64_t deliveries = 0;
 
   std::string Encode() const;
   static Result<QueueEntry> Decode(std::string_view bytes);

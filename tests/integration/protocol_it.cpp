@@ -283,6 +283,55 @@ TEST_CASE("the certificate header is only believed from a trusted proxy", "[inte
   std::filesystem::remove_all(std::filesystem::path(conf).parent_path());
 }
 
+TEST_CASE("a command the device never reports on is failed after queue.max_deliveries", "[integration]") {
+  const std::string conf_dir = MakeTempDir("orchard-poison");
+  const std::string conf = conf_dir + "/orchard.conf";
+  REQUIRE(WriteFile(conf, "queue.max_deliveries = 2\ncheckin.max_user_channels = 1\n"));
+  Server s({"--config", conf});
+  auto dev = s.ca->Issue();
+  Enroll(s, dev, "DEV-P");
+  REQUIRE(s.Api("PUT", "/v1/enqueue/DEV-P?nopush=1", CommandPlist("POISON", "InstallProfile")).status == 200);
+  REQUIRE(s.Api("PUT", "/v1/enqueue/DEV-P?nopush=1", CommandPlist("NEXT", "DeviceInformation")).status == 200);
+  // Each new session hands out POISON again; the device never answers it.
+  for (int i = 0; i < 2; ++i) {
+    auto r = s.Device(dev, ReportBody("DEV-P", "Idle"), false);
+    REQUIRE(r.status == 200);
+    REQUIRE(r.body == CommandPlist("POISON", "InstallProfile"));
+  }
+  auto r = s.Device(dev, ReportBody("DEV-P", "Idle"), false);
+  REQUIRE(r.status == 200);
+  CHECK(r.body == CommandPlist("NEXT", "DeviceInformation"));
+
+  auto res = s.Api("GET", "/v1/enrollments/DEV-P/results/POISON");
+  REQUIRE(res.status == 200);
+  Value rv = Json(res);
+  CHECK(rv.GetString("status") == "Failed");
+  REQUIRE(rv.Find("error_chain"));
+  CHECK(rv.Find("error_chain")->AsArray()->at(0).GetString("LocalizedDescription").find("after 2 deliveries") !=
+        std::string_view::npos);
+  auto q = Json(s.Api("GET", "/v1/enrollments/DEV-P/queue"));
+  REQUIRE(q.Find("commands")->AsArray()->size() == 1);
+  CHECK(q.Find("commands")->AsArray()->at(0).GetString("command_uuid") == "NEXT");
+  auto events = Json(s.Api("GET", "/v1/events?limit=1000"));
+  bool failed_event = false;
+  for (auto& e : *events.Find("events")->AsArray())
+    failed_event |= e.GetString("type") == "command.failed" && e.GetString("command_uuid") == "POISON";
+  CHECK(failed_event);
+
+  // checkin.max_user_channels = 1: a second user channel is declined with 410, the first works.
+  auto user = [&](const std::string& user_id) {
+    Value v = plist::ParseXml(TokenUpdateBody("DEV-P")).value();
+    v.Set("UserID", S(user_id));
+    return s.Device(dev, plist::ToXml(v), true);
+  };
+  CHECK(user("USER-1").status == 200);
+  auto second = user("USER-2");
+  CHECK(second.status == 410);
+  CHECK(second.body.find("checkin.max_user_channels") != std::string::npos);
+  CHECK(user("USER-1").status == 200);
+  std::filesystem::remove_all(conf_dir);
+}
+
 TEST_CASE("admin API errors are clear JSON", "[integration]") {
   Server s;
   CHECK(HttpCall("GET", s.proc->url() + "/v1/enrollments").status == 401);

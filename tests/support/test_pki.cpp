@@ -45,6 +45,12 @@ KeyPtr NewEcKey() {
   return key;
 }
 
+KeyPtr NewRsaKey() {
+  KeyPtr key(EVP_RSA_gen(2048));
+  if (!key) Fail("RSA key generation");
+  return key;
+}
+
 std::string BioString(BIO* bio) {
   char* data = nullptr;
   long len = BIO_get_mem_data(bio, &data);
@@ -182,7 +188,7 @@ std::unique_ptr<TestCa> TestCa::Load(const std::string& cert_pem, const std::str
 TestCa::~TestCa() = default;
 
 Identity TestCa::Issue(const IssueOptions& options) {
-  KeyPtr key = NewEcKey();  // outside the lock: the slow part, and independent
+  KeyPtr key = options.rsa_key ? NewRsaKey() : NewEcKey();  // outside the lock: the slow part
   std::lock_guard<std::mutex> lock(mu_);
   X509* issuer = impl_->cert.get();
 
@@ -207,7 +213,8 @@ Identity TestCa::Issue(const IssueOptions& options) {
   }
   Check(X509_set_pubkey(cert.get(), key.get()), "X509_set_pubkey");
   AddExt(cert.get(), issuer, NID_basic_constraints, "critical,CA:FALSE");
-  AddExt(cert.get(), issuer, NID_key_usage, "critical,digitalSignature,keyAgreement");
+  AddExt(cert.get(), issuer, NID_key_usage,
+         options.rsa_key ? "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature,keyAgreement");
   std::string eku;
   if (options.client_auth_eku) eku = "clientAuth";
   if (options.server_auth_eku) eku += eku.empty() ? "serverAuth" : ",serverAuth";
@@ -239,6 +246,12 @@ std::string Identity::Rfc9440Header() const { return ":" + Base64Encode(cert_der
 std::string Identity::EscapedPemHeader() const { return PercentEncode(cert_pem); }
 
 std::string Identity::MdmSignature(std::string_view body, bool sha1) const {
+  return MdmSignatureWith(body, sha1 ? "SHA1" : "SHA256");
+}
+
+std::string Identity::MdmSignatureWith(std::string_view body, const char* digest_name) const {
+  const EVP_MD* digest = EVP_get_digestbyname(digest_name);
+  if (!digest) Fail("MdmSignatureWith: unknown digest");
   X509Ptr cert = ReadCert(cert_pem);
   KeyPtr key = ReadKey(key_pem);
   if (!cert || !key) Fail("MdmSignature: bad identity PEM");
@@ -247,7 +260,7 @@ std::string Identity::MdmSignature(std::string_view body, bool sha1) const {
   CmsPtr cms(CMS_sign(nullptr, nullptr, nullptr, nullptr, kFlags));
   if (!cms) Fail("CMS_sign");
   // Add the signer explicitly so the digest really is the one asked for.
-  if (!CMS_add1_signer(cms.get(), cert.get(), key.get(), sha1 ? EVP_sha1() : EVP_sha256(),
+  if (!CMS_add1_signer(cms.get(), cert.get(), key.get(), digest,
                        CMS_BINARY | CMS_NOSMIMECAP)) {
     Fail("CMS_add1_signer");
   }

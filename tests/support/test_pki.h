@@ -24,6 +24,9 @@ struct Identity {
   // Base64 of a detached CMS SignedData over body, signer cert included,
   // as devices send in Mdm-Signature. sha1=true signs with SHA-1 like devices do.
   std::string MdmSignature(std::string_view body, bool sha1 = true) const;
+  // The same with any digest OpenSSL knows by name ("MD5", "SHA1", "SHA384", ...).
+  // Digests without an ECDSA signature OID (MD5) need an RSA identity (IssueOptions::rsa_key).
+  std::string MdmSignatureWith(std::string_view body, const char* digest_name) const;
   // A PKCS#12 (DER) bundle of the certificate and key, protected by password.
   std::string Pkcs12(const std::string& password) const;
   // SHA-256 of the DER, lower-case hex (the binding key Orchard stores).
@@ -39,6 +42,7 @@ struct IssueOptions {
   std::string dns_name;                      // subjectAltName DNS (for server certs)
   bool empty_subject = false;                // some device certs have an empty subject
   std::string uid;                           // subject UID (NID_userId), e.g. an APNs push topic
+  bool rsa_key = false;                      // RSA 2048 instead of EC P-256 (as real devices have)
 };
 
 class TestCa {

@@ -9,6 +9,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <malloc.h>
 #include <stdlib.h>
 
 #include <atomic>
@@ -333,6 +334,68 @@ TEST_CASE("signature: RSA device key with SHA-1 verifies", "[auth]") {
   auto identity = f.WithSignature(sig);
   REQUIRE(identity.ok());
   CHECK(identity->cert_sha256 == rsa.Sha256Hex());
+}
+
+TEST_CASE("signature: MD5 is refused while SHA-1 and SHA-2 digests are accepted", "[auth]") {
+  testing::IssueOptions rsa_options;
+  rsa_options.rsa_key = true;  // ECDSA has no MD5 signature algorithm; RSA signs anything
+  auto rsa = SharedCa().Issue(rsa_options);
+  auto ec = SharedCa().Issue();
+  Fixture f(SharedCa());
+
+  std::string md5 = rsa.MdmSignatureWith(kBody, "MD5");
+  CHECK(SignerDigestOid(md5) == "1.2.840.113549.2.5");
+  auto plain = auth::VerifyMdmSignature(md5, kBody);
+  REQUIRE_FALSE(plain.ok());
+  CHECK(plain.status().code() == Code::kUnauthenticated);  // 403 at the protocol layer, never 401
+  CHECK_THAT(plain.status().message(), Contains("digest algorithm MD5 is not accepted"));
+  auto identified = f.WithSignature(md5);
+  REQUIRE_FALSE(identified.ok());
+  CHECK(identified.status().code() == Code::kUnauthenticated);
+  CHECK_THAT(identified.status().message(), Contains("MD5"));
+
+  for (const char* digest : {"SHA1", "SHA224", "SHA256", "SHA384", "SHA512"}) {
+    for (const auto* id : {&rsa, &ec}) {
+      INFO(digest << (id == &rsa ? " RSA" : " EC"));
+      std::string sig = id->MdmSignatureWith(kBody, digest);
+      auto signer = auth::VerifyMdmSignature(sig, kBody);
+      REQUIRE(signer.ok());
+      CHECK(*signer == id->cert_der);
+      auto identity = f.WithSignature(sig);
+      REQUIRE(identity.ok());
+      CHECK(identity->cert_sha256 == id->Sha256Hex());
+    }
+  }
+}
+
+TEST_CASE("signature: refusing an unknown digest algorithm loses no memory", "[auth]") {
+  // A SignedData whose digestAlgorithms set names an unknown algorithm makes
+  // OpenSSL 3.0's CMS_verify fail before hashing, the path on which it used
+  // to leak the copy it makes of a memory BIO. (The signer's own digest is
+  // still SHA-1, so this gets past the digest allow-list.)
+  auto id = SharedCa().Issue();
+  auto der = Base64Decode(id.MdmSignature(kBody));
+  REQUIRE(der);
+  const std::string sha1_oid("\x06\x05\x2B\x0E\x03\x02\x1A", 7);
+  const size_t at = der->find(sha1_oid);  // the first one is in digestAlgorithms
+  REQUIRE(at != std::string::npos);
+  (*der)[at + 6] = 0x7F;  // 1.3.14.3.2.127: no such digest
+  const std::string sig = Base64Encode(*der);
+  auto first = auth::VerifyMdmSignature(sig, kBody);
+  REQUIRE_FALSE(first.ok());
+  CHECK(first.status().code() == Code::kUnauthenticated);
+  Fixture f(SharedCa());
+  CHECK_FALSE(f.WithSignature(sig).ok());
+
+  // Leaked allocations show up as heap growth (under ASan, LeakSanitizer reports them instead).
+  int accepted = 0;
+  for (int i = 0; i < 100; ++i) accepted += auth::VerifyMdmSignature(sig, kBody).ok();
+  const size_t before = mallinfo2().uordblks;
+  for (int i = 0; i < 5000; ++i) accepted += auth::VerifyMdmSignature(sig, kBody).ok();
+  const size_t after = mallinfo2().uordblks;
+  CHECK(accepted == 0);
+  INFO("heap grew by " << (after > before ? after - before : 0) << " bytes over 5000 refusals");
+  CHECK(after < before + 256 * 1024);
 }
 
 TEST_CASE("signature: over a different body is refused", "[auth]") {

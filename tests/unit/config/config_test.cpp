@@ -51,6 +51,26 @@ TEST_CASE("bad values name the key and line", "[config]") {
   CHECK_FALSE(config::ParseFile("listen = 127.0.0.1:70000", "f", &c).ok());
 }
 
+TEST_CASE("device protocol limits are read from the file and checked", "[config]") {
+  config::Config c;
+  const config::Config defaults;
+  CHECK(defaults.queue_max_deliveries == 5);
+  CHECK(defaults.max_user_channels == 32);
+  REQUIRE(config::ParseFile("queue.max_deliveries = 0\ncheckin.max_user_channels = 3\n", "f", &c).ok());
+  CHECK(c.queue_max_deliveries == 0);
+  CHECK(c.max_user_channels == 3);
+  auto st = config::ParseFile("queue.max_deliveries = -1\n", "f", &c);
+  CHECK(st.message().find("queue.max_deliveries") != std::string::npos);
+  st = config::ParseFile("checkin.max_user_channels = 0\n", "f", &c);
+  CHECK(st.message().find("checkin.max_user_channels") != std::string::npos);
+  // The example shows the defaults.
+  config::Config example;
+  REQUIRE(config::ParseFile(testing::ReadFile(std::string(ORCHARD_SOURCE_DIR) + "/examples/orchard.conf"),
+                            "orchard.conf", &example).ok());
+  CHECK(example.queue_max_deliveries == defaults.queue_max_deliveries);
+  CHECK(example.max_user_channels == defaults.max_user_channels);
+}
+
 TEST_CASE("flags override the file and validation runs", "[config]") {
   auto r = Load({"--listen", "0.0.0.0:8080", "--data-dir", "/tmp/x", "--insecure-dev", "--api-key",
                  "0123456789abcdef"});

@@ -32,15 +32,14 @@ struct Harness {
   std::unique_ptr<auth::Authenticator> auth;
   std::unique_ptr<protocol::Service> service;
 
-  explicit Harness(bool digest = false) {
+  explicit Harness(bool digest = false) : Harness(DigestOptions(digest)) {}
+  explicit Harness(const protocol::ServiceOptions& o) {
     REQUIRE(ca->WriteCertPem(dir + "/ca.pem"));
     store = std::move(store::Store::Open({.path = dir + "/db"}).value());
     events = std::move(events::EventLog::Open(store.get()).value());
     queue = std::make_unique<queue::CommandQueue>(store.get());
     enrollments = std::make_unique<protocol::Enrollments>(store.get());
     auth = std::move(auth::Authenticator::Create({.device_ca_files = {dir + "/ca.pem"}}).value());
-    protocol::ServiceOptions o;
-    o.user_authenticate_digest = digest;
     service = std::make_unique<protocol::Service>(
         o, protocol::Deps{store.get(), events.get(), queue.get(), auth.get(), enrollments.get(), &locks});
   }
@@ -52,6 +51,25 @@ struct Harness {
     events.reset();
     store.reset();
     std::filesystem::remove_all(dir);
+  }
+
+  static protocol::ServiceOptions DigestOptions(bool digest) {
+    protocol::ServiceOptions o;
+    o.user_authenticate_digest = digest;
+    return o;
+  }
+
+  // Identified by an Mdm-Signature made with the named digest (no certificate header).
+  protocol::DeviceResponse SendSigned(const testing::Identity& id, const Value& msg, bool checkin,
+                                      const char* digest) {
+    std::string body = plist::ToXml(msg);
+    std::string signature = id.MdmSignatureWith(body, digest);
+    protocol::DeviceRequest req;
+    req.content_type = checkin ? kCheckin : "application/x-apple-aspen-mdm";
+    req.body = body;
+    req.presented.mdm_signature = signature;
+    req.presented.body = body;
+    return service->Handle(req);
   }
 
   protocol::DeviceResponse Send(const testing::Identity& id, const Value& msg, bool checkin) {
@@ -469,4 +487,252 @@ TEST_CASE("a blocked user channel is unenrolled on check-in and report", "[proto
   idle.Set("UserID", S("USER-1"));
   CHECK(h.Send(dev, idle, false).status == 401);
   CHECK(h.Send(dev, Report("U", "Idle"), false).status == 200);  // the device channel is not blocked
+}
+
+TEST_CASE("NotNow answers of an earlier session are all offered again in the next session", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "A", "InstallProfile");
+  h.Enqueue("U", "B", "DeviceInformation");
+  h.Enqueue("U", "C", "SecurityInfo");
+
+  // Session 1: the device answers NotNow to all three; none comes back in it.
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "A");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "NotNow", "A"), false)) == "B");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "NotNow", "B"), false)) == "C");
+  auto r = h.Send(dev, Report("U", "NotNow", "C"), false);
+  CHECK(r.status == 200);
+  CHECK(r.body.empty());
+  CHECK(h.Send(dev, Report("U", "NotNow", "C"), false).body.empty());  // a repeat changes nothing
+
+  // Session 2: all three, in queue order; A answered NotNow again waits for session 3.
+  CHECK(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "A");
+  CHECK(UuidOf(h.Send(dev, Report("U", "NotNow", "A"), false)) == "B");
+  CHECK(UuidOf(h.Send(dev, Report("U", "Acknowledged", "B"), false)) == "C");
+  CHECK(h.Send(dev, Report("U", "Acknowledged", "C"), false).body.empty());
+
+  // Session 3.
+  CHECK(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "A");
+  CHECK(h.Send(dev, Report("U", "Acknowledged", "A"), false).body.empty());
+  CHECK(h.queue->GetResult("U", "A").value()->not_now_count == 2);
+  CHECK(h.queue->GetResult("U", "B").value()->not_now_count == 1);
+  CHECK(h.queue->GetResult("U", "C").value()->not_now_count == 1);
+  CHECK(h.queue->Depth().value() == 0);
+}
+
+TEST_CASE("three NotNow commands are all delivered in the next session", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "A", "InstallProfile");
+  h.Enqueue("U", "B", "DeviceInformation");
+  h.Enqueue("U", "C", "SecurityInfo");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "A");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "NotNow", "A"), false)) == "B");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "NotNow", "B"), false)) == "C");
+  REQUIRE(h.Send(dev, Report("U", "NotNow", "C"), false).body.empty());
+  // Idle -> A -> ack -> B -> ack -> C -> ack -> empty.
+  CHECK(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "A");
+  CHECK(UuidOf(h.Send(dev, Report("U", "Acknowledged", "A"), false)) == "B");
+  CHECK(UuidOf(h.Send(dev, Report("U", "Acknowledged", "B"), false)) == "C");
+  CHECK(h.Send(dev, Report("U", "Acknowledged", "C"), false).body.empty());
+}
+
+TEST_CASE("a command delivered max_deliveries times without a report is failed and the next delivered",
+          "[protocol]") {
+  protocol::ServiceOptions o;
+  o.max_deliveries = 3;
+  Harness h(o);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "POISON", "InstallProfile");
+  h.Enqueue("U", "NEXT", "DeviceInformation");
+  // The device takes POISON and never reports on it (each session starts over).
+  for (int i = 1; i <= 3; ++i) {
+    INFO("delivery " << i);
+    REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "POISON");
+    CHECK(h.queue->Find("U", "POISON").value()->entry.deliveries == i);
+  }
+  const size_t events_before = h.Events().size();
+  auto r = h.Send(dev, Report("U", "Idle"), false);
+  REQUIRE(r.status == 200);
+  CHECK(UuidOf(r) == "NEXT");
+
+  CHECK_FALSE(h.queue->Find("U", "POISON").value());
+  auto res = h.queue->GetResult("U", "POISON").value();
+  REQUIRE(res);
+  CHECK(res->status == "Failed");
+  CHECK(res->request_type == "InstallProfile");
+  CHECK(res->error_chain.find("after 3 deliveries") != std::string::npos);
+  CHECK(res->raw.empty());
+  CHECK(h.queue->Depth().value() == 1);
+  // The failure's event commits with the Idle that caused it.
+  auto evs = h.Events();
+  REQUIRE(evs.size() == events_before + 2);
+  CHECK(evs[events_before].type == "device.idle");
+  CHECK(evs[events_before + 1].type == "command.failed");
+  CHECK(evs[events_before + 1].command_uuid == "POISON");
+  CHECK(evs[events_before + 1].request_type == "InstallProfile");
+  CHECK(evs[events_before + 1].payload_json.find("\"deliveries\":3") != std::string::npos);
+
+  CHECK(h.Send(dev, Report("U", "Acknowledged", "NEXT"), false).body.empty());
+  // A late report for the failed command is only logged.
+  CHECK(h.Send(dev, Report("U", "Acknowledged", "POISON"), false).status == 200);
+  CHECK(h.queue->GetResult("U", "POISON").value()->status == "Failed");
+}
+
+TEST_CASE("a NotNow counts as a report: unanswered deliveries start again from zero", "[protocol]") {
+  protocol::ServiceOptions o;
+  o.max_deliveries = 2;
+  Harness h(o);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "X", "InstallProfile");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "X");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "X");
+  REQUIRE(h.Send(dev, Report("U", "NotNow", "X"), false).body.empty());
+  CHECK(h.queue->Find("U", "X").value()->entry.deliveries == 0);
+  CHECK(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "X");
+  CHECK(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "X");
+  CHECK(h.Send(dev, Report("U", "Idle"), false).body.empty());  // now failed
+  CHECK(h.queue->GetResult("U", "X").value()->status == "Failed");
+  CHECK(h.queue->GetResult("U", "X").value()->not_now_count == 1);
+}
+
+TEST_CASE("max_deliveries 0 never fails a command", "[protocol]") {
+  protocol::ServiceOptions o;
+  o.max_deliveries = 0;
+  Harness h(o);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "X", "InstallProfile");
+  for (int i = 0; i < 12; ++i) REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "X");
+  CHECK(h.queue->Find("U", "X").value()->entry.deliveries == 12);
+}
+
+TEST_CASE("too-long device strings are refused with 400 naming the key and nothing is stored", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  const std::vector<std::pair<const char*, size_t>> inventory = {
+      {"UDID", 256},       {"SerialNumber", 128}, {"Model", 128},     {"ModelName", 128},
+      {"ProductName", 128}, {"OSVersion", 64},    {"BuildVersion", 64}, {"IMEI", 64},
+      {"MEID", 64},        {"DeviceName", 1024},  {"Topic", 256}};
+  for (const auto& [key, limit] : inventory) {
+    INFO(key);
+    Value msg = Authenticate("U");
+    msg.Set(key, Value::String(std::string(limit + 1, 'x')));
+    auto r = h.Send(dev, msg, true);
+    CHECK(r.status == 400);
+    CHECK(r.error.find(std::string(key) + " is too long") != std::string::npos);
+    CHECK(r.error.find(std::string(limit + 1, 'x')) == std::string::npos);  // the value is not echoed
+    CHECK_FALSE(h.enrollments->Get("U").value());
+  }
+  CHECK(h.Events().empty());
+  // At the limit everything is accepted (UDID stays "U": the id must match the reports below).
+  Value at_limit = Authenticate("U");
+  for (const auto& [key, limit] : inventory)
+    if (std::string(key) != "UDID") at_limit.Set(key, Value::String(std::string(limit, 'y')));
+  REQUIRE(h.Send(dev, at_limit, true).status == 200);
+  CHECK(h.enrollments->Get("U").value()->device_name == std::string(1024, 'y'));
+
+  const std::vector<std::pair<const char*, size_t>> token_keys = {
+      {"UserID", 256}, {"UserShortName", 256}, {"UserLongName", 1024}, {"PushMagic", 256}};
+  for (const auto& [key, limit] : token_keys) {
+    INFO(key);
+    Value msg = TokenUpdate("U");
+    msg.Set(key, Value::String(std::string(limit + 1, 'x')));
+    auto r = h.Send(dev, msg, true);
+    CHECK(r.status == 400);
+    CHECK(r.error.find(std::string(key) + " is too long") != std::string::npos);
+  }
+  Value big_token = TokenUpdate("U");
+  big_token.Set("Token", Value::DataValue(std::string(1025, '\x01')));
+  auto r = h.Send(dev, big_token, true);
+  CHECK(r.status == 400);
+  CHECK(r.error.find("Token is too long") != std::string::npos);
+  CHECK(h.enrollments->Get("U").value()->push_token.empty());
+  CHECK(h.enrollments->Get("U").value()->state == store::EnrollmentState::kAuthenticated);
+
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "C1", "DeviceInformation");
+  REQUIRE(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "C1");
+  const size_t before = h.Events().size();
+  r = h.Send(dev, Report("U", "Acknowledged", std::string(129, 'c').c_str()), false);
+  CHECK(r.status == 400);
+  CHECK(r.error.find("CommandUUID is too long") != std::string::npos);
+  Value long_user = Report("U", "Idle");
+  long_user.Set("EnrollmentUserID", Value::String(std::string(257, 'e')));
+  r = h.Send(dev, long_user, false);
+  CHECK(r.status == 400);
+  CHECK(r.error.find("EnrollmentUserID is too long") != std::string::npos);
+  CHECK(h.Events().size() == before);
+}
+
+TEST_CASE("a device may create at most max_user_channels user channels", "[protocol]") {
+  protocol::ServiceOptions o;
+  o.max_user_channels = 2;
+  o.user_authenticate_digest = true;
+  Harness h(o);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  auto user = [](const char* user_id) {
+    Value v = TokenUpdate("U");
+    v.Set("UserID", S(user_id));
+    v.Set("UserShortName", S("alice"));
+    return v;
+  };
+  REQUIRE(h.Send(dev, user("USER-1"), true).status == 200);
+  Value shared = TokenUpdate("U");
+  shared.Set("UserID", S("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"));
+  shared.Set("UserShortName", S("bob"));
+  REQUIRE(h.Send(dev, shared, true).status == 200);  // Shared iPad users count too
+
+  const size_t before = h.Events().size();
+  auto r = h.Send(dev, user("USER-3"), true);
+  CHECK(r.status == 410);
+  CHECK(r.error.find("checkin.max_user_channels") != std::string::npos);
+  CHECK_FALSE(h.enrollments->Get("U:USER-3").value());
+  CHECK(h.Events().size() == before);
+  // UserAuthenticate for a channel that cannot be created is declined at once.
+  auto ua = h.Send(dev, Msg({{"MessageType", S("UserAuthenticate")}, {"UDID", S("U")}, {"UserID", S("USER-3")}}), true);
+  CHECK(ua.status == 410);
+  CHECK(ua.error.find("checkin.max_user_channels") != std::string::npos);
+
+  // The existing channels keep working.
+  ua = h.Send(dev, Msg({{"MessageType", S("UserAuthenticate")}, {"UDID", S("U")}, {"UserID", S("USER-1")}}), true);
+  CHECK(ua.status == 200);
+  CHECK(h.Send(dev, user("USER-1"), true).status == 200);
+  h.Enqueue("U:USER-1", "UC", "ProfileList");
+  Value idle = Report("U", "Idle");
+  idle.Set("UserID", S("USER-1"));
+  CHECK(UuidOf(h.Send(dev, idle, false)) == "UC");
+  CHECK(h.Send(dev, Report("U", "Idle"), false).status == 200);
+  // Another device has its own allowance (ids sharing a prefix do not count).
+  auto dev2 = h.ca->Issue();
+  REQUIRE(h.Send(dev2, Authenticate("U2"), true).status == 200);
+  Value other = TokenUpdate("U2");
+  other.Set("UserID", S("USER-9"));
+  CHECK(h.Send(dev2, other, true).status == 200);
+}
+
+TEST_CASE("Mdm-Signature made with MD5 is refused with 403 while SHA-1 and SHA-256 are accepted", "[protocol][auth]") {
+  Harness h;
+  testing::IssueOptions rsa;
+  rsa.rsa_key = true;
+  auto dev = h.ca->Issue(rsa);
+  auto md5 = h.SendSigned(dev, Authenticate("U"), true, "MD5");
+  CHECK(md5.status == 403);
+  CHECK(md5.error.find("MD5") != std::string::npos);
+  CHECK_FALSE(h.enrollments->Get("U").value());
+  CHECK(h.SendSigned(dev, Authenticate("U"), true, "SHA1").status == 200);
+  CHECK(h.SendSigned(dev, TokenUpdate("U"), true, "SHA256").status == 200);
+  CHECK(h.SendSigned(dev, Report("U", "Idle"), false, "MD5").status == 403);
+  CHECK(h.SendSigned(dev, Report("U", "Idle"), false, "SHA1").status == 200);
 }

@@ -57,6 +57,45 @@ TEST_CASE("records round-trip and reject corruption", "[store]") {
   CHECK_FALSE(store::Enrollment::Decode("").ok());
 }
 
+TEST_CASE("records: command sessions round-trip and older records read session 0", "[store]") {
+  store::Enrollment e;
+  e.id = "U";
+  e.blocked = true;
+  e.session = 41;
+  auto d = store::Enrollment::Decode(e.Encode());
+  REQUIRE(d.ok());
+  CHECK(d->session == 41);
+  CHECK(d->blocked);
+  // The session is the last field: without it, the record an older build wrote.
+  e.session = 0;
+  std::string current = e.Encode();
+  REQUIRE(current.back() == '\0');
+  auto old = store::Enrollment::Decode(current.substr(0, current.size() - 1));
+  REQUIRE(old.ok());
+  CHECK(old->session == 0);
+  CHECK(old->blocked);
+
+  store::QueueEntry q;
+  q.command_uuid = "C";
+  q.status = store::QueueStatus::kNotNow;
+  q.not_now_for_sent_ms = 5;
+  q.not_now_session = 9;
+  q.deliveries = 4;  // not part of the record (it lives in the queue index)
+  auto qd = store::QueueEntry::Decode(q.Encode());
+  REQUIRE(qd.ok());
+  CHECK(qd->not_now_session == 9);
+  CHECK(qd->not_now_for_sent_ms == 5);
+  CHECK(qd->deliveries == 0);
+  q.not_now_session = 0;
+  std::string q_current = q.Encode();
+  REQUIRE(q_current.back() == '\0');
+  auto q_old = store::QueueEntry::Decode(q_current.substr(0, q_current.size() - 1));
+  REQUIRE(q_old.ok());
+  CHECK(q_old->not_now_session == 0);
+  CHECK(q_old->not_now_for_sent_ms == 5);
+  CHECK(q_old->status == store::QueueStatus::kNotNow);
+}
+
 TEST_CASE("a locked database is a clear error", "[store]") {
   TempDb t;
   auto second = store::Store::Open({.path = t.dir + "/db"});
@@ -97,23 +136,24 @@ TEST_CASE("queue: FIFO within priority, find, remove, clear, depth", "[queue]") 
   CHECK(list[2].command_uuid == "B");
   CHECK(q.Depth().value() == 4);
 
-  auto next = q.Next("D", false).value();
+  auto next = q.Next("D", 0).value();
   REQUIRE(next);
   CHECK(next->entry.command_uuid == "HI");
   store::Batch rm;
   q.Remove(rm, "D", *next);
   REQUIRE(t.db->Write(rm).ok());
-  CHECK(q.Next("D", false).value()->entry.command_uuid == "A");
+  CHECK(q.Next("D", 0).value()->entry.command_uuid == "A");
   CHECK_FALSE(q.Find("D", "HI").value());
 
-  // NotNow entries are skipped within a session only.
+  // NotNow entries are skipped within the session they were answered in only.
   auto a = *q.Find("D", "A").value();
   a.entry.status = store::QueueStatus::kNotNow;
+  a.entry.not_now_session = 7;
   store::Batch up;
   q.Update(up, "D", a);
   REQUIRE(t.db->Write(up).ok());
-  CHECK(q.Next("D", true).value()->entry.command_uuid == "B");
-  CHECK(q.Next("D", false).value()->entry.command_uuid == "A");
+  CHECK(q.Next("D", 7).value()->entry.command_uuid == "B");
+  CHECK(q.Next("D", 8).value()->entry.command_uuid == "A");
 
   // A delivery is recorded in the index, visible through Find and List.
   auto b_entry = *q.Find("D", "B").value();
@@ -122,7 +162,7 @@ TEST_CASE("queue: FIFO within priority, find, remove, clear, depth", "[queue]") 
   REQUIRE(t.db->Write(sent).ok());
   CHECK(q.Find("D", "B").value()->entry.last_sent_ms == 424242);
   CHECK(q.List("D", 10).value()[1].last_sent_ms == 424242);
-  CHECK(q.Next("D", true).value()->entry.command_uuid == "B");  // still queued
+  CHECK(q.Next("D", 7).value()->entry.command_uuid == "B");  // still queued
 
   store::Batch clr;
   CHECK(q.Clear(clr, "D").value() == 2);
@@ -132,6 +172,60 @@ TEST_CASE("queue: FIFO within priority, find, remove, clear, depth", "[queue]") 
   CHECK(q.Depth().value() == 1);
 }
 
+TEST_CASE("queue: deliveries without a report are counted in the index", "[queue]") {
+  TempDb t;
+  queue::CommandQueue q(t.db.get());
+  store::Batch b;
+  REQUIRE(q.Enqueue(b, "D", Cmd("A"), 1).ok());
+  REQUIRE(t.db->Write(b).ok());
+  for (int i = 1; i <= 3; ++i) {
+    auto next = q.Next("D", 0).value();
+    REQUIRE(next);
+    CHECK(next->entry.deliveries == i - 1);
+    store::Batch sent;
+    q.MarkSent(sent, "D", *next, 1000 * i);
+    REQUIRE(t.db->Write(sent).ok());
+  }
+  auto a = *q.Find("D", "A").value();
+  CHECK(a.entry.deliveries == 3);
+  CHECK(a.entry.last_sent_ms == 3000);
+  CHECK(q.List("D", 10).value()[0].deliveries == 3);
+  // A report (NotNow) starts the count again; the delivery time stays.
+  store::Batch answered;
+  q.MarkAnswered(answered, "D", a);
+  REQUIRE(t.db->Write(answered).ok());
+  a = *q.Find("D", "A").value();
+  CHECK(a.entry.deliveries == 0);
+  CHECK(a.entry.last_sent_ms == 3000);
+  CHECK(q.Next("D", 0).value()->entry.deliveries == 0);
+
+  // An index value written before the count existed (suffix + time) reads as one delivery.
+  std::string old_value = std::string(a.key).substr(2);
+  PutBigEndian64(&old_value, 5000);
+  store::Batch legacy;
+  legacy.Put(store::Cf::kQueueIndex, std::string("D") + '\0' + "A", old_value);
+  REQUIRE(t.db->Write(legacy).ok());
+  a = *q.Find("D", "A").value();
+  CHECK(a.entry.deliveries == 1);
+  CHECK(a.entry.last_sent_ms == 5000);
+}
+
+TEST_CASE("queue: too-long CommandUUID or RequestType is refused at enqueue", "[queue]") {
+  TempDb t;
+  queue::CommandQueue q(t.db.get());
+  store::Batch b;
+  auto st = q.Enqueue(b, "D", Cmd(std::string(129, 'U')), 1);
+  CHECK(st.code() == Code::kInvalidArgument);
+  CHECK(st.message().find("CommandUUID") != std::string::npos);
+  queue::NewCommand long_type = Cmd("OK");
+  long_type.request_type = std::string(129, 'T');
+  st = q.Enqueue(b, "D", long_type, 1);
+  CHECK(st.code() == Code::kInvalidArgument);
+  CHECK(st.message().find("RequestType") != std::string::npos);
+  CHECK(b.empty());
+  CHECK(q.Enqueue(b, "D", Cmd(std::string(128, 'U')), 1).ok());
+}
+
 TEST_CASE("queue: a higher-priority enqueue after delivery is not hidden by the head hint", "[queue]") {
   TempDb t;
   queue::CommandQueue q(t.db.get());
@@ -139,11 +233,11 @@ TEST_CASE("queue: a higher-priority enqueue after delivery is not hidden by the 
   REQUIRE(q.Enqueue(b, "D", Cmd("LOW1"), 1).ok());
   REQUIRE(q.Enqueue(b, "D", Cmd("LOW2"), 1).ok());
   REQUIRE(t.db->Write(b).ok());
-  CHECK(q.Next("D", false).value()->entry.command_uuid == "LOW1");  // sets the hint
+  CHECK(q.Next("D", 0).value()->entry.command_uuid == "LOW1");  // sets the hint
   store::Batch hi;
   REQUIRE(q.Enqueue(hi, "D", Cmd("HIGH", 50), 2).ok());
   REQUIRE(t.db->Write(hi).ok());
-  CHECK(q.Next("D", false).value()->entry.command_uuid == "HIGH");
+  CHECK(q.Next("D", 0).value()->entry.command_uuid == "HIGH");
 }
 
 TEST_CASE("queue: the head stays O(1) after many deliveries (tombstones skipped)", "[queue]") {
@@ -154,14 +248,14 @@ TEST_CASE("queue: the head stays O(1) after many deliveries (tombstones skipped)
   for (int i = 0; i < n; ++i) REQUIRE(q.Enqueue(b, "D", Cmd("C" + std::to_string(i)), 1).ok());
   REQUIRE(t.db->Write(b).ok());
   for (int i = 0; i < n - 1; ++i) {
-    auto next = q.Next("D", false).value();
+    auto next = q.Next("D", 0).value();
     REQUIRE(next);
     REQUIRE(next->entry.command_uuid == "C" + std::to_string(i));
     store::Batch rm;
     q.Remove(rm, "D", *next);
     REQUIRE(t.db->Write(rm).ok());
   }
-  CHECK(q.Next("D", false).value()->entry.command_uuid == "C" + std::to_string(n - 1));
+  CHECK(q.Next("D", 0).value()->entry.command_uuid == "C" + std::to_string(n - 1));
   CHECK(q.Depth().value() == 1);
 }
 
