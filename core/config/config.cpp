@@ -94,6 +94,8 @@ const std::map<std::string, Setter>& Keys() {
       {"api_key", StringSetter(&Config::api_key)},
       {"max_body_bytes",
        IntSetter(4096, 256 << 20, [](Config* c, int64_t n) { c->max_body_bytes = size_t(n); })},
+      {"max_connections",
+       IntSetter(0, 10'000'000, [](Config* c, int64_t n) { c->max_connections = size_t(n); })},
       {"max_plist_depth", IntSetter(4, 512, [](Config* c, int64_t n) { c->max_plist_depth = int(n); })},
       {"api.max_response_bytes",
        IntSetter(65536, 1 << 30, [](Config* c, int64_t n) { c->api_max_response_bytes = size_t(n); })},

@@ -24,6 +24,9 @@ struct Config {
   int threads = 2;                          // HTTP worker threads
   std::string api_key;                      // admin API key (required for the admin API)
   size_t max_body_bytes = 8 * 1024 * 1024;  // device and admin request bodies
+  // Open HTTP connections; more are answered 503 and closed. 0: derived from
+  // the file descriptor limit (see http::ServerOptions::max_connections).
+  size_t max_connections = 0;
   int max_plist_depth = 64;
   size_t api_max_response_bytes = 16 * 1024 * 1024;  // largest admin API answer body
 

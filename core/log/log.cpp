@@ -28,6 +28,111 @@ std::shared_ptr<spdlog::logger> Logger() {
   return logger;
 }
 
+constexpr char kHex[] = "0123456789abcdef";
+
+void AppendHexByte(std::string* out, unsigned char c) {
+  const char esc[4] = {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+  out->append(esc, 4);
+}
+
+bool Continuation(unsigned char c) { return (c & 0xC0) == 0x80; }
+
+// Length of the well-formed UTF-8 sequence starting at s[i] (2..4), or 0 if
+// s[i] does not start one (invalid lead byte, bad or missing continuation,
+// overlong form, surrogate, above U+10FFFF).
+size_t Utf8Length(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  const auto c1 = static_cast<unsigned char>(s[i + 1]);
+  if (c1 < lo || c1 > hi) return 0;
+  for (size_t k = 2; k < n; ++k)
+    if (!Continuation(static_cast<unsigned char>(s[i + k]))) return 0;
+  return n;
+}
+
+// Well-formed characters that still must not reach a log raw: C1 controls
+// (U+0080..U+009F), LRM/RLM, the line/paragraph separators, the bidi
+// embeddings/overrides (U+202A..U+202E) and isolates (U+2066..U+2069).
+bool DangerousCodePoint(std::string_view s, size_t i, size_t n) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  const auto b1 = static_cast<unsigned char>(s[i + 1]);
+  if (n == 2) return b0 == 0xC2 && b1 <= 0x9F;
+  if (n == 3 && b0 == 0xE2) {
+    const auto b2 = static_cast<unsigned char>(s[i + 2]);
+    if (b1 == 0x80) return b2 == 0x8E || b2 == 0x8F || (b2 >= 0xA8 && b2 <= 0xAE);
+    if (b1 == 0x81) return b2 >= 0xA6 && b2 <= 0xA9;
+  }
+  return false;
+}
+
+// True if c is printable ASCII that passes through unchanged (quoted: also
+// not '"' or '\\').
+bool PlainAscii(unsigned char c, bool quoted) {
+  if (c < 0x20 || c >= 0x7F) return false;
+  return !quoted || (c != '"' && c != '\\');
+}
+
+void Escape(std::string* out, std::string_view s, bool quoted) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (PlainAscii(c, quoted)) {
+      size_t j = i + 1;
+      while (j < s.size() && PlainAscii(static_cast<unsigned char>(s[j]), quoted)) ++j;
+      out->append(s.data() + i, j - i);
+      i = j;
+      continue;
+    }
+    if (c >= 0x80) {
+      const size_t n = Utf8Length(s, i);
+      if (n != 0 && !DangerousCodePoint(s, i, n)) {
+        out->append(s.data() + i, n);
+      } else if (n != 0) {
+        for (size_t k = 0; k < n; ++k) AppendHexByte(out, static_cast<unsigned char>(s[i + k]));
+      } else {
+        AppendHexByte(out, c);
+        i += 1;
+        continue;
+      }
+      i += n;
+      continue;
+    }
+    switch (c) {
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      case '\t': out->append("\\t"); break;
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      default: AppendHexByte(out, c);
+    }
+    ++i;
+  }
+}
+
+// Does s need Escape (unquoted)? Fast path: printable ASCII only.
+bool NeedsEscape(std::string_view s) {
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c >= 0x7F) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 void Configure(Level level) { Logger()->set_level(ToSpd(level)); }
@@ -44,11 +149,38 @@ Level ParseLevel(std::string_view name, bool* ok) {
 
 bool Enabled(Level level) { return Logger()->should_log(ToSpd(level)); }
 
+void AppendEscaped(std::string* out, std::string_view text) { Escape(out, text, false); }
+
+std::string Quote(std::string_view value, size_t max_bytes) {
+  const bool cut = value.size() > max_bytes;
+  if (cut) value = value.substr(0, max_bytes);
+  bool plain = !value.empty() && !cut;
+  for (size_t i = 0; plain && i < value.size(); ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c == ' ' || c == '=' || !PlainAscii(c, true)) plain = false;
+  }
+  if (plain) return std::string(value);
+  std::string out;
+  out.reserve(value.size() + 8);
+  out += '"';
+  Escape(&out, value, true);
+  if (cut) out += "...";
+  out += '"';
+  return out;
+}
+
 void Write(const char* module, Level level, std::string_view message) {
   auto l = Logger();
   auto spd = ToSpd(level);
   if (!l->should_log(spd)) return;
-  l->log(spd, "module={} {}", module, message);
+  if (!NeedsEscape(message)) {
+    l->log(spd, "module={} {}", module, message);
+    return;
+  }
+  std::string escaped;
+  escaped.reserve(message.size() + 16);
+  AppendEscaped(&escaped, message);
+  l->log(spd, "module={} {}", module, escaped);
 }
 
 }  // namespace orchard::log

@@ -114,7 +114,9 @@ class AppImpl : public App {
     auto srv = http::Server::Start({.host = config_.listen_host,
                                     .port = config_.listen_port,
                                     .threads = config_.threads,
-                                    .max_request_bytes = config_.max_body_bytes},
+                                    .max_request_bytes = config_.max_body_bytes,
+                                    .max_connections = config_.max_connections,
+                                    .metrics = &metrics_},
                                    [this](const http::Request& r) { return Dispatch(r); });
     if (!srv.ok()) return srv.status();
     server_ = std::move(srv.value());
@@ -188,7 +190,7 @@ class AppImpl : public App {
             config_.trusted_proxies.end()) {
           req.presented.cert_header = header;
         } else {
-          log::Warn(kLog, "event=cert_header_ignored peer={} reason=untrusted_proxy", r.peer);
+          log::Warn(kLog, "event=cert_header_ignored peer={} reason=untrusted_proxy", log::Quote(r.peer));
         }
       }
     }
@@ -198,8 +200,8 @@ class AppImpl : public App {
     metrics_.Increment("orchard_device_messages_total{kind=\"" + KindLabel(d.kind) + "\",status=\"" +
                        std::to_string(d.status) + "\"}");
     if (d.status >= 400)
-      log::Warn(kLog, "event=device_request_refused path={} kind={} status={} reason=\"{}\"", r.path,
-                d.kind, d.status, d.error);
+      log::Warn(kLog, "event=device_request_refused path={} kind={} status={} reason={}", log::Quote(r.path),
+                log::Quote(d.kind), d.status, log::Quote(d.error));
     return {d.status, d.content_type, std::move(d.body), {}};
   }
 

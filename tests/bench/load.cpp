@@ -100,8 +100,8 @@ int main(int argc, char** argv) {
   const std::string label = f.Get("label", "load");
   const std::string path = f.Get("path", "/mdm");
   const bool no_cert = f.Has("no-cert");
-  // Without "Connection: keep-alive" Pistache answers "Connection: Close" and
-  // closes: every request then costs a reconnect (see dependency-notes.md).
+  // Sent on every request: the bare Pistache handler closes without it (see
+  // dependency-notes.md); orchardd keeps HTTP/1.1 open either way.
   const bool keep_alive = !f.Has("no-keepalive");
 
   // One fd per connection plus slack; the kernel limits (somaxconn, ports) suffice for 10k on loopback.
