@@ -93,7 +93,8 @@ TEST_CASE("device fields with newlines, escapes and invalid UTF-8 are logged esc
   Orchardd o;
   auto c = o.Connect();
   // An unknown MessageType is refused and logged with the reason quoting it.
-  const std::string type = "Idle\nts=2030-01-01T00:00:00.000Z level=error module=server event=forged \x1b[31m\xff\xfe";
+  // (MessageType is limited to 64 bytes.)
+  const std::string type = "Idle\nts=2030 level=error event=forged \x1b[31m\xff\xfe";
   REQUIRE(c->Send(Put("/mdm/checkin", Checkin(type, "UDID-1"))));
   auto r1 = c->Read();
   REQUIRE(r1);
@@ -110,10 +111,10 @@ TEST_CASE("device fields with newlines, escapes and invalid UTF-8 are logged esc
   const size_t at = log.find("event=device_request_refused");
   REQUIRE(at != std::string::npos);
   const std::string line = log.substr(at, log.find('\n', at) - at);
-  CHECK(line.find(R"(reason="unknown check-in MessageType 'Idle\nts=2030-01-01T00:00:00.000Z level=error )"
-                  R"(module=server event=forged \x1b[31m\xff\xfe'")") != std::string::npos);
+  CHECK(line.find(R"(reason="unknown check-in MessageType 'Idle\nts=2030 level=error )"
+                  R"(event=forged \x1b[31m\xff\xfe'")") != std::string::npos);
   // No forged line, and nothing raw anywhere.
-  CHECK(log.find("\nts=2030-01-01") == std::string::npos);
+  CHECK(log.find("\nts=2030") == std::string::npos);
   CHECK(log.find("event=forged") == at + line.find("event=forged"));
   CHECK(log.find('\x1b') == std::string::npos);
   CHECK(log.find('\xff') == std::string::npos);
