@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -78,8 +79,12 @@ class CommandQueue {
   // reports (GetResult has them).
   Result<std::vector<store::CommandResult>> ListResults(const std::string& enrollment_id,
                                                         size_t limit);
-  // Deletes results received before cutoff_ms (at most max_batch). Returns count.
-  Result<uint64_t> SweepResults(int64_t cutoff_ms, size_t max_batch = 10000);
+  // Deletes every result received before cutoff_ms, batch_size index entries
+  // per write, until none is left or keep_going (if given) returns false
+  // between batches. Returns the number of index entries swept. Call from one
+  // thread at a time.
+  Result<uint64_t> SweepResults(int64_t cutoff_ms, size_t batch_size = 10000,
+                                const std::function<bool()>& keep_going = nullptr);
 
   // Total queued commands across all enrollments (a counter, O(1)).
   Result<int64_t> Depth();
