@@ -42,6 +42,8 @@ DeviceResponse FromStatus(const Status& st, std::string kind) {
     case Code::kUnauthenticated:
     case Code::kPermissionDenied:
       return Fail(403, std::move(kind), st.message());
+    case Code::kResourceExhausted:  // disk full: the device retries later (app adds Retry-After)
+      return Fail(503, std::move(kind), "server temporarily unable to store: " + st.message());
     default:
       return Fail(500, std::move(kind), "server error: " + st.message());
   }
@@ -149,13 +151,13 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   store::Enrollment e = prev->value_or(store::Enrollment{});
   const bool re_enroll = prev->has_value();
   events::Transaction txn(d_.events);
+  uint64_t cleared_commands = 0;  // logged once the transaction has committed
   if (re_enroll) {
     // A fresh enrollment: the old queue is cleared, as the established servers do.
     auto cleared = d_.queue->Clear(txn.batch(), id);
     if (!cleared.ok()) return FromStatus(cleared.status(), type);
+    cleared_commands = *cleared;
     if (*cleared) {
-      log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
-                *cleared);
       plist::Value payload;
       payload.Set("removed", plist::Value::Integer(static_cast<int64_t>(*cleared)));
       payload.Set("reason", plist::Value::String("re_authenticate"));
@@ -196,6 +198,9 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
             .payload_json = plist::ToJson(payload)});
   Status st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st, type);
+  if (cleared_commands)
+    log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
+              cleared_commands);
   log::Info(kLog, "event=authenticate enrollment_id={} serial={} re_enroll={} generation={}", id,
             e.serial, re_enroll, e.generation);
   return Empty(type);
@@ -367,6 +372,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   d_.enrollments->Put(txn.batch(), *prev, e);
 
   std::string finished_key;  // the entry this report settles, changed in txn
+  std::string reported_type;  // its request type (logged once the txn has committed)
   if (r.status == "Idle") {
     txn.Emit({.type = events::type::kDeviceIdle, .time_ms = now, .enrollment_id = id});
   } else {
@@ -421,8 +427,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
                   .command_uuid = r.command_uuid,
                   .request_type = loc.entry.request_type,
                   .payload_json = EventPayload(r.body)});
-      log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
-                id, r.command_uuid, loc.entry.request_type, r.status);
+      reported_type = loc.entry.request_type;
     }
   }
 
@@ -435,11 +440,16 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
     d_.queue->MarkSent(txn.batch(), id, loc, now);
     resp.content_type = "application/xml; charset=UTF-8";
     resp.body = loc.entry.plist;
-    log::Info(kLog, "event=command_sent enrollment_id={} command_uuid={} request_type={}", id,
-              loc.entry.command_uuid, loc.entry.request_type);
   }
   st = d_.events->Commit(txn);
   if (!st.ok()) return FromStatus(st, r.status);
+  // Only now is the report stored and the command recorded as sent.
+  if (!finished_key.empty())
+    log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
+              id, r.command_uuid, reported_type, r.status);
+  if (next->has_value())
+    log::Info(kLog, "event=command_sent enrollment_id={} command_uuid={} request_type={}", id,
+              (*next)->entry.command_uuid, (*next)->entry.request_type);
   return resp;
 }
 
