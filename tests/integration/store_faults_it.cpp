@@ -4,10 +4,18 @@
 // by /healthz and /metrics instead of failing silently.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <rocksdb/db.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "plist/plist.h"
 #include "support/orchardd_process.h"
@@ -154,4 +162,97 @@ TEST_CASE("a damaged table file is logged, counted in /metrics and makes /health
   auto health = HttpCall("GET", n.proc->url() + "/healthz");
   CHECK(health.status == 503);
   CHECK(health.body.find("corruption") != std::string::npos);
+}
+
+namespace {
+
+// A small tmpfs mounted for one test; mounting needs root and CAP_SYS_ADMIN.
+struct Tmpfs {
+  std::string path;
+  bool mounted = false;
+  std::string error;
+  Tmpfs(const std::string& p, const char* size) : path(p) {
+    fs::create_directories(path);
+    mounted = mount("tmpfs", path.c_str(), "tmpfs", 0, (std::string("size=") + size).c_str()) == 0;
+    if (!mounted) error = std::strerror(errno);
+  }
+  ~Tmpfs() {
+    if (mounted) umount2(path.c_str(), MNT_DETACH);
+  }
+};
+
+// Fills the file system holding dir until about keep_bytes are left.
+bool Fill(const std::string& file, uint64_t keep_bytes) {
+  struct statvfs st;
+  if (statvfs(fs::path(file).parent_path().c_str(), &st) != 0) return false;
+  const uint64_t avail = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  if (avail <= keep_bytes) return true;
+  int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return false;
+  std::string chunk(1 << 20, '\0');
+  uint64_t left = avail - keep_bytes;
+  while (left > 0) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(left, chunk.size()));
+    const ssize_t w = write(fd, chunk.data(), n);
+    if (w <= 0) break;
+    left -= static_cast<uint64_t>(w);
+  }
+  close(fd);
+  return true;
+}
+
+std::string PaddedCommand(const std::string& uuid) {
+  Value cmd;
+  cmd.Set("RequestType", Value::String("DeviceInformation"));
+  cmd.Set("Pad", Value::String(std::string(60000, 'x')));
+  Value v;
+  v.Set("CommandUUID", Value::String(uuid));
+  v.Set("Command", cmd);
+  return plist::ToXml(v);
+}
+
+}  // namespace
+
+// A bonus over the fault-injecting file system of the unit tests: a real
+// ENOSPC. Runs only where a tmpfs can be mounted (root with CAP_SYS_ADMIN).
+TEST_CASE("a really full disk (tmpfs): 503, unhealthy, recovery once space is freed, nothing lost", "[integration][store]") {
+  Node n;
+  Tmpfs disk(n.dir + "/mnt", "40m");
+  if (!disk.mounted) {
+    WARN("skipped: cannot mount a tmpfs here (" << disk.error << ")");
+    return;
+  }
+  n.args.push_back("--data-dir");
+  n.args.push_back(disk.path + "/data");
+  REQUIRE(n.Start());
+  n.Enroll("FULL-T");
+  const std::string key = std::string("X-API-Key: ") + kKey;
+  REQUIRE(Fill(disk.path + "/filler", 200 << 10));
+
+  // Enqueue until the disk refuses (RocksDB preallocates its log, so this takes
+  // a few MB of commands).
+  std::vector<std::string> stored;
+  long refused = 0;
+  for (int i = 0; i < 1000 && refused == 0; ++i) {
+    const std::string uuid = "PAD-" + std::to_string(i);
+    auto r = HttpCall("PUT", n.proc->url() + "/v1/enqueue/FULL-T?nopush=1", PaddedCommand(uuid), {key});
+    if (r.status == 200) stored.push_back(uuid);
+    else refused = r.status;
+  }
+  REQUIRE(refused == 503);
+  CHECK(HttpCall("GET", n.proc->url() + "/healthz").status == 503);
+  CHECK(Metric(n.Api("/metrics").body, "orchard_store_writable") == 0);
+
+  fs::remove(disk.path + "/filler");
+  // RocksDB 7.8 checks every 5 s whether 16 MB (write_buffer_size) are free.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (HttpCall("GET", n.proc->url() + "/healthz").status != 200 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(HttpCall("GET", n.proc->url() + "/healthz").status == 200);
+  CHECK(HttpCall("PUT", n.proc->url() + "/v1/enqueue/FULL-T?nopush=1", PaddedCommand("AFTER"), {key}).status == 200);
+  auto queue = n.Api("/v1/enrollments/FULL-T/queue?limit=2000").body;
+  for (const auto& uuid : stored) CHECK(queue.find("\"" + uuid + "\"") != std::string::npos);
+  CHECK(queue.find("\"AFTER\"") != std::string::npos);
+  CHECK(n.proc->Stop() == 0);
 }
