@@ -144,6 +144,8 @@ class HealthTracker {
       std::lock_guard lock(mu_);
       bg_error_ = std::string(ErrorKindName(kind)) + " during " + ReasonName(reason) + ": " +
                   s.ToString();
+      // A soft error (e.g. no space for a compaction) stops background work only.
+      bg_stops_writes_ = s.severity() >= rocksdb::Status::Severity::kHardError;
       if (kind == ErrorKind::kCorruption && corruption_.empty()) corruption_ = bg_error_;
     }
     log::Error(kLog,
@@ -175,9 +177,14 @@ class HealthTracker {
     for (size_t i = 0; i < kErrorKinds; ++i) h.errors[i] = errors_[i].load(std::memory_order_relaxed);
     std::lock_guard lock(mu_);
     h.corrupt = !corruption_.empty();
-    h.writable = bg_error_.empty() && !write_failed_.load();
-    if (!bg_error_.empty()) h.reason = "writes stopped by a background error (" + bg_error_ + ")";
-    else if (write_failed_.load()) h.reason = "the last write failed (" + write_error_ + ")";
+    h.background_error = !bg_error_.empty();
+    h.writable = !(h.background_error && bg_stops_writes_) && !write_failed_.load();
+    if (h.background_error)
+      h.reason = std::string(bg_stops_writes_ ? "writes stopped by a background error ("
+                                              : "background work stopped by an error (") +
+                 bg_error_ + ")";
+    else if (write_failed_.load())
+      h.reason = "the last write failed (" + write_error_ + ")";
     if (h.corrupt) {
       if (!h.reason.empty()) h.reason += "; ";
       h.reason += "corruption detected (" + corruption_ +
@@ -192,6 +199,7 @@ class HealthTracker {
   mutable std::mutex mu_;
   std::string write_error_;  // the last failed write's error
   std::string bg_error_;     // the active background error; empty: none
+  bool bg_stops_writes_ = false;  // it is a hard (or worse) error
   std::string corruption_;   // the first corruption seen; empty: none
   std::array<int64_t, kErrorKinds> last_log_ms_{};
   std::array<uint64_t, kErrorKinds> suppressed_{};

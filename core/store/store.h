@@ -89,9 +89,13 @@ struct Health {
   // A corruption was seen since the store opened (stays set until restart:
   // the data is damaged and an operator has to look).
   bool corrupt = false;
+  // RocksDB reported a background error that has not cleared yet: one that
+  // stops writes, or a soft one (e.g. no space for a compaction) that stops
+  // flushes and compactions only, and soon writes.
+  bool background_error = false;
   std::string reason;  // why unhealthy; empty when healthy
   std::array<uint64_t, kErrorKinds> errors{};  // RocksDB errors since open, by ErrorKind
-  bool healthy() const { return writable && !corrupt; }
+  bool healthy() const { return writable && !corrupt && !background_error; }
 };
 
 class Batch {
