@@ -33,6 +33,11 @@ http::Response FromStatus(const Status& st) {
     case Code::kTooLarge: return Error(413, st.message());
     case Code::kAlreadyExists: return Error(409, st.message());
     case Code::kUnavailable: return Error(503, st.message());
+    case Code::kResourceExhausted: {  // disk full: writes work again once space returns
+      auto resp = Error(503, st.message());
+      resp.headers.emplace_back("Retry-After", "30");
+      return resp;
+    }
     default: return Error(500, st.message());
   }
 }
@@ -328,6 +333,7 @@ constexpr size_t kFetchChunk = 32;  // entries read from the store at a time whi
 struct IdResults {
   std::map<std::string, Value> by_id;
   size_t failed = 0;
+  bool storage_full = false;  // a command could not be stored: disk full for now
   void Fail(const std::string& id, const char* key, const std::string& msg) {
     Value& v = by_id[id];
     if (!v.Find("command_error") && !v.Find("push_error")) ++failed;
@@ -338,7 +344,8 @@ struct IdResults {
   }
   int HttpStatus(size_t total) const {
     if (failed == 0) return 200;
-    return failed >= total ? 500 : 207;
+    if (failed >= total) return storage_full ? 503 : 500;
+    return 207;
   }
   Value StatusValue() const {
     // by_id is sorted and unique: build the dict directly (Set would scan it each time).
@@ -360,8 +367,8 @@ std::string AdminApi::RouteLabel(const http::Request& r) {
   auto parts = SplitPath(r.path);
   if (parts.size() == 1 && parts[0] == "version") return "api_version";
   if (parts.size() < 2 || parts[0] != "v1") return "api_other";
-  static const std::set<std::string> kRoutes = {"enqueue", "push",     "pushcert",   "pushcerts",
-                                                "commands", "events", "enrollments"};
+  static const std::set<std::string> kRoutes = {"enqueue",  "push",   "pushcert",    "pushcerts",
+                                                "commands", "events", "enrollments", "consumers"};
   if (!kRoutes.count(parts[1])) return "api_other";
   std::string label = "api_" + parts[1];
   if (parts[1] == "enrollments" && parts.size() >= 4) {
@@ -428,6 +435,9 @@ http::Response AdminApi::Handle(const http::Request& r) {
     return EnqueueJson(r);
   }
   if (what == "events" && p.size() == 2 && m == "GET") return ListEvents(r);
+  if (what == "consumers" && p.size() == 2) return m == "GET" ? ListConsumers() : Error(405, "use GET");
+  if (what == "consumers" && p.size() == 3)
+    return m == "DELETE" ? UnregisterConsumer(p[2]) : Error(405, "use DELETE");
   if (what == "enrollments") {
     if (p.size() == 2) return m == "GET" ? ListEnrollments(r) : Error(405, "use GET");
     const std::string& id = p[2];
@@ -552,6 +562,7 @@ http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
       st = d_.events->Commit(txn);
     }
     if (!st.ok()) {
+      if (st.code() == Code::kResourceExhausted) results.storage_full = true;
       results.Fail(id, "command_error", st.message());
       continue;
     }
@@ -575,7 +586,9 @@ http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
   if (nopush) out.Set("no_push", Value::Bool(true));
   out.Set("command_uuid", Value::String(nc.command_uuid));
   out.Set("request_type", Value::String(nc.request_type));
-  return Json(results.HttpStatus(ids.size()), out);
+  auto resp = Json(results.HttpStatus(ids.size()), out);
+  if (resp.status == 503) resp.headers.emplace_back("Retry-After", "30");
+  return resp;
 }
 
 http::Response AdminApi::EnqueueJson(const http::Request& r) {
@@ -966,6 +979,33 @@ http::Response AdminApi::ListEvents(const http::Request& r) {
       return page.Finish(more, late);
     }
   }
+}
+
+// Event consumers (policy, plugins) and their checkpoints. A consumer that is
+// gone for good holds back event pruning until it is unregistered.
+http::Response AdminApi::ListConsumers() {
+  constexpr size_t kMax = 1000;
+  auto consumers = d_.events->ListConsumers(kMax);
+  if (!consumers.ok()) return FromStatus(consumers.status());
+  Value list = Value::MakeArray();
+  for (const auto& c : *consumers) {
+    Value v;
+    v.Set("name", Value::String(c.name));
+    v.Set("checkpoint", Value::Integer(static_cast<int64_t>(c.checkpoint)));
+    list.AsArray()->push_back(std::move(v));
+  }
+  Value out;
+  out.Set("consumers", std::move(list));
+  return Json(200, out);
+}
+
+http::Response AdminApi::UnregisterConsumer(const std::string& name) {
+  auto removed = d_.events->UnregisterConsumer(name);
+  if (!removed.ok()) return FromStatus(removed.status());
+  if (!*removed) return Error(404, "no consumer " + name);
+  Value out;
+  out.Set("removed", Value::Bool(true));
+  return Json(200, out);
 }
 
 }  // namespace orchard::api

@@ -15,7 +15,7 @@
 // NanoMDM's tools do), "Authorization: Bearer KEY" or "X-API-Key: KEY"; it is
 // compared in constant time. Errors are JSON {"error": "..."} with 400, 401,
 // 403 (API disabled), 404, 405, 409, 413, 500 or 503 (a dependency such as a
-// sealed push key is unavailable).
+// sealed push key is unavailable, or the disk is full: then with Retry-After).
 // Thread-safety: Handle() may be called concurrently. Borrows its dependencies.
 #pragma once
 
@@ -78,6 +78,8 @@ class AdminApi {
   http::Response GetResult(const std::string& id, const std::string& uuid, const http::Request& request);
   http::Response SetBlocked(const std::string& id, bool blocked);
   http::Response ListEvents(const http::Request& request);
+  http::Response ListConsumers();
+  http::Response UnregisterConsumer(const std::string& name);
 
   Options options_;
   Deps d_;

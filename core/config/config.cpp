@@ -129,6 +129,13 @@ const std::map<std::string, Setter>& Keys() {
       {"retention.sweep_seconds",
        IntSetter(1, 86400, [](Config* c, int64_t n) { c->sweep_interval_seconds = n; })},
       {"store.sync", BoolSetter(&Config::store_sync)},
+      {"store.wal_recovery",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v != "strict" && v != "point_in_time")
+           return Bad(k, "expected strict or point_in_time, got '" + v + "'");
+         c->store_wal_recovery = v;
+         return Status::Ok();
+       }},
       {"push.endpoint",
        [](const std::string& k, const std::string& v, Config* c) {
          if (v != "production" && v != "sandbox") {
@@ -240,6 +247,9 @@ Usage: orchardd [options]
   --threads N          HTTP worker threads (default 2)
   --insecure-dev       DEVELOPMENT ONLY: trust devices that present no certificate
   --log-level LEVEL    debug | info | warn | error (default info)
+  --wal-recovery MODE  strict | point_in_time (default strict): with a damaged write-ahead
+                       log, strict refuses to start; point_in_time keeps every write before
+                       the damage and DISCARDS every write after it (docs/operations.md)
   --help               show this text
   --version            print the version
 
@@ -272,6 +282,7 @@ Result<LoadResult> Load(int argc, const char* const* argv) {
       {"--listen", "listen"},       {"--data-dir", "data_dir"},       {"--api-key", "api_key"},
       {"--threads", "threads"},     {"--cert-header", "auth.cert_header"},
       {"--log-level", "log.level"},  {"--push-endpoint", "push.endpoint"},
+      {"--wal-recovery", "store.wal_recovery"},
   };
   bool cleared_ca = false;
   for (int i = 1; i < argc; ++i) {

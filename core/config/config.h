@@ -66,6 +66,9 @@ struct Config {
   std::string push_key_encryption_key;       // seals push private keys at rest (or env ORCHARD_PUSH_KEY)
 
   bool store_sync = false;  // fsync each write
+  // A damaged write-ahead log at start: "strict" refuses to open;
+  // "point_in_time" keeps what precedes the damage and discards the rest.
+  std::string store_wal_recovery = "strict";
   std::string log_level = "info";
   bool metrics_enabled = true;
 };

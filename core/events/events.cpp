@@ -1,6 +1,7 @@
 #include "events/events.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "log/log.h"
 #include "util/encoding.h"
@@ -137,7 +138,49 @@ Result<uint64_t> EventLog::GetCheckpoint(const std::string& consumer) {
   return GetBigEndian64(**r);
 }
 
-Result<uint64_t> EventLog::Prune(int64_t min_age_ms, size_t max_batch) {
+Result<bool> EventLog::UnregisterConsumer(const std::string& consumer) {
+  const std::string key = kCheckpointPrefix + consumer;
+  auto r = store_->Get(store::Cf::kMeta, key);
+  if (!r.ok()) return r.status();
+  if (!r->has_value()) return false;
+  store::Batch b;
+  b.Delete(store::Cf::kMeta, key);
+  ORCHARD_RETURN_IF_ERROR(store_->Write(b));
+  log::Info(kLog, "event=consumer_unregistered consumer=\"{}\" checkpoint={}", consumer,
+            (*r)->size() == 8 ? GetBigEndian64(**r) : 0);
+  return true;
+}
+
+Result<std::vector<EventLog::Consumer>> EventLog::ListConsumers(size_t limit) {
+  const std::string lower = kCheckpointPrefix;
+  std::vector<Consumer> out;
+  auto it = store_->Scan(store::Cf::kMeta, lower, store::PrefixEnd(lower));
+  for (; it->Valid() && out.size() < limit; it->Next()) {
+    Consumer c;
+    c.name = std::string(it->key().substr(lower.size()));
+    if (it->value().size() == 8) c.checkpoint = GetBigEndian64(it->value());
+    out.push_back(std::move(c));
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+namespace {
+// The time of a stored event, reading only the fields before it; nullopt if the
+// record cannot be decoded (such an event is pruned like an old one).
+std::optional<int64_t> EventTime(std::string_view bytes) {
+  RecordReader r(bytes);
+  if (r.GetVarint() != kVersion) return std::nullopt;
+  r.SkipString();  // type
+  const int64_t t = r.GetSigned();
+  if (r.corrupt()) return std::nullopt;
+  return t;
+}
+}  // namespace
+
+Result<uint64_t> EventLog::Prune(int64_t min_age_ms, size_t batch_size,
+                                 const std::function<bool()>& keep_going) {
+  batch_size = std::max<size_t>(batch_size, 1);
   // The lowest checkpoint bounds what may go; with no consumers, age alone decides.
   uint64_t limit = Watermark();
   std::string lower = kCheckpointPrefix;
@@ -147,17 +190,42 @@ Result<uint64_t> EventLog::Prune(int64_t min_age_ms, size_t max_batch) {
   }
   ORCHARD_RETURN_IF_ERROR(cps->status());
   const int64_t cutoff = NowMillis() - min_age_ms;
-  uint64_t removed = 0;
-  store::Batch b;
-  auto it = store_->Scan(store::Cf::kEvents, EventKey(0), EventKey(limit + 1));
-  for (; it->Valid() && b.Count() < max_batch; it->Next()) {
-    auto ev = Event::Decode(GetBigEndian64(it->key()), it->value());
-    if (ev.ok() && ev->time_ms > cutoff) break;  // events are in time order
-    b.Delete(store::Cf::kEvents, it->key());
-    ++removed;
+  uint64_t start;
+  {
+    std::lock_guard lock(mu_);
+    start = pruned_below_;
   }
-  ORCHARD_RETURN_IF_ERROR(it->status());
-  ORCHARD_RETURN_IF_ERROR(store_->Write(b));
+  uint64_t removed = 0;
+  // Events are in time order: scan from where the last batch ended (so the
+  // deleted ones are not walked again) up to the first one that is too young.
+  while (start <= limit) {
+    size_t n = 0;
+    uint64_t last = 0;
+    bool young = false;
+    auto it = store_->Scan(store::Cf::kEvents, EventKey(start), EventKey(limit + 1));
+    for (; it->Valid() && n < batch_size; it->Next()) {
+      if (it->key().size() != 8) continue;
+      auto t = EventTime(it->value());
+      if (t && *t > cutoff) {
+        young = true;
+        break;
+      }
+      last = GetBigEndian64(it->key());
+      ++n;
+    }
+    ORCHARD_RETURN_IF_ERROR(it->status());
+    if (n == 0) break;
+    store::Batch b;
+    b.DeleteRange(store::Cf::kEvents, EventKey(start), EventKey(last + 1));
+    ORCHARD_RETURN_IF_ERROR(store_->Write(b));
+    removed += n;
+    start = last + 1;
+    {
+      std::lock_guard lock(mu_);
+      pruned_below_ = start;
+    }
+    if (young || n < batch_size || (keep_going && !keep_going())) break;
+  }
   return removed;
 }
 

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -103,11 +104,26 @@ class EventLog {
   bool WaitFor(uint64_t after, std::chrono::milliseconds timeout);
   uint64_t Watermark();
 
+  // A consumer is registered by its first checkpoint. Every registered
+  // consumer's checkpoint holds back pruning, so a consumer that is gone for
+  // good must be unregistered (or its events are kept forever).
   Status SetCheckpoint(const std::string& consumer, uint64_t seq);
   Result<uint64_t> GetCheckpoint(const std::string& consumer);
-  // Deletes events older than min_age_ms whose seq is at or below every
-  // registered consumer's checkpoint. Returns the number removed.
-  Result<uint64_t> Prune(int64_t min_age_ms, size_t max_batch = 10000);
+  // Removes the consumer's checkpoint; false if it had none.
+  Result<bool> UnregisterConsumer(const std::string& consumer);
+  struct Consumer {
+    std::string name;
+    uint64_t checkpoint = 0;
+  };
+  // Registered consumers in name order, at most limit.
+  Result<std::vector<Consumer>> ListConsumers(size_t limit);
+
+  // Deletes every event older than min_age_ms whose seq is at or below every
+  // registered consumer's checkpoint, batch_size events per write (each batch
+  // one range deletion), until none is left or keep_going (if given) returns
+  // false between batches. Returns the number removed. Call from one thread.
+  Result<uint64_t> Prune(int64_t min_age_ms, size_t batch_size = 10000,
+                         const std::function<bool()>& keep_going = nullptr);
 
   // Internal (used by Transaction).
   uint64_t Reserve();
@@ -120,6 +136,7 @@ class EventLog {
   std::condition_variable cv_;
   uint64_t next_;                  // next sequence to hand out
   std::set<uint64_t> in_flight_;   // reserved, not yet committed/abandoned
+  uint64_t pruned_below_ = 0;      // every event below this seq has been pruned
 };
 
 std::string EventKey(uint64_t seq);

@@ -151,6 +151,20 @@ void ShutdownPeer(const std::weak_ptr<Pistache::Tcp::Peer>& weak, int how) {
   if (auto peer = weak.lock()) ::shutdown(peer->fd(), how);
 }
 
+// A response header with a name chosen at run time. Pistache 0.0.5 writes only
+// typed headers: what addRaw() stores is never sent (Retry-After and
+// WWW-Authenticate were silently dropped).
+class NamedHeader : public Pistache::Http::Header::Header {
+ public:
+  NamedHeader(std::string name, std::string value) : name_(std::move(name)), value_(std::move(value)) {}
+  const char* name() const override { return name_.c_str(); }
+  void write(std::ostream& os) const override { os << value_; }
+  uint64_t hash() const override { return Pistache::Http::Header::detail::hash(name_.c_str()); }
+
+ private:
+  std::string name_, value_;
+};
+
 class Handler : public Pistache::Http::Handler {
  public:
   HTTP_PROTOTYPE(Handler)
@@ -267,7 +281,7 @@ class Handler : public Pistache::Http::Handler {
       resp = Response{500, "text/plain", "response too large\n", {}};
     }
 
-    for (auto& [k, v] : resp.headers) writer.headers().addRaw(Pistache::Http::Header::Raw(k, v));
+    for (auto& [k, v] : resp.headers) writer.headers().add(std::make_shared<NamedHeader>(k, v));
     writer.headers().add<Pistache::Http::Header::Connection>(
         keep_alive ? Pistache::Http::ConnectionControl::KeepAlive : Pistache::Http::ConnectionControl::Close);
     if (!keep_alive) conn->closing = true;

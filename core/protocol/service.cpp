@@ -45,6 +45,8 @@ DeviceResponse FromStatus(const Status& st, std::string kind) {
     case Code::kUnauthenticated:
     case Code::kPermissionDenied:
       return Fail(403, std::move(kind), st.message());
+    case Code::kResourceExhausted:  // disk full: the device retries later (app adds Retry-After)
+      return Fail(503, std::move(kind), "server temporarily unable to store: " + st.message());
     default:
       return Fail(500, std::move(kind), "server error: " + st.message());
   }

@@ -4,8 +4,9 @@
 // layer) and returns the HTTP answer. Every state change it makes, and the
 // events it causes, commit in one batch before the answer is returned; on any
 // failure nothing is stored. Statuses follow the device's rules: 200 ok, 400 bad
-// input, 403 identity refused, 410 declined user channel, 500 server fault, and
-// 401 only for a deliberately blocked device (401 unenrolls it).
+// input, 403 identity refused, 410 declined user channel, 500 server fault, 503
+// storage full for now (retry later), and 401 only for a deliberately blocked
+// device (401 unenrolls it).
 //
 // Thread-safety: Handle() may be called concurrently; one enrollment's requests
 // are serialized internally. Borrows every dependency (they must outlive it).

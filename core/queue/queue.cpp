@@ -354,36 +354,55 @@ Result<std::vector<store::CommandResult>> CommandQueue::ListResults(const std::s
   return out;
 }
 
-Result<uint64_t> CommandQueue::SweepResults(int64_t cutoff_ms, size_t max_batch) {
+Result<uint64_t> CommandQueue::SweepResults(int64_t cutoff_ms, size_t batch_size,
+                                             const std::function<bool()>& keep_going) {
+  batch_size = std::max<size_t>(batch_size, 1);
   std::string upper;
   PutBigEndian64(&upper, static_cast<uint64_t>(std::max<int64_t>(cutoff_ms, 0)));
-  store::Batch batch;
-  uint64_t n = 0;
-  auto it = store_->Scan(store::Cf::kResultsByTime, "", upper);
-  for (; it->Valid() && n < max_batch; it->Next()) {
-    auto k = it->key();
-    if (k.size() <= 8) continue;
-    std::string result_key(k.substr(8));
-    // Only delete the result if this index entry is still the current one
-    // (a re-sent command may have produced a newer result under the same key).
-    auto cur = store_->Get(store::Cf::kResults, result_key);
-    if (cur.ok() && cur->has_value()) {
-      auto r = store::CommandResult::Decode(**cur, /*with_raw=*/false);
-      if (r.ok() && r->received_ms < cutoff_ms) {
-        batch.Delete(store::Cf::kResults, result_key);
-        if (result_key.size() > r->command_uuid.size()) {
-          const std::string prefix = result_key.substr(0, result_key.size() - r->command_uuid.size());
-          batch.Delete(store::Cf::kResultsByEnrollment,
-                       prefix + ResultSuffix(r->received_ms, r->command_uuid));
+  std::string lower;  // where this batch starts: earlier batches' entries are deleted
+  uint64_t total = 0;
+  for (;;) {
+    store::Batch batch;
+    size_t n = 0;
+    std::string last;
+    auto it = store_->Scan(store::Cf::kResultsByTime, lower, upper);
+    for (; it->Valid() && n < batch_size; it->Next()) {
+      auto k = it->key();
+      last.assign(k);
+      ++n;
+      if (k.size() <= 8) continue;
+      std::string result_key(k.substr(8));
+      // Only delete the result if this index entry is still the current one
+      // (a re-sent command may have produced a newer result under the same key).
+      auto cur = store_->Get(store::Cf::kResults, result_key);
+      if (!cur.ok()) return cur.status();  // keep the index entry: retried next round
+      if (cur->has_value()) {
+        auto r = store::CommandResult::Decode(**cur, /*with_raw=*/false);
+        // An undecodable result goes too: nothing else would ever remove it.
+        if (!r.ok()) {
+          batch.Delete(store::Cf::kResults, result_key);
+        } else if (r->received_ms < cutoff_ms) {
+          batch.Delete(store::Cf::kResults, result_key);
+          if (result_key.size() > r->command_uuid.size()) {
+            const std::string prefix = result_key.substr(0, result_key.size() - r->command_uuid.size());
+            batch.Delete(store::Cf::kResultsByEnrollment,
+                         prefix + ResultSuffix(r->received_ms, r->command_uuid));
+          }
         }
       }
     }
-    batch.Delete(store::Cf::kResultsByTime, k);
-    ++n;
+    ORCHARD_RETURN_IF_ERROR(it->status());
+    if (n == 0) break;
+    // The batch's index entries are exactly [lower, last]: one range deletion.
+    std::string end = last;
+    end.push_back('\0');  // the smallest key after last
+    batch.DeleteRange(store::Cf::kResultsByTime, lower, end);
+    ORCHARD_RETURN_IF_ERROR(store_->Write(batch));
+    total += n;
+    if (n < batch_size || (keep_going && !keep_going())) break;
+    lower = std::move(end);
   }
-  ORCHARD_RETURN_IF_ERROR(it->status());
-  ORCHARD_RETURN_IF_ERROR(store_->Write(batch));
-  return n;
+  return total;
 }
 
 Result<int64_t> CommandQueue::Depth() { return store_->GetCounter(kDepthCounter); }

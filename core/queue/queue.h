@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -102,8 +103,12 @@ class CommandQueue {
   // Writes the newest-first index for results stored before it existed; done once (a
   // marker in Cf::kMeta records it), in batches. Called by the constructor.
   Status BackfillResultIndex();
-  // Deletes results received before cutoff_ms (at most max_batch). Returns count.
-  Result<uint64_t> SweepResults(int64_t cutoff_ms, size_t max_batch = 10000);
+  // Deletes every result received before cutoff_ms, batch_size index entries
+  // per write, until none is left or keep_going (if given) returns false
+  // between batches. Returns the number of index entries swept. Call from one
+  // thread at a time.
+  Result<uint64_t> SweepResults(int64_t cutoff_ms, size_t batch_size = 10000,
+                                const std::function<bool()>& keep_going = nullptr);
 
   // Total queued commands across all enrollments (a counter, O(1)).
   Result<int64_t> Depth();

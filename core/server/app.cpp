@@ -2,11 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
 #include <set>
-#include <thread>
 
 #include "api/admin_api.h"
 #include "auth/auth.h"
@@ -18,6 +15,7 @@
 #include "protocol/service.h"
 #include "push/push.h"
 #include "push/push_service.h"
+#include "server/housekeeping.h"
 #include "server/repush.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -31,6 +29,11 @@ const char kVersion[] = "0.1.0";
 namespace {
 
 constexpr const char* kLog = "server";
+// Seconds a client is asked to wait when the disk is full (RocksDB 7.8 checks
+// for free space again every 5 s and resumes writes by itself).
+constexpr const char* kRetryAfterSeconds = "30";
+// Retention deletes in batches of this many records per write.
+constexpr size_t kRetentionBatch = 10000;
 
 // Metric label for a device message: only known kinds, so that a client cannot
 // create new series (or break the exposition format) with made-up MessageTypes.
@@ -44,14 +47,24 @@ std::string KindLabel(const std::string& kind) {
 
 class AppImpl : public App {
  public:
-  explicit AppImpl(const config::Config& c) : config_(c) {}
+  AppImpl(const config::Config& c, const TestHooks& hooks) : config_(c), hooks_(hooks) {}
   ~AppImpl() override { Stop(); }
 
   Status Init() {
     std::error_code ec;
     std::filesystem::create_directories(config_.data_dir, ec);
     if (ec) return Status::Io("data_dir " + config_.data_dir + ": " + ec.message());
-    auto st = store::Store::Open({.path = config_.data_dir + "/db", .sync = config_.store_sync});
+    auto wal_recovery = store::ParseWalRecovery(config_.store_wal_recovery);
+    if (!wal_recovery)
+      return Status::InvalidArgument("store.wal_recovery: expected strict or point_in_time");
+    if (*wal_recovery == store::WalRecovery::kPointInTime)
+      log::Warn(kLog, "event=wal_recovery_point_in_time detail=\"a damaged write-ahead log will be "
+                      "cut at the damage, discarding acknowledged writes after it; set "
+                      "store.wal_recovery back to strict once the store has opened\"");
+    auto st = store::Store::Open({.path = config_.data_dir + "/db",
+                                  .sync = config_.store_sync,
+                                  .wal_recovery = *wal_recovery,
+                                  .env = hooks_.store_env});
     if (!st.ok()) return st.status();
     store_ = std::move(st.value());
     auto ev = events::EventLog::Open(store_.get());
@@ -120,7 +133,7 @@ class AppImpl : public App {
                                    [this](const http::Request& r) { return Dispatch(r); });
     if (!srv.ok()) return srv.status();
     server_ = std::move(srv.value());
-    housekeeper_ = std::thread([this] { Housekeeping(); });
+    StartHousekeeping();
     return Status::Ok();
   }
 
@@ -129,12 +142,7 @@ class AppImpl : public App {
   void Stop() override {
     if (server_) server_->Stop();
     if (push_) push_->WaitIdle(std::chrono::seconds(2));  // write recorded outcomes
-    {
-      std::lock_guard lock(stop_mu_);
-      stopping_ = true;
-    }
-    stop_cv_.notify_all();
-    if (housekeeper_.joinable()) housekeeper_.join();
+    if (housekeeper_) housekeeper_->Stop();
     server_.reset();
   }
 
@@ -166,6 +174,12 @@ class AppImpl : public App {
     }
     if (p == "/healthz") {
       *route = "healthz";
+      const store::Health h = store_->health();
+      if (!h.healthy()) {
+        http::Response resp{503, "text/plain", "unhealthy: store: " + h.reason + "\n", {}};
+        if (!h.writable) resp.headers.emplace_back("Retry-After", kRetryAfterSeconds);
+        return resp;
+      }
       return {200, "text/plain", "ok\n", {}};
     }
     if (api::AdminApi::Owns(p)) {
@@ -202,7 +216,10 @@ class AppImpl : public App {
     if (d.status >= 400)
       log::Warn(kLog, "event=device_request_refused path={} kind={} status={} reason={}", log::Quote(r.path),
                 log::Quote(d.kind), d.status, log::Quote(d.error));
-    return {d.status, d.content_type, std::move(d.body), {}};
+    http::Response resp{d.status, d.content_type, std::move(d.body), {}};
+    // The device service answers 503 only when storage is full for now.
+    if (d.status == 503) resp.headers.emplace_back("Retry-After", kRetryAfterSeconds);
+    return resp;
   }
 
   void RegisterCollectors() {
@@ -220,44 +237,65 @@ class AppImpl : public App {
                 "\"} " + std::to_string(n.ok() ? *n : -1) + "\n";
       }
       push_->RenderMetrics(out);
+      const store::Health health = store_->health();
+      *out += "# HELP orchard_store_errors_total Storage errors since start, by kind.\n";
+      *out += "# TYPE orchard_store_errors_total counter\n";
+      for (size_t k = 0; k < store::kErrorKinds; ++k)
+        *out += std::string("orchard_store_errors_total{kind=\"") +
+                store::ErrorKindName(static_cast<store::ErrorKind>(k)) + "\"} " +
+                std::to_string(health.errors[k]) + "\n";
+      *out += "# HELP orchard_store_writable 1 while the store accepts writes.\n";
+      *out += "# TYPE orchard_store_writable gauge\n";
+      *out += std::string("orchard_store_writable ") + (health.writable ? "1" : "0") + "\n";
+      *out += "# HELP orchard_store_corrupt 1 once corruption was seen (until restart).\n";
+      *out += "# TYPE orchard_store_corrupt gauge\n";
+      *out += std::string("orchard_store_corrupt ") + (health.corrupt ? "1" : "0") + "\n";
       *out += "# HELP orchard_events_watermark Highest committed event sequence.\n";
       *out += "# TYPE orchard_events_watermark gauge\n";
       *out += "orchard_events_watermark " + std::to_string(events_->Watermark()) + "\n";
     });
   }
 
-  void Housekeeping() {
-    std::unique_lock lock(stop_mu_);
-    int64_t last_repush = NowMillis(), last_expiry_check = 0;
-    while (!stopping_) {
-      lock.unlock();
-      const int64_t now = NowMillis();
-      if (now - last_expiry_check >= 3600 * 1000) {
-        last_expiry_check = now;
-        Status st = push_->CheckExpiry(now);
-        if (!st.ok()) log::Error(kLog, "event=expiry_check_failed error=\"{}\"", st.message());
-      }
-      const int64_t repush_ms = config_.push_repush_interval_seconds * 1000;
-      if (repush_ms > 0 && now - last_repush >= repush_ms) {
-        last_repush = now;
-        auto n = RepushStale(store_.get(), enrollments_.get(), push_.get(), repush_ms, now);
-        if (!n.ok()) log::Error(kLog, "event=repush_failed error=\"{}\"", n.status().message());
-      }
-      auto swept = queue_->SweepResults(now - config_.result_retention_hours * 3600 * 1000);
-      if (!swept.ok()) log::Error(kLog, "event=sweep_failed error=\"{}\"", swept.status().message());
-      else if (*swept) log::Info(kLog, "event=results_swept count={}", *swept);
-      auto pruned = events_->Prune(config_.event_retention_hours * 3600 * 1000);
-      if (!pruned.ok()) log::Error(kLog, "event=prune_failed error=\"{}\"", pruned.status().message());
-      else if (*pruned) log::Info(kLog, "event=events_pruned count={}", *pruned);
-      lock.lock();
-      int64_t wait_s = config_.sweep_interval_seconds;
-      if (config_.push_repush_interval_seconds > 0)
-        wait_s = std::min(wait_s, config_.push_repush_interval_seconds);
-      stop_cv_.wait_for(lock, std::chrono::seconds(wait_s), [this] { return stopping_; });
+  void StartHousekeeping() {
+    using std::chrono::milliseconds;
+    using std::chrono::seconds;
+    std::vector<Housekeeper::Task> tasks;
+    tasks.push_back({"push_expiry_check", std::chrono::hours(1), milliseconds(0), [this](int64_t now) {
+                       Status st = push_->CheckExpiry(now);
+                       if (!st.ok())
+                         log::Error(kLog, "event=expiry_check_failed error=\"{}\"", st.message());
+                     }});
+    const int64_t repush_s = config_.push_repush_interval_seconds;
+    if (repush_s > 0) {
+      tasks.push_back({"repush", seconds(repush_s), seconds(repush_s), [this, repush_s](int64_t now) {
+                         auto n = RepushStale(store_.get(), enrollments_.get(), push_.get(),
+                                              repush_s * 1000, now);
+                         if (!n.ok())
+                           log::Error(kLog, "event=repush_failed error=\"{}\"", n.status().message());
+                       }});
     }
+    tasks.push_back({"retention", seconds(config_.sweep_interval_seconds), milliseconds(0),
+                     [this](int64_t now) { Retention(now); }});
+    housekeeper_ = std::make_unique<Housekeeper>(std::move(tasks));
+    housekeeper_->Start();
+  }
+
+  // Deletes every expired result and event, in bounded batches, until done (or
+  // until the server stops).
+  void Retention(int64_t now) {
+    auto keep_going = [this] { return !housekeeper_->stop_requested(); };
+    auto swept = queue_->SweepResults(now - config_.result_retention_hours * 3600 * 1000,
+                                      kRetentionBatch, keep_going);
+    if (!swept.ok()) log::Error(kLog, "event=sweep_failed error=\"{}\"", swept.status().message());
+    else if (*swept) log::Info(kLog, "event=results_swept count={}", *swept);
+    auto pruned = events_->Prune(config_.event_retention_hours * 3600 * 1000, kRetentionBatch,
+                                 keep_going);
+    if (!pruned.ok()) log::Error(kLog, "event=prune_failed error=\"{}\"", pruned.status().message());
+    else if (*pruned) log::Info(kLog, "event=events_pruned count={}", *pruned);
   }
 
   config::Config config_;
+  TestHooks hooks_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<events::EventLog> events_;
   std::unique_ptr<queue::CommandQueue> queue_;
@@ -271,16 +309,13 @@ class AppImpl : public App {
   std::unique_ptr<api::AdminApi> api_;
   http::Metrics metrics_;
   std::unique_ptr<http::Server> server_;
-  std::thread housekeeper_;
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
+  std::unique_ptr<Housekeeper> housekeeper_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<App>> App::Start(const config::Config& config) {
-  auto app = std::make_unique<AppImpl>(config);
+Result<std::unique_ptr<App>> App::Start(const config::Config& config, const TestHooks& hooks) {
+  auto app = std::make_unique<AppImpl>(config, hooks);
   ORCHARD_RETURN_IF_ERROR(app->Init());
   return std::unique_ptr<App>(std::move(app));
 }

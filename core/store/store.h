@@ -7,10 +7,16 @@
 // families share one WAL). With sync=false a committed batch survives kill -9
 // (it is in the OS page cache) but not power loss; sync=true survives both.
 //
+// Faults are never silent: every RocksDB error the store sees (reads, writes,
+// iteration, background flushes and compactions) is classified, counted and
+// logged, and health() says whether writes currently work. RocksDB's own info
+// log goes to Orchard's logger (no LOG file in the data directory).
+//
 // Thread-safety: Store is safe for concurrent use. Batch is not (one per request).
 // Ownership: Store owns the DB; iterators must not outlive it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -20,6 +26,10 @@
 #include <vector>
 
 #include "util/status.h"
+
+namespace rocksdb {
+class Env;
+}
 
 namespace orchard::store {
 
@@ -41,11 +51,53 @@ enum class Cf : int {
 };
 const char* CfName(Cf cf);
 
+// What to do when the write-ahead log is damaged at start-up.
+enum class WalRecovery {
+  // Refuse to open, naming the path and what to do. Only an incomplete final
+  // record (a write cut short by a crash or kill -9, never acknowledged) is
+  // dropped, with a warning.
+  kStrict,
+  // Keep everything before the first damaged record and discard everything
+  // after it (acknowledged writes included), with a warning. An operator's
+  // explicit choice after reading docs/operations.md.
+  kPointInTime,
+};
+// "strict" | "point_in_time"; nullopt for anything else.
+std::optional<WalRecovery> ParseWalRecovery(std::string_view name);
+const char* WalRecoveryName(WalRecovery mode);
+
 struct Options {
   std::string path;
   bool sync = false;               // fsync every write (power-loss durability)
   size_t block_cache_bytes = 64 << 20;
   size_t write_buffer_budget = 128 << 20;  // all memtables together
+  WalRecovery wal_recovery = WalRecovery::kStrict;
+  // Test hook: the RocksDB environment to run on (e.g. one whose file system
+  // injects faults). Borrowed; must outlive the Store. nullptr: the default.
+  rocksdb::Env* env = nullptr;
+};
+
+// Classes of storage error, for counting and health.
+enum class ErrorKind { kCorruption = 0, kNoSpace, kIo, kOther };
+inline constexpr size_t kErrorKinds = 4;
+// "corruption" | "no_space" | "io" | "other" (metric label values).
+const char* ErrorKindName(ErrorKind kind);
+
+// A snapshot of the store's health (cheap: a few atomics and a short lock).
+struct Health {
+  // False while writes fail: a background error stopped them (e.g. the disk is
+  // full; RocksDB retries by itself) or the last write failed.
+  bool writable = true;
+  // A corruption was seen since the store opened (stays set until restart:
+  // the data is damaged and an operator has to look).
+  bool corrupt = false;
+  // RocksDB reported a background error that has not cleared yet: one that
+  // stops writes, or a soft one (e.g. no space for a compaction) that stops
+  // flushes and compactions only, and soon writes.
+  bool background_error = false;
+  std::string reason;  // why unhealthy; empty when healthy
+  std::array<uint64_t, kErrorKinds> errors{};  // RocksDB errors since open, by ErrorKind
+  bool healthy() const { return writable && !corrupt && !background_error; }
 };
 
 class Batch {
@@ -89,10 +141,13 @@ class Iterator {
 class Store {
  public:
   // Opens (creating if missing) the database at options.path. A DB locked by
-  // another process or a corrupt one returns an Io status naming the path.
+  // another process or a damaged one returns an Io status naming the path and
+  // what to do (see WalRecovery for a damaged write-ahead log).
   static Result<std::unique_ptr<Store>> Open(const Options& options);
   virtual ~Store() = default;
 
+  // Errors: Io (corruption and I/O failures; logged and counted here), or
+  // ResourceExhausted when the disk is full (a retry after space returns works).
   virtual Result<std::optional<std::string>> Get(Cf cf, std::string_view key) = 0;
   virtual Status Write(Batch& batch) = 0;
   // Iterates keys k with lower <= k < upper (upper empty = to the end of the CF).
@@ -101,6 +156,7 @@ class Store {
   virtual Result<std::optional<std::string>> LastKey(Cf cf) = 0;
   virtual Result<int64_t> GetCounter(std::string_view name) = 0;
   virtual const std::string& path() const = 0;
+  virtual Health health() const = 0;
 };
 
 // Smallest string greater than every string that starts with prefix

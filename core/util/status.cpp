@@ -13,6 +13,7 @@ const char* CodeName(Code code) {
     case Code::kTooLarge: return "TooLarge";
     case Code::kUnavailable: return "Unavailable";
     case Code::kIo: return "Io";
+    case Code::kResourceExhausted: return "ResourceExhausted";
     case Code::kInternal: return "Internal";
   }
   return "Unknown";

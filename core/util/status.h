@@ -21,6 +21,7 @@ enum class Code {
   kTooLarge,          // input over a configured limit
   kUnavailable,       // dependency not configured or temporarily down
   kIo,                // storage or network failure
+  kResourceExhausted, // out of disk space (or another resource) for now: retry later
   kInternal,
 };
 
@@ -37,6 +38,7 @@ class [[nodiscard]] Status {
   static Status TooLarge(std::string m) { return Status(Code::kTooLarge, std::move(m)); }
   static Status Unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
   static Status Io(std::string m) { return Status(Code::kIo, std::move(m)); }
+  static Status ResourceExhausted(std::string m) { return Status(Code::kResourceExhausted, std::move(m)); }
   static Status Internal(std::string m) { return Status(Code::kInternal, std::move(m)); }
 
   Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}

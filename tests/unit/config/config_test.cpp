@@ -34,7 +34,23 @@ TEST_CASE("the shipped example config is valid", "[config]") {
   CHECK(c.push_expiry_warn_days == defaults.push_expiry_warn_days);
   CHECK(c.push_key_encryption_key.empty());
   CHECK(c.trusted_proxies == defaults.trusted_proxies);
+  CHECK(c.store_wal_recovery == "strict");
   CHECK(config::Validate(c).ok());
+}
+
+TEST_CASE("store.wal_recovery takes strict or point_in_time, from the file or --wal-recovery", "[config]") {
+  config::Config c;
+  CHECK(c.store_wal_recovery == "strict");
+  REQUIRE(config::ParseFile("store.wal_recovery = point_in_time", "f", &c).ok());
+  CHECK(c.store_wal_recovery == "point_in_time");
+  auto bad = config::ParseFile("store.wal_recovery = skip_any", "f", &c);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.message().find("store.wal_recovery") != std::string::npos);
+  auto flag = Load({"--insecure-dev", "--wal-recovery", "point_in_time"});
+  REQUIRE(flag.ok());
+  CHECK(flag->config.store_wal_recovery == "point_in_time");
+  CHECK_FALSE(Load({"--insecure-dev", "--wal-recovery", "lenient"}).ok());
+  CHECK(config::HelpText().find("--wal-recovery") != std::string::npos);
 }
 
 TEST_CASE("bad values name the key and line", "[config]") {
