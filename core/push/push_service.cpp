@@ -17,6 +17,10 @@ constexpr const char* kWarnedPrefix = "push_cert_warned/";
 const int64_t kWatchdogMs = ApnsClientOptions{}.request_timeout_ms + 30 * 1000;
 // The worker writes recorded outcomes at most this often (one commit for many).
 constexpr int64_t kFlushEveryMs = 5;
+// How often the worker looks for sends the client never answered.
+constexpr int64_t kSweepEveryMs = 5000;
+// Fewer answers than this waiting: the worker lets them gather for 1 ms.
+constexpr size_t kBatch = 256;
 
 // Identifies which token a stored "token invalid" mark is about.
 std::string TokenFingerprint(const std::string& token) { return HexEncode(token.substr(0, 8)); }
@@ -178,74 +182,111 @@ bool PushService::Pending(const std::string& token) {
   return slots_.count(token) != 0;
 }
 
+std::optional<std::string> PushService::JoinLocked(const Target& t, int64_t now) {
+  // A push already waiting for APNs, or just delivered and not answered by the
+  // device since, covers this one.
+  if (auto it = slots_.find(t.token); it != slots_.end()) {
+    if (it->second.target.push_magic != t.push_magic)
+      it->second.target.push_magic = t.push_magic;  // retries carry the latest
+    return it->second.apns_id;
+  }
+  if (options_.coalesce_ms > 0) {
+    if (auto it = recent_.find(t.token); it != recent_.end() &&
+                                           now - it->second.first < options_.coalesce_ms &&
+                                           t.last_seen_ms < it->second.first)
+      return it->second.second;
+  }
+  return std::nullopt;
+}
+
 std::vector<Outcome> PushService::Push(const std::vector<Target>& targets) {
-  std::vector<Outcome> out;
-  out.reserve(targets.size());
-  std::vector<SendJob> sends;
-  for (const auto& t : targets) {
+  // Three passes, so that a batch takes this service's lock twice, not per
+  // target: join pending pushes; check tokens and clients (store reads,
+  // unlocked); then create the new pushes.
+  std::vector<Outcome> out(targets.size());
+  std::vector<size_t> todo;
+  const int64_t now = NowMillis();
+  auto internal = [&](size_t i, const char* what) {
+    log::Error(kLog, "event=push_accept_error enrollment_id={} error=\"{}\"", targets[i].enrollment_id, what);
+    out[i] = Refused(targets[i], PushRefusal::kUnavailable, std::string("internal error: ") + what);
+  };
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const Target& t = targets[i];
+      try {
+        if (t.token.empty() || t.push_magic.empty()) {
+          out[i] = Refused(t, PushRefusal::kNoToken, "enrollment has no push token");
+        } else if (auto id = JoinLocked(t, now)) {
+          ++n_coalesced_;
+          out[i] = Accepted(t, std::move(*id), true);
+        } else {
+          todo.push_back(i);
+        }
+      } catch (const std::exception& e) {
+        internal(i, e.what());
+      }
+    }
+  }
+  std::vector<std::shared_ptr<ApnsClient>> clients(targets.size());
+  std::vector<size_t> ready;
+  ready.reserve(todo.size());
+  ClientOrRefusal last;  // targets of one batch usually share a topic
+  const std::string* last_topic = nullptr;
+  for (size_t i : todo) {
+    const Target& t = targets[i];
     try {
-      out.push_back(Accept(t, &sends));
+      auto state = State(t.enrollment_id);
+      if (state.ok() && state->has_value() && (*state)->token_invalid_ms &&
+          (*state)->token_fingerprint == TokenFingerprint(t.token)) {
+        ++n_skipped_invalid_;
+        out[i] = Refused(t, PushRefusal::kTokenInvalid,
+                         "push token invalid (" + (*state)->token_invalid_reason +
+                             "); waiting for a new TokenUpdate");
+        continue;
+      }
+      if (!last_topic || *last_topic != t.topic) {
+        last = ClientFor(t.topic);
+        last_topic = &t.topic;
+      }
+      if (!last.client) {
+        ++n_failed_;
+        out[i] = Refused(t, last.refusal, last.error);
+        continue;
+      }
+      clients[i] = last.client;
+      ready.push_back(i);
     } catch (const std::exception& e) {
-      log::Error(kLog, "event=push_accept_error enrollment_id={} error=\"{}\"", t.enrollment_id, e.what());
-      out.push_back(Refused(t, PushRefusal::kUnavailable, std::string("internal error: ") + e.what()));
+      internal(i, e.what());
+    }
+  }
+  std::vector<SendJob> sends;
+  sends.reserve(ready.size());
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i : ready) {
+      const Target& t = targets[i];
+      try {
+        if (auto id = JoinLocked(t, now)) {  // another caller got there first
+          ++n_coalesced_;
+          out[i] = Accepted(t, std::move(*id), true);
+          continue;
+        }
+        auto [it, inserted] = slots_.try_emplace(t.token);
+        Slot& slot = it->second;
+        slot.target = t;
+        slot.apns_id = NewUuid();
+        slot.gen = ++next_gen_;
+        slot.sent_ms = now;
+        sends.push_back({std::move(clients[i]), t.token, slot.gen, MakeRequest(t, slot.apns_id)});
+        out[i] = Accepted(t, slot.apns_id, false);
+      } catch (const std::exception& e) {
+        internal(i, e.what());
+      }
     }
   }
   for (auto& job : sends) Dispatch(std::move(job));
   return out;
-}
-
-Outcome PushService::Accept(const Target& t, std::vector<SendJob>* sends) {
-  if (t.token.empty() || t.push_magic.empty())
-    return Refused(t, PushRefusal::kNoToken, "enrollment has no push token");
-  const int64_t now = NowMillis();
-  // A push already waiting for APNs, or just delivered and not answered by the
-  // device since, covers this one.
-  auto joined = [&]() -> std::optional<std::string> {
-    if (auto it = slots_.find(t.token); it != slots_.end()) {
-      it->second.target.push_magic = t.push_magic;  // retries carry the latest
-      it->second.target.enrollment_id = t.enrollment_id;
-      return it->second.apns_id;
-    }
-    if (options_.coalesce_ms > 0) {
-      if (auto it = recent_.find(t.token); it != recent_.end() &&
-                                             now - it->second.first < options_.coalesce_ms &&
-                                             t.last_seen_ms < it->second.first)
-        return it->second.second;
-    }
-    return std::nullopt;
-  };
-  {
-    std::lock_guard lock(mu_);
-    if (auto id = joined()) {
-      ++n_coalesced_;
-      return Accepted(t, std::move(*id), true);
-    }
-  }
-  auto state = State(t.enrollment_id);
-  if (state.ok() && state->has_value() && (*state)->token_invalid_ms &&
-      (*state)->token_fingerprint == TokenFingerprint(t.token)) {
-    ++n_skipped_invalid_;
-    return Refused(t, PushRefusal::kTokenInvalid,
-                   "push token invalid (" + (*state)->token_invalid_reason +
-                       "); waiting for a new TokenUpdate");
-  }
-  ClientOrRefusal client = ClientFor(t.topic);
-  if (!client.client) {
-    ++n_failed_;
-    return Refused(t, client.refusal, std::move(client.error));
-  }
-  std::lock_guard lock(mu_);
-  if (auto id = joined()) {  // another caller got there first
-    ++n_coalesced_;
-    return Accepted(t, std::move(*id), true);
-  }
-  Slot& slot = slots_[t.token];
-  slot.target = t;
-  slot.apns_id = NewUuid();
-  slot.gen = ++next_gen_;
-  slot.timer = timers_.emplace(now + kWatchdogMs, t.token);
-  sends->push_back({std::move(client.client), t.token, slot.gen, MakeRequest(t, slot.apns_id)});
-  return Accepted(t, slot.apns_id, false);
 }
 
 ApnsRequest PushService::MakeRequest(const Target& t, const std::string& apns_id) const {
@@ -260,17 +301,24 @@ ApnsRequest PushService::MakeRequest(const Target& t, const std::string& apns_id
 }
 
 void PushService::Dispatch(SendJob job) {
-  const std::string token = job.token;
+  std::string token = job.token;
   const uint64_t gen = job.gen;
   try {
-    // The callback only hands the answer over: the I/O thread never waits on
-    // the store or on this service's locks for long.
-    job.client->Send(std::move(job.request), [this, token, gen](const ApnsResponse& r) {
+    // The callback only hands the answer over (the I/O thread never waits on
+    // the store); the worker picks answers up in batches.
+    job.client->Send(std::move(job.request), [this, token = std::move(job.token),
+                                              gen](const ApnsResponse& r) mutable {
+      Completion c{std::move(token), gen, {}};
+      c.response.status = r.status;
+      c.response.reason = r.reason;
+      c.response.timestamp_ms = r.timestamp_ms;
+      c.response.error = r.error;
+      c.response.failure = r.failure;  // apns_id: the slot's
       bool first;
       {
         std::lock_guard lock(mu_);
         first = completions_.empty();
-        completions_.push_back({token, gen, r});
+        completions_.push_back(std::move(c));
       }
       if (first) work_cv_.notify_all();
     });
@@ -280,7 +328,7 @@ void PushService::Dispatch(SendJob job) {
     r.error = std::string("send failed: ") + e.what();
     {
       std::lock_guard lock(mu_);
-      completions_.push_back({token, gen, std::move(r)});
+      completions_.push_back({std::move(token), gen, std::move(r)});
     }
     work_cv_.notify_all();
   }
@@ -322,34 +370,27 @@ PushService::Verdict PushService::Classify(const ApnsResponse& r, bool stopping)
   }
 }
 
-void PushService::Complete(const std::string& token, uint64_t gen, const ApnsResponse& r) {
-  const int64_t now = NowMillis();
-  Target target;
-  int attempt;
-  int64_t delay = 0;
-  Verdict v;
-  {
-    std::lock_guard lock(mu_);
-    v = Classify(r, stopping_);
-    auto it = slots_.find(token);
-    if (it == slots_.end() || it->second.gen != gen) return;  // an answer the watchdog gave up on
-    Slot& s = it->second;
-    if (s.timer != timers_.end()) timers_.erase(s.timer);
-    s.timer = timers_.end();
-    target = s.target;
-    attempt = s.attempt;
-    if (v == Verdict::kRetry && attempt < options_.retry_max && !stopping_) {
-      delay = Jittered(options_.retry_base_ms, attempt);
-      s.attempt++;
-      s.retry_wait = true;
-      s.timer = timers_.emplace(now + delay, token);
-    } else {
-      if (v == Verdict::kDelivered) RememberDelivered(token, s.apns_id, now);
-      slots_.erase(it);
-    }
+void PushService::TakeAnswerLocked(Completion& c, int64_t now, std::vector<Answered>* out) {
+  auto it = slots_.find(c.token);
+  if (it == slots_.end() || it->second.gen != c.gen) return;  // an answer the watchdog gave up on
+  Slot& s = it->second;
+  Answered a;
+  a.verdict = Classify(c.response, stopping_);
+  a.attempt = s.attempt;
+  a.response = std::move(c.response);
+  a.response.apns_id = s.apns_id;
+  if (a.verdict == Verdict::kRetry && s.attempt < options_.retry_max && !stopping_) {
+    a.retry_delay_ms = Jittered(options_.retry_base_ms, s.attempt);
+    a.target = s.target;
+    s.attempt++;
+    s.retry_wait = true;
+    timers_.emplace(now + a.retry_delay_ms, c.token);  // O(log n)
+  } else {
+    if (a.verdict == Verdict::kDelivered) RememberDelivered(c.token, s.apns_id, now);
+    a.target = std::move(s.target);
+    slots_.erase(it);
   }
-  if (v == Verdict::kStopped) return;  // not an outcome worth recording
-  Record(target, r, v, attempt, delay);
+  if (a.verdict != Verdict::kStopped) out->push_back(std::move(a));  // stopping: nothing to record
 }
 
 void PushService::RememberDelivered(const std::string& token, const std::string& apns_id, int64_t now) {
@@ -363,112 +404,95 @@ void PushService::RememberDelivered(const std::string& token, const std::string&
   recent_order_.emplace_back(now, token);
 }
 
-void PushService::Record(const Target& t, const ApnsResponse& r, Verdict v, int attempt,
-                         int64_t retry_delay_ms) {
+void PushService::Record(Answered& a, std::unordered_map<std::string, store::PushState>* states,
+                         std::vector<events::Event>* evs) {
+  const Target& t = a.target;
+  const ApnsResponse& r = a.response;
+  const Verdict v = a.verdict;
   const int64_t now = NowMillis();
   store::PushState s;  // a success fully determines the state; a failure builds on the last one
   if (v != Verdict::kDelivered) {
-    auto existing = State(t.enrollment_id);
-    if (existing.ok() && existing->has_value()) s = **existing;
+    if (auto it = states->find(t.enrollment_id); it != states->end()) {
+      s = it->second;
+    } else {
+      auto existing = State(t.enrollment_id);
+      if (existing.ok() && existing->has_value()) s = **existing;
+    }
   }
   s.last_push_ms = now;
   s.last_apns_id = r.apns_id;
   s.last_status = r.status;
   s.last_reason = r.status == 0 ? r.error : r.reason;
-  events::Event ev{.time_ms = now, .enrollment_id = t.enrollment_id};
-  bool emit = false;
   if (v == Verdict::kDelivered) {
     ++n_ok_;
     s.last_success_ms = now;
     s.failures = 0;
-  } else {
-    s.failures += 1;
-    plist::Value payload;
-    payload.Set("status", plist::Value::Integer(r.status));
-    payload.Set("reason", plist::Value::String(s.last_reason));
-    payload.Set("topic", plist::Value::String(t.topic));
-    payload.Set("apns_id", plist::Value::String(r.apns_id));
-    switch (v) {
-      case Verdict::kTokenGone:
-      case Verdict::kTokenRejected:
-        s.token_invalid_ms = r.timestamp_ms ? r.timestamp_ms : now;
-        s.token_invalid_reason = r.reason;
-        s.token_fingerprint = TokenFingerprint(t.token);
-        if (r.timestamp_ms) payload.Set("timestamp_ms", plist::Value::Integer(r.timestamp_ms));
-        ev.type = v == Verdict::kTokenGone ? event_type::kUnregistered : event_type::kRejected;
-        (v == Verdict::kTokenGone ? n_unregistered_ : n_rejected_)++;
-        emit = true;
-        log::Warn(kLog, "event=token_invalid enrollment_id={} token={} status={} reason={}",
-                  t.enrollment_id, Short(HexEncode(t.token)), r.status, r.reason);
-        break;
-      case Verdict::kCertificate: {
-        ++n_cert_error_;
-        {
-          std::lock_guard lock(clients_mu_);
-          flagged_[t.topic] = r.reason;
-        }
-        store::Batch b;
-        b.Put(store::Cf::kMeta, kFlagPrefix + t.topic, r.reason);
-        Status st = store_->Write(b);
-        if (!st.ok())
-          log::Error(kLog, "event=flag_write_failed topic={} error=\"{}\"", t.topic, st.message());
-        ev.type = event_type::kCertificateError;
-        emit = true;
-        log::Error(kLog, "event=push_certificate_refused topic={} reason={} action=pushes_stopped",
-                   t.topic, r.reason);
+    states->insert_or_assign(t.enrollment_id, std::move(s));
+    return;
+  }
+  events::Event ev{.time_ms = now, .enrollment_id = t.enrollment_id};
+  bool emit = false;
+  s.failures += 1;
+  plist::Value payload;
+  payload.Set("status", plist::Value::Integer(r.status));
+  payload.Set("reason", plist::Value::String(s.last_reason));
+  payload.Set("topic", plist::Value::String(t.topic));
+  payload.Set("apns_id", plist::Value::String(r.apns_id));
+  switch (v) {
+    case Verdict::kTokenGone:
+    case Verdict::kTokenRejected:
+      s.token_invalid_ms = r.timestamp_ms ? r.timestamp_ms : now;
+      s.token_invalid_reason = r.reason;
+      s.token_fingerprint = TokenFingerprint(t.token);
+      if (r.timestamp_ms) payload.Set("timestamp_ms", plist::Value::Integer(r.timestamp_ms));
+      ev.type = v == Verdict::kTokenGone ? event_type::kUnregistered : event_type::kRejected;
+      (v == Verdict::kTokenGone ? n_unregistered_ : n_rejected_)++;
+      emit = true;
+      log::Warn(kLog, "event=token_invalid enrollment_id={} token={} status={} reason={}",
+                t.enrollment_id, Short(HexEncode(t.token)), r.status, r.reason);
+      break;
+    case Verdict::kCertificate: {
+      ++n_cert_error_;
+      {
+        std::lock_guard lock(clients_mu_);
+        flagged_[t.topic] = r.reason;
+      }
+      store::Batch b;
+      b.Put(store::Cf::kMeta, kFlagPrefix + t.topic, r.reason);
+      Status st = store_->Write(b);
+      if (!st.ok())
+        log::Error(kLog, "event=flag_write_failed topic={} error=\"{}\"", t.topic, st.message());
+      ev.type = event_type::kCertificateError;
+      emit = true;
+      log::Error(kLog, "event=push_certificate_refused topic={} reason={} action=pushes_stopped",
+                 t.topic, r.reason);
+      break;
+    }
+    case Verdict::kRejected:
+      ++n_rejected_;
+      ev.type = event_type::kRejected;
+      emit = true;
+      break;
+    case Verdict::kRetry:
+      if (a.retry_delay_ms > 0) {
+        ++n_retried_;
+        log::Info(kLog,
+                  "event=push_retry enrollment_id={} status={} reason=\"{}\" attempt={} delay_ms={}",
+                  t.enrollment_id, r.status, s.last_reason, a.attempt + 1, a.retry_delay_ms);
         break;
       }
-      case Verdict::kRejected:
-        ++n_rejected_;
-        ev.type = event_type::kRejected;
-        emit = true;
-        break;
-      case Verdict::kRetry:
-        if (retry_delay_ms > 0) {
-          ++n_retried_;
-          log::Info(kLog,
-                    "event=push_retry enrollment_id={} status={} reason=\"{}\" attempt={} delay_ms={}",
-                    t.enrollment_id, r.status, s.last_reason, attempt + 1, retry_delay_ms);
-          break;
-        }
-        [[fallthrough]];  // retries exhausted (or stopping)
-      default:
-        ++n_failed_;
-        log::Warn(kLog, "event=push_failed enrollment_id={} status={} reason=\"{}\" attempts={}",
-                  t.enrollment_id, r.status, s.last_reason, attempt + 1);
-        break;
-    }
-    if (emit) ev.payload_json = plist::ToJson(payload);
+      [[fallthrough]];  // retries exhausted (or stopping)
+    default:
+      ++n_failed_;
+      log::Warn(kLog, "event=push_failed enrollment_id={} status={} reason=\"{}\" attempts={}",
+                t.enrollment_id, r.status, s.last_reason, a.attempt + 1);
+      break;
   }
-  {
-    std::lock_guard lock(mu_);
-    writes_.insert_or_assign(t.enrollment_id, std::move(s));
-    if (emit) events_out_.push_back(std::move(ev));
+  states->insert_or_assign(t.enrollment_id, std::move(s));
+  if (emit) {
+    ev.payload_json = plist::ToJson(payload);
+    evs->push_back(std::move(ev));
   }
-}
-
-void PushService::FireTimer(const std::string& token) {
-  {
-    std::lock_guard lock(mu_);
-    auto it = slots_.find(token);
-    if (it == slots_.end()) return;
-    if (it->second.retry_wait) {
-      it->second.retry_wait = false;
-    } else {
-      // The client never answered this send (it always should): count it as a
-      // timeout so the push is retried or given up, never stuck.
-      log::Error(kLog, "event=push_watchdog enrollment_id={} detail=\"no answer from the APNs client\"",
-                 it->second.target.enrollment_id);
-      it->second.gen = ++next_gen_;  // a late answer to that send is ignored
-      ApnsResponse r;
-      r.failure = ApnsFailure::kTimeout;
-      r.error = "no answer from the APNs client";
-      r.apns_id = it->second.apns_id;
-      completions_.push_back({token, it->second.gen, std::move(r)});
-      return;
-    }
-  }
-  Retry(token);
 }
 
 void PushService::Retry(const std::string& token) {
@@ -478,11 +502,12 @@ void PushService::Retry(const std::string& token) {
   {
     std::lock_guard lock(mu_);
     auto it = slots_.find(token);
-    if (it == slots_.end()) return;
+    if (it == slots_.end() || !it->second.retry_wait) return;
+    it->second.retry_wait = false;
     target = it->second.target;
     apns_id = it->second.apns_id;
     gen = it->second.gen = ++next_gen_;
-    it->second.timer = timers_.emplace(NowMillis() + kWatchdogMs, token);
+    it->second.sent_ms = NowMillis();
   }
   ClientOrRefusal client = ClientFor(target.topic);
   if (!client.client) {
@@ -491,7 +516,6 @@ void PushService::Retry(const std::string& token) {
       std::lock_guard lock(mu_);
       auto it = slots_.find(token);
       if (it == slots_.end() || it->second.gen != gen) return;
-      if (it->second.timer != timers_.end()) timers_.erase(it->second.timer);
       slots_.erase(it);
     }
     ++n_failed_;
@@ -503,16 +527,34 @@ void PushService::Retry(const std::string& token) {
 }
 
 void PushService::HandleCompletions(std::vector<Completion>* done) {
-  for (auto& c : *done) {
-    try {
-      Complete(c.token, c.gen, c.response);
-    } catch (const std::exception& e) {
-      log::Error(kLog, "event=push_outcome_error error=\"{}\"", e.what());
-    } catch (...) {
-      log::Error(kLog, "event=push_outcome_error error=unknown");
+  if (done->empty()) return;
+  std::vector<Answered> answered;
+  answered.reserve(done->size());
+  {
+    std::lock_guard lock(mu_);
+    const int64_t now = NowMillis();
+    for (auto& c : *done) {
+      try {
+        TakeAnswerLocked(c, now, &answered);
+      } catch (const std::exception& e) {
+        log::Error(kLog, "event=push_outcome_error error=\"{}\"", e.what());
+      }
     }
   }
   done->clear();
+  std::unordered_map<std::string, store::PushState> states;
+  std::vector<events::Event> evs;
+  for (auto& a : answered) {
+    try {
+      Record(a, &states, &evs);
+    } catch (const std::exception& e) {
+      log::Error(kLog, "event=push_outcome_error enrollment_id={} error=\"{}\"", a.target.enrollment_id,
+                 e.what());
+    }
+  }
+  std::lock_guard lock(mu_);
+  for (auto& [id, s] : states) writes_.insert_or_assign(id, std::move(s));
+  for (auto& e : evs) events_out_.push_back(std::move(e));
 }
 
 Result<std::optional<store::PushState>> PushService::State(const std::string& id) {
@@ -594,37 +636,54 @@ void PushService::Worker() {
 }
 
 void PushService::WorkerTurn(std::unique_lock<std::mutex>& lock) {
-  auto urgent = [&] {
-    return stopping_ || !completions_.empty() ||
-           (!timers_.empty() && timers_.begin()->first <= NowMillis());
-  };
+  auto timer_due = [&] { return !timers_.empty() && timers_.begin()->first <= NowMillis(); };
+  auto urgent = [&] { return stopping_ || !completions_.empty() || timer_due(); };
   if (!urgent()) {
     if (IdleLocked()) idle_cv_.notify_all();
     const int64_t now = NowMillis();
     int64_t wait_ms = 1000;
     if (!timers_.empty()) wait_ms = std::clamp<int64_t>(timers_.begin()->first - now, 1, 1000);
+    if (!slots_.empty()) wait_ms = std::min(wait_ms, std::max<int64_t>(1, next_sweep_ms_ - now));
     if (!writes_.empty() || !events_out_.empty())  // batch state writes: one commit per kFlushEveryMs
       wait_ms = std::clamp<int64_t>(last_flush_ms_ + kFlushEveryMs - now, 0, wait_ms);
     work_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), urgent);
   }
   if (stopping_) return;
+  if (!completions_.empty() && completions_.size() < kBatch && !timer_due()) {
+    // Let answers gather: one hand-off from the I/O thread per batch, not per answer.
+    work_cv_.wait_for(lock, std::chrono::milliseconds(1), [&] { return stopping_; });
+    if (stopping_) return;
+  }
   std::vector<Completion> done;
   done.swap(completions_);
   std::vector<std::string> fired;
   const int64_t now = NowMillis();
   while (!timers_.empty() && timers_.begin()->first <= now) {  // O(log n) each
     auto t = timers_.begin();
-    if (auto it = slots_.find(t->second); it != slots_.end() && it->second.timer == t)
-      it->second.timer = timers_.end();
     fired.push_back(std::move(t->second));
     timers_.erase(t);
+  }
+  if (now >= next_sweep_ms_) {
+    // Watchdog: the client always answers (its own timeout is 30 s); should an
+    // answer ever be lost, the push is treated as timed out rather than stuck.
+    next_sweep_ms_ = now + kSweepEveryMs;
+    for (auto& [token, slot] : slots_) {
+      if (slot.retry_wait || now - slot.sent_ms < kWatchdogMs) continue;
+      log::Error(kLog, "event=push_watchdog enrollment_id={} detail=\"no answer from the APNs client\"",
+                 slot.target.enrollment_id);
+      slot.gen = ++next_gen_;  // a late answer to that send is ignored
+      ApnsResponse r;
+      r.failure = ApnsFailure::kTimeout;
+      r.error = "no answer from the APNs client";
+      done.push_back({token, slot.gen, std::move(r)});
+    }
   }
   worker_busy_ = true;
   lock.unlock();
   HandleCompletions(&done);
   for (const auto& token : fired) {
     try {
-      FireTimer(token);
+      Retry(token);
     } catch (const std::exception& e) {
       log::Error(kLog, "event=push_retry_error error=\"{}\"", e.what());
     } catch (...) {

@@ -112,20 +112,29 @@ class PushService : public PushProvider {
   };
   static Verdict Classify(const ApnsResponse& r, bool stopping);
 
-  // One push waiting for APNs, per token: sent (the watchdog timer guards the
-  // client's callback) or waiting to retry (the timer is the due time).
+  // One push waiting for APNs, per token: sent (the client must answer), or
+  // waiting to retry (its due time is in timers_).
   struct Slot {
     Target target;  // the latest target (a joining push may bring a newer push magic)
     std::string apns_id;
     int attempt = 0;
     uint64_t gen = 0;  // the send the next answer must belong to
     bool retry_wait = false;
-    std::multimap<int64_t, std::string>::iterator timer;
+    int64_t sent_ms = 0;  // when the current send was handed to the client (watchdog)
   };
+  // An answer as the client's callback hands it over (apns_id left out: the slot has it).
   struct Completion {
     std::string token;
     uint64_t gen;
     ApnsResponse response;
+  };
+  // An answer taken off its slot, to be recorded.
+  struct Answered {
+    Target target;
+    ApnsResponse response;
+    Verdict verdict = Verdict::kFailed;
+    int attempt = 0;
+    int64_t retry_delay_ms = 0;  // > 0: a retry is scheduled
   };
   struct SendJob {
     std::shared_ptr<ApnsClient> client;
@@ -139,13 +148,15 @@ class PushService : public PushProvider {
     std::string error;
   };
 
-  Outcome Accept(const Target& target, std::vector<SendJob>* sends);
+  // The apns-id of a pending or just-delivered push this target joins (mu_ held).
+  std::optional<std::string> JoinLocked(const Target& target, int64_t now);
   // Sends (no lock held: a client may call back on this thread).
   void Dispatch(SendJob job);
-  void Complete(const std::string& token, uint64_t gen, const ApnsResponse& r);
-  void Record(const Target& target, const ApnsResponse& r, Verdict verdict, int attempt,
-              int64_t retry_delay_ms);
-  void FireTimer(const std::string& token);
+  // Classifies an answer and updates its slot (mu_ held): done, or a retry scheduled.
+  void TakeAnswerLocked(Completion& c, int64_t now, std::vector<Answered>* out);
+  // Builds the push state (and event) an answer leads to.
+  void Record(Answered& a, std::unordered_map<std::string, store::PushState>* states,
+              std::vector<events::Event>* evs);
   void Retry(const std::string& token);
   // Shared: a certificate upload may replace the topic's client while a push
   // is being handed to the old one.
@@ -173,7 +184,7 @@ class PushService : public PushProvider {
   std::condition_variable work_cv_;
   std::condition_variable idle_cv_;
   std::unordered_map<std::string, Slot> slots_;   // by raw token
-  std::multimap<int64_t, std::string> timers_;    // due ms -> token (one per slot)
+  std::multimap<int64_t, std::string> timers_;    // retry due ms -> token
   std::vector<Completion> completions_;           // answers the worker has not handled
   uint64_t next_gen_ = 0;
   // Delivered pushes within coalesce_ms: token -> (ms, apns-id), expired in
@@ -186,6 +197,7 @@ class PushService : public PushProvider {
   bool stopping_ = false;
   bool worker_busy_ = false;  // processing outside mu_
   int64_t last_flush_ms_ = 0;  // worker only
+  int64_t next_sweep_ms_ = 0;  // watchdog (mu_)
   std::thread worker_;
 
   std::atomic<uint64_t> n_ok_{0}, n_unregistered_{0}, n_rejected_{0}, n_cert_error_{0},

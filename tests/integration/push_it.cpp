@@ -345,6 +345,7 @@ TEST_CASE("after an APNs outage a device gets one push, not one per enqueue and 
   const std::string token = w.Token(0);
   REQUIRE(w.Api("POST", "/v1/push/" + udid).status == 200);  // connects to APNs
   REQUIRE(w.delivered.WaitFor(token, 1, std::chrono::seconds(10)));
+  REQUIRE(WaitUntil([&] { return w.Metric("orchard_push_pending") == 0; }, std::chrono::seconds(10)));
 
   // APNs goes away: connections are dropped and refused.
   REQUIRE(w.apns->SetListening(false));
