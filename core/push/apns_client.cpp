@@ -1,13 +1,16 @@
 // ApnsClient implementation: one I/O thread, poll() over the pool's sockets
 // plus an eventfd, OpenSSL non-blocking TLS, nghttp2 in memory mode
-// (mem_recv / mem_send into one write buffer, one SSL_write per batch).
+// (mem_recv / mem_send into one write buffer, one SSL_write per batch). Host
+// names are resolved on a separate resolver thread (getaddrinfo blocks), whose
+// answers come back through the same eventfd; IP literals need no lookup.
 //
 // Request life cycle (all on the I/O thread after Send):
 //   incoming_ (locked, filled by Send) -> queue_ (FIFO, sorted by seq) ->
 //   a connection's in-flight list (stream open) -> callback.
 // A request whose stream closes without a response (REFUSED_STREAM, streams
 // above a GOAWAY's last_stream_id, connection loss) goes back to queue_ in
-// seq order and is sent again, at most max_resends times.
+// seq order and is sent again, at most max_resends times (streams above a
+// GOAWAY's last-stream-id were never processed: those sends do not count).
 //
 // Ownership: Pending objects are owned by unique_ptr while queued; while on a
 // stream they are owned by the connection's intrusive in-flight list (raw
@@ -36,6 +39,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -324,6 +328,7 @@ struct Pending {
   TimePoint deadline;
   int sends = 0;              // times submitted on a stream
   std::string reject;         // set by Send: rejected, complete on the I/O thread with this error
+  ApnsFailure reject_failure = ApnsFailure::kNone;
   std::string escaped_magic;  // only when the magic needs JSON escaping
   char generated_id[36];      // apns-id when the caller gave none
   bool has_generated_id = false;
@@ -347,7 +352,7 @@ struct Pending {
   }
 };
 
-enum class ConnState { kIdle, kConnecting, kHandshaking, kReady };
+enum class ConnState { kIdle, kResolving, kConnecting, kHandshaking, kReady };
 
 struct SslFree {
   void operator()(SSL* s) const { SSL_free(s); }
@@ -363,7 +368,11 @@ struct Conn {
   nghttp2_session* session = nullptr;  // owned; deleted in Close
   std::vector<std::pair<sockaddr_storage, socklen_t>> addrs;
   size_t next_addr = 0;
+  uint64_t resolve_gen = 0;  // the lookup whose answer this slot waits for (kResolving)
   TimePoint connect_deadline{};
+  int64_t backoff_ms = 0;    // this slot's next connect backoff
+  TimePoint next_attempt{};  // no connect attempt on this slot before this
+  int32_t goaway_last_stream_id = INT32_MAX;  // streams above it were never processed
   bool handshake_wants_write = false;
   bool settings_received = false;
   bool draining = false;      // GOAWAY received or stream ids exhausted: no new streams
@@ -397,6 +406,88 @@ struct Conn {
   }
 };
 
+// The system resolver: getaddrinfo, numeric addresses out. Blocks.
+Result<std::vector<std::string>> SystemResolve(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0) return Status::Unavailable(gai_strerror(rc));
+  std::vector<std::string> out;
+  char buf[INET6_ADDRSTRLEN];
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    const void* a = nullptr;
+    if (ai->ai_family == AF_INET) a = &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr;
+    else if (ai->ai_family == AF_INET6) a = &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr;
+    if (a && inet_ntop(ai->ai_family, a, buf, sizeof buf)) out.emplace_back(buf);
+  }
+  freeaddrinfo(res);
+  return out;
+}
+
+// State shared between a client and its resolver thread. The thread owns a
+// reference, so a lookup that outlives the client (a slow DNS server at
+// shutdown) touches only this; `wake` is cleared under mu before the client
+// closes its eventfd.
+struct ResolverShared {
+  struct Job {
+    int conn;
+    uint64_t gen;
+  };
+  struct Answer {
+    int conn;
+    uint64_t gen;
+    Result<std::vector<std::string>> addrs;
+  };
+  std::string host;
+  ApnsResolver resolve;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Job> jobs;
+  std::vector<Answer> answers;
+  std::function<void()> wake;
+  bool stop = false;
+  bool busy = false;  // a lookup is running
+
+  // The resolver thread's body. Catches everything: a throwing resolver is a
+  // failed lookup, anything else is logged and the thread goes on.
+  static void Run(std::shared_ptr<ResolverShared> r) {
+    std::unique_lock<std::mutex> lock(r->mu);
+    while (!r->stop) {
+      try {
+        r->cv.wait(lock, [&] { return r->stop || !r->jobs.empty(); });
+        if (r->stop) break;
+        Job job = r->jobs.front();
+        r->jobs.pop_front();
+        r->busy = true;
+        lock.unlock();
+        Result<std::vector<std::string>> addrs = Status::Internal("no answer");
+        try {
+          addrs = r->resolve(r->host);
+        } catch (const std::exception& e) {
+          addrs = Status::Internal(std::string("resolver threw: ") + e.what());
+        } catch (...) {
+          addrs = Status::Internal("resolver threw");
+        }
+        lock.lock();
+        r->busy = false;
+        if (r->stop) break;
+        r->answers.push_back({job.conn, job.gen, std::move(addrs)});
+        if (r->wake) r->wake();
+      } catch (const std::exception& e) {
+        if (!lock.owns_lock()) lock.lock();
+        r->busy = false;
+        log::Error(kLog, "event=resolver_thread_error error=\"{}\"", e.what());
+      } catch (...) {
+        if (!lock.owns_lock()) lock.lock();
+        r->busy = false;
+        log::Error(kLog, "event=resolver_thread_error error=unknown");
+      }
+    }
+  }
+};
+
 class ClientImpl final : public ApnsClient {
  public:
   ClientImpl(const ApnsClientOptions& options, SSL_CTX* ctx)
@@ -404,11 +495,11 @@ class ClientImpl final : public ApnsClient {
     authority_ = opt_.endpoint.host;
     if (opt_.endpoint.port != 443) authority_ += ":" + std::to_string(opt_.endpoint.port);
     host_is_ip_ = IsIpLiteral(opt_.endpoint.host);
-    backoff_ms_ = opt_.connect_backoff_initial_ms;
     for (int i = 0; i < opt_.connections; ++i) {
       auto c = std::make_unique<Conn>();
       c->client = this;
       c->index = i;
+      c->backoff_ms = opt_.connect_backoff_initial_ms;
       conns_.push_back(std::move(c));
     }
     rbuf_ = std::make_unique<uint8_t[]>(kReadChunk);
@@ -421,6 +512,22 @@ class ClientImpl final : public ApnsClient {
     }
     Wake();
     if (thread_.joinable()) thread_.join();
+    if (resolver_) {
+      bool busy;
+      {
+        std::lock_guard<std::mutex> lock(resolver_->mu);
+        resolver_->stop = true;
+        resolver_->wake = nullptr;  // before efd_ closes
+        busy = resolver_->busy;
+      }
+      resolver_->cv.notify_all();
+      // An idle resolver exits at once; one stuck in a lookup is left to finish
+      // on its own (it holds only the shared state), so shutdown never waits on DNS.
+      if (resolver_thread_.joinable()) {
+        if (busy) resolver_thread_.detach();
+        else resolver_thread_.join();
+      }
+    }
     if (efd_ >= 0) close(efd_);
     if (callbacks_) nghttp2_session_callbacks_del(callbacks_);
     if (h2opt_) nghttp2_option_del(h2opt_);
@@ -437,6 +544,17 @@ class ClientImpl final : public ApnsClient {
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks_, &ClientImpl::OnStreamClose);
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks_, &ClientImpl::OnFrameRecv);
     nghttp2_option_set_no_closed_streams(h2opt_, 1);
+    if (!host_is_ip_ || opt_.resolver) {
+      resolver_ = std::make_shared<ResolverShared>();
+      resolver_->host = opt_.endpoint.host;
+      resolver_->resolve = opt_.resolver ? opt_.resolver : ApnsResolver(SystemResolve);
+      resolver_->wake = [this] { Wake(); };
+      try {
+        resolver_thread_ = std::thread(&ResolverShared::Run, resolver_);
+      } catch (const std::exception& e) {
+        return Status::Internal(std::string("apns: cannot start the resolver thread: ") + e.what());
+      }
+    }
     try {
       thread_ = std::thread([this] { Run(); });
     } catch (const std::exception& e) {
@@ -450,18 +568,21 @@ class ClientImpl final : public ApnsClient {
     p->req = std::move(request);
     p->done = std::move(done);
     p->reject = Validate(p->req);
+    if (!p->reject.empty()) p->reject_failure = ApnsFailure::kInvalidRequest;
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (stopping_) {
         lock.unlock();
-        Finish(std::move(p), 0, "client shut down");
+        Finish(std::move(p), ApnsFailure::kShutdown, "client shut down");
         return;
       }
       p->seq = next_seq_++;
       // Taken under the lock so that deadlines are ordered like seq.
       p->deadline = Clock::now() + milliseconds(opt_.request_timeout_ms);
-      if (p->reject.empty() && queued_.load(std::memory_order_relaxed) >= opt_.max_queued)
+      if (p->reject.empty() && queued_.load(std::memory_order_relaxed) >= opt_.max_queued) {
         p->reject = "queue full";
+        p->reject_failure = ApnsFailure::kQueueFull;
+      }
       if (p->reject.empty()) queued_.fetch_add(1, std::memory_order_relaxed);
       incoming_.push_back(std::move(p));
     }
@@ -475,6 +596,7 @@ class ClientImpl final : public ApnsClient {
     s.goaways = goaways_.load(std::memory_order_relaxed);
     s.resent = resent_.load(std::memory_order_relaxed);
     s.pings = pings_.load(std::memory_order_relaxed);
+    s.goaway_refused = goaway_refused_.load(std::memory_order_relaxed);
     s.in_flight = in_flight_.load(std::memory_order_relaxed);
     s.queued = queued_.load(std::memory_order_relaxed);
     s.max_concurrent_streams = max_streams_seen_.load(std::memory_order_relaxed);
@@ -505,16 +627,16 @@ class ClientImpl final : public ApnsClient {
 
   // ---------------------------------------------------------------- completion
 
-  // Runs the callback (exactly once per request) and frees the request.
-  void Finish(std::unique_ptr<Pending> p, int status, std::string error) {
+  // Fails the request without an HTTP answer: runs the callback (exactly once
+  // per request) and frees the request.
+  void Finish(std::unique_ptr<Pending> p, ApnsFailure failure, std::string error) {
     ApnsResponse& r = p->resp;
-    if (status == 0) {
-      if (log::Enabled(log::Level::kDebug))
-        log::Debug(kLog, "event=push_failed token={} error=\"{}\"", TruncatedToken(p->req.device_token_hex), error);
-      r = ApnsResponse{};
-      r.error = std::move(error);
-      r.apns_id = std::string(p->apns_id());
-    }
+    if (log::Enabled(log::Level::kDebug))
+      log::Debug(kLog, "event=push_failed token={} error=\"{}\"", TruncatedToken(p->req.device_token_hex), error);
+    r = ApnsResponse{};
+    r.error = std::move(error);
+    r.failure = failure;
+    r.apns_id = std::string(p->apns_id());
     Invoke(*p);
   }
 
@@ -548,11 +670,12 @@ class ClientImpl final : public ApnsClient {
   // been sent too often or has expired.
   void Requeue(std::unique_ptr<Pending> p, std::string why) {
     if (p->deadline <= Clock::now()) {
-      Finish(std::move(p), 0, "timeout");
+      Finish(std::move(p), ApnsFailure::kTimeout, "timeout");
       return;
     }
     if (p->sends > opt_.max_resends) {
-      Finish(std::move(p), 0, "gave up after " + std::to_string(p->sends) + " sends: " + why);
+      Finish(std::move(p), ApnsFailure::kGaveUp,
+             "gave up after " + std::to_string(p->sends) + " sends: " + why);
       return;
     }
     resent_.fetch_add(1, std::memory_order_relaxed);
@@ -577,7 +700,8 @@ class ClientImpl final : public ApnsClient {
 
   // ---------------------------------------------------------------- the loop
 
-  // Moves Send's requests into queue_; completes rejected ones. Returns false when stopping.
+  // Moves Send's requests into queue_; completes rejected ones; takes the
+  // resolver's answers. Returns false when stopping.
   bool DrainIncoming() {
     wake_pending_.store(false);
     bool stopping;
@@ -589,12 +713,26 @@ class ClientImpl final : public ApnsClient {
     for (auto& p : drained_) {
       if (!p->reject.empty()) {
         std::string why = std::move(p->reject);
-        Finish(std::move(p), 0, std::move(why));
+        ApnsFailure failure = p->reject_failure;
+        Finish(std::move(p), failure, std::move(why));
       } else {
         queue_.push_back(std::move(p));
       }
     }
     drained_.clear();
+    if (resolver_) {
+      std::vector<ResolverShared::Answer> answers;
+      {
+        std::lock_guard<std::mutex> lock(resolver_->mu);
+        answers.swap(resolver_->answers);
+      }
+      for (auto& a : answers) {
+        Conn& c = *conns_[static_cast<size_t>(a.conn)];
+        if (c.state != ConnState::kResolving || c.resolve_gen != a.gen) continue;  // timed out meanwhile
+        Resolved(c, std::move(a.addrs));
+        if (!c.fatal.empty()) Close(c);
+      }
+    }
     return !stopping;
   }
 
@@ -608,58 +746,81 @@ class ClientImpl final : public ApnsClient {
 
     std::vector<pollfd> fds;
     std::vector<Conn*> polled;
+    // Every exception is caught here, at the top of each turn: logged, and the
+    // loop goes on (after a pause, never a tight loop).
     for (;;) {
-      if (!DrainIncoming()) break;
-      TimePoint now = Clock::now();
-      for (auto& c : conns_) Timers(*c, now);
-      ApplyRequeues();
-      ExpireQueued(now);
-      Dispatch(now);
-      for (auto& c : conns_)
-        if (c->state == ConnState::kReady) {
-          Flush(*c);
-          if (!c->fatal.empty()) Close(*c);
-        }
-      ApplyRequeues();
-
-      fds.clear();
-      polled.clear();
-      fds.push_back({efd_, POLLIN, 0});
-      for (auto& c : conns_) {
-        short ev = 0;
-        switch (c->state) {
-          case ConnState::kIdle: break;
-          case ConnState::kConnecting: ev = POLLOUT; break;
-          case ConnState::kHandshaking: ev = c->handshake_wants_write ? POLLOUT : POLLIN; break;
-          case ConnState::kReady: ev = static_cast<short>(POLLIN | (c->want_pollout ? POLLOUT : 0)); break;
-        }
-        if (ev == 0) continue;
-        fds.push_back({c->fd, ev, 0});
-        polled.push_back(c.get());
-      }
-      int timeout = requeue_.empty() && !run_again_ ? PollTimeout(Clock::now()) : 0;
-      run_again_ = false;
-      int n = poll(fds.data(), fds.size(), timeout);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        log::Error(kLog, "event=poll_failed error=\"{}\"", strerror(errno));
-        std::this_thread::sleep_for(milliseconds(50));  // never a tight loop
-        continue;
-      }
-      if (fds[0].revents & POLLIN) {
-        uint64_t v;
-        ssize_t r = read(efd_, &v, sizeof v);
-        (void)r;
-      }
-      for (size_t i = 0; i < polled.size(); ++i) {
-        short re = fds[i + 1].revents;
-        if (re == 0) continue;
-        Conn& c = *polled[i];
-        HandleIo(c, re);
-        if (!c.fatal.empty()) Close(c);
+      try {
+        if (!Turn(fds, polled)) break;
+      } catch (const std::exception& e) {
+        log::Error(kLog, "event=io_thread_error error=\"{}\"", e.what());
+        std::this_thread::sleep_for(milliseconds(50));
+      } catch (...) {
+        log::Error(kLog, "event=io_thread_error error=unknown");
+        std::this_thread::sleep_for(milliseconds(50));
       }
     }
-    Shutdown();
+    try {
+      Shutdown();
+    } catch (const std::exception& e) {
+      log::Error(kLog, "event=io_thread_error phase=shutdown error=\"{}\"", e.what());
+    } catch (...) {
+      log::Error(kLog, "event=io_thread_error phase=shutdown error=unknown");
+    }
+  }
+
+  // One turn of the I/O loop; false when the client is stopping.
+  bool Turn(std::vector<pollfd>& fds, std::vector<Conn*>& polled) {
+    if (!DrainIncoming()) return false;
+    TimePoint now = Clock::now();
+    for (auto& c : conns_) Timers(*c, now);
+    ApplyRequeues();
+    ExpireQueued(now);
+    Dispatch(now);
+    for (auto& c : conns_)
+      if (c->state == ConnState::kReady) {
+        Flush(*c);
+        if (!c->fatal.empty()) Close(*c);
+      }
+    ApplyRequeues();
+
+    fds.clear();
+    polled.clear();
+    fds.push_back({efd_, POLLIN, 0});
+    for (auto& c : conns_) {
+      short ev = 0;
+      switch (c->state) {
+        case ConnState::kIdle: break;
+        case ConnState::kResolving: break;  // the resolver's answer comes through efd_
+        case ConnState::kConnecting: ev = POLLOUT; break;
+        case ConnState::kHandshaking: ev = c->handshake_wants_write ? POLLOUT : POLLIN; break;
+        case ConnState::kReady: ev = static_cast<short>(POLLIN | (c->want_pollout ? POLLOUT : 0)); break;
+      }
+      if (ev == 0) continue;
+      fds.push_back({c->fd, ev, 0});
+      polled.push_back(c.get());
+    }
+    int timeout = requeue_.empty() && !run_again_ ? PollTimeout(Clock::now()) : 0;
+    run_again_ = false;
+    int n = poll(fds.data(), fds.size(), timeout);
+    if (n < 0) {
+      if (errno == EINTR) return true;
+      log::Error(kLog, "event=poll_failed error=\"{}\"", strerror(errno));
+      std::this_thread::sleep_for(milliseconds(50));  // never a tight loop
+      return true;
+    }
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      ssize_t r = read(efd_, &v, sizeof v);
+      (void)r;
+    }
+    for (size_t i = 0; i < polled.size(); ++i) {
+      short re = fds[i + 1].revents;
+      if (re == 0) continue;
+      Conn& c = *polled[i];
+      HandleIo(c, re);
+      if (!c.fatal.empty()) Close(c);
+    }
+    return true;
   }
 
   int PollTimeout(TimePoint now) const {
@@ -668,9 +829,10 @@ class ClientImpl final : public ApnsClient {
     for (const auto& c : conns_) {
       switch (c->state) {
         case ConnState::kIdle:
-          // A past next_attempt_ needs no wake-up: Dispatch already decided.
-          if (!queue_.empty() && next_attempt_ > now) next = std::min(next, next_attempt_);
+          // A past next_attempt needs no wake-up: Dispatch already decided.
+          if (!queue_.empty() && c->next_attempt > now) next = std::min(next, c->next_attempt);
           break;
+        case ConnState::kResolving:
         case ConnState::kConnecting:
         case ConnState::kHandshaking:
           next = std::min(next, c->connect_deadline);
@@ -694,7 +856,7 @@ class ClientImpl final : public ApnsClient {
       std::unique_ptr<Pending> p = std::move(queue_.front());
       queue_.pop_front();
       queued_.fetch_sub(1, std::memory_order_relaxed);
-      Finish(std::move(p), 0, "timeout");
+      Finish(std::move(p), ApnsFailure::kTimeout, "timeout");
     }
   }
 
@@ -702,10 +864,12 @@ class ClientImpl final : public ApnsClient {
     switch (c.state) {
       case ConnState::kIdle:
         return;
+      case ConnState::kResolving:
       case ConnState::kConnecting:
       case ConnState::kHandshaking:
         if (now >= c.connect_deadline) {
-          c.fatal = "connect timeout";
+          c.fatal = c.state == ConnState::kResolving ? "DNS: no answer within the connect timeout"
+                                                      : "connect timeout";
           Close(c);
         }
         return;
@@ -747,6 +911,7 @@ class ClientImpl final : public ApnsClient {
         nghttp2_submit_rst_stream(c.session, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_CANCEL);
         p->resp = ApnsResponse{};
         p->resp.error = "timeout";
+        p->resp.failure = ApnsFailure::kTimeout;
         p->resp.apns_id = std::string(p->apns_id());
         Invoke(*p);
       } else {
@@ -792,13 +957,13 @@ class ClientImpl final : public ApnsClient {
     // exceed what connections being opened will take (1 stream each until SETTINGS).
     size_t coming = 0;
     for (auto& c : conns_)
-      if (c->state == ConnState::kConnecting || c->state == ConnState::kHandshaking ||
-          (c->state == ConnState::kReady && !c->settings_received))
+      if (c->state == ConnState::kResolving || c->state == ConnState::kConnecting ||
+          c->state == ConnState::kHandshaking || (c->state == ConnState::kReady && !c->settings_received))
         ++coming;
     for (auto& c : conns_) {
       if (queue_.size() <= coming) break;
-      if (next_attempt_ > now) break;
       if (c->state != ConnState::kIdle) continue;
+      if (c->next_attempt > now) continue;  // this slot is backing off
       StartConnect(*c, now);
       if (!c->fatal.empty()) {
         Close(*c);
@@ -857,7 +1022,7 @@ class ClientImpl final : public ApnsClient {
         queued_.fetch_add(1, std::memory_order_relaxed);
         return false;
       }
-      Finish(std::move(p), 0, std::string("nghttp2: ") + nghttp2_strerror(stream_id));
+      Finish(std::move(p), ApnsFailure::kInternal, std::string("nghttp2: ") + nghttp2_strerror(stream_id));
       return true;
     }
     p->stream_id = stream_id;
@@ -885,30 +1050,54 @@ class ClientImpl final : public ApnsClient {
 
   // ---------------------------------------------------------------- connections
 
+  // Starts a connection attempt: a lookup on the resolver thread (host names
+  // are resolved afresh on every attempt: APNs rotates addresses), or at once
+  // for an IP literal.
   void StartConnect(Conn& c, TimePoint now) {
     c.connect_deadline = now + milliseconds(opt_.connect_timeout_ms);
     c.addrs.clear();
     c.next_addr = 0;
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(opt_.endpoint.port);
-    // Resolved afresh on every attempt (APNs rotates addresses).
-    int rc = getaddrinfo(opt_.endpoint.host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) {
-      c.state = ConnState::kConnecting;  // so that Close counts a failed attempt
-      c.fatal = std::string("DNS: ") + gai_strerror(rc);
+    c.state = ConnState::kResolving;
+    if (!resolver_) {
+      Resolved(c, std::vector<std::string>{opt_.endpoint.host});
       return;
     }
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      sockaddr_storage ss{};
-      memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-      c.addrs.emplace_back(ss, ai->ai_addrlen);
+    c.resolve_gen = ++resolve_gen_;
+    {
+      std::lock_guard<std::mutex> lock(resolver_->mu);
+      // At most one job per slot: a lookup still queued for an earlier attempt
+      // (behind a hung one) is replaced, so the job list stays bounded.
+      auto& jobs = resolver_->jobs;
+      jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
+                                [&](const ResolverShared::Job& j) { return j.conn == c.index; }),
+                 jobs.end());
+      jobs.push_back({c.index, c.resolve_gen});
     }
-    freeaddrinfo(res);
+    resolver_->cv.notify_one();
+  }
+
+  // The lookup for c finished: connect to the first address (c.fatal on failure).
+  void Resolved(Conn& c, Result<std::vector<std::string>> addrs) {
+    if (!addrs.ok()) {
+      c.fatal = "DNS: " + addrs.status().message();
+      return;
+    }
+    for (const std::string& a : *addrs) {
+      sockaddr_storage ss{};
+      auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
+      auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
+      if (inet_pton(AF_INET, a.c_str(), &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(opt_.endpoint.port);
+        c.addrs.emplace_back(ss, static_cast<socklen_t>(sizeof *a4));
+      } else if (inet_pton(AF_INET6, a.c_str(), &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(opt_.endpoint.port);
+        c.addrs.emplace_back(ss, static_cast<socklen_t>(sizeof *a6));
+      }
+    }
     c.state = ConnState::kConnecting;
-    TryNextAddress(c, "no address");
+    TryNextAddress(c, c.addrs.empty() ? "DNS: no usable address" : "no address");
   }
 
   // Starts a non-blocking TCP connect to the next resolved address.
@@ -1006,6 +1195,7 @@ class ClientImpl final : public ApnsClient {
   void HandleIo(Conn& c, short revents) {
     switch (c.state) {
       case ConnState::kIdle:
+      case ConnState::kResolving:
         return;
       case ConnState::kConnecting: {
         int err = 0;
@@ -1120,10 +1310,15 @@ class ClientImpl final : public ApnsClient {
       c.Unlink(p);
       std::unique_ptr<Pending> owned(p);
       if (owned->cancelled) continue;
-      if (c.settings_received) {
+      if (c.settings_received && owned->stream_id > c.goaway_last_stream_id) {
+        // Above the GOAWAY's last-stream-id: never processed, not a send.
+        owned->sends--;
+        goaway_refused_.fetch_add(1, std::memory_order_relaxed);
+        Requeue(std::move(owned), "refused by GOAWAY");
+      } else if (c.settings_received) {
         Requeue(std::move(owned), "connection lost: " + reason);
       } else if (owned->deadline <= now) {
-        Finish(std::move(owned), 0, "timeout");
+        Finish(std::move(owned), ApnsFailure::kTimeout, "timeout");
       } else {
         owned->sends--;
         requeue_.push_back(std::move(owned));
@@ -1145,18 +1340,20 @@ class ClientImpl final : public ApnsClient {
     c.want_pollout = false;
     c.handshake_wants_write = false;
 
-    // Backoff (client-wide: failures are usually the endpoint's, so all
-    // slots wait): a connection the server answered on resets it; anything else
-    // (connect failure, or a connection closed before any answer, e.g. a client
-    // certificate rejected after a TLS 1.3 handshake) waits and doubles it.
+    // Backoff, per connection slot (one bad address or connection does not
+    // hold the others back), capped at connect_backoff_max_ms so that a server
+    // that comes back is reached within seconds: a connection the server
+    // answered on resets it; anything else (connect failure, or a connection
+    // closed before any answer, e.g. a client certificate rejected after a
+    // TLS 1.3 handshake) waits and doubles it.
     if (c.had_response) {
-      backoff_ms_ = opt_.connect_backoff_initial_ms;
+      c.backoff_ms = opt_.connect_backoff_initial_ms;
       log::Info(kLog, "event=disconnected conn={} reason=\"{}\"", c.index, reason);
     } else {
       std::uniform_real_distribution<double> jitter(0.5, 1.0);
-      auto delay = static_cast<int64_t>(static_cast<double>(backoff_ms_) * jitter(rng_));
-      next_attempt_ = std::max(next_attempt_, now + milliseconds(delay));
-      backoff_ms_ = std::min(backoff_ms_ * 2, opt_.connect_backoff_max_ms);
+      auto delay = static_cast<int64_t>(static_cast<double>(c.backoff_ms) * jitter(rng_));
+      c.next_attempt = now + milliseconds(delay);
+      c.backoff_ms = std::min(c.backoff_ms * 2, opt_.connect_backoff_max_ms);
       if (!established) connect_failures_.fetch_add(1, std::memory_order_relaxed);
       log::Warn(kLog, "event={} conn={} host={} port={} reason=\"{}\" retry_in_ms={}",
                 established ? "disconnected" : "connect_failed", c.index, opt_.endpoint.host,
@@ -1164,6 +1361,7 @@ class ClientImpl final : public ApnsClient {
     }
     c.state = ConnState::kIdle;
     c.settings_received = c.draining = c.had_response = c.ping_outstanding = c.tls_broken = false;
+    c.goaway_last_stream_id = INT32_MAX;
     run_again_ = true;
   }
 
@@ -1179,15 +1377,15 @@ class ClientImpl final : public ApnsClient {
       while (Pending* p = c.head) {
         c.Unlink(p);
         std::unique_ptr<Pending> owned(p);
-        if (!owned->cancelled) Finish(std::move(owned), 0, "client shut down");
+        if (!owned->cancelled) Finish(std::move(owned), ApnsFailure::kShutdown, "client shut down");
       }
       c.fatal = "client shut down";
       c.had_response = true;  // no backoff bookkeeping or warning on the way out
       if (c.state != ConnState::kIdle) Close(c);
     }
-    for (auto& p : requeue_) Finish(std::move(p), 0, "client shut down");
+    for (auto& p : requeue_) Finish(std::move(p), ApnsFailure::kShutdown, "client shut down");
     requeue_.clear();
-    for (auto& p : queue_) Finish(std::move(p), 0, "client shut down");
+    for (auto& p : queue_) Finish(std::move(p), ApnsFailure::kShutdown, "client shut down");
     queue_.clear();
     for (;;) {
       std::vector<std::unique_ptr<Pending>> rest;
@@ -1197,8 +1395,9 @@ class ClientImpl final : public ApnsClient {
       }
       if (rest.empty()) break;
       for (auto& p : rest) {
+        ApnsFailure failure = p->reject.empty() ? ApnsFailure::kShutdown : p->reject_failure;
         std::string why = p->reject.empty() ? "client shut down" : std::move(p->reject);
-        Finish(std::move(p), 0, std::move(why));
+        Finish(std::move(p), failure, std::move(why));
       }
     }
     queued_.store(0);
@@ -1271,6 +1470,12 @@ class ClientImpl final : public ApnsClient {
     if (owned->resp.status != 0) {
       c.had_response = true;
       self.FinishAnswered(std::move(owned));
+    } else if (stream_id > c.goaway_last_stream_id) {
+      // Above the GOAWAY's last-stream-id: the server never processed it, so
+      // this send does not count against max_resends.
+      owned->sends--;
+      self.goaway_refused_.fetch_add(1, std::memory_order_relaxed);
+      self.Requeue(std::move(owned), "refused by GOAWAY");
     } else {
       self.Requeue(std::move(owned), std::string("stream closed without a response: ") +
                                          nghttp2_http2_strerror(error_code));
@@ -1300,6 +1505,8 @@ class ClientImpl final : public ApnsClient {
         c.draining = true;
         self.goaways_.fetch_add(1, std::memory_order_relaxed);
         const nghttp2_goaway& g = frame->goaway;
+        // nghttp2 closes the streams above it right after this callback.
+        c.goaway_last_stream_id = std::min(c.goaway_last_stream_id, g.last_stream_id);
         log::Info(kLog, "event=goaway conn={} error_code={} last_stream_id={} debug=\"{}\"", c.index,
                   nghttp2_http2_strerror(g.error_code), g.last_stream_id,
                   Printable(std::string_view(reinterpret_cast<const char*>(g.opaque_data), g.opaque_data_len), 200));
@@ -1333,7 +1540,8 @@ class ClientImpl final : public ApnsClient {
   std::atomic<bool> wake_pending_{false};
 
   // Counters (read by stats()).
-  std::atomic<uint64_t> connects_{0}, connect_failures_{0}, goaways_{0}, resent_{0}, pings_{0};
+  std::atomic<uint64_t> connects_{0}, connect_failures_{0}, goaways_{0}, resent_{0}, pings_{0},
+      goaway_refused_{0};
   std::atomic<uint64_t> in_flight_{0};
   std::atomic<size_t> queued_{0};
   std::atomic<uint32_t> max_streams_seen_{0};
@@ -1343,12 +1551,15 @@ class ClientImpl final : public ApnsClient {
   std::deque<std::unique_ptr<Pending>> queue_;  // sorted by seq
   std::vector<std::unique_ptr<Pending>> requeue_;
   std::vector<std::unique_ptr<Pending>> drained_;
-  int64_t backoff_ms_ = 0;      // next connect backoff
-  TimePoint next_attempt_{};   // no connect attempt (any slot) before this
+  uint64_t resolve_gen_ = 0;
   bool run_again_ = false;  // a connection closed: run the loop once more before sleeping
   std::mt19937_64 rng_;
   std::string path_buf_;
   std::unique_ptr<uint8_t[]> rbuf_;
+
+  // The resolver (null for an IP literal without a custom resolver).
+  std::shared_ptr<ResolverShared> resolver_;
+  std::thread resolver_thread_;
 };
 
 int NoPassphrase(char*, int, int, void*) { return 0; }

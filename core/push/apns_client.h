@@ -8,20 +8,28 @@
 // requests wait in the client's own bounded queue. Idle connections are kept
 // alive with PING. On GOAWAY, REFUSED_STREAM or a dropped connection, requests
 // the server did not answer are re-sent on another connection (never a request
-// the server did answer). Connects resolve DNS afresh each time and back off
-// exponentially after failures (never a tight reconnect loop).
+// the server did answer); requests a GOAWAY shows were never processed (above
+// its last-stream-id) are re-sent without counting against max_resends. Each
+// connect resolves DNS afresh, on a resolver thread (never on the I/O thread),
+// and each connection slot backs off exponentially after failures, capped at
+// connect_backoff_max_ms (never a tight reconnect loop, never minutes of wait
+// once the server is back).
 //
 // Thread-safety: Send() and stats() may be called from any thread; callbacks
 // run on the client's single I/O thread (always, including rejections) and
-// must not block or destroy the client. The client owns its thread, sockets
-// and TLS state; the destructor fails every outstanding request with status 0
-// and error "client shut down" (the callbacks run before it returns).
+// must not block or destroy the client. The client owns its I/O thread,
+// sockets and TLS state; the destructor fails every outstanding request with
+// status 0 and failure kShutdown (the callbacks run before it returns). The
+// resolver thread shares only its own state with the client and is detached
+// at destruction if a lookup is still running. Both threads catch every
+// exception at their top and log it.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "util/status.h"
 
@@ -35,6 +43,11 @@ struct ApnsEndpoint {
   bool verify_server = true;  // verify the server certificate and host name (tests pass ca_file)
 };
 
+// Resolves a host name to numeric addresses ("17.188.0.1", "2620:149::1").
+// Runs on the client's resolver thread and may block; errors become connect
+// failures. Must be thread-safe if shared between clients.
+using ApnsResolver = std::function<Result<std::vector<std::string>>(const std::string& host)>;
+
 struct ApnsClientOptions {
   ApnsEndpoint endpoint;
   std::string cert_pem;  // push certificate (client certificate)
@@ -44,10 +57,11 @@ struct ApnsClientOptions {
   int64_t request_timeout_ms = 30 * 1000;
   int64_t ping_timeout_ms = 10 * 1000;      // no PING ack within this: reconnect
   int64_t connect_timeout_ms = 10 * 1000;   // TCP + TLS + the server's first SETTINGS
-  int64_t connect_backoff_initial_ms = 250;
-  int64_t connect_backoff_max_ms = 60 * 1000;
+  int64_t connect_backoff_initial_ms = 250;  // per connection slot; doubles, with jitter
+  int64_t connect_backoff_max_ms = 3000;     // cap: a recovered server is reached within seconds
   size_t max_queued = 1000000;  // requests waiting for a stream before Send fails
-  int max_resends = 3;          // re-sends after GOAWAY/REFUSED_STREAM/drop, then status 0
+  int max_resends = 3;  // re-sends after REFUSED_STREAM or a drop, then kGaveUp (GOAWAY-refused: not counted)
+  ApnsResolver resolver;  // empty: the system resolver (getaddrinfo); tests inject slow or failing ones
 };
 
 struct ApnsRequest {
@@ -58,12 +72,24 @@ struct ApnsRequest {
   std::string apns_id;           // apns-id (UUID); generated if empty
 };
 
+// Why a request got no HTTP answer (ApnsResponse::status == 0).
+enum class ApnsFailure {
+  kNone = 0,        // an HTTP answer (any status)
+  kInvalidRequest,  // malformed request, never sent
+  kQueueFull,       // more than max_queued waiting, never sent
+  kTimeout,         // no answer within request_timeout_ms (from Send)
+  kGaveUp,          // unanswered after max_resends re-sends
+  kShutdown,        // the client was destroyed first
+  kInternal,        // nghttp2 refused the request
+};
+
 struct ApnsResponse {
-  int status = 0;           // HTTP status; 0 = transport failure (see error)
+  int status = 0;           // HTTP status; 0 = transport failure (see failure, error)
   std::string apns_id;      // from the response header
   std::string reason;       // APNs JSON "reason" (e.g. "Unregistered", "BadDeviceToken")
   int64_t timestamp_ms = 0; // APNs JSON "timestamp" (410 responses)
-  std::string error;        // transport error text when status == 0
+  std::string error;        // transport error text when status == 0 (for logs and people)
+  ApnsFailure failure = ApnsFailure::kNone;  // what to act on when status == 0
 };
 
 using ApnsCallback = std::function<void(const ApnsResponse&)>;
@@ -76,12 +102,13 @@ class ApnsClient {
   // eventfd cannot be created.
   static Result<std::unique_ptr<ApnsClient>> Create(const ApnsClientOptions& options);
   virtual ~ApnsClient() = default;
-  // Queues one request; `done` runs exactly once, on the I/O thread. Rejected
-  // at once (status 0): malformed request ("invalid request: ..."), more than
-  // max_queued waiting ("queue full"). Transport failures (status 0):
-  // "timeout" after request_timeout_ms (counted from Send), "gave up after N
-  // sends: ..." when re-sends are exhausted. Any HTTP answer, including 4xx/5xx,
-  // is delivered as is; the client never retries an answered request.
+  // Queues one request; `done` runs exactly once, on the I/O thread (on the
+  // calling thread only when the client is already shutting down). Rejected
+  // at once (status 0): kInvalidRequest ("invalid request: ..."), kQueueFull
+  // (more than max_queued waiting). Transport failures (status 0): kTimeout
+  // after request_timeout_ms (counted from Send), kGaveUp when re-sends are
+  // exhausted. Any HTTP answer, including 4xx/5xx, is delivered as is; the
+  // client never retries an answered request.
   virtual void Send(ApnsRequest request, ApnsCallback done) = 0;
   // Counters for metrics and tests.
   struct Stats {
@@ -89,7 +116,10 @@ class ApnsClient {
     // SETTINGS; connect_failures: attempts that did not (DNS, TCP, TLS, ALPN,
     // timeout, closed before SETTINGS); resent: requests put back for another
     // send (may be duplicates at the server); pings: PINGs sent.
+    // goaway_refused: requests above a GOAWAY's last-stream-id (never
+    // processed by the server), re-sent without counting against max_resends.
     uint64_t connects = 0, connect_failures = 0, goaways = 0, resent = 0, pings = 0;
+    uint64_t goaway_refused = 0;
     uint64_t in_flight = 0, queued = 0;
     uint32_t max_concurrent_streams = 0;  // latest value advertised on any connection
   };

@@ -30,23 +30,45 @@ struct Target {
   int64_t last_seen_ms = 0;  // when the device last contacted the server (coalescing)
 };
 
+// Why a push was refused at once, without being sent (Outcome::refusal).
+enum class PushRefusal {
+  kNone = 0,       // accepted
+  kNoToken,        // the target has no push token or push magic
+  kTokenInvalid,   // APNs declared this token invalid; no pushes until a TokenUpdate
+  kTopicDisabled,  // APNs refused the topic's certificate (403); upload a new one
+  kNoCertificate,  // no push certificate for the topic, or its key cannot be opened
+  kUnavailable,    // the APNs client could not be set up, or an internal error
+};
+
+// The immediate answer for one target. APNs' own answer comes later and is
+// recorded in the enrollment's push state (State()) and as push events.
 struct Outcome {
   std::string enrollment_id;
-  bool ok = false;
-  std::string apns_id;  // on success
-  std::string error;    // on failure, human readable
+  bool ok = false;        // accepted: queued for APNs (or joined a push that is)
+  std::string apns_id;    // when accepted: the apns-id the push carries (assigned by Orchard)
+  std::string error;      // when refused: human readable
+  PushRefusal refusal = PushRefusal::kNone;
+  bool coalesced = false;  // accepted by joining a pending or just-delivered push to the same token
 };
 
 class PushProvider {
  public:
   virtual ~PushProvider() = default;
-  // Pushes to every target; returns one outcome per target, in order.
+  // Accepts or refuses a push to every target and returns one outcome per
+  // target, in order, without waiting for APNs (never blocks on the network:
+  // safe on an HTTP worker). A target whose token already has a push waiting
+  // for APNs (queued, in flight or waiting to retry) joins it: one push per
+  // token at a time, whatever the number of callers.
   virtual std::vector<Outcome> Push(const std::vector<Target>& targets) = 0;
-  // Pushes without waiting for outcomes (they are only recorded).
+  // Push() for callers that ignore the immediate outcomes.
   virtual void PushAsync(const std::vector<Target>& targets) { (void)Push(targets); }
   // A push certificate for topic was stored or replaced.
   virtual void CertificateUpdated(const std::string& topic) {}
-  // The enrollment's latest recorded push outcome, if any.
+  // True while a push to this raw device token waits for APNs (a new push
+  // to it would join that one).
+  virtual bool Pending(const std::string& token) { return false; }
+  // The enrollment's latest recorded push outcome, if any (including
+  // outcomes not yet written to the store).
   virtual Result<std::optional<store::PushState>> State(const std::string& enrollment_id) = 0;
 };
 

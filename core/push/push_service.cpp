@@ -13,10 +13,14 @@ constexpr const char* kLog = "push";
 constexpr const char* kFlagPrefix = "push_topic_flag/";
 constexpr const char* kWarnedPrefix = "push_cert_warned/";
 
-bool Retryable(const ApnsResponse& r) {
-  if (r.status == 0) return r.error.rfind("invalid request", 0) != 0;  // malformed: never retried
-  return r.status == 429 || r.status == 500 || r.status == 503;
-}
+// The client's answer never came (watchdog): well past its own request timeout.
+const int64_t kWatchdogMs = ApnsClientOptions{}.request_timeout_ms + 30 * 1000;
+// The worker writes recorded outcomes at most this often (one commit for many).
+constexpr int64_t kFlushEveryMs = 5;
+// How often the worker looks for sends the client never answered.
+constexpr int64_t kSweepEveryMs = 5000;
+// Fewer answers than this waiting: the worker lets them gather for 1 ms.
+constexpr size_t kBatch = 256;
 
 // Identifies which token a stored "token invalid" mark is about.
 std::string TokenFingerprint(const std::string& token) { return HexEncode(token.substr(0, 8)); }
@@ -29,21 +33,24 @@ int64_t Jittered(int64_t base_ms, int attempt) {
   std::uniform_int_distribution<int64_t> dist(d / 2, d + d / 2);
   return dist(rng);
 }
-}  // namespace
 
-struct PushService::Pending {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Outcome> outcomes;
-  size_t remaining = 0;
-  void Done(size_t i, Outcome o) {
-    std::lock_guard lock(mu);
-    if (outcomes[i].error == "pending") {
-      outcomes[i] = std::move(o);
-      if (--remaining == 0) cv.notify_all();
-    }
-  }
-};
+Outcome Refused(const Target& t, PushRefusal why, std::string error) {
+  Outcome o;
+  o.enrollment_id = t.enrollment_id;
+  o.refusal = why;
+  o.error = std::move(error);
+  return o;
+}
+
+Outcome Accepted(const Target& t, std::string apns_id, bool coalesced) {
+  Outcome o;
+  o.enrollment_id = t.enrollment_id;
+  o.ok = true;
+  o.apns_id = std::move(apns_id);
+  o.coalesced = coalesced;
+  return o;
+}
+}  // namespace
 
 Result<ApnsEndpoint> ParseEndpoint(const std::string& text) {
   ApnsEndpoint e;
@@ -78,7 +85,7 @@ PushService::PushService(const PushServiceOptions& options, store::Store* store,
 
 PushService::~PushService() {
   {
-    std::lock_guard lock(work_mu_);
+    std::lock_guard lock(mu_);
     stopping_ = true;
   }
   work_cv_.notify_all();
@@ -88,31 +95,70 @@ PushService::~PushService() {
     std::lock_guard lock(clients_mu_);
     clients.swap(clients_);
   }
-  clients.clear();  // fails whatever is still in flight; callbacks may take clients_mu_
-  Flush();
+  clients.clear();  // fails whatever is still in flight; callbacks may take mu_
+  // Answers that came after the worker's last turn are still recorded (no retries now).
+  std::vector<Completion> done;
+  {
+    std::lock_guard lock(mu_);
+    done.swap(completions_);
+  }
+  try {
+    HandleCompletions(&done);
+    Flush();
+  } catch (const std::exception& e) {
+    log::Error(kLog, "event=push_shutdown_error error=\"{}\"", e.what());
+  } catch (...) {
+    log::Error(kLog, "event=push_shutdown_error error=unknown");
+  }
 }
 
-Result<std::shared_ptr<ApnsClient>> PushService::ClientFor(const std::string& topic) {
+PushService::ClientOrRefusal PushService::ClientFor(const std::string& topic) {
+  ClientOrRefusal out;
   std::lock_guard lock(clients_mu_);
-  if (auto f = flagged_.find(topic); f != flagged_.end())
-    return Status::Unavailable("topic " + topic + " is disabled after APNs refused its certificate (" +
-                               f->second + "); upload a new push certificate");
-  if (auto it = clients_.find(topic); it != clients_.end()) return it->second;
+  if (auto f = flagged_.find(topic); f != flagged_.end()) {
+    out.refusal = PushRefusal::kTopicDisabled;
+    out.error = "topic " + topic + " is disabled after APNs refused its certificate (" + f->second +
+                "); upload a new push certificate";
+    return out;
+  }
+  if (auto it = clients_.find(topic); it != clients_.end()) {
+    out.client = it->second;
+    return out;
+  }
   auto cert = certs_->Get(topic);
-  if (!cert.ok()) return cert.status();
-  if (!cert->has_value()) return Status::Unavailable("no push certificate for topic " + topic);
+  if (!cert.ok()) {
+    out.refusal = PushRefusal::kNoCertificate;  // stored, but its key cannot be opened
+    out.error = cert.status().message();
+    return out;
+  }
+  if (!cert->has_value()) {
+    out.refusal = PushRefusal::kNoCertificate;
+    out.error = "no push certificate for topic " + topic;
+    return out;
+  }
   ApnsClientOptions o;
   o.endpoint = options_.endpoint;
   o.cert_pem = (*cert)->cert_pem;
   o.key_pem = (*cert)->key_pem;
   o.connections = options_.connections;
-  auto client = factory_(o);
-  if (!client.ok()) return client.status();
-  std::shared_ptr<ApnsClient> shared(std::move(client.value()));
-  clients_[topic] = shared;
+  Result<std::unique_ptr<ApnsClient>> client = Status::Internal("no client");
+  try {
+    client = factory_(o);
+  } catch (const std::exception& e) {
+    client = Status::Internal(std::string("apns: client factory threw: ") + e.what());
+  } catch (...) {
+    client = Status::Internal("apns: client factory threw");
+  }
+  if (!client.ok()) {
+    out.refusal = PushRefusal::kUnavailable;
+    out.error = client.status().message();
+    return out;
+  }
+  out.client = std::shared_ptr<ApnsClient>(std::move(client.value()));
+  clients_[topic] = out.client;
   log::Info(kLog, "event=apns_client_created topic={} host={} port={}", topic,
             options_.endpoint.host, options_.endpoint.port);
-  return shared;
+  return out;
 }
 
 void PushService::CertificateUpdated(const std::string& topic) {
@@ -131,133 +177,281 @@ void PushService::CertificateUpdated(const std::string& topic) {
   if (!st.ok()) log::Error(kLog, "event=flag_clear_failed topic={} error=\"{}\"", topic, st.message());
 }
 
-std::vector<Outcome> PushService::Push(const std::vector<Target>& targets) {
-  auto pending = std::make_shared<Pending>();
-  pending->outcomes.resize(targets.size());
-  for (size_t i = 0; i < targets.size(); ++i)
-    pending->outcomes[i] = {targets[i].enrollment_id, false, "", "pending"};
-  pending->remaining = targets.size();
-  for (size_t i = 0; i < targets.size(); ++i) Send(targets[i], 0, pending, i);
-  std::unique_lock lock(pending->mu);
-  pending->cv.wait_for(lock, std::chrono::milliseconds(options_.wait_ms),
-                       [&] { return pending->remaining == 0; });
-  std::vector<Outcome> out = pending->outcomes;
-  lock.unlock();
-  for (auto& o : out)
-    if (o.error == "pending") o.error = "no answer from APNs yet (still trying)";
-  Flush();  // the caller (the admin API) reads the recorded state next
-  return out;
+bool PushService::Pending(const std::string& token) {
+  std::lock_guard lock(mu_);
+  return slots_.count(token) != 0;
 }
 
-void PushService::PushAsync(const std::vector<Target>& targets) {
-  for (const auto& t : targets) Send(t, 0, nullptr, 0);
-}
-
-void PushService::Send(const Target& t, int attempt, std::shared_ptr<Pending> pending, size_t index) {
-  auto finish = [&](bool ok, std::string apns_id, std::string error) {
-    if (pending) pending->Done(index, {t.enrollment_id, ok, std::move(apns_id), std::move(error)});
-  };
-  if (t.token.empty() || t.push_magic.empty()) {
-    finish(false, "", "enrollment has no push token");
-    return;
+std::optional<std::string> PushService::JoinLocked(const Target& t, int64_t now) {
+  // A push already waiting for APNs, or just delivered and not answered by the
+  // device since, covers this one.
+  if (auto it = slots_.find(t.token); it != slots_.end()) {
+    if (it->second.target.push_magic != t.push_magic)
+      it->second.target.push_magic = t.push_magic;  // retries carry the latest
+    return it->second.apns_id;
   }
+  if (options_.coalesce_ms > 0) {
+    if (auto it = recent_.find(t.token); it != recent_.end() &&
+                                           now - it->second.first < options_.coalesce_ms &&
+                                           t.last_seen_ms < it->second.first)
+      return it->second.second;
+  }
+  return std::nullopt;
+}
+
+std::vector<Outcome> PushService::Push(const std::vector<Target>& targets) {
+  // Three passes, so that a batch takes this service's lock twice, not per
+  // target: join pending pushes; check tokens and clients (store reads,
+  // unlocked); then create the new pushes.
+  std::vector<Outcome> out(targets.size());
+  std::vector<size_t> todo;
   const int64_t now = NowMillis();
-  if (attempt == 0) {
-    auto state = State(t.enrollment_id);
-    if (state.ok() && state->has_value() && (*state)->token_invalid_ms &&
-        (*state)->token_fingerprint == TokenFingerprint(t.token)) {
-      ++n_skipped_invalid_;
-      finish(false, "", "push token invalid (" + (*state)->token_invalid_reason +
-                            "); waiting for a new TokenUpdate");
-      return;
-    }
-    if (options_.coalesce_ms > 0) {
-      std::lock_guard lock(coalesce_mu_);
-      auto it = recent_.find(t.enrollment_id);
-      // A recent delivered push still pending (the device has not come since)
-      // covers this one; once the device has come, a new push is needed.
-      if (it != recent_.end() && now - it->second.first < options_.coalesce_ms &&
-          t.last_seen_ms < it->second.first) {
-        ++n_coalesced_;
-        finish(true, it->second.second, "");
-        return;
+  auto internal = [&](size_t i, const char* what) {
+    log::Error(kLog, "event=push_accept_error enrollment_id={} error=\"{}\"", targets[i].enrollment_id, what);
+    out[i] = Refused(targets[i], PushRefusal::kUnavailable, std::string("internal error: ") + what);
+  };
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const Target& t = targets[i];
+      try {
+        if (t.token.empty() || t.push_magic.empty()) {
+          out[i] = Refused(t, PushRefusal::kNoToken, "enrollment has no push token");
+        } else if (auto id = JoinLocked(t, now)) {
+          ++n_coalesced_;
+          out[i] = Accepted(t, std::move(*id), true);
+        } else {
+          todo.push_back(i);
+        }
+      } catch (const std::exception& e) {
+        internal(i, e.what());
       }
     }
   }
-  auto client = ClientFor(t.topic);
-  if (!client.ok()) {
-    ++n_failed_;
-    finish(false, "", client.status().message());
-    return;
+  std::vector<std::shared_ptr<ApnsClient>> clients(targets.size());
+  std::vector<size_t> ready;
+  ready.reserve(todo.size());
+  ClientOrRefusal last;  // targets of one batch usually share a topic
+  const std::string* last_topic = nullptr;
+  for (size_t i : todo) {
+    const Target& t = targets[i];
+    try {
+      auto state = State(t.enrollment_id);
+      if (state.ok() && state->has_value() && (*state)->token_invalid_ms &&
+          (*state)->token_fingerprint == TokenFingerprint(t.token)) {
+        ++n_skipped_invalid_;
+        out[i] = Refused(t, PushRefusal::kTokenInvalid,
+                         "push token invalid (" + (*state)->token_invalid_reason +
+                             "); waiting for a new TokenUpdate");
+        continue;
+      }
+      if (!last_topic || *last_topic != t.topic) {
+        last = ClientFor(t.topic);
+        last_topic = &t.topic;
+      }
+      if (!last.client) {
+        ++n_failed_;
+        out[i] = Refused(t, last.refusal, last.error);
+        continue;
+      }
+      clients[i] = last.client;
+      ready.push_back(i);
+    } catch (const std::exception& e) {
+      internal(i, e.what());
+    }
   }
+  std::vector<SendJob> sends;
+  sends.reserve(ready.size());
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i : ready) {
+      const Target& t = targets[i];
+      try {
+        if (auto id = JoinLocked(t, now)) {  // another caller got there first
+          ++n_coalesced_;
+          out[i] = Accepted(t, std::move(*id), true);
+          continue;
+        }
+        auto [it, inserted] = slots_.try_emplace(t.token);
+        Slot& slot = it->second;
+        slot.target = t;
+        slot.apns_id = NewUuid();
+        slot.gen = ++next_gen_;
+        slot.sent_ms = now;
+        sends.push_back({std::move(clients[i]), t.token, slot.gen, MakeRequest(t, slot.apns_id)});
+        out[i] = Accepted(t, slot.apns_id, false);
+      } catch (const std::exception& e) {
+        internal(i, e.what());
+      }
+    }
+  }
+  for (auto& job : sends) Dispatch(std::move(job));
+  return out;
+}
+
+ApnsRequest PushService::MakeRequest(const Target& t, const std::string& apns_id) const {
   ApnsRequest req;
   req.device_token_hex = HexEncode(t.token);
   req.topic = t.topic;
   req.push_magic = t.push_magic;
-  if (options_.expiration_seconds > 0) req.expiration_unix = now / 1000 + options_.expiration_seconds;
-  req.apns_id = NewUuid();
-  (*client)->Send(std::move(req), [this, t, attempt, pending, index](const ApnsResponse& r) {
-    Handle(t, attempt, r, pending, index);
-  });
+  if (options_.expiration_seconds > 0)
+    req.expiration_unix = NowMillis() / 1000 + options_.expiration_seconds;
+  req.apns_id = apns_id;  // the same on every retry: one logical push
+  return req;
 }
 
-void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
-                         std::shared_ptr<Pending> pending, size_t index) {
+void PushService::Dispatch(SendJob job) {
+  std::string token = job.token;
+  const uint64_t gen = job.gen;
+  try {
+    // The callback only hands the answer over (the I/O thread never waits on
+    // the store); the worker picks answers up in batches.
+    job.client->Send(std::move(job.request), [this, token = std::move(job.token),
+                                              gen](const ApnsResponse& r) mutable {
+      Completion c{std::move(token), gen, {}};
+      c.response.status = r.status;
+      c.response.reason = r.reason;
+      c.response.timestamp_ms = r.timestamp_ms;
+      c.response.error = r.error;
+      c.response.failure = r.failure;  // apns_id: the slot's
+      bool first;
+      {
+        std::lock_guard lock(mu_);
+        first = completions_.empty();
+        completions_.push_back(std::move(c));
+      }
+      if (first) work_cv_.notify_all();
+    });
+  } catch (const std::exception& e) {
+    ApnsResponse r;
+    r.failure = ApnsFailure::kInternal;
+    r.error = std::string("send failed: ") + e.what();
+    {
+      std::lock_guard lock(mu_);
+      completions_.push_back({std::move(token), gen, std::move(r)});
+    }
+    work_cv_.notify_all();
+  }
+}
+
+PushService::Verdict PushService::Classify(const ApnsResponse& r, bool stopping) {
+  if (r.status == 0) {
+    switch (r.failure) {
+      case ApnsFailure::kShutdown:
+        // orchardd stopping; otherwise a replaced client (new certificate): try the new one.
+        return stopping ? Verdict::kStopped : Verdict::kRetry;
+      case ApnsFailure::kTimeout:
+      case ApnsFailure::kGaveUp:
+      case ApnsFailure::kQueueFull:
+      case ApnsFailure::kInternal:
+        return Verdict::kRetry;
+      case ApnsFailure::kInvalidRequest:
+      case ApnsFailure::kNone:
+        return Verdict::kFailed;
+    }
+    return Verdict::kFailed;
+  }
+  switch (r.status) {
+    case 200: return Verdict::kDelivered;
+    case 410: return Verdict::kTokenGone;
+    case 403: return Verdict::kCertificate;
+    case 429:
+    case 500:
+    case 503: return Verdict::kRetry;
+    case 400:
+      // APNs' reason codes (protocol values, not messages) that condemn the token.
+      if (r.reason == "BadDeviceToken" || r.reason == "DeviceTokenNotForTopic")
+        return Verdict::kTokenRejected;
+      return Verdict::kRejected;
+    case 404:
+    case 405:
+    case 413: return Verdict::kRejected;
+    default: return Verdict::kFailed;
+  }
+}
+
+void PushService::TakeAnswerLocked(Completion& c, int64_t now, std::vector<Answered>* out) {
+  auto it = slots_.find(c.token);
+  if (it == slots_.end() || it->second.gen != c.gen) return;  // an answer the watchdog gave up on
+  Slot& s = it->second;
+  Answered a;
+  a.verdict = Classify(c.response, stopping_);
+  a.attempt = s.attempt;
+  a.response = std::move(c.response);
+  a.response.apns_id = s.apns_id;
+  if (a.verdict == Verdict::kRetry && s.attempt < options_.retry_max && !stopping_) {
+    a.retry_delay_ms = Jittered(options_.retry_base_ms, s.attempt);
+    a.target = s.target;
+    s.attempt++;
+    s.retry_wait = true;
+    timers_.emplace(now + a.retry_delay_ms, c.token);  // O(log n)
+  } else {
+    if (a.verdict == Verdict::kDelivered) RememberDelivered(c.token, s.apns_id, now);
+    a.target = std::move(s.target);
+    slots_.erase(it);
+  }
+  if (a.verdict != Verdict::kStopped) out->push_back(std::move(a));  // stopping: nothing to record
+}
+
+void PushService::RememberDelivered(const std::string& token, const std::string& apns_id, int64_t now) {
+  if (options_.coalesce_ms <= 0) return;
+  while (!recent_order_.empty() && now - recent_order_.front().first >= options_.coalesce_ms) {
+    auto it = recent_.find(recent_order_.front().second);
+    if (it != recent_.end() && it->second.first == recent_order_.front().first) recent_.erase(it);
+    recent_order_.pop_front();
+  }
+  recent_[token] = {now, apns_id};
+  recent_order_.emplace_back(now, token);
+}
+
+void PushService::Record(Answered& a, std::unordered_map<std::string, store::PushState>* states,
+                         std::vector<events::Event>* evs) {
+  const Target& t = a.target;
+  const ApnsResponse& r = a.response;
+  const Verdict v = a.verdict;
   const int64_t now = NowMillis();
-  bool stopping;
-  {
-    std::lock_guard lock(work_mu_);
-    stopping = stopping_;
-  }
-  if (r.status == 0 && r.error == "client shut down" && stopping) {
-    // orchardd is stopping: not an outcome worth recording or retrying.
-    if (pending) pending->Done(index, {t.enrollment_id, false, "", r.error});
-    return;
-  }
   store::PushState s;  // a success fully determines the state; a failure builds on the last one
-  if (r.status != 200) {
-    auto existing = State(t.enrollment_id);
-    if (existing.ok() && existing->has_value()) s = **existing;
+  if (v != Verdict::kDelivered) {
+    if (auto it = states->find(t.enrollment_id); it != states->end()) {
+      s = it->second;
+    } else {
+      auto existing = State(t.enrollment_id);
+      if (existing.ok() && existing->has_value()) s = **existing;
+    }
   }
   s.last_push_ms = now;
   s.last_apns_id = r.apns_id;
   s.last_status = r.status;
   s.last_reason = r.status == 0 ? r.error : r.reason;
-  std::string token_short = Short(HexEncode(t.token));
-  events::Event ev{.time_ms = now, .enrollment_id = t.enrollment_id};
-  bool emit = false;
-  Outcome outcome{t.enrollment_id, false, r.apns_id, ""};
-
-  if (r.status == 200) {
+  if (v == Verdict::kDelivered) {
     ++n_ok_;
     s.last_success_ms = now;
     s.failures = 0;
-    outcome.ok = true;
-    if (options_.coalesce_ms > 0) {
-      // Only a delivered push lets a duplicate within the window coalesce.
-      std::lock_guard lock(coalesce_mu_);
-      if (recent_.size() > 200000) recent_.clear();
-      recent_[t.enrollment_id] = {now, r.apns_id};
-    }
-  } else {
-    s.failures += 1;
-    plist::Value payload;
-    payload.Set("status", plist::Value::Integer(r.status));
-    payload.Set("reason", plist::Value::String(s.last_reason));
-    payload.Set("topic", plist::Value::String(t.topic));
-    payload.Set("apns_id", plist::Value::String(r.apns_id));
-    if (r.status == 410 ||
-        (r.status == 400 && (r.reason == "BadDeviceToken" || r.reason == "DeviceTokenNotForTopic"))) {
+    states->insert_or_assign(t.enrollment_id, std::move(s));
+    return;
+  }
+  events::Event ev{.time_ms = now, .enrollment_id = t.enrollment_id};
+  bool emit = false;
+  s.failures += 1;
+  plist::Value payload;
+  payload.Set("status", plist::Value::Integer(r.status));
+  payload.Set("reason", plist::Value::String(s.last_reason));
+  payload.Set("topic", plist::Value::String(t.topic));
+  payload.Set("apns_id", plist::Value::String(r.apns_id));
+  switch (v) {
+    case Verdict::kTokenGone:
+    case Verdict::kTokenRejected:
       s.token_invalid_ms = r.timestamp_ms ? r.timestamp_ms : now;
       s.token_invalid_reason = r.reason;
       s.token_fingerprint = TokenFingerprint(t.token);
       if (r.timestamp_ms) payload.Set("timestamp_ms", plist::Value::Integer(r.timestamp_ms));
-      ev.type = r.status == 410 ? event_type::kUnregistered : event_type::kRejected;
-      (r.status == 410 ? n_unregistered_ : n_rejected_)++;
+      ev.type = v == Verdict::kTokenGone ? event_type::kUnregistered : event_type::kRejected;
+      (v == Verdict::kTokenGone ? n_unregistered_ : n_rejected_)++;
       emit = true;
       log::Warn(kLog, "event=token_invalid enrollment_id={} token={} status={} reason={}",
-                t.enrollment_id, token_short, r.status, r.reason);
-    } else if (r.status == 403) {
+                t.enrollment_id, Short(HexEncode(t.token)), r.status, r.reason);
+      break;
+    case Verdict::kCertificate: {
       ++n_cert_error_;
       {
         std::lock_guard lock(clients_mu_);
@@ -265,52 +459,108 @@ void PushService::Handle(const Target& t, int attempt, const ApnsResponse& r,
       }
       store::Batch b;
       b.Put(store::Cf::kMeta, kFlagPrefix + t.topic, r.reason);
-      (void)store_->Write(b);
+      Status st = store_->Write(b);
+      if (!st.ok())
+        log::Error(kLog, "event=flag_write_failed topic={} error=\"{}\"", t.topic, st.message());
       ev.type = event_type::kCertificateError;
       emit = true;
       log::Error(kLog, "event=push_certificate_refused topic={} reason={} action=pushes_stopped",
                  t.topic, r.reason);
-    } else if (Retryable(r) && attempt < options_.retry_max) {
-      ++n_retried_;
-      const int64_t delay = Jittered(options_.retry_base_ms, attempt);
-      {
-        std::lock_guard lock(work_mu_);
-        retries_.push_back({now + delay, t, attempt + 1});
-      }
-      work_cv_.notify_all();
-      log::Info(kLog, "event=push_retry enrollment_id={} status={} reason=\"{}\" attempt={} delay_ms={}",
-                t.enrollment_id, r.status, s.last_reason, attempt + 1, delay);
-      outcome.error = "retrying after " + std::to_string(r.status) + " " + s.last_reason;
-    } else if (r.status == 400 || r.status == 413 || r.status == 405 || r.status == 404) {
+      break;
+    }
+    case Verdict::kRejected:
       ++n_rejected_;
       ev.type = event_type::kRejected;
       emit = true;
-    } else {
+      break;
+    case Verdict::kRetry:
+      if (a.retry_delay_ms > 0) {
+        ++n_retried_;
+        log::Info(kLog,
+                  "event=push_retry enrollment_id={} status={} reason=\"{}\" attempt={} delay_ms={}",
+                  t.enrollment_id, r.status, s.last_reason, a.attempt + 1, a.retry_delay_ms);
+        break;
+      }
+      [[fallthrough]];  // retries exhausted (or stopping)
+    default:
       ++n_failed_;
       log::Warn(kLog, "event=push_failed enrollment_id={} status={} reason=\"{}\" attempts={}",
-                t.enrollment_id, r.status, s.last_reason, attempt + 1);
-    }
-    if (outcome.error.empty())
-      outcome.error = r.status ? std::to_string(r.status) + " " + r.reason : r.error;
-    if (emit) ev.payload_json = plist::ToJson(payload);
+                t.enrollment_id, r.status, s.last_reason, a.attempt + 1);
+      break;
   }
-  Record(t.enrollment_id, std::move(s), emit ? &ev : nullptr);
-  if (pending) pending->Done(index, std::move(outcome));
+  states->insert_or_assign(t.enrollment_id, std::move(s));
+  if (emit) {
+    ev.payload_json = plist::ToJson(payload);
+    evs->push_back(std::move(ev));
+  }
 }
 
-void PushService::Record(const std::string& id, store::PushState state, events::Event* event) {
+void PushService::Retry(const std::string& token) {
+  Target target;
+  std::string apns_id;
+  uint64_t gen;
   {
-    std::lock_guard lock(work_mu_);
-    writes_.insert_or_assign(id, std::move(state));
-    if (event) events_out_.push_back(std::move(*event));
+    std::lock_guard lock(mu_);
+    auto it = slots_.find(token);
+    if (it == slots_.end() || !it->second.retry_wait) return;
+    it->second.retry_wait = false;
+    target = it->second.target;
+    apns_id = it->second.apns_id;
+    gen = it->second.gen = ++next_gen_;
+    it->second.sent_ms = NowMillis();
   }
-  work_cv_.notify_all();
+  ClientOrRefusal client = ClientFor(target.topic);
+  if (!client.client) {
+    // Cannot be sent any more (topic disabled, certificate gone): give up.
+    {
+      std::lock_guard lock(mu_);
+      auto it = slots_.find(token);
+      if (it == slots_.end() || it->second.gen != gen) return;
+      slots_.erase(it);
+    }
+    ++n_failed_;
+    log::Warn(kLog, "event=push_failed enrollment_id={} reason=\"{}\" detail=\"retry not sent\"",
+              target.enrollment_id, client.error);
+    return;
+  }
+  Dispatch({std::move(client.client), token, gen, MakeRequest(target, apns_id)});
+}
+
+void PushService::HandleCompletions(std::vector<Completion>* done) {
+  if (done->empty()) return;
+  std::vector<Answered> answered;
+  answered.reserve(done->size());
+  {
+    std::lock_guard lock(mu_);
+    const int64_t now = NowMillis();
+    for (auto& c : *done) {
+      try {
+        TakeAnswerLocked(c, now, &answered);
+      } catch (const std::exception& e) {
+        log::Error(kLog, "event=push_outcome_error error=\"{}\"", e.what());
+      }
+    }
+  }
+  done->clear();
+  std::unordered_map<std::string, store::PushState> states;
+  std::vector<events::Event> evs;
+  for (auto& a : answered) {
+    try {
+      Record(a, &states, &evs);
+    } catch (const std::exception& e) {
+      log::Error(kLog, "event=push_outcome_error enrollment_id={} error=\"{}\"", a.target.enrollment_id,
+                 e.what());
+    }
+  }
+  std::lock_guard lock(mu_);
+  for (auto& [id, s] : states) writes_.insert_or_assign(id, std::move(s));
+  for (auto& e : evs) events_out_.push_back(std::move(e));
 }
 
 Result<std::optional<store::PushState>> PushService::State(const std::string& id) {
   {
     // A state not yet flushed is the freshest.
-    std::lock_guard lock(work_mu_);
+    std::lock_guard lock(mu_);
     if (auto it = writes_.find(id); it != writes_.end())
       return std::optional<store::PushState>(it->second);
   }
@@ -322,12 +572,28 @@ Result<std::optional<store::PushState>> PushService::State(const std::string& id
   return std::optional<store::PushState>(std::move(s.value()));
 }
 
+bool PushService::IdleLocked() const {
+  return !worker_busy_ && slots_.empty() && completions_.empty() && writes_.empty() &&
+         events_out_.empty();
+}
+
 bool PushService::WaitIdle(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(work_mu_);
+  std::unique_lock lock(mu_);
   work_cv_.notify_all();
-  return idle_cv_.wait_for(lock, timeout, [&] {
-    return !worker_busy_ && retries_.empty() && writes_.empty() && events_out_.empty();
-  });
+  return idle_cv_.wait_for(lock, timeout, [&] { return IdleLocked(); });
+}
+
+PushService::Counters PushService::counters() const {
+  Counters c;
+  c.ok = n_ok_.load();
+  c.unregistered = n_unregistered_.load();
+  c.rejected = n_rejected_.load();
+  c.certificate_error = n_cert_error_.load();
+  c.retried = n_retried_.load();
+  c.failed = n_failed_.load();
+  c.coalesced = n_coalesced_.load();
+  c.skipped_invalid = n_skipped_invalid_.load();
+  return c;
 }
 
 void PushService::Flush() {
@@ -336,7 +602,7 @@ void PushService::Flush() {
   std::unordered_map<std::string, store::PushState> writes;
   std::vector<events::Event> evs;
   {
-    std::lock_guard lock(work_mu_);
+    std::lock_guard lock(mu_);
     writes.swap(writes_);
     evs.swap(events_out_);
   }
@@ -349,38 +615,88 @@ void PushService::Flush() {
 }
 
 void PushService::Worker() {
-  std::unique_lock lock(work_mu_);
+  std::unique_lock lock(mu_);
   while (!stopping_) {
-    int64_t now = NowMillis();
-    std::vector<Retry> due;
-    int64_t next = now + 1000;
-    for (auto it = retries_.begin(); it != retries_.end();) {
-      if (it->due_ms <= now) {
-        due.push_back(std::move(*it));
-        it = retries_.erase(it);
-      } else {
-        next = std::min(next, it->due_ms);
-        ++it;
-      }
-    }
-    const bool have_writes = !writes_.empty() || !events_out_.empty();
-    worker_busy_ = true;
-    lock.unlock();
-    if (have_writes) Flush();
-    for (auto& r : due) Send(r.target, r.attempt, nullptr, 0);
-    lock.lock();
-    worker_busy_ = false;
-    if (retries_.empty() && writes_.empty() && events_out_.empty()) idle_cv_.notify_all();
-    if (stopping_) break;
-    if (writes_.empty() && events_out_.empty()) {
-      // Batch state writes: wake at most every 5 ms for them, or for the next retry.
-      work_cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(1, next - NowMillis())),
-                        [&] { return stopping_ || !writes_.empty() || !events_out_.empty() ||
-                                     (!retries_.empty() && retries_.front().due_ms <= NowMillis()); });
-      if (!writes_.empty() && !stopping_)
-        work_cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return stopping_; });
+    // Every exception is caught here, at the top of each turn: logged, and the
+    // worker goes on (after a pause, never a tight loop).
+    try {
+      WorkerTurn(lock);
+    } catch (const std::exception& e) {
+      if (!lock.owns_lock()) lock.lock();
+      worker_busy_ = false;
+      log::Error(kLog, "event=push_worker_error error=\"{}\"", e.what());
+      work_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
+    } catch (...) {
+      if (!lock.owns_lock()) lock.lock();
+      worker_busy_ = false;
+      log::Error(kLog, "event=push_worker_error error=unknown");
+      work_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
     }
   }
+}
+
+void PushService::WorkerTurn(std::unique_lock<std::mutex>& lock) {
+  auto timer_due = [&] { return !timers_.empty() && timers_.begin()->first <= NowMillis(); };
+  auto urgent = [&] { return stopping_ || !completions_.empty() || timer_due(); };
+  if (!urgent()) {
+    if (IdleLocked()) idle_cv_.notify_all();
+    const int64_t now = NowMillis();
+    int64_t wait_ms = 1000;
+    if (!timers_.empty()) wait_ms = std::clamp<int64_t>(timers_.begin()->first - now, 1, 1000);
+    if (!slots_.empty()) wait_ms = std::min(wait_ms, std::max<int64_t>(1, next_sweep_ms_ - now));
+    if (!writes_.empty() || !events_out_.empty())  // batch state writes: one commit per kFlushEveryMs
+      wait_ms = std::clamp<int64_t>(last_flush_ms_ + kFlushEveryMs - now, 0, wait_ms);
+    work_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), urgent);
+  }
+  if (stopping_) return;
+  if (!completions_.empty() && completions_.size() < kBatch && !timer_due()) {
+    // Let answers gather: one hand-off from the I/O thread per batch, not per answer.
+    work_cv_.wait_for(lock, std::chrono::milliseconds(1), [&] { return stopping_; });
+    if (stopping_) return;
+  }
+  std::vector<Completion> done;
+  done.swap(completions_);
+  std::vector<std::string> fired;
+  const int64_t now = NowMillis();
+  while (!timers_.empty() && timers_.begin()->first <= now) {  // O(log n) each
+    auto t = timers_.begin();
+    fired.push_back(std::move(t->second));
+    timers_.erase(t);
+  }
+  if (now >= next_sweep_ms_) {
+    // Watchdog: the client always answers (its own timeout is 30 s); should an
+    // answer ever be lost, the push is treated as timed out rather than stuck.
+    next_sweep_ms_ = now + kSweepEveryMs;
+    for (auto& [token, slot] : slots_) {
+      if (slot.retry_wait || now - slot.sent_ms < kWatchdogMs) continue;
+      log::Error(kLog, "event=push_watchdog enrollment_id={} detail=\"no answer from the APNs client\"",
+                 slot.target.enrollment_id);
+      slot.gen = ++next_gen_;  // a late answer to that send is ignored
+      ApnsResponse r;
+      r.failure = ApnsFailure::kTimeout;
+      r.error = "no answer from the APNs client";
+      done.push_back({token, slot.gen, std::move(r)});
+    }
+  }
+  worker_busy_ = true;
+  lock.unlock();
+  HandleCompletions(&done);
+  for (const auto& token : fired) {
+    try {
+      Retry(token);
+    } catch (const std::exception& e) {
+      log::Error(kLog, "event=push_retry_error error=\"{}\"", e.what());
+    } catch (...) {
+      log::Error(kLog, "event=push_retry_error error=unknown");
+    }
+  }
+  if (NowMillis() - last_flush_ms_ >= kFlushEveryMs) {
+    Flush();
+    last_flush_ms_ = NowMillis();
+  }
+  lock.lock();
+  worker_busy_ = false;
+  if (IdleLocked()) idle_cv_.notify_all();
 }
 
 Status PushService::CheckExpiry(int64_t now_ms) {
@@ -433,17 +749,37 @@ void PushService::RenderMetrics(std::string* out) {
           "# TYPE orchard_push_topic_disabled gauge\n";
   for (const auto& [topic, reason] : flagged_)
     *out += "orchard_push_topic_disabled{topic=\"" + topic + "\"} 1\n";
-  *out += "# HELP orchard_apns_connects_total HTTP/2 connections opened to APNs, per topic.\n"
-          "# TYPE orchard_apns_connects_total counter\n"
-          "# HELP orchard_apns_goaways_total GOAWAY frames received from APNs, per topic.\n"
-          "# TYPE orchard_apns_goaways_total counter\n"
-          "# HELP orchard_apns_in_flight Push requests awaiting an APNs answer, per topic.\n"
-          "# TYPE orchard_apns_in_flight gauge\n";
-  for (const auto& [topic, client] : clients_) {
-    auto st = client->stats();
-    *out += "orchard_apns_connects_total{topic=\"" + topic + "\"} " + std::to_string(st.connects) + "\n";
-    *out += "orchard_apns_goaways_total{topic=\"" + topic + "\"} " + std::to_string(st.goaways) + "\n";
-    *out += "orchard_apns_in_flight{topic=\"" + topic + "\"} " + std::to_string(st.in_flight) + "\n";
+  {
+    std::lock_guard plock(mu_);
+    *out += "# HELP orchard_push_pending Device tokens with a push waiting for APNs (sent, queued or "
+            "waiting to retry).\n# TYPE orchard_push_pending gauge\norchard_push_pending " +
+            std::to_string(slots_.size()) + "\n";
+  }
+  // Each family's lines together (Prometheus text format), one line per topic.
+  std::vector<std::pair<std::string, ApnsClient::Stats>> stats;
+  for (const auto& [topic, client] : clients_) stats.emplace_back(topic, client->stats());
+  struct Family {
+    const char* name;
+    const char* help;
+    const char* type;
+    uint64_t (*value)(const ApnsClient::Stats&);
+  };
+  static const Family kFamilies[] = {
+      {"orchard_apns_connects_total", "HTTP/2 connections opened to APNs, per topic.", "counter",
+       [](const ApnsClient::Stats& s) { return s.connects; }},
+      {"orchard_apns_connect_failures_total", "Failed connection attempts to APNs, per topic.",
+       "counter", [](const ApnsClient::Stats& s) { return s.connect_failures; }},
+      {"orchard_apns_goaways_total", "GOAWAY frames received from APNs, per topic.", "counter",
+       [](const ApnsClient::Stats& s) { return s.goaways; }},
+      {"orchard_apns_in_flight", "Push requests awaiting an APNs answer, per topic.", "gauge",
+       [](const ApnsClient::Stats& s) { return s.in_flight; }},
+      {"orchard_apns_queued", "Push requests waiting for a connection or a stream, per topic.",
+       "gauge", [](const ApnsClient::Stats& s) { return static_cast<uint64_t>(s.queued); }},
+  };
+  for (const Family& f : kFamilies) {
+    *out += std::string("# HELP ") + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.type + "\n";
+    for (const auto& [topic, st] : stats)
+      *out += std::string(f.name) + "{topic=\"" + topic + "\"} " + std::to_string(f.value(st)) + "\n";
   }
 }
 

@@ -8,7 +8,7 @@ namespace orchard::server {
 Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollments,
                              push::PushProvider* push, int64_t interval_ms, int64_t now_ms) {
   std::vector<push::Target> batch;
-  uint64_t pushed = 0;
+  uint64_t pushed = 0, waiting = 0;
   std::string start;
   while (true) {
     // One seek per enrollment that has a queue: jump past the rest of its entries.
@@ -25,11 +25,14 @@ Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollm
     const store::Enrollment& en = **e;
     if (en.state != store::EnrollmentState::kEnrolled || en.blocked || en.push_token.empty()) continue;
     if (now_ms - en.last_seen_ms < interval_ms) continue;
-    auto ps = store->Get(store::Cf::kPushState, id);
-    if (ps.ok() && ps->has_value()) {
-      auto s = store::PushState::Decode(**ps);
-      if (s.ok() && (s->token_invalid_ms || now_ms - s->last_push_ms < interval_ms)) continue;
+    if (push->Pending(en.push_token)) {  // still waiting for APNs: that push will wake it
+      ++waiting;
+      continue;
     }
+    auto ps = push->State(id);
+    if (ps.ok() && ps->has_value() &&
+        ((*ps)->token_invalid_ms || now_ms - (*ps)->last_push_ms < interval_ms))
+      continue;
     batch.push_back({id, en.topic, en.push_token, en.push_magic, en.last_seen_ms});
     if (batch.size() >= 1000) {
       push->PushAsync(batch);
@@ -41,7 +44,9 @@ Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollm
     push->PushAsync(batch);
     pushed += batch.size();
   }
-  if (pushed) log::Info("server", "event=repush count={} interval_ms={}", pushed, interval_ms);
+  if (pushed || waiting)
+    log::Info("server", "event=repush count={} waiting_for_apns={} interval_ms={}", pushed, waiting,
+              interval_ms);
   return pushed;
 }
 

@@ -13,8 +13,11 @@
 namespace orchard::server {
 
 // Pushes every enrolled, unblocked enrollment that has queued commands, has not
-// been seen for interval_ms, and was not pushed within interval_ms. Returns how
-// many were pushed (asynchronously; outcomes are recorded by the provider).
+// been seen for interval_ms, was not pushed within interval_ms (its push state
+// as the provider knows it, including outcomes not yet written), and has no
+// push still waiting for APNs (an APNs outage must not add one push per round).
+// Returns how many were pushed (asynchronously; outcomes are recorded by the
+// provider).
 Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollments,
                              push::PushProvider* push, int64_t interval_ms, int64_t now_ms);
 

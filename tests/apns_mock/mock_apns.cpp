@@ -23,6 +23,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <queue>
 #include <random>
@@ -416,7 +417,7 @@ class MockApnsImpl final : public MockApns {
     thread_ = std::thread([this] { Run(); });
   }
 
-  uint16_t port() const override { return port_; }
+  uint16_t port() const override { return port_; }  // the same after SetListening(true)
 
   void SetUnregistered(const std::string& token_hex, int64_t timestamp_ms) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -470,6 +471,7 @@ class MockApnsImpl final : public MockApns {
     std::lock_guard<std::mutex> lock(mu_);
     delay_ms_ = ms > 0 ? ms : 0;
   }
+  bool SetListening(bool on) override;
   void RefuseStreamsNext(int count) override {
     std::lock_guard<std::mutex> lock(mu_);
     refuse_count_ = count;
@@ -518,6 +520,7 @@ class MockApnsImpl final : public MockApns {
     Wake();
   }
   void RunCommands();
+  bool OpenListener(uint16_t port);  // I/O thread, or Init before it starts
   void Accept();
   void HandleIo(Conn& c);
   bool Handshake(Conn& c);
@@ -669,17 +672,28 @@ bool MockApnsImpl::Init() {
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks_, OnFrameRecv);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks_, OnStreamClose);
 
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0) return LogError("epoll/eventfd"), false;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kWakeId;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  return OpenListener(options_.port);
+}
+
+bool MockApnsImpl::OpenListener(uint16_t port) {
   sockaddr_storage addr{};
   socklen_t addr_len;
   auto* a4 = reinterpret_cast<sockaddr_in*>(&addr);
   auto* a6 = reinterpret_cast<sockaddr_in6*>(&addr);
   if (inet_pton(AF_INET, options_.host.c_str(), &a4->sin_addr) == 1) {
     a4->sin_family = AF_INET;
-    a4->sin_port = htons(options_.port);
+    a4->sin_port = htons(port);
     addr_len = sizeof *a4;
   } else if (inet_pton(AF_INET6, options_.host.c_str(), &a6->sin6_addr) == 1) {
     a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons(options_.port);
+    a6->sin6_port = htons(port);
     addr_len = sizeof *a6;
   } else {
     return LogError("host must be a numeric address: " + options_.host), false;
@@ -689,22 +703,37 @@ bool MockApnsImpl::Init() {
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0 ||
       ::listen(listen_fd_, 256) != 0) {
-    return LogError(std::string("listen: ") + std::strerror(errno)), false;
+    LogError(std::string("listen: ") + std::strerror(errno));
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+    return false;
   }
   addr_len = sizeof addr;
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &addr_len);
   port_ = ntohs(addr.ss_family == AF_INET ? a4->sin_port : a6->sin6_port);
-
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epoll_fd_ < 0 || wake_fd_ < 0) return LogError("epoll/eventfd"), false;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = kListenId;
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
-  ev.data.u64 = kWakeId;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   return true;
+}
+
+bool MockApnsImpl::SetListening(bool on) {
+  std::promise<bool> done;
+  std::future<bool> result = done.get_future();
+  Post([this, on, &done] {
+    bool ok = true;
+    if (!on && listen_fd_ >= 0) {
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+      ::close(listen_fd_);  // new connections are refused from now on
+      listen_fd_ = -1;
+      DropAll();
+    } else if (on && listen_fd_ < 0) {
+      ok = OpenListener(port_);
+    }
+    done.set_value(ok);
+  });
+  return result.get();
 }
 
 // ---- I/O loop ---------------------------------------------------------------

@@ -95,6 +95,11 @@ class MockApns {
   virtual void DropConnectionsAfter(int streams) = 0;
   // Answer each request (including errors) this much later; 0 = at once.
   virtual void SetDelayMs(int64_t ms) = 0;
+  // An APNs outage and its end. false: stops listening (connections to the
+  // port are refused) and drops every open connection like
+  // DropConnectionsAfter(0). true: listens again on the same port. Returns
+  // once done (false if the port cannot be bound again). Not from OnDelivered.
+  virtual bool SetListening(bool on) = 0;
   // The next `count` request streams get RST_STREAM REFUSED_STREAM as soon as
   // their headers arrive (recorded with status 0, reason "RefusedStream").
   virtual void RefuseStreamsNext(int count) = 0;

@@ -848,3 +848,24 @@ TEST_CASE("thousands of pushes on one connection are all answered and recorded")
   REQUIRE(received.size() == kCount);
   CHECK(received[kCount - 1].push_magic == std::to_string(kCount - 1));
 }
+
+TEST_CASE("SetListening(false) refuses connections and drops open ones, true serves the same port again") {
+  auto mock = StartMock();
+  const uint16_t port = mock->port();
+  auto client = ConnectOk(port);
+  CHECK(client->Send(Push()).status == 200);
+  REQUIRE(mock->SetListening(false));
+  CHECK(client->WaitEof());  // dropped, no GOAWAY
+  CHECK_FALSE(client->goaway());
+  H2Client::Config config;
+  config.port = port;
+  config.identity = &GetPki().push;
+  std::string error;
+  CHECK_FALSE(H2Client::Connect(config, &error));
+  CHECK_THAT(error, Catch::Contains("refused"));
+  REQUIRE(mock->SetListening(true));
+  CHECK(mock->port() == port);
+  auto again = ConnectOk(port);
+  CHECK(again->Send(Push()).status == 200);
+  CHECK(mock->connections_accepted() == 2);
+}

@@ -12,9 +12,11 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "apns_mock/mock_apns.h"
 #include "plist/plist.h"
@@ -726,8 +728,16 @@ TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integra
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("pushed (apns-id ") != std::string::npos);
 
-  r = server.Ctl(std::string("device ") + kUdid);
-  REQUIRE(r.exit_code == 0);
+  // The push is accepted at once; APNs' answer is recorded when it comes.
+  auto wait_for_device = [&](const std::string& needle) {
+    for (int i = 0; i < 500; ++i) {  // at most ~10 s
+      r = server.Ctl(std::string("device ") + kUdid);
+      if (r.exit_code == 0 && r.out.find(needle) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  REQUIRE(wait_for_device("\npush:\n"));
   const size_t section = r.out.find("\npush:\n");
   REQUIRE(section != std::string::npos);
   const std::string push = r.out.substr(section);
@@ -745,10 +755,8 @@ TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integra
   REQUIRE(!received.empty());
   apns->SetUnregistered(received.back().token_hex, 1700000000000);
   r = server.Ctl(std::string("push ") + kUdid);
-  CHECK(r.exit_code == 1);
-  CHECK(r.out.find("410 Unregistered") != std::string::npos);
-  r = server.Ctl(std::string("device ") + kUdid);
-  REQUIRE(r.exit_code == 0);
+  CHECK(r.exit_code == 0);  // accepted; APNs answers 410 later
+  REQUIRE(wait_for_device("token_invalid_reason:"));
   CHECK(r.out.find("\n  token_invalid_reason:") != std::string::npos);
   CHECK(r.out.find("Unregistered") != std::string::npos);
   CHECK(r.out.find("note: APNs declared the push token invalid (Unregistered)") != std::string::npos);
@@ -758,6 +766,10 @@ TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integra
   REQUIRE(d.Find("push"));
   CHECK(d.Find("push")->GetBool("token_invalid", false));
   CHECK(d.Find("push")->GetString("token_invalid_at") == "2023-11-14T22:13:20Z");
+  // Now known: the next push is refused at once.
+  r = server.Ctl(std::string("push ") + kUdid);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("push token invalid (Unregistered)") != std::string::npos);
 
   apns.reset();
   std::error_code ec;

@@ -6,8 +6,13 @@
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
+#include <mutex>
+#include <set>
+#include <stdexcept>
 
 #include "events/events.h"
 #include "push/push.h"
@@ -67,6 +72,69 @@ class ScriptedClient : public push::ApnsClient {
  private:
   std::map<std::string, std::vector<push::ApnsResponse>>* script_;
   std::vector<push::ApnsRequest>* seen_;
+};
+
+// Keeps every request unanswered until the test answers it (an APNs that is
+// down or slow); answers run on the test's thread.
+class HoldingClient : public push::ApnsClient {
+ public:
+  struct Sent {
+    push::ApnsRequest request;
+    push::ApnsCallback done;
+  };
+  void Send(push::ApnsRequest request, push::ApnsCallback done) override {
+    std::lock_guard lock(mu_);
+    sent_.push_back({std::move(request), std::move(done)});
+    cv_.notify_all();
+  }
+  Stats stats() const override { return {}; }
+  // Waits until `n` requests were sent in all.
+  bool WaitSent(size_t n, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return sent_.size() >= n; });
+  }
+  size_t sent() {
+    std::lock_guard lock(mu_);
+    return sent_.size();
+  }
+  push::ApnsRequest Request(size_t i) {
+    std::lock_guard lock(mu_);
+    return sent_.at(i).request;
+  }
+  // Answers request i (once).
+  void Answer(size_t i, int status, const std::string& reason = "") {
+    push::ApnsCallback done;
+    push::ApnsResponse r;
+    {
+      std::lock_guard lock(mu_);
+      done = std::move(sent_.at(i).done);
+      r = {status, sent_[i].request.apns_id, reason, 0, ""};
+    }
+    if (status == 0) {
+      r.failure = push::ApnsFailure::kTimeout;
+      r.error = "timeout";
+    }
+    done(r);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Sent> sent_;
+};
+
+struct PushCertFixture {
+  TempStore t;
+  std::unique_ptr<testing::TestCa> ca = testing::TestCa::Create("CA");
+  std::string topic = "com.apple.mgmt.External.fixture";
+  push::PushCertStore certs{t.db.get(), nullptr};
+  PushCertFixture() {
+    auto id = PushIdentity(*ca, topic);
+    REQUIRE(certs.Put(push::ParsePushCert(id.cert_pem + id.key_pem).value()).ok());
+  }
+  push::Target Target(const std::string& eid, char tok) {
+    return push::Target{eid, topic, std::string(32, tok), "magic-" + eid};
+  }
 };
 
 }  // namespace
@@ -183,27 +251,39 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   script[tok_bad] = {{400, "", "BadDeviceToken", 0, ""}};
   script[tok_busy] = {{429, "", "TooManyRequests", 0, ""}, {503, "", "ServiceUnavailable", 0, ""}};
 
+  // Push() answers at once: every target is accepted with the apns-id Orchard assigned.
   auto out = svc.Push({target("OK", 'o'), target("GONE", 'g'), target("BAD", 'b'), target("BUSY", 'r')});
   REQUIRE(out.size() == 4);
-  CHECK(out[0].ok);
-  CHECK_FALSE(out[0].apns_id.empty());
-  CHECK_FALSE(out[1].ok);
-  CHECK(out[1].error.find("Unregistered") != std::string::npos);
-  CHECK(out[2].error.find("BadDeviceToken") != std::string::npos);
-  CHECK(out[3].error.find("retrying") != std::string::npos);
+  std::set<std::string> ids;
+  for (const auto& o : out) {
+    CHECK(o.ok);
+    CHECK(o.refusal == push::PushRefusal::kNone);
+    CHECK(o.apns_id.size() == 36);
+    ids.insert(o.apns_id);
+  }
+  CHECK(ids.size() == 4);
   CHECK(clients_made == 1);
 
-  // The request format.
+  // Retries: 429 then 503 then the default 200, with backoff, in the background,
+  // all carrying the push's apns-id.
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
+  REQUIRE(seen.size() == 6);
+  // (seen is written by the retrying worker: read it only once idle.)
+  // The request format; the apns-id sent is the one reported.
   const auto& first = seen.front();
   CHECK(first.device_token_hex == HexEncode(std::string(32, 'o')));
   CHECK(first.topic == topic);
   CHECK(first.push_magic == "magic-OK");
   CHECK(first.expiration_unix >= NowMillis() / 1000 + 3500);
+  CHECK(first.apns_id == out[0].apns_id);
 
-  // Retries: 429 then 503 then the default 200, with backoff, in the background.
-  REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
-  REQUIRE(seen.size() == 6);
+  for (const auto& r : seen)
+    if (r.device_token_hex == tok_busy) CHECK(r.apns_id == out[3].apns_id);
   // Outcomes are recorded per enrollment.
+  auto ok = svc.State("OK").value();
+  REQUIRE(ok);
+  CHECK(ok->last_status == 200);
+  CHECK(ok->last_apns_id == out[0].apns_id);
   auto busy = svc.State("BUSY").value();
   REQUIRE(busy);
   CHECK(busy->last_status == 200);
@@ -211,14 +291,21 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   REQUIRE(gone);
   CHECK(gone->token_invalid_ms == 1700000000123);
   CHECK(gone->token_invalid_reason == "Unregistered");
+  auto bad = svc.State("BAD").value();
+  REQUIRE(bad);
+  CHECK(bad->token_invalid_reason == "BadDeviceToken");
 
-  // No further pushes to an invalid token; duplicates coalesce.
+  // No further pushes to an invalid token (refused at once); duplicates coalesce.
   size_t before = seen.size();
   auto again = svc.Push({target("GONE", 'g'), target("BAD", 'b'), target("OK", 'o')});
   CHECK(seen.size() == before);
+  CHECK_FALSE(again[0].ok);
+  CHECK(again[0].refusal == push::PushRefusal::kTokenInvalid);
   CHECK(again[0].error.find("invalid") != std::string::npos);
-  CHECK(again[2].ok);  // coalesced with the earlier push
-  CHECK(seen.size() == before);
+  CHECK(again[1].refusal == push::PushRefusal::kTokenInvalid);
+  CHECK(again[2].ok);  // coalesced with the earlier, delivered push
+  CHECK(again[2].coalesced);
+  CHECK(again[2].apns_id == out[0].apns_id);
   // Once the device has come since that push, a new push is sent.
   auto after_visit = target("OK", 'o');
   after_visit.last_seen_ms = NowMillis() + 1;
@@ -230,23 +317,34 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   before = seen.size();
   CHECK(svc.Push({target("GONE", 'n')})[0].ok);
   CHECK(seen.size() == before + 1);
-  // Coalescing never hides a failure: a failed push is attempted again at once.
+  // Coalescing never hides a failure: after a failed push the next one is sent.
   const std::string tok_flaky = HexEncode(std::string(32, 'f'));
   script[tok_flaky] = {{400, "", "BadTopic", 0, ""}};
   before = seen.size();
-  CHECK_FALSE(svc.Push({target("FLAKY", 'f')})[0].ok);
+  CHECK(svc.Push({target("FLAKY", 'f')})[0].ok);
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
+  CHECK(svc.State("FLAKY").value()->last_reason == "BadTopic");
   CHECK(svc.Push({target("FLAKY", 'f')})[0].ok);
   CHECK(seen.size() == before + 2);
 
-  // A 403 flags the topic: pushes for it stop until a new certificate arrives.
+  // A 403 flags the topic: pushes for it are refused until a new certificate arrives.
   const std::string tok_cert = HexEncode(std::string(32, 'c'));
   script[tok_cert] = {{403, "", "BadCertificateEnvironment", 0, ""}};
-  CHECK_FALSE(svc.Push({target("CERT", 'c')})[0].ok);
+  CHECK(svc.Push({target("CERT", 'c')})[0].ok);
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
   auto blocked = svc.Push({target("OTHER", 'x')});
+  CHECK_FALSE(blocked[0].ok);
+  CHECK(blocked[0].refusal == push::PushRefusal::kTopicDisabled);
   CHECK(blocked[0].error.find("disabled") != std::string::npos);
   svc.CertificateUpdated(topic);
   CHECK(svc.Push({target("OTHER2", 'y')})[0].ok);
   CHECK(clients_made == 2);
+  // A target without a token, and a topic without a certificate, are refused at once.
+  auto refused = svc.Push({push::Target{"NOTOKEN", topic, "", ""},
+                           push::Target{"NOCERT", "com.apple.mgmt.External.none", std::string(32, 'z'), "m"}});
+  CHECK(refused[0].refusal == push::PushRefusal::kNoToken);
+  CHECK(refused[1].refusal == push::PushRefusal::kNoCertificate);
+  CHECK(refused[1].error.find("no push certificate") != std::string::npos);
 
   // Events for what an admin must see.
   REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
@@ -260,6 +358,7 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   svc.RenderMetrics(&metrics);
   CHECK(metrics.find("orchard_push_total{outcome=\"unregistered\"} 1") != std::string::npos);
   CHECK(metrics.find("orchard_push_certificate_days_left{topic=\"" + topic + "\"} 36") != std::string::npos);
+  CHECK(metrics.find("orchard_push_pending 0") != std::string::npos);
 }
 
 TEST_CASE("certificate expiry warnings fire once per threshold", "[push]") {
@@ -282,4 +381,131 @@ TEST_CASE("certificate expiry warnings fire once per threshold", "[push]") {
   // Nine days later the 7-day warning fires.
   REQUIRE(svc.CheckExpiry(NowMillis() + 4 * 86400 * 1000LL).ok());
   CHECK(t.Events().size() == 3);
+}
+
+TEST_CASE("a push waiting for APNs absorbs later pushes to the same token", "[push]") {
+  PushCertFixture f;
+  auto* held = new HoldingClient;
+  std::unique_ptr<push::ApnsClient> owned(held);
+  push::PushServiceOptions o;
+  o.coalesce_ms = 0;  // joining a pending push does not depend on the delivered-push window
+  o.retry_base_ms = 10;
+  push::PushService svc(o, f.t.db.get(), f.t.log.get(), &f.certs, [&](const push::ApnsClientOptions&) {
+    REQUIRE(owned);
+    return Result<std::unique_ptr<push::ApnsClient>>(std::move(owned));
+  });
+  const auto target = f.Target("DEV", 'd');
+  // APNs does not answer: three callers (enqueues, re-push rounds) push the same device.
+  auto a = svc.Push({target});
+  auto b = svc.Push({target});
+  auto c = svc.Push({target, f.Target("OTHER", 'o')});
+  REQUIRE(a[0].ok);
+  CHECK_FALSE(a[0].coalesced);
+  CHECK(b[0].ok);
+  CHECK(b[0].coalesced);
+  CHECK(b[0].apns_id == a[0].apns_id);
+  CHECK(c[0].apns_id == a[0].apns_id);
+  CHECK_FALSE(c[1].coalesced);  // another token is its own push
+  CHECK(svc.Pending(target.token));
+  REQUIRE(held->WaitSent(2, std::chrono::seconds(5)));
+  CHECK(held->sent() == 2);  // one request per token
+
+  // A retryable failure keeps it pending while it waits to retry: still joined.
+  held->Answer(0, 503, "ServiceUnavailable");
+  auto d = svc.Push({target});
+  CHECK(d[0].apns_id == a[0].apns_id);
+  CHECK(svc.Pending(target.token));
+  REQUIRE(held->WaitSent(3, std::chrono::seconds(5)));  // the retry, same apns-id
+  CHECK(held->Request(2).apns_id == a[0].apns_id);
+  held->Answer(2, 200);
+  held->Answer(1, 200);
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(5)));
+  CHECK_FALSE(svc.Pending(target.token));
+  CHECK(held->sent() == 3);
+  CHECK(svc.State("DEV").value()->last_status == 200);
+  CHECK(svc.counters().coalesced == 3);
+  // Delivered, and joining on delivered pushes is off: the next push is sent.
+  auto e = svc.Push({target});
+  CHECK_FALSE(e[0].coalesced);
+  CHECK(e[0].apns_id != a[0].apns_id);
+  REQUIRE(held->WaitSent(4, std::chrono::seconds(5)));
+  held->Answer(3, 200);
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(5)));
+}
+
+TEST_CASE("push outcome handling survives throwing clients and factories", "[push]") {
+  PushCertFixture f;
+  std::map<std::string, std::vector<push::ApnsResponse>> script;
+  std::vector<push::ApnsRequest> seen;
+  std::atomic<bool> factory_throws{false};
+  // Sends to this token throw (a broken client must not take the service down).
+  const std::string tok_throw = HexEncode(std::string(32, 't'));
+  class ThrowingClient : public push::ApnsClient {
+   public:
+    ThrowingClient(ScriptedClient inner, std::string bad) : inner_(std::move(inner)), bad_(std::move(bad)) {}
+    void Send(push::ApnsRequest r, push::ApnsCallback done) override {
+      if (r.device_token_hex == bad_) throw std::runtime_error("client exploded");
+      inner_.Send(std::move(r), std::move(done));
+    }
+    Stats stats() const override { return {}; }
+
+   private:
+    ScriptedClient inner_;
+    std::string bad_;
+  };
+  push::PushServiceOptions o;
+  o.retry_base_ms = 10;
+  o.retry_max = 2;
+  push::PushService svc(o, f.t.db.get(), f.t.log.get(), &f.certs, [&](const push::ApnsClientOptions&) {
+    return Result<std::unique_ptr<push::ApnsClient>>(
+        std::make_unique<ThrowingClient>(ScriptedClient(&script, &seen), tok_throw));
+  });
+  // A send that throws is a failed attempt, retried, then given up.
+  auto out = svc.Push({f.Target("THROW", 't')});
+  CHECK(out[0].ok);
+  REQUIRE(svc.WaitIdle(std::chrono::seconds(10)));
+  auto st = svc.State("THROW").value();
+  REQUIRE(st);
+  CHECK(st->last_status == 0);
+  CHECK(st->last_reason.find("client exploded") != std::string::npos);
+  CHECK(st->failures == 3);  // the first send and two retries
+  CHECK(svc.counters().failed == 1);
+
+  // The retry of a 503 needs a new client (the certificate was replaced) and the
+  // factory throws, on the worker thread: the push is given up, the worker lives on.
+  auto held = std::make_shared<HoldingClient>();
+  class Forward : public push::ApnsClient {
+   public:
+    explicit Forward(std::shared_ptr<HoldingClient> h) : h_(std::move(h)) {}
+    void Send(push::ApnsRequest r, push::ApnsCallback done) override { h_->Send(std::move(r), std::move(done)); }
+    Stats stats() const override { return {}; }
+
+   private:
+    std::shared_ptr<HoldingClient> h_;
+  };
+  push::PushService svc2(o, f.t.db.get(), f.t.log.get(), &f.certs, [&](const push::ApnsClientOptions&) {
+    if (factory_throws) throw std::runtime_error("factory exploded");
+    return Result<std::unique_ptr<push::ApnsClient>>(std::make_unique<Forward>(held));
+  });
+  CHECK(svc2.Push({f.Target("BUSY", 'b')})[0].ok);
+  REQUIRE(held->WaitSent(1, std::chrono::seconds(5)));
+  svc2.CertificateUpdated(f.topic);  // drops the client
+  factory_throws = true;
+  held->Answer(0, 503, "ServiceUnavailable");
+  REQUIRE(svc2.WaitIdle(std::chrono::seconds(10)));
+  CHECK_FALSE(svc2.Pending(std::string(32, 'b')));
+  CHECK(svc2.State("BUSY").value()->last_status == 503);
+  CHECK(held->sent() == 1);
+  // On the caller's thread the factory's exception is a refusal, not an exception.
+  auto refused = svc2.Push({f.Target("NEW", 'n')});
+  CHECK_FALSE(refused[0].ok);
+  CHECK(refused[0].refusal == push::PushRefusal::kUnavailable);
+  CHECK(refused[0].error.find("factory exploded") != std::string::npos);
+  // Everything still works once the factory does.
+  factory_throws = false;
+  CHECK(svc2.Push({f.Target("NEW", 'n')})[0].ok);
+  REQUIRE(held->WaitSent(2, std::chrono::seconds(5)));
+  held->Answer(1, 200);
+  REQUIRE(svc2.WaitIdle(std::chrono::seconds(10)));
+  CHECK(svc2.State("NEW").value()->last_status == 200);
 }
