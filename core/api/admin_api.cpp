@@ -529,55 +529,16 @@ http::Response AdminApi::EnqueueToIds(const std::vector<std::string>& ids,
   if (ids.empty()) return Error(400, "no enrollment ids given");
   if (!IdAnswerFits(ids, options_.max_response_bytes)) return TooManyIds(ids.size());
   IdResults results;
-  std::vector<push::Target> targets;
-  const int64_t now = NowMillis();
-  for (const auto& id : ids) {
-    std::lock_guard lock(d_.locks->For(id));
-    auto e = d_.enrollments->Get(id);
-    if (!e.ok()) {
-      results.Fail(id, "command_error", e.status().message());
+  for (auto& r : d_.commands->Enqueue(ids, nc, !nopush)) {
+    if (!r.status.ok()) {
+      if (r.status.code() == Code::kResourceExhausted) results.storage_full = true;
+      results.Fail(r.enrollment_id, "command_error", r.status.message());
       continue;
     }
-    if (!e->has_value()) {
-      results.Fail(id, "command_error", "unknown enrollment");
-      continue;
-    }
-    // A CommandUUID names one command of an enrollment: not reused while its result is kept.
-    auto used = d_.queue->GetResult(id, nc.command_uuid);
-    if (!used.ok() || used->has_value()) {
-      results.Fail(id, "command_error",
-                   used.ok() ? "command " + nc.command_uuid + " was already used for " + id +
-                                   " (its result is stored); use a new CommandUUID"
-                             : used.status().message());
-      continue;
-    }
-    events::Transaction txn(d_.events);
-    Status st = d_.queue->Enqueue(txn.batch(), id, nc, now);
-    if (st.ok()) {
-      txn.Emit({.type = events::type::kCommandEnqueued,
-                .time_ms = now,
-                .enrollment_id = id,
-                .command_uuid = nc.command_uuid,
-                .request_type = nc.request_type});
-      st = d_.events->Commit(txn);
-    }
-    if (!st.ok()) {
-      if (st.code() == Code::kResourceExhausted) results.storage_full = true;
-      results.Fail(id, "command_error", st.message());
-      continue;
-    }
-    results.by_id[id];  // present, no error yet
-    if (nopush) continue;
-    if ((*e)->state == store::EnrollmentState::kEnrolled && !(*e)->push_token.empty())
-      targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic, (*e)->last_seen_ms});
-    else
-      results.Fail(id, "push_error", "enrollment has no push token (not enrolled)");
-  }
-  if (!targets.empty()) {
-    for (const auto& o : d_.push->Push(targets)) {
-      if (o.ok) results.Ok(o.enrollment_id, "push_result", o.apns_id);
-      else results.Fail(o.enrollment_id, "push_error", o.error);
-    }
+    results.by_id[r.enrollment_id];  // present, no error yet
+    if (!r.push) continue;
+    if (r.push->ok) results.Ok(r.enrollment_id, "push_result", r.push->apns_id);
+    else results.Fail(r.enrollment_id, "push_error", r.push->error);
   }
   log::Info(kLog, "event=enqueue command_uuid={} request_type={} ids={} failed={} nopush={}",
             LogSafe(nc.command_uuid), LogSafe(nc.request_type), ids.size(), results.failed, nopush);
@@ -630,16 +591,7 @@ http::Response AdminApi::PushIds(const std::string& id_list) {
   if (ids.empty()) return Error(400, "no enrollment ids given");
   if (!IdAnswerFits(ids, options_.max_response_bytes)) return TooManyIds(ids.size());
   IdResults results;
-  std::vector<push::Target> targets;
-  for (const auto& id : ids) {
-    auto e = d_.enrollments->Get(id);
-    if (!e.ok()) results.Fail(id, "push_error", e.status().message());
-    else if (!e->has_value()) results.Fail(id, "push_error", "unknown enrollment");
-    else if ((*e)->state != store::EnrollmentState::kEnrolled || (*e)->push_token.empty())
-      results.Fail(id, "push_error", "enrollment has no push token (not enrolled)");
-    else targets.push_back({id, (*e)->topic, (*e)->push_token, (*e)->push_magic, (*e)->last_seen_ms});
-  }
-  for (const auto& o : d_.push->Push(targets)) {
+  for (const auto& o : d_.commands->Wake(ids)) {
     if (o.ok) results.Ok(o.enrollment_id, "push_result", o.apns_id);
     else results.Fail(o.enrollment_id, "push_error", o.error);
   }
@@ -696,7 +648,7 @@ http::Response AdminApi::ListPushCerts(const http::Request& r) {
 }
 
 http::Response AdminApi::ListEnrollments(const http::Request& r) {
-  protocol::EnrollmentFilter f;
+  domain::EnrollmentFilter f;
   f.serial = r.Param("serial");
   f.model = r.Param("model");
   f.os_version = r.Param("os");
@@ -816,8 +768,8 @@ http::Response AdminApi::ClearQueue(const std::string& id) {
   auto e = d_.enrollments->Get(id);
   if (!e.ok()) return FromStatus(e.status());
   if (!e->has_value()) return Error(404, "no enrollment " + id);
-  std::lock_guard lock(d_.locks->For(id));
-  events::Transaction txn(d_.events);
+  domain::Tx txn(d_.locks, d_.events);
+  txn.Lock(id);
   auto n = d_.queue->Clear(txn.batch(), id);
   if (!n.ok()) return FromStatus(n.status());
   if (*n) {
@@ -827,7 +779,7 @@ http::Response AdminApi::ClearQueue(const std::string& id) {
     txn.Emit({.type = events::type::kQueueCleared, .enrollment_id = id,
               .payload_json = plist::ToJson(payload)});
   }
-  Status st = d_.events->Commit(txn);
+  Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st);
   log::Info(kLog, "event=queue_cleared enrollment_id={} commands={}", LogSafe(id), *n);
   Value out;
@@ -836,15 +788,15 @@ http::Response AdminApi::ClearQueue(const std::string& id) {
 }
 
 http::Response AdminApi::DeleteQueued(const std::string& id, const std::string& uuid) {
-  std::lock_guard lock(d_.locks->For(id));
+  domain::Tx txn(d_.locks, d_.events);
+  txn.Lock(id);
   auto loc = d_.queue->Find(id, uuid);
   if (!loc.ok()) return FromStatus(loc.status());
   if (!loc->has_value()) return Error(404, "command " + uuid + " is not queued for " + id);
-  events::Transaction txn(d_.events);
   d_.queue->Remove(txn.batch(), id, **loc);
   txn.Emit({.type = events::type::kCommandDeleted, .enrollment_id = id, .command_uuid = uuid,
             .request_type = (*loc)->entry.request_type});
-  Status st = d_.events->Commit(txn);
+  Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st);
   log::Info(kLog, "event=queued_command_deleted enrollment_id={} command_uuid={}", LogSafe(id),
             LogSafe(uuid));
@@ -910,17 +862,17 @@ http::Response AdminApi::GetResult(const std::string& id, const std::string& uui
 }
 
 http::Response AdminApi::SetBlocked(const std::string& id, bool blocked) {
-  std::lock_guard lock(d_.locks->For(id));
+  domain::Tx txn(d_.locks, d_.events);
+  txn.Lock(id);
   auto prev = d_.enrollments->Get(id);
   if (!prev.ok()) return FromStatus(prev.status());
   if (!prev->has_value()) return Error(404, "no enrollment " + id);
   store::Enrollment e = **prev;
   e.blocked = blocked;
-  events::Transaction txn(d_.events);
   d_.enrollments->Put(txn.batch(), *prev, e);
   txn.Emit({.type = blocked ? events::type::kEnrollmentBlocked : events::type::kEnrollmentUnblocked,
             .enrollment_id = id});
-  Status st = d_.events->Commit(txn);
+  Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st);
   log::Info(kLog, "event={} enrollment_id={}", blocked ? "blocked" : "unblocked", LogSafe(id));
   return BoundedJson(EnrollmentJson(e), options_.max_response_bytes);

@@ -23,7 +23,8 @@
 
 #include "events/events.h"
 #include "http/server.h"
-#include "protocol/enrollments.h"
+#include "domain/commands.h"
+#include "domain/enrollments.h"
 #include "push/push.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -44,10 +45,11 @@ struct Deps {
   store::Store* store;
   events::EventLog* events;
   queue::CommandQueue* queue;
-  protocol::Enrollments* enrollments;
-  protocol::EnrollmentLocks* locks;
+  domain::Enrollments* enrollments;
+  domain::EnrollmentLocks* locks;
   push::PushProvider* push;
   push::PushCertStore* push_certs;
+  domain::CommandService* commands;  // the one command path (queue + push)
 };
 
 class AdminApi {

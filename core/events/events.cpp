@@ -49,17 +49,9 @@ Result<Event> Event::Decode(uint64_t seq, std::string_view bytes) {
   return e;
 }
 
-Transaction::Transaction(EventLog* log) : log_(log) {}
-Transaction::~Transaction() {
-  if (!seqs_.empty()) log_->Release(seqs_);  // abandoned
-}
-
-uint64_t Transaction::Emit(Event event) {
-  event.seq = log_->Reserve();
+void Transaction::Emit(Event event) {
   if (event.time_ms == 0) event.time_ms = NowMillis();
-  seqs_.push_back(event.seq);
-  batch_.Put(store::Cf::kEvents, EventKey(event.seq), event.Encode());
-  return event.seq;
+  events_.push_back(std::move(event));
 }
 
 Result<std::unique_ptr<EventLog>> EventLog::Open(store::Store* store) {
@@ -70,25 +62,30 @@ Result<std::unique_ptr<EventLog>> EventLog::Open(store::Store* store) {
   return std::unique_ptr<EventLog>(new EventLog(store, next));
 }
 
-uint64_t EventLog::Reserve() {
-  std::lock_guard lock(mu_);
-  uint64_t seq = next_++;
-  in_flight_.insert(seq);
-  return seq;
-}
-
-void EventLog::Release(const std::vector<uint64_t>& seqs) {
+Status EventLog::Commit(Transaction& txn) {
+  if (txn.events_.empty()) return store_->Write(txn.batch_);
+  // Numbers are taken now, just before the write: the window in which they
+  // hold the watermark back is the write itself.
+  std::vector<uint64_t> seqs;
+  seqs.reserve(txn.events_.size());
   {
     std::lock_guard lock(mu_);
-    for (auto s : seqs) in_flight_.erase(s);
+    for (size_t i = 0; i < txn.events_.size(); ++i) {
+      seqs.push_back(next_++);
+      in_flight_.insert(seqs.back());
+    }
+  }
+  for (size_t i = 0; i < txn.events_.size(); ++i) {
+    txn.events_[i].seq = seqs[i];
+    txn.batch_.Put(store::Cf::kEvents, EventKey(seqs[i]), txn.events_[i].Encode());
+  }
+  Status st = store_->Write(txn.batch_);
+  {
+    std::lock_guard lock(mu_);
+    for (auto s : seqs) in_flight_.erase(s);  // committed or failed: no longer in flight
   }
   cv_.notify_all();
-}
-
-Status EventLog::Commit(Transaction& txn) {
-  Status st = store_->Write(txn.batch_);
-  Release(txn.seqs_);  // committed or failed: either way no longer in flight
-  txn.seqs_.clear();
+  if (st.ok()) txn.seqs_ = std::move(seqs);
   return st;
 }
 
@@ -138,16 +135,72 @@ Result<uint64_t> EventLog::GetCheckpoint(const std::string& consumer) {
   return GetBigEndian64(**r);
 }
 
+namespace {
+// "checkpoint/<consumer>" (SetCheckpoint) or "checkpoint/<consumer>\0<partition(4)><lane(4)>"
+// (lane checkpoints); the value starts with the sequence (8 bytes).
+std::string LaneKeyPrefix(const std::string& consumer) {
+  std::string k = kCheckpointPrefix + consumer;
+  k.push_back('\0');
+  return k;
+}
+void PutBigEndian32(std::string* out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xFF));
+}
+uint32_t GetBigEndian32(std::string_view in) {
+  return (uint32_t(uint8_t(in[0])) << 24) | (uint32_t(uint8_t(in[1])) << 16) | (uint32_t(uint8_t(in[2])) << 8) |
+         uint32_t(uint8_t(in[3]));
+}
+}  // namespace
+
+void EventLog::PutLaneCheckpoint(store::Batch& batch, const std::string& consumer, uint32_t partition, int lane,
+                                 const LaneCheckpoint& cp) {
+  std::string key = LaneKeyPrefix(consumer);
+  PutBigEndian32(&key, partition);
+  PutBigEndian32(&key, static_cast<uint32_t>(lane));
+  std::string value = EventKey(cp.seq);
+  PutBigEndian64(&value, cp.epoch);
+  batch.Put(store::Cf::kMeta, key, value);
+}
+
+Result<std::map<int, EventLog::LaneCheckpoint>> EventLog::LaneCheckpoints(const std::string& consumer,
+                                                                          uint32_t partition) {
+  std::string lower = LaneKeyPrefix(consumer);
+  PutBigEndian32(&lower, partition);
+  std::map<int, LaneCheckpoint> out;
+  auto it = store_->Scan(store::Cf::kMeta, lower, store::PrefixEnd(lower));
+  for (; it->Valid(); it->Next()) {
+    if (it->key().size() != lower.size() + 4 || it->value().size() < 16) continue;
+    const int lane = static_cast<int>(GetBigEndian32(it->key().substr(lower.size())));
+    out[lane] = {GetBigEndian64(it->value()), GetBigEndian64(it->value().substr(8))};
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
 Result<bool> EventLog::UnregisterConsumer(const std::string& consumer) {
   const std::string key = kCheckpointPrefix + consumer;
+  const std::string lanes = LaneKeyPrefix(consumer);
+  bool found = false;
+  uint64_t lowest = UINT64_MAX;
   auto r = store_->Get(store::Cf::kMeta, key);
   if (!r.ok()) return r.status();
-  if (!r->has_value()) return false;
+  if (r->has_value() && (*r)->size() >= 8) {
+    found = true;
+    lowest = GetBigEndian64(**r);
+  }
+  auto it = store_->Scan(store::Cf::kMeta, lanes, store::PrefixEnd(lanes));
+  for (; it->Valid(); it->Next()) {
+    found = true;
+    if (it->value().size() >= 8) lowest = std::min(lowest, GetBigEndian64(it->value()));
+  }
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  if (!found) return false;
   store::Batch b;
   b.Delete(store::Cf::kMeta, key);
+  b.DeleteRange(store::Cf::kMeta, lanes, store::PrefixEnd(lanes));
   ORCHARD_RETURN_IF_ERROR(store_->Write(b));
-  log::Info(kLog, "event=consumer_unregistered consumer=\"{}\" checkpoint={}", consumer,
-            (*r)->size() == 8 ? GetBigEndian64(**r) : 0);
+  log::Info(kLog, "event=consumer_unregistered consumer={} checkpoint={}", log::Quote(consumer),
+            lowest == UINT64_MAX ? 0 : lowest);
   return true;
 }
 
@@ -155,11 +208,16 @@ Result<std::vector<EventLog::Consumer>> EventLog::ListConsumers(size_t limit) {
   const std::string lower = kCheckpointPrefix;
   std::vector<Consumer> out;
   auto it = store_->Scan(store::Cf::kMeta, lower, store::PrefixEnd(lower));
-  for (; it->Valid() && out.size() < limit; it->Next()) {
-    Consumer c;
-    c.name = std::string(it->key().substr(lower.size()));
-    if (it->value().size() == 8) c.checkpoint = GetBigEndian64(it->value());
-    out.push_back(std::move(c));
+  for (; it->Valid(); it->Next()) {
+    std::string_view rest = it->key().substr(lower.size());
+    std::string_view name = rest.substr(0, rest.find('\0'));  // lane checkpoints group by consumer
+    const uint64_t cp = it->value().size() >= 8 ? GetBigEndian64(it->value()) : 0;
+    if (!out.empty() && out.back().name == name) {
+      out.back().checkpoint = std::min(out.back().checkpoint, cp);
+      continue;
+    }
+    if (out.size() >= limit) break;
+    out.push_back({std::string(name), cp});
   }
   ORCHARD_RETURN_IF_ERROR(it->status());
   return out;
@@ -186,7 +244,7 @@ Result<uint64_t> EventLog::Prune(int64_t min_age_ms, size_t batch_size,
   std::string lower = kCheckpointPrefix;
   auto cps = store_->Scan(store::Cf::kMeta, lower, store::PrefixEnd(lower));
   for (; cps->Valid(); cps->Next()) {
-    if (cps->value().size() == 8) limit = std::min(limit, GetBigEndian64(cps->value()));
+    if (cps->value().size() >= 8) limit = std::min(limit, GetBigEndian64(cps->value()));
   }
   ORCHARD_RETURN_IF_ERROR(cps->status());
   const int64_t cutoff = NowMillis() - min_age_ms;

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -69,22 +70,26 @@ class EventLog;
 
 // Collects the writes and events of one state change; commit with EventLog::Commit.
 // Dropping an uncommitted Transaction abandons it (nothing is written).
+// Sequence numbers are assigned at commit, so a transaction that takes long
+// between its first Emit and its commit holds no reader back.
 class Transaction {
  public:
-  explicit Transaction(EventLog* log);
-  ~Transaction();
+  explicit Transaction(EventLog* log) : log_(log) {}
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
 
   store::Batch& batch() { return batch_; }
-  // Reserves a sequence number and adds the event to the batch.
-  uint64_t Emit(Event event);
+  // Adds the event (time defaults to now); its sequence is assigned at commit.
+  void Emit(Event event);
+  size_t pending_events() const { return events_.size(); }
+  // After a successful commit: the sequences assigned, in Emit order.
   const std::vector<uint64_t>& sequences() const { return seqs_; }
 
  private:
   friend class EventLog;
   EventLog* log_;
   store::Batch batch_;
+  std::vector<Event> events_;
   std::vector<uint64_t> seqs_;
 };
 
@@ -125,9 +130,19 @@ class EventLog {
   Result<uint64_t> Prune(int64_t min_age_ms, size_t batch_size = 10000,
                          const std::function<bool()>& keep_going = nullptr);
 
-  // Internal (used by Transaction).
-  uint64_t Reserve();
-  void Release(const std::vector<uint64_t>& seqs);
+  // Lane checkpoints of the automation host: (consumer, partition, lane) ->
+  // (seq, epoch), written in the batch that carries the lane's decisions.
+  // They hold back pruning like SetCheckpoint's, and UnregisterConsumer
+  // removes them with the consumer.
+  struct LaneCheckpoint {
+    uint64_t seq = 0;
+    uint64_t epoch = 0;
+  };
+  static void PutLaneCheckpoint(store::Batch& batch, const std::string& consumer, uint32_t partition,
+                                int lane, const LaneCheckpoint& cp);
+  Result<std::map<int, LaneCheckpoint>> LaneCheckpoints(const std::string& consumer, uint32_t partition);
+  // The number of partitions (one on RocksDB) and the committed head of one.
+  uint32_t partitions() const { return 1; }
 
  private:
   explicit EventLog(store::Store* store, uint64_t next) : store_(store), next_(next) {}

@@ -135,7 +135,8 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   if (msg.ids.id != msg.ids.device_id)
     return Fail(400, type, "Authenticate must come from the device channel (no user keys)");
   const std::string& id = msg.ids.id;
-  std::lock_guard lock(d_.locks->For(id));
+  domain::Tx txn(d_.locks, d_.events);
+  txn.Lock(id);
   std::lock_guard bind_lock(bind_mu_);  // held until the binding is committed
 
   if (!identity.anonymous) {
@@ -153,7 +154,6 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   const int64_t now = NowMillis();
   store::Enrollment e = prev->value_or(store::Enrollment{});
   const bool re_enroll = prev->has_value();
-  events::Transaction txn(d_.events);
   uint64_t cleared_commands = 0;
   if (re_enroll) {
     // A fresh enrollment: the old queue is cleared, as the established servers do.
@@ -199,7 +199,7 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
             .time_ms = now,
             .enrollment_id = id,
             .payload_json = plist::ToJson(payload)});
-  Status st = d_.events->Commit(txn);
+  Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st, type);
   if (cleared_commands)
     log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
@@ -219,14 +219,8 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
 
   // A user channel also holds its device's lock: creating one counts the
   // device's channels, and two creations must not both pass the limit.
-  std::unique_lock<std::mutex> lock(d_.locks->For(id), std::defer_lock);
-  std::unique_lock<std::mutex> device_lock;
-  if (id != msg.ids.device_id && &d_.locks->For(msg.ids.device_id) != lock.mutex()) {
-    device_lock = std::unique_lock<std::mutex>(d_.locks->For(msg.ids.device_id), std::defer_lock);
-    std::lock(lock, device_lock);
-  } else {
-    lock.lock();
-  }
+  domain::Tx txn(d_.locks, d_.events);
+  txn.LockAll({id, msg.ids.device_id});
   auto prev = d_.enrollments->Get(id);
   if (!prev.ok()) return FromStatus(prev.status(), type);
   store::Enrollment e;
@@ -274,7 +268,6 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
   e.token_updates += 1;
   e.last_seen_ms = now;
 
-  events::Transaction txn(d_.events);
   d_.enrollments->Put(txn.batch(), *prev, e);
   // A new token (or the same one re-sent) lifts any "token invalid" mark from APNs.
   txn.batch().Delete(store::Cf::kPushState, id);
@@ -284,7 +277,7 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
             .time_ms = now,
             .enrollment_id = id,
             .payload_json = plist::ToJson(payload)});
-  Status st = d_.events->Commit(txn);
+  Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st, type);
   log::Info(kLog, "event=token_update enrollment_id={} first={} awaiting_configuration={}", id,
             first, e.awaiting_configuration);
@@ -295,7 +288,8 @@ DeviceResponse Service::UpdateKnown(const CheckinMessage& msg, const std::string
                                     const char* event_type,
                                     const std::function<void(store::Enrollment&)>& change) {
   const std::string& type = msg.message_type;
-  std::lock_guard lock(d_.locks->For(id));
+  domain::Tx txn(d_.locks, d_.events);
+  txn.Lock(id);
   auto prev = d_.enrollments->Get(id);
   if (!prev.ok()) return FromStatus(prev.status(), type);
   if (!prev->has_value()) return Fail(400, type, "unknown enrollment " + id);
@@ -303,11 +297,10 @@ DeviceResponse Service::UpdateKnown(const CheckinMessage& msg, const std::string
   const int64_t now = NowMillis();
   e.last_seen_ms = now;
   change(e);
-  events::Transaction txn(d_.events);
   d_.enrollments->Put(txn.batch(), *prev, e);
   txn.Emit({.type = event_type, .time_ms = now, .enrollment_id = id,
             .payload_json = EventPayload(msg.body)});
-  Status st = d_.events->Commit(txn);
+  Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st, type);
   return Empty(type);
 }
@@ -389,7 +382,8 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   if (!report.ok()) return FromStatus(report.status(), "report");
   const Report& r = *report;
   const std::string& id = r.ids.id;
-  std::lock_guard lock(d_.locks->For(id));
+  domain::Tx txn(d_.locks, d_.events);
+  txn.Lock(id);
   auto prev = d_.enrollments->Get(id);
   if (!prev.ok()) return FromStatus(prev.status(), r.status);
   auth::Identity identity;
@@ -414,7 +408,6 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   }
 
   const int64_t now = NowMillis();
-  events::Transaction txn(d_.events);
   store::Enrollment e = **prev;
   e.last_seen_ms = now;
   if (r.status == "Idle") e.session += 1;  // a new command session
@@ -474,6 +467,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
         res.received_ms = now;
         res.not_now_count = loc.entry.not_now_count;
         res.origin = loc.entry.origin;
+        res.trigger = loc.entry.trigger;
         d_.queue->Remove(txn.batch(), id, loc);
         d_.queue->PutResult(txn.batch(), id, res);
         if (r.status == "Error") event_type = events::type::kCommandError;
@@ -513,7 +507,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
     resp.content_type = "application/xml; charset=UTF-8";
     resp.body = next->entry.plist;
   }
-  st = d_.events->Commit(txn);
+  st = txn.Commit();
   if (!st.ok()) return FromStatus(st, r.status);
   if (reported_known)
     log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
@@ -529,7 +523,7 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   return resp;
 }
 
-void Service::FailUndelivered(events::Transaction& txn, const std::string& id,
+void Service::FailUndelivered(domain::Tx& txn, const std::string& id,
                               const queue::Located& loc, int64_t now) {
   const std::string reason = "the device did not report on the command after " +
                              std::to_string(loc.entry.deliveries) + " deliveries";
@@ -547,6 +541,7 @@ void Service::FailUndelivered(events::Transaction& txn, const std::string& id,
   res.received_ms = now;
   res.not_now_count = loc.entry.not_now_count;
   res.origin = loc.entry.origin;
+  res.trigger = loc.entry.trigger;
   d_.queue->Remove(txn.batch(), id, loc);
   d_.queue->PutResult(txn.batch(), id, res);
   plist::Value payload;

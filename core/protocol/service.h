@@ -21,7 +21,8 @@
 #include "auth/auth.h"
 #include "events/events.h"
 #include "plist/plist.h"
-#include "protocol/enrollments.h"
+#include "domain/enrollments.h"
+#include "domain/tx.h"
 #include "protocol/messages.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -61,8 +62,8 @@ struct Deps {
   events::EventLog* events;
   queue::CommandQueue* queue;
   auth::Authenticator* auth;
-  Enrollments* enrollments;
-  EnrollmentLocks* locks;
+  domain::Enrollments* enrollments;
+  domain::EnrollmentLocks* locks;
 };
 
 class Service {
@@ -83,7 +84,7 @@ class Service {
   DeviceResponse HandleReport(const DeviceRequest& request);
   // Fails a command delivered max_deliveries times without a report: removed,
   // a Failed result and a command.failed event, all in txn.
-  void FailUndelivered(events::Transaction& txn, const std::string& enrollment_id,
+  void FailUndelivered(domain::Tx& txn, const std::string& enrollment_id,
                        const queue::Located& loc, int64_t now_ms);
   // Whether the device may create one more user channel (call holding the
   // device's lock to enforce it): when not, *declined says why (answer 410).

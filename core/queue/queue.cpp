@@ -153,6 +153,7 @@ Status CommandQueue::Enqueue(store::Batch& batch, const std::string& id, const N
   e.enqueued_ms = now_ms;
   e.priority = std::clamp(cmd.priority, 0, 255);
   e.origin = cmd.origin;
+  e.trigger = cmd.trigger;
   std::string suffix = NextSeqKey(cmd.priority);
   std::string key = Prefix(id) + suffix;
   batch.Put(store::Cf::kQueue, key, e.Encode());

@@ -35,7 +35,8 @@ struct NewCommand {
   std::string request_type;
   std::string plist;  // complete command plist ({CommandUUID, Command: {...}})
   int priority = 0;   // 0..255, higher first
-  std::string origin = "api";
+  std::string origin = "api";  // "api", "policy:<name>", "plugin:<name>"
+  std::string trigger;         // automation: the event cursor that decided it
 };
 
 // A queue entry together with its key suffix (needed to update or remove it).

@@ -6,12 +6,13 @@
 #include <set>
 
 #include "api/admin_api.h"
+#include "domain/commands.h"
 #include "auth/auth.h"
 #include "events/events.h"
 #include "http/metrics.h"
 #include "http/server.h"
 #include "log/log.h"
-#include "protocol/enrollments.h"
+#include "domain/enrollments.h"
 #include "protocol/service.h"
 #include "push/push.h"
 #include "push/push_service.h"
@@ -71,7 +72,7 @@ class AppImpl : public App {
     if (!ev.ok()) return ev.status();
     events_ = std::move(ev.value());
     queue_ = std::make_unique<queue::CommandQueue>(store_.get());
-    enrollments_ = std::make_unique<protocol::Enrollments>(store_.get());
+    enrollments_ = std::make_unique<domain::Enrollments>(store_.get());
     auto au = auth::Authenticator::Create({.device_ca_files = config_.device_ca_files,
                                            .insecure_allow_anonymous = config_.insecure_dev});
     if (!au.ok()) return Status::InvalidArgument("auth.device_ca: " + au.status().message());
@@ -106,11 +107,13 @@ class AppImpl : public App {
     service_ = std::make_unique<protocol::Service>(
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_});
+    commands_ = std::make_unique<domain::CommandService>(
+        domain::CommandDeps{events_.get(), queue_.get(), enrollments_.get(), &locks_, push_.get()});
     api_ = std::make_unique<api::AdminApi>(
         api::Options{config_.api_key, config_.max_body_bytes, config_.max_plist_depth, kVersion,
                      config_.api_max_response_bytes},
         api::Deps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_,
-                  push_.get(), push_certs_.get()});
+                  push_.get(), push_certs_.get(), commands_.get()});
     RegisterCollectors();
 
     if (config_.insecure_dev)
@@ -299,13 +302,14 @@ class AppImpl : public App {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<events::EventLog> events_;
   std::unique_ptr<queue::CommandQueue> queue_;
-  std::unique_ptr<protocol::Enrollments> enrollments_;
-  protocol::EnrollmentLocks locks_;
+  std::unique_ptr<domain::Enrollments> enrollments_;
+  domain::EnrollmentLocks locks_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<SecretBox> secret_box_;
   std::unique_ptr<push::PushCertStore> push_certs_;
   std::unique_ptr<push::PushService> push_;  // after what it borrows: destroyed first
   std::unique_ptr<protocol::Service> service_;
+  std::unique_ptr<domain::CommandService> commands_;
   std::unique_ptr<api::AdminApi> api_;
   http::Metrics metrics_;
   std::unique_ptr<http::Server> server_;

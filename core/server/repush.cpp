@@ -5,7 +5,7 @@
 
 namespace orchard::server {
 
-Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollments,
+Result<uint64_t> RepushStale(store::Store* store, domain::Enrollments* enrollments,
                              push::PushProvider* push, int64_t interval_ms, int64_t now_ms) {
   std::vector<push::Target> batch;
   uint64_t pushed = 0, waiting = 0;

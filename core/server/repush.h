@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "protocol/enrollments.h"
+#include "domain/enrollments.h"
 #include "push/push.h"
 #include "store/store.h"
 #include "util/status.h"
@@ -18,7 +18,7 @@ namespace orchard::server {
 // push still waiting for APNs (an APNs outage must not add one push per round).
 // Returns how many were pushed (asynchronously; outcomes are recorded by the
 // provider).
-Result<uint64_t> RepushStale(store::Store* store, protocol::Enrollments* enrollments,
+Result<uint64_t> RepushStale(store::Store* store, domain::Enrollments* enrollments,
                              push::PushProvider* push, int64_t interval_ms, int64_t now_ms);
 
 }  // namespace orchard::server

@@ -134,6 +134,7 @@ std::string QueueEntry::Encode() const {
   w.PutString(origin);
   w.PutSigned(not_now_for_sent_ms);
   w.PutSigned(not_now_session);
+  w.PutString(trigger);
   return w.Take();
 }
 
@@ -152,6 +153,7 @@ Result<QueueEntry> QueueEntry::Decode(std::string_view bytes) {
   q.origin = r.GetString();
   q.not_now_for_sent_ms = r.GetSigned();
   q.not_now_session = r.GetSigned();
+  q.trigger = r.GetString();
   if (r.corrupt()) return Corrupt("queue");
   return q;
 }
@@ -164,6 +166,7 @@ std::string CommandResult::Encode() const {
   w.PutSigned(received_ms);
   w.PutSigned(not_now_count);
   w.PutString(origin);
+  w.PutString(trigger);
   return w.Take();
 }
 
@@ -181,6 +184,7 @@ Result<CommandResult> CommandResult::Decode(std::string_view bytes, bool with_ra
   c.received_ms = r.GetSigned();
   c.not_now_count = r.GetSigned();
   c.origin = r.GetString();
+  c.trigger = r.GetString();
   if (r.corrupt()) return Corrupt("result");
   return c;
 }

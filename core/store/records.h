@@ -87,6 +87,7 @@ struct QueueEntry {
   std::string origin;  // who queued it: "api", "policy:<name>", "plugin:<name>"
   int64_t not_now_for_sent_ms = 0;  // the delivery (last_sent_ms) the last NotNow answered
   int64_t not_now_session = 0;      // the enrollment's session (Enrollment::session) of the last NotNow
+  std::string trigger;  // for automation: the event cursor (or schedule run) that decided it
 
   // Not encoded: read from the queue index (see queue::CommandQueue::MarkSent)
   // together with last_sent_ms. Deliveries since the device last reported on it.
@@ -106,6 +107,7 @@ struct CommandResult {
   int64_t received_ms = 0;
   int64_t not_now_count = 0;
   std::string origin;
+  std::string trigger;  // copied from the queue entry
 
   std::string Encode() const;
   // with_raw=false leaves raw empty (listings need only the summary).

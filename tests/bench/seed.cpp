@@ -8,7 +8,7 @@
 //       Writes N enrolled device enrollments (state enrolled, push token and
 //       PushMagic, inventory; with --identities also the certificate binding of
 //       device i's identity) straight into orchardd's RocksDB at DIR/db, through
-//       store::Store and protocol::Enrollments so that the records, the serial
+//       store::Store and domain::Enrollments so that the records, the serial
 //       index and the bindings have exactly the server's format. Device i is
 //       bench::DeviceUdid(i). orchardd must not be running on DIR. No events are
 //       emitted (these are fixtures, not check-ins). The per-state counters are
@@ -22,7 +22,7 @@
 #include <string>
 
 #include "bench/bench_common.h"
-#include "protocol/enrollments.h"
+#include "domain/enrollments.h"
 #include "store/records.h"
 #include "store/store.h"
 #include "util/encoding.h"
@@ -87,7 +87,7 @@ int SeedEnrollments(const Flags& f) {
     return 1;
   }
   auto& st = *opened.value();
-  protocol::Enrollments enrollments(&st);
+  domain::Enrollments enrollments(&st);
 
   const uint64_t start = NowNs();
   const int64_t now = NowMillis();

@@ -27,8 +27,8 @@ struct Harness {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<events::EventLog> events;
   std::unique_ptr<queue::CommandQueue> queue;
-  std::unique_ptr<protocol::Enrollments> enrollments;
-  protocol::EnrollmentLocks locks;
+  std::unique_ptr<domain::Enrollments> enrollments;
+  domain::EnrollmentLocks locks;
   std::unique_ptr<auth::Authenticator> auth;
   std::unique_ptr<protocol::Service> service;
 
@@ -38,7 +38,7 @@ struct Harness {
     store = std::move(store::Store::Open({.path = dir + "/db"}).value());
     events = std::move(events::EventLog::Open(store.get()).value());
     queue = std::make_unique<queue::CommandQueue>(store.get());
-    enrollments = std::make_unique<protocol::Enrollments>(store.get());
+    enrollments = std::make_unique<domain::Enrollments>(store.get());
     auth = std::move(auth::Authenticator::Create({.device_ca_files = {dir + "/ca.pem"}}).value());
     service = std::make_unique<protocol::Service>(
         o, protocol::Deps{store.get(), events.get(), queue.get(), auth.get(), enrollments.get(), &locks});

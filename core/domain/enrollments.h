@@ -17,15 +17,20 @@
 #include "store/store.h"
 #include "util/status.h"
 
-namespace orchard::protocol {
+namespace orchard::domain {
 
 // Striped mutexes keyed by enrollment id; serialize one enrollment's changes.
+// Several enrollments are locked through Tx::LockAll, which takes stripes in
+// ascending order (deadlock-free).
 class EnrollmentLocks {
  public:
-  std::mutex& For(const std::string& enrollment_id);
+  static constexpr size_t kStripes = 1024;
+  std::mutex& For(const std::string& enrollment_id) { return stripes_[StripeOf(enrollment_id)]; }
+  static size_t StripeOf(const std::string& enrollment_id);
+  std::mutex& Stripe(size_t i) { return stripes_[i]; }
 
  private:
-  std::array<std::mutex, 1024> stripes_;
+  std::array<std::mutex, kStripes> stripes_;
 };
 
 struct EnrollmentFilter {
@@ -72,4 +77,4 @@ class Enrollments {
   store::Store* store_;
 };
 
-}  // namespace orchard::protocol
+}  // namespace orchard::domain

@@ -1,8 +1,8 @@
-#include "protocol/enrollments.h"
+#include "domain/enrollments.h"
 
 #include <functional>
 
-namespace orchard::protocol {
+namespace orchard::domain {
 namespace {
 std::string SerialKey(const std::string& serial, const std::string& id) {
   std::string k = serial;
@@ -24,9 +24,7 @@ bool Matches(const EnrollmentFilter& f, const store::Enrollment& e) {
 }
 }  // namespace
 
-std::mutex& EnrollmentLocks::For(const std::string& id) {
-  return stripes_[std::hash<std::string>{}(id) % stripes_.size()];
-}
+size_t EnrollmentLocks::StripeOf(const std::string& id) { return std::hash<std::string>{}(id) % kStripes; }
 
 Result<std::optional<store::Enrollment>> Enrollments::Get(const std::string& id) {
   auto v = store_->Get(store::Cf::kEnrollments, id);
@@ -119,4 +117,4 @@ Result<int64_t> Enrollments::CountInState(store::EnrollmentState s) {
   return store_->GetCounter(StateCounter(s));
 }
 
-}  // namespace orchard::protocol
+}  // namespace orchard::domain
