@@ -40,9 +40,9 @@ policy = {}
 
 ---Runs handler for every event of this type ("*": every event delivered to
 ---the policy). Handlers of one event run in registration order.
----@param type string event type, 1-128 bytes, or "*"
+---@param event_type string 1-128 bytes, or "*"
 ---@param handler fun(ctx: Ctx, event: Event)
-function policy:on(type, handler) end
+function policy:on(event_type, handler) end
 
 ---Runs handler for command results (command.acknowledged, command.error,
 ---command.format_error, command.failed) of this RequestType, or of any ("*").
