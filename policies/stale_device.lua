@@ -1,10 +1,9 @@
 -- Stale devices: a device silent for the configured days (device.silent) is
--- woken with a push and asked for its information; silent for 30 days or
--- more, it is non-compliant until it answers again.
+-- asked for its information (queueing it pushes the device); silent for 30
+-- days or more, it is non-compliant until it answers again.
 policy { name = "stale-device", description = "Devices that stop checking in", version = "1.0" }
 
 policy:on("device.silent", function(ctx, event)
-  ctx:push()
   ctx:enqueue(mdm.DeviceInformation { Queries = { "OSVersion", "DeviceName" } })
   local days = event.payload.days_silent or 0
   if days >= 30 then

@@ -85,6 +85,8 @@ void PrintDecisions(std::ostream& out, size_t line, const std::string& event, co
     if (w.value) {
       auto parsed = plist::ParseJson(*w.value);
       v.Set("value", parsed.ok() ? std::move(parsed.value()) : Value::String(*w.value));
+    } else {
+      v.Set("deleted", Value::Bool(true));
     }
     Emit(out, line, event, std::move(v));
   }

@@ -17,7 +17,7 @@
 //   {"kind":"command", "enrollment_id", "command_uuid", "request_type",
 //    "priority", "push", "command": {...}, "plist": "<?xml ..."}
 //   {"kind":"push", "enrollment_id"}
-//   {"kind":"store", "key", "value"}            (value null = deleted)
+//   {"kind":"store", "key", "value"} or {"kind":"store", "key", "deleted": true}
 //   {"kind":"compliance", "enrollment_id", "status", "attempts", "step", ...}
 //   {"kind":"log", "level", "message"}
 //   {"kind":"error", "error", "message"}        (the run committed nothing)

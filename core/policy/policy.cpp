@@ -642,11 +642,14 @@ const char* OptString(lua_State* L, int idx, size_t* n) {
   return luaL_checklstring(L, idx, n);
 }
 
-// opts.device from an options table at idx (0 = none). The string stays on
-// the stack (kept alive) when found.
+// The device a call is about: `device` at idx may be an enrollment id string
+// or an options table with a `device` field (nil/none: the run's device). A
+// string found stays on the stack (kept alive).
 const char* OptDevice(lua_State* L, int idx, size_t* n) {
   *n = 0;
-  if (idx == 0 || !lua_istable(L, idx)) return nullptr;
+  if (idx == 0 || lua_isnoneornil(L, idx)) return nullptr;
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, n);
+  if (!lua_istable(L, idx)) luaL_argexpected(L, false, idx, "device id or options table");
   if (lua_getfield(L, idx, "device") == LUA_TNIL) {
     lua_pop(L, 1);
     return nullptr;
@@ -958,16 +961,7 @@ int CtxCompliance(lua_State* L) {
   Policy::Frame* f = PA::CheckHost(L, 1);
   const char* dev = nullptr;
   size_t devlen = 0;
-  int opts = 0;
-  if (lua_type(L, 2) == LUA_TSTRING) {  // ctx:compliance(device_id)
-    lua_newtable(L);
-    lua_pushvalue(L, 2);
-    lua_setfield(L, -2, "device");
-    opts = lua_gettop(L);
-  } else if (lua_istable(L, 2)) {
-    opts = 2;
-  }
-  ComplianceState* st = CheckState(L, f, opts, &dev, &devlen);
+  ComplianceState* st = CheckState(L, f, 2, &dev, &devlen);
   if (!PA::ComplianceTable(L, *st)) return PA::Raise(L);
   PushPlist(L, PA::S(L).value);
   return 1;
@@ -985,7 +979,7 @@ int CtxNoncompliant(lua_State* L) {
   const char* reason = luaL_optlstring(L, 2, "", &rn);
   const char* dev = nullptr;
   size_t devlen = 0;
-  ComplianceState* st = CheckState(L, f, lua_istable(L, 3) ? 3 : 0, &dev, &devlen);
+  ComplianceState* st = CheckState(L, f, 3, &dev, &devlen);
   bool newly = false;
   if (st->status != ComplianceStatus::kExempt) {
     newly = !automation::IsFailing(st->status);
@@ -1006,7 +1000,7 @@ int CtxCompliant(lua_State* L) {
   Policy::Frame* f = PA::CheckHost(L, 1);
   const char* dev = nullptr;
   size_t devlen = 0;
-  ComplianceState* st = CheckState(L, f, lua_istable(L, 2) ? 2 : 0, &dev, &devlen);
+  ComplianceState* st = CheckState(L, f, 2, &dev, &devlen);
   bool recovered = false;
   if (st->status != ComplianceStatus::kExempt) {
     recovered = automation::IsFailing(st->status);
@@ -1027,9 +1021,13 @@ int CtxRemediating(lua_State* L) {
   const char* uuid = OptString(L, 2, &un);
   const char* dev = nullptr;
   size_t devlen = 0;
-  ComplianceState* st = CheckState(L, f, lua_istable(L, 3) ? 3 : 0, &dev, &devlen);
+  ComplianceState* st = CheckState(L, f, 3, &dev, &devlen);
   if (st->status != ComplianceStatus::kExempt) {
-    if (!automation::IsFailing(st->status)) st->first_failed_ms = f->in->now_ms;
+    if (!automation::IsFailing(st->status)) {  // a failing streak starts here
+      st->first_failed_ms = f->in->now_ms;
+      st->attempts = 0;
+      st->step = 0;
+    }
     SetStatus(st, ComplianceStatus::kRemediationPending, f->in->now_ms);
     if (uuid && !PA::SetLastCommand(L, st, uuid, un)) return PA::Raise(L);
     if (!PA::MarkDirty(L, f, dev, devlen)) return PA::Raise(L);
@@ -1045,7 +1043,7 @@ int CtxExemptOrReset(lua_State* L, bool exempt) {
   int opts = exempt ? 3 : 2;
   const char* dev = nullptr;
   size_t devlen = 0;
-  ComplianceState* st = CheckState(L, f, lua_istable(L, opts) ? opts : 0, &dev, &devlen);
+  ComplianceState* st = CheckState(L, f, opts, &dev, &devlen);
   SetStatus(st, exempt ? ComplianceStatus::kExempt : ComplianceStatus::kUnknown, f->in->now_ms);
   st->first_failed_ms = 0;
   st->attempts = 0;
@@ -1063,7 +1061,7 @@ int CtxAttempt(lua_State* L) {
   lua_Integer max = luaL_checkinteger(L, 2);
   const char* dev = nullptr;
   size_t devlen = 0;
-  ComplianceState* st = CheckState(L, f, lua_istable(L, 3) ? 3 : 0, &dev, &devlen);
+  ComplianceState* st = CheckState(L, f, 3, &dev, &devlen);
   if (st->attempts >= max) {
     lua_pushboolean(L, 0);
     return 1;
@@ -1083,7 +1081,7 @@ int CtxEscalate(lua_State* L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   const char* dev = nullptr;
   size_t devlen = 0;
-  ComplianceState* st = CheckState(L, f, lua_istable(L, 3) ? 3 : 0, &dev, &devlen);
+  ComplianceState* st = CheckState(L, f, 3, &dev, &devlen);
   if (!automation::IsFailing(st->status)) {
     lua_pushnil(L);
     return 1;
@@ -1142,24 +1140,10 @@ void SetFn(lua_State* L, const char* name, lua_CFunction f) {
   lua_setfield(L, -2, name);
 }
 
-// A read-only proxy of the table on top of the stack, left in its place.
-void ReadOnly(lua_State* L) {
-  lua_newtable(L);  // proxy
-  lua_newtable(L);  // mt
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, [](lua_State* Ls) -> int { return luaL_error(Ls, "attempt to modify a read-only table"); });
-  lua_setfield(L, -2, "__newindex");
-  lua_pushliteral(L, "read-only");
-  lua_setfield(L, -2, "__metatable");
-  lua_setmetatable(L, -2);
-  lua_remove(L, -2);
-}
-
 int OpenPolicyApi(lua_State* L) {
   OpenPlistLibrary(L);
   lua_getglobal(L, "plist");
-  ReadOnly(L);
+  PushReadOnlyProxy(L);
   lua_setglobal(L, "plist");
 
   // policy object
@@ -1200,7 +1184,7 @@ int OpenPolicyApi(lua_State* L) {
   SetFn(L, "info", LogInfo);
   SetFn(L, "warn", LogWarn);
   SetFn(L, "error", LogError);
-  ReadOnly(L);
+  PushReadOnlyProxy(L);
   lua_setglobal(L, "log");
   lua_pushcfunction(L, LogInfo);
   lua_setglobal(L, "print");
@@ -1208,7 +1192,7 @@ int OpenPolicyApi(lua_State* L) {
   lua_newtable(L);
   SetFn(L, "compare", VersionCompare);
   SetFn(L, "at_least", VersionAtLeast);
-  ReadOnly(L);
+  PushReadOnlyProxy(L);
   lua_setglobal(L, "version");
   lua_pushcfunction(L, Duration);
   lua_setglobal(L, "duration");
@@ -1371,6 +1355,7 @@ Result<std::unique_ptr<Policy>> Policy::Load(const std::string& default_name, st
   p->frame_ = nullptr;
   if (!out.ok())
     return Status::InvalidArgument(std::string(automation::RunErrorName(out.error)) + ": " + out.message);
+  p->load_logs_ = std::move(f.decisions.logs);
   return p;
 }
 
@@ -1381,11 +1366,11 @@ bool Policy::Wants(std::string_view type, std::string_view request_type) const {
   return false;
 }
 
-automation::RunOutcome Policy::Run(Frame* f) {
+automation::RunOutcome Policy::Run(Frame* f, bool fresh_budget) {
   f->policy = this;
   lua_State* L = sandbox_->L();
   if (!lua_checkstack(L, 4)) return {RunError::kMemory, "Lua stack exhausted"};
-  sandbox_->BeginRun();
+  if (fresh_budget) sandbox_->BeginRun();
   f->serial = ++run_serial_;
   frame_ = f;
   lua_pushcfunction(L, Trampoline);
@@ -1431,13 +1416,38 @@ automation::RunOutcome Policy::HandleEvent(const RunInput& in, const events::Eve
     }
   }
   out->Clear();
+  // One event is one run: one budget, one set of decisions, whatever phases it has.
   automation::RunOutcome o;
-  if (!f.refs.empty()) o = Run(&f);
+  bool fresh = true;
+  if (!f.refs.empty()) {
+    o = Run(&f, fresh);
+    fresh = false;
+  }
   if (o.ok() && !result_refs.empty()) {
-    // on_result handlers get (ctx, result); same run, same decisions.
+    // on_result handlers get (ctx, result).
     f.refs = std::move(result_refs);
     f.result_arg = true;
-    o = Run(&f);
+    o = Run(&f, fresh);
+    fresh = false;
+  }
+  if (o.ok() && event.type == "policy.run" && !event.enrollment_id.empty()) {
+    // Run now: every per-device schedule as well, each with its own trigger
+    // (so the CommandUUIDs it derives differ from the other phases').
+    f.result_arg = false;
+    for (size_t i = 0; i < info_.schedules.size() && o.ok(); ++i) {
+      if (!info_.schedules[i].per_device) continue;
+      RunInput sub = in;
+      sub.trigger = in.trigger + "/" + info_.schedules[i].name;
+      f.in = &sub;
+      f.schedule = &info_.schedules[i];
+      f.command_index = 0;
+      f.refs.clear();
+      for (const auto& h : handlers_)
+        if (h.kind == Handler::kSchedule && h.key == info_.schedules[i].name) f.refs.push_back(h.ref);
+      o = Run(&f, fresh);
+      fresh = false;
+      f.in = &in;
+    }
   }
   Finish(f, o, out);
   return o;
@@ -1455,7 +1465,7 @@ automation::RunOutcome Policy::RunSchedule(const RunInput& in, size_t index, con
   for (const auto& h : handlers_) {
     if (h.kind == Handler::kSchedule && h.key == f.schedule->name) f.refs.push_back(h.ref);
   }
-  automation::RunOutcome o = Run(&f);
+  automation::RunOutcome o = Run(&f, true);
   Finish(f, o, out);
   return o;
 }

@@ -80,8 +80,11 @@ class Policy {
   // Whether any handler wants events of this type (and request type).
   bool Wants(std::string_view type, std::string_view request_type) const;
 
-  // Runs every handler matching the event, in registration order, as one run.
-  // payload is the event's payload (the device report for command events).
+  // Runs every handler matching the event, in registration order, as one run
+  // (one budget, one Decisions): on() handlers, then on_result() handlers for
+  // command results, then for "policy.run" every per-device schedule of the
+  // event's device. payload is the event's payload (the device report for
+  // command events).
   automation::RunOutcome HandleEvent(const RunInput& in, const events::Event& event,
                                      const plist::Value& payload, automation::HostReader* host,
                                      automation::Decisions* out);
@@ -91,13 +94,16 @@ class Policy {
                                      automation::HostReader* host, automation::Decisions* out);
   // Bytes the policy's Lua state holds.
   size_t memory_used() const;
+  // What the file's top-level code logged while it loaded.
+  const std::vector<automation::LogLine>& load_logs() const { return load_logs_; }
 
   struct Frame;    // the current run (internal)
   struct Scratch;  // values the C bindings hand to Lua (internal)
 
  private:
   Policy();
-  automation::RunOutcome Run(Frame* frame);
+  // Runs the frame's handlers; fresh_budget starts new budgets (a new run).
+  automation::RunOutcome Run(Frame* frame, bool fresh_budget);
 
   std::unique_ptr<Sandbox> sandbox_;
   PolicyInfo info_;
@@ -115,6 +121,7 @@ class Policy {
   uint64_t run_serial_ = 0;
   Frame* frame_ = nullptr;
   std::unique_ptr<Scratch> scratch_;
+  std::vector<automation::LogLine> load_logs_;
 
   friend struct PolicyAccess;
 };

@@ -90,27 +90,7 @@ class PolicySet::Entry : public automation::Consumer {
       auto parsed = plist::ParseJson(ev.payload_json);
       if (parsed.ok()) payload = std::move(parsed.value());
     }
-    automation::RunOutcome o = p->HandleEvent(in, ev, payload, reader, out);
-    if (!o.ok() || ev.type != "policy.run") return o;
-    // Run now: every per-device schedule too, each with its own trigger.
-    const auto& schedules = p->info().schedules;
-    for (size_t i = 0; i < schedules.size(); ++i) {
-      if (!schedules[i].per_device || ev.enrollment_id.empty()) continue;
-      RunInput sub = in;
-      sub.trigger = trigger + "/" + schedules[i].name;
-      automation::Decisions d;
-      o = p->RunSchedule(sub, i, ev.enrollment_id, reader, &d);
-      if (!o.ok()) {
-        out->commands.clear();
-        out->pushes.clear();
-        out->kv.clear();
-        out->compliance.clear();
-        out->logs.insert(out->logs.end(), d.logs.begin(), d.logs.end());
-        return o;
-      }
-      out->Append(std::move(d));
-    }
-    return o;
+    return p->HandleEvent(in, ev, payload, reader, out);
   }
 
   bool StartAtHead() const override { return true; }
@@ -240,6 +220,9 @@ Status PolicySet::LoadFile(const std::string& path_text, int64_t mtime_ns) {
     entries_.erase(existing->policy_name());
     existing.reset();
   }
+  for (const auto& l : version->lanes[0]->load_logs())
+    log::Info(kLog, "event=policy_load_log policy={} level={} message={}", name, automation::LogLevelName(l.level),
+              log::Quote(l.message));
   if (existing) {
     existing->set_version(version);
     existing->load_error.clear();

@@ -38,20 +38,9 @@ int ProxyPairs(lua_State* L) {
 
 // Replaces global `name` by a read-only proxy of it.
 void MakeReadOnly(lua_State* L, const char* name) {
-  lua_getglobal(L, name);  // the real table
-  lua_newtable(L);         // proxy
-  lua_newtable(L);         // its metatable
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, ReadOnlyNewIndex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, ProxyPairs);
-  lua_setfield(L, -2, "__pairs");
-  lua_pushliteral(L, "read-only");
-  lua_setfield(L, -2, "__metatable");
-  lua_setmetatable(L, -2);
+  lua_getglobal(L, name);
+  PushReadOnlyProxy(L);
   lua_setglobal(L, name);
-  lua_pop(L, 1);
 }
 
 // After a protected call inside the script failed: a fault of the sandbox
@@ -252,6 +241,21 @@ int Traceback(lua_State* L) {
 }
 
 }  // namespace
+
+void PushReadOnlyProxy(lua_State* L) {
+  lua_newtable(L);  // proxy
+  lua_newtable(L);  // its metatable
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, ReadOnlyNewIndex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, ProxyPairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushliteral(L, "read-only");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  lua_remove(L, -2);  // the real table stays reachable through the proxy only
+}
 
 void* Sandbox::Alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   auto* sb = static_cast<Sandbox*>(ud);

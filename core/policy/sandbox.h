@@ -89,6 +89,10 @@ class Sandbox {
   automation::RunError fault_ = automation::RunError::kNone;
 };
 
+// Replaces the table on top of the stack by a read-only proxy of it (writes
+// raise; pairs() iterates the real table; the metatable is locked).
+void PushReadOnlyProxy(lua_State* L);
+
 // Registers the budgeted string.find/match/gmatch/gsub into the table at the
 // top of the stack (lua_string.cpp).
 void OpenBudgetedStringFunctions(lua_State* L);

@@ -397,3 +397,105 @@ TEST_CASE("policy: durations and versions parse strictly", "[policy]") {
   CHECK(cmp("18.0b2", "18.0") == 1);
   CHECK(cmp("", "0") == 0);
 }
+
+TEST_CASE("policy: every compliance method takes a device as a string or in an options table", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("x", function(ctx)
+      ctx:noncompliant("a", "DEV-2")
+      ctx:noncompliant("b", { device = "DEV-3" })
+      assert(ctx:attempt(5, "DEV-2"))
+      ctx:compliant("DEV-3")
+      assert(ctx:compliance("DEV-2").attempts == 1)
+      assert(ctx:compliance({ device = "DEV-3" }).status == "compliant")
+      assert(ctx:compliance().status == "unknown")  -- the run's own device is untouched
+    end)
+  )");
+  auto out = r.Handle(Ev("x"));
+  INFO(out.message);
+  REQUIRE(out.ok());
+  CHECK(r.host.Compliance("policy:test", "DEV-2")->value().status == ComplianceStatus::kNonCompliant);
+  CHECK(r.host.Compliance("policy:test", "DEV-3")->value().status == ComplianceStatus::kCompliant);
+  CHECK_FALSE(r.host.Compliance("policy:test", "DEV-1")->has_value());
+}
+
+TEST_CASE("policy: remediating starts a failing streak afresh", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("x", function(ctx)
+      assert(ctx:attempt(3))  -- counted while not failing
+      ctx:remediating("U-1")
+      local s = ctx:compliance()
+      assert(s.status == "remediation_pending" and s.attempts == 0 and s.first_failed_at == ctx.now, s.attempts)
+    end)
+  )");
+  auto out = r.Handle(Ev("x"));
+  INFO(out.message);
+  CHECK(out.ok());
+}
+
+TEST_CASE("policy: one event is one budget across its on and on_result phases", "[policy]") {
+  policy::SandboxLimits limits;
+  limits.instructions = 500'000;
+  auto load = [&](const char* handlers) {
+    auto p = policy::Policy::Load("b", std::string(R"(
+      local function spin(n) local x = 0 for i = 1, n do x = x + i end return x end
+    )") + handlers, "b.lua", limits);
+    REQUIRE(p.ok());
+    return std::move(p.value());
+  };
+  automation::MemoryHost host;
+  auto ev = Ev("command.acknowledged");
+  ev.request_type = "SecurityInfo";
+  automation::Decisions d;
+  policy::RunInput in{"policy:b", "0.1", 0, false};
+  // Each phase alone fits the budget...
+  auto on_only = load(R"(policy:on("command.acknowledged", function(ctx) spin(150000) end))");
+  CHECK(on_only->HandleEvent(in, ev, Value(), &host, &d).ok());
+  auto result_only = load(R"(policy:on_result("SecurityInfo", function(ctx) spin(150000) end))");
+  CHECK(result_only->HandleEvent(in, ev, Value(), &host, &d).ok());
+  // ... both together do not.
+  auto both = load(R"(
+    policy:on("command.acknowledged", function(ctx) spin(150000) end)
+    policy:on_result("SecurityInfo", function(ctx) spin(150000) end))");
+  CHECK(both->HandleEvent(in, ev, Value(), &host, &d).error == RunError::kInstructions);
+}
+
+TEST_CASE("policy: policy.run runs the on handlers and every per-device schedule", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("policy.run", function(ctx, event) ctx:put("args", event.payload.args) end)
+    policy:every("1h", function(ctx) ctx:enqueue(mdm.SecurityInfo {}) end, { name = "a" })
+    policy:every("1d", function(ctx) ctx:enqueue(mdm.ProfileList {}) end, { name = "b" })
+    policy:every("1d", function(ctx) ctx:put("fleet", true) end, { name = "c", per_device = false })
+  )");
+  Value payload, args;
+  args.Set("action", Value::String("go"));
+  payload.Set("args", args);
+  auto out = r.Handle(Ev("policy.run"), payload);
+  INFO(out.message);
+  REQUIRE(out.ok());
+  REQUIRE(r.last.commands.size() == 2);
+  CHECK(r.last.commands[0].request_type == "SecurityInfo");
+  CHECK(r.last.commands[1].request_type == "ProfileList");
+  CHECK(r.last.commands[0].command_uuid == automation::DerivedCommandUuid("policy:test", "0.42/a", 0));
+  CHECK(r.last.commands[1].command_uuid == automation::DerivedCommandUuid("policy:test", "0.42/b", 0));
+  CHECK(**r.host.KvGet("policy:test", "args") == R"({"action":"go"})");
+  CHECK_FALSE(r.host.KvGet("policy:test", "fleet")->has_value());  // not per device
+}
+
+TEST_CASE("policy: pairs() lists the read-only libraries", "[policy]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("x", function(ctx)
+      for _, lib in ipairs({ plist, log, version, string, table }) do
+        local n = 0
+        for _ in pairs(lib) do n = n + 1 end
+        assert(n > 0)
+      end
+    end)
+  )");
+  auto out = r.Handle(Ev("x"));
+  INFO(out.message);
+  CHECK(out.ok());
+}
