@@ -1,5 +1,8 @@
 #include "api/admin_api.h"
 
+#include "api/api_common.h"
+#include "api/automation_api.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cctype>
@@ -15,47 +18,6 @@ namespace {
 
 constexpr const char* kLog = "api";
 using plist::Value;
-
-http::Response Json(int status, const Value& v) {
-  return http::Response{status, "application/json", plist::ToJson(v) + "\n", {}};
-}
-
-http::Response Error(int status, const std::string& message) {
-  Value v;
-  v.Set("error", Value::String(message));
-  return Json(status, v);
-}
-
-http::Response FromStatus(const Status& st) {
-  switch (st.code()) {
-    case Code::kInvalidArgument: return Error(400, st.message());
-    case Code::kNotFound: return Error(404, st.message());
-    case Code::kTooLarge: return Error(413, st.message());
-    case Code::kAlreadyExists: return Error(409, st.message());
-    case Code::kUnavailable: return Error(503, st.message());
-    case Code::kResourceExhausted: {  // disk full: writes work again once space returns
-      auto resp = Error(503, st.message());
-      resp.headers.emplace_back("Retry-After", "30");
-      return resp;
-    }
-    default: return Error(500, st.message());
-  }
-}
-
-std::vector<std::string> SplitPath(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) {
-      auto dec = PercentDecode(std::string_view(path).substr(i, j - i));
-      parts.push_back(dec ? *dec : path.substr(i, j - i));
-    }
-    i = j + 1;
-  }
-  return parts;
-}
 
 // Comma-separated ids, duplicates dropped (first occurrence kept).
 std::vector<std::string> SplitIds(const std::string& ids) {
@@ -78,8 +40,6 @@ bool IStartsWith(std::string_view s, std::string_view prefix) {
       return false;
   return true;
 }
-
-Value Time(int64_t ms) { return ms ? Value::String(FormatRfc3339(ms)) : Value::String(""); }
 
 Value EnrollmentJson(const store::Enrollment& e) {
   Value v;
@@ -146,12 +106,6 @@ Value ResultJson(const store::CommandResult& r, bool with_response, const plist:
   return v;
 }
 
-bool ParseInt(const std::string& s, int64_t* out) {
-  if (s.empty()) return false;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
-  return ec == std::errc() && p == s.data() + s.size();
-}
-
 // A request-derived field for a log line: control bytes, quote and backslash as \xNN, so
 // a client cannot put a line break or a fake key=value into the log. At most 200 bytes.
 std::string LogSafe(std::string_view s) {
@@ -169,137 +123,6 @@ std::string LogSafe(std::string_view s) {
   }
   if (s.size() > 200) out += "...";
   return out;
-}
-
-// ---- paging
-
-// Opaque cursors: a kind byte (which listing) and the listing's position, as base64url
-// without padding, so a cursor is always plain ASCII whatever the ids hold.
-std::string EncodeCursor(char kind, std::string_view position) {
-  std::string b = Base64Encode(std::string(1, kind) + std::string(position));
-  while (!b.empty() && b.back() == '=') b.pop_back();
-  for (char& c : b) c = c == '+' ? '-' : c == '/' ? '_' : c;
-  return b;
-}
-
-Result<std::string> DecodeCursor(char kind, const std::string& cursor) {
-  std::string b = cursor;
-  for (char& c : b) {
-    if (c == '+' || c == '/' || c == '=') return Status::InvalidArgument("cursor is not one this server issued");
-    c = c == '-' ? '+' : c == '_' ? '/' : c;
-  }
-  while (b.size() % 4) b.push_back('=');
-  auto raw = Base64Decode(b);
-  if (!raw || raw->empty()) return Status::InvalidArgument("cursor is not one this server issued");
-  if ((*raw)[0] != kind) return Status::InvalidArgument("cursor belongs to another listing");
-  return raw->substr(1);
-}
-
-constexpr size_t kTruncatedStringBytes = 1024;
-
-// Shortens an item that alone does not fit a page: array and dict members are removed,
-// strings are cut to kTruncatedStringBytes (at a UTF-8 boundary), and "truncated" is set.
-void Truncate(Value* item) {
-  plist::Dict* d = item->AsDict();
-  if (!d) return;
-  plist::Dict out;
-  for (auto& [k, v] : *d) {
-    if (v.is(plist::Type::kArray) || v.is(plist::Type::kDict)) continue;
-    if (const std::string* str = v.AsString(); str && str->size() > kTruncatedStringBytes) {
-      size_t n = kTruncatedStringBytes;
-      while (n > 0 && (static_cast<unsigned char>((*str)[n]) & 0xC0) == 0x80) --n;
-      out.emplace_back(k, Value::String(str->substr(0, n)));
-      continue;
-    }
-    out.emplace_back(k, std::move(v));
-  }
-  out.emplace_back("truncated", Value::Bool(true));
-  *item = Value::MakeDict(std::move(out));
-}
-
-// Builds one page of a listing, {"<array>": [items], <fields>, "next_cursor": "..."},
-// never longer than max_bytes: Add refuses an item that would overflow (the page ends
-// there); the first item of a page is truncated if it alone is too big.
-class PageWriter {
- public:
-  // fields: members written after the array; late_reserve: bytes kept for members only
-  // known at Finish (e.g. last_seq).
-  PageWriter(size_t max_bytes, char kind, const std::string& array_key, Value fields,
-             size_t late_reserve = 0)
-      : max_bytes_(max_bytes), kind_(kind), late_reserve_(late_reserve) {
-    head_ = "{" + plist::ToJson(Value::String(array_key)) + ":[";
-    for (const auto& [k, v] : *fields.AsDict())
-      fields_ += "," + plist::ToJson(Value::String(k)) + ":" + plist::ToJson(v);
-  }
-
-  // Adds item at listing position `position`. False when the page is full (nothing added).
-  // An error when even the truncated item does not fit an empty page.
-  Result<bool> Add(Value item, std::string_view position) {
-    std::string json = plist::ToJson(item);
-    const std::string cursor = EncodeCursor(kind_, position);
-    if (!Fits(json.size(), cursor.size())) {
-      if (count_ > 0) return false;
-      Truncate(&item);
-      json = plist::ToJson(item);
-      if (!Fits(json.size(), cursor.size()))
-        return Status::Internal("one item is larger than api.max_response_bytes (" +
-                                std::to_string(max_bytes_) + ") even truncated");
-    }
-    if (count_++) items_.push_back(',');
-    items_ += json;
-    last_cursor_ = cursor;
-    return true;
-  }
-  size_t count() const { return count_; }
-
-  // more: whether next_cursor points after the last item ("" when the listing ended).
-  // cursor: another next_cursor than the last item's (it must fit late_reserve).
-  http::Response Finish(bool more, const Value& late_fields = Value(),
-                        const std::string* cursor = nullptr) const {
-    std::string body = head_ + items_ + "]" + fields_;
-    for (const auto& [k, v] : *late_fields.AsDict())
-      body += "," + plist::ToJson(Value::String(k)) + ":" + plist::ToJson(v);
-    const std::string& next = cursor ? *cursor : more ? last_cursor_ : std::string();
-    body += ",\"next_cursor\":" + plist::ToJson(Value::String(next)) + "}\n";
-    return http::Response{200, "application/json", std::move(body), {}};
-  }
-
- private:
-  bool Fits(size_t item_bytes, size_t cursor_bytes) const {
-    const size_t total = head_.size() + items_.size() + (count_ ? 1 : 0) + item_bytes + 1 +
-                         fields_.size() + late_reserve_ + 16 /* ,"next_cursor": */ +
-                         cursor_bytes + 2 /* quotes */ + 2 /* }\n */;
-    return total <= max_bytes_;
-  }
-
-  size_t max_bytes_;
-  char kind_;
-  size_t late_reserve_;
-  std::string head_, fields_, items_, last_cursor_;
-  size_t count_ = 0;
-};
-
-// Reads the page size parameter: default def, 1..max.
-bool PageLimit(const http::Request& r, int64_t def, int64_t max, int64_t* out, http::Response* error) {
-  *out = def;
-  if (r.HasParam("limit") && (!ParseInt(r.Param("limit"), out) || *out < 1 || *out > max)) {
-    *error = Error(400, "limit must be an integer from 1 to " + std::to_string(max));
-    return false;
-  }
-  return true;
-}
-
-// Reads ?cursor= of a listing of the given kind into *position ("" without one).
-bool PageCursor(const http::Request& r, char kind, std::string* position, http::Response* error) {
-  position->clear();
-  if (!r.HasParam("cursor") || r.Param("cursor").empty()) return true;
-  auto pos = DecodeCursor(kind, r.Param("cursor"));
-  if (!pos.ok()) {
-    *error = Error(400, pos.status().message());
-    return false;
-  }
-  *position = std::move(pos.value());
-  return true;
 }
 
 // Whether the per-id answer for ids surely fits max_bytes: each id's entry is at most its
@@ -358,6 +181,15 @@ struct IdResults {
 
 }  // namespace
 
+AdminApi::AdminApi(const Options& options, const Deps& deps)
+    : options_(options),
+      d_(deps),
+      automation_api_(std::make_unique<AutomationApi>(AutomationDeps{
+          deps.events, deps.runner, deps.automation, deps.policies, options.max_response_bytes,
+          options.max_body_bytes})) {}
+
+AdminApi::~AdminApi() = default;
+
 bool AdminApi::Owns(const std::string& path) {
   return path.rfind("/v1/", 0) == 0 || path == "/version";
 }
@@ -368,7 +200,8 @@ std::string AdminApi::RouteLabel(const http::Request& r) {
   if (parts.size() == 1 && parts[0] == "version") return "api_version";
   if (parts.size() < 2 || parts[0] != "v1") return "api_other";
   static const std::set<std::string> kRoutes = {"enqueue",  "push",   "pushcert",    "pushcerts",
-                                                "commands", "events", "enrollments", "consumers"};
+                                                "commands", "events", "enrollments", "consumers",
+                                                "policies", "compliance"};
   if (!kRoutes.count(parts[1])) return "api_other";
   std::string label = "api_" + parts[1];
   if (parts[1] == "enrollments" && parts.size() >= 4) {
@@ -435,6 +268,7 @@ http::Response AdminApi::Handle(const http::Request& r) {
     return EnqueueJson(r);
   }
   if (what == "events" && p.size() == 2 && m == "GET") return ListEvents(r);
+  if (auto automation = automation_api_->Handle(r, p)) return std::move(*automation);
   if (what == "consumers" && p.size() == 2) return m == "GET" ? ListConsumers() : Error(405, "use GET");
   if (what == "consumers" && p.size() == 3)
     return m == "DELETE" ? UnregisterConsumer(p[2]) : Error(405, "use DELETE");
@@ -940,10 +774,22 @@ http::Response AdminApi::ListConsumers() {
   auto consumers = d_.events->ListConsumers(kMax);
   if (!consumers.ok()) return FromStatus(consumers.status());
   Value list = Value::MakeArray();
+  auto running = automation_api_->Statuses();
   for (const auto& c : *consumers) {
     Value v;
     v.Set("name", Value::String(c.name));
     v.Set("checkpoint", Value::Integer(static_cast<int64_t>(c.checkpoint)));
+    v.Set("running", Value::Bool(false));
+    for (const auto& s : running) {
+      if (s.name != c.name) continue;
+      v.Set("running", Value::Bool(true));
+      v.Set("lag_ms", Value::Integer(s.lag_ms));
+      v.Set("pending", Value::Integer(static_cast<int64_t>(s.pending)));
+      v.Set("handled", Value::Integer(static_cast<int64_t>(s.handled)));
+      v.Set("failed", Value::Integer(static_cast<int64_t>(s.failed)));
+      v.Set("parked", Value::Integer(static_cast<int64_t>(s.parked)));
+      if (!s.last_error.empty()) v.Set("last_error", Value::String(s.last_error));
+    }
     list.AsArray()->push_back(std::move(v));
   }
   Value out;

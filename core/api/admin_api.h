@@ -19,17 +19,23 @@
 // Thread-safety: Handle() may be called concurrently. Borrows its dependencies.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "events/events.h"
 #include "http/server.h"
+#include "automation/runner.h"
+#include "automation/store_host.h"
 #include "domain/commands.h"
+#include "policy/policy_set.h"
 #include "domain/enrollments.h"
 #include "push/push.h"
 #include "queue/queue.h"
 #include "store/store.h"
 
 namespace orchard::api {
+
+class AutomationApi;
 
 struct Options {
   std::string api_key;  // empty: the admin API answers 403 (disabled)
@@ -50,11 +56,15 @@ struct Deps {
   push::PushProvider* push;
   push::PushCertStore* push_certs;
   domain::CommandService* commands;  // the one command path (queue + push)
+  automation::Runner* runner;             // event consumers
+  automation::AutomationStore* automation;  // their state and records
+  policy::PolicySet* policies;            // may be null (no policies)
 };
 
 class AdminApi {
  public:
-  AdminApi(const Options& options, const Deps& deps) : options_(options), d_(deps) {}
+  AdminApi(const Options& options, const Deps& deps);
+  ~AdminApi();
 
   // True if the path belongs to the admin API.
   static bool Owns(const std::string& path);
@@ -85,6 +95,7 @@ class AdminApi {
 
   Options options_;
   Deps d_;
+  std::unique_ptr<AutomationApi> automation_api_;
 };
 
 }  // namespace orchard::api

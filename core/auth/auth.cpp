@@ -764,4 +764,20 @@ Result<std::unique_ptr<Authenticator>> Authenticator::Create(const Config& confi
   return std::unique_ptr<Authenticator>(std::make_unique<AuthenticatorImpl>(config, std::move(store), total));
 }
 
+
+Result<CertSummary> SummarizeCertificate(std::string_view der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  X509Ptr x(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!x || p != reinterpret_cast<const unsigned char*>(der.data()) + der.size())
+    return Status::InvalidArgument("not a DER certificate");
+  CertSummary out;
+  out.not_after_unix = ToUnix(X509_get0_notAfter(x.get()));
+  char cn[256] = {0};
+  if (X509_NAME* name = X509_get_subject_name(x.get()))
+    if (X509_NAME_get_text_by_NID(name, NID_commonName, cn, sizeof cn) < 0) cn[0] = '\0';
+  out.common_name = cn;
+  out.sha256 = Sha256Hex(der);
+  return out;
+}
+
 }  // namespace orchard::auth

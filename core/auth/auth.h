@@ -78,4 +78,13 @@ Result<std::string> ParseCertHeader(std::string_view value);
 // Does not verify the chain.
 Result<std::string> VerifyMdmSignature(std::string_view signature_b64, std::string_view body);
 
+// What Orchard needs to know of a certificate a device reports (CertificateList).
+struct CertSummary {
+  int64_t not_after_unix = 0;
+  std::string common_name;  // may be empty
+  std::string sha256;       // lower-case hex of the DER
+};
+// InvalidArgument for bytes that are not one DER certificate.
+Result<CertSummary> SummarizeCertificate(std::string_view der);
+
 }  // namespace orchard::auth

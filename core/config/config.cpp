@@ -2,6 +2,7 @@
 
 #include "util/secret_box.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -82,6 +83,22 @@ Setter BoolSetter(bool Config::*field) {
 Setter StringSetter(std::string Config::*field) {
   return [=](const std::string&, const std::string& v, Config* c) {
     c->*field = v;
+    return Status::Ok();
+  };
+}
+
+// A list of day counts ("7, 30"); empty turns the feature off.
+Setter DaysSetter(std::vector<int> Config::*field) {
+  return [=](const std::string& k, const std::string& v, Config* c) {
+    std::vector<int> days;
+    for (const auto& item : SplitList(v)) {
+      int64_t n;
+      ORCHARD_RETURN_IF_ERROR(ParseInt(k, item, 1, 3650, &n));
+      days.push_back(int(n));
+    }
+    std::sort(days.begin(), days.end());
+    days.erase(std::unique(days.begin(), days.end()), days.end());
+    c->*field = days;
     return Status::Ok();
   };
 }
@@ -176,6 +193,19 @@ const std::map<std::string, Setter>& Keys() {
          return Status::Ok();
        }},
       {"metrics.enabled", BoolSetter(&Config::metrics_enabled)},
+      {"policy.dir", StringSetter(&Config::policy_dir)},
+      {"policy.lanes", IntSetter(1, 16, [](Config* c, int64_t n) { c->policy_lanes = int(n); })},
+      {"policy.instruction_budget",
+       IntSetter(10'000, 1'000'000'000, [](Config* c, int64_t n) { c->policy_instruction_budget = n; })},
+      {"policy.memory_mb", IntSetter(1, 4096, [](Config* c, int64_t n) { c->policy_memory_mb = n; })},
+      {"policy.deadline_ms", IntSetter(10, 600'000, [](Config* c, int64_t n) { c->policy_deadline_ms = n; })},
+      {"policy.watch_seconds", IntSetter(0, 3600, [](Config* c, int64_t n) { c->policy_watch_seconds = n; })},
+      {"automation.max_attempts",
+       IntSetter(1, 100, [](Config* c, int64_t n) { c->automation_max_attempts = int(n); })},
+      {"automation.record_retention_hours",
+       IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->automation_record_retention_hours = n; })},
+      {"device.silent_days", DaysSetter(&Config::device_silent_days)},
+      {"certificates.expiry_warn_days", DaysSetter(&Config::certificate_expiry_warn_days)},
   };
   return keys;
 }
@@ -247,6 +277,7 @@ Usage: orchardd [options]
   --threads N          HTTP worker threads (default 2)
   --insecure-dev       DEVELOPMENT ONLY: trust devices that present no certificate
   --log-level LEVEL    debug | info | warn | error (default info)
+  --policy-dir DIR     Lua compliance policies (*.lua) to load and watch (default: none)
   --wal-recovery MODE  strict | point_in_time (default strict): with a damaged write-ahead
                        log, strict refuses to start; point_in_time keeps every write before
                        the damage and DISCARDS every write after it (docs/operations.md)
@@ -255,7 +286,8 @@ Usage: orchardd [options]
 
 Settings without a flag are read from the config file, among them the device
 protocol limits checkin.max_user_channels (default 32) and queue.max_deliveries
-(default 5); see docs/operations.md.
+(default 5), the automation settings policy.*, automation.*, device.silent_days
+and certificates.expiry_warn_days; see docs/operations.md.
 
 Exit status is 2 for a bad configuration (the message names the key).
 )";
@@ -282,7 +314,7 @@ Result<LoadResult> Load(int argc, const char* const* argv) {
       {"--listen", "listen"},       {"--data-dir", "data_dir"},       {"--api-key", "api_key"},
       {"--threads", "threads"},     {"--cert-header", "auth.cert_header"},
       {"--log-level", "log.level"},  {"--push-endpoint", "push.endpoint"},
-      {"--wal-recovery", "store.wal_recovery"},
+      {"--wal-recovery", "store.wal_recovery"}, {"--policy-dir", "policy.dir"},
   };
   bool cleared_ca = false;
   for (int i = 1; i < argc; ++i) {

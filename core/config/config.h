@@ -65,6 +65,18 @@ struct Config {
   std::vector<int> push_expiry_warn_days = {30, 14, 7, 1};
   std::string push_key_encryption_key;       // seals push private keys at rest (or env ORCHARD_PUSH_KEY)
 
+  // Automation: Lua policies and the host every consumer runs on.
+  std::string policy_dir;                      // "" = no policies
+  int policy_lanes = 2;                        // per policy: parallel lanes (one Lua state each)
+  int64_t policy_instruction_budget = 5'000'000;  // per handler run (and per file load)
+  int64_t policy_memory_mb = 32;               // per Lua state
+  int64_t policy_deadline_ms = 2000;           // per handler run
+  int64_t policy_watch_seconds = 2;            // reload changed files (0 = on request only)
+  int automation_max_attempts = 3;             // failed runs of one event before it is parked
+  int64_t automation_record_retention_hours = 7 * 24;  // decision records and parked events
+  std::vector<int> device_silent_days = {7, 30};       // device.silent after each (empty = off)
+  std::vector<int> certificate_expiry_warn_days = {30, 14, 7, 1};  // identity and reported certificates
+
   bool store_sync = false;  // fsync each write
   // A damaged write-ahead log at start: "strict" refuses to open;
   // "point_in_time" keeps what precedes the damage and discards the rest.

@@ -27,28 +27,36 @@
 #include <string>
 #include <vector>
 
+#include "orchard/events.h"
 #include "store/store.h"
 #include "util/status.h"
 
 namespace orchard::events {
 
-// Event type names (stable strings; consumers match on them).
+// Event type names (stable strings; consumers match on them). The catalogue
+// is the public C header <orchard/events.h> (plugins include it); these are
+// its names for C++, and docs/events.md describes each event.
 namespace type {
-inline constexpr const char* kEnrollmentAuthenticated = "enrollment.authenticated";
-inline constexpr const char* kEnrollmentTokenUpdated = "enrollment.token_updated";
-inline constexpr const char* kEnrollmentCheckedOut = "enrollment.checked_out";
-inline constexpr const char* kEnrollmentBlocked = "enrollment.blocked";
-inline constexpr const char* kEnrollmentUnblocked = "enrollment.unblocked";
-inline constexpr const char* kBootstrapTokenSet = "enrollment.bootstrap_token_set";
-inline constexpr const char* kCommandEnqueued = "command.enqueued";
-inline constexpr const char* kCommandDeleted = "command.deleted";  // removed by an admin
-inline constexpr const char* kQueueCleared = "queue.cleared";      // admin clear or re-Authenticate
-inline constexpr const char* kCommandAcknowledged = "command.acknowledged";
-inline constexpr const char* kCommandError = "command.error";
-inline constexpr const char* kCommandNotNow = "command.not_now";
-inline constexpr const char* kCommandFormatError = "command.format_error";
-inline constexpr const char* kCommandFailed = "command.failed";  // no report after queue.max_deliveries
-inline constexpr const char* kDeviceIdle = "device.idle";
+inline constexpr const char* kEnrollmentAuthenticated = ORCHARD_EVENT_ENROLLMENT_AUTHENTICATED;
+inline constexpr const char* kEnrollmentEnrolled = ORCHARD_EVENT_ENROLLMENT_ENROLLED;
+inline constexpr const char* kEnrollmentTokenUpdated = ORCHARD_EVENT_ENROLLMENT_TOKEN_UPDATED;
+inline constexpr const char* kEnrollmentCheckedOut = ORCHARD_EVENT_ENROLLMENT_CHECKED_OUT;
+inline constexpr const char* kEnrollmentBlocked = ORCHARD_EVENT_ENROLLMENT_BLOCKED;
+inline constexpr const char* kEnrollmentUnblocked = ORCHARD_EVENT_ENROLLMENT_UNBLOCKED;
+inline constexpr const char* kBootstrapTokenSet = ORCHARD_EVENT_BOOTSTRAP_TOKEN_SET;
+inline constexpr const char* kCommandEnqueued = ORCHARD_EVENT_COMMAND_ENQUEUED;
+inline constexpr const char* kCommandDeleted = ORCHARD_EVENT_COMMAND_DELETED;
+inline constexpr const char* kQueueCleared = ORCHARD_EVENT_QUEUE_CLEARED;
+inline constexpr const char* kCommandAcknowledged = ORCHARD_EVENT_COMMAND_ACKNOWLEDGED;
+inline constexpr const char* kCommandError = ORCHARD_EVENT_COMMAND_ERROR;
+inline constexpr const char* kCommandNotNow = ORCHARD_EVENT_COMMAND_NOT_NOW;
+inline constexpr const char* kCommandFormatError = ORCHARD_EVENT_COMMAND_FORMAT_ERROR;
+inline constexpr const char* kCommandFailed = ORCHARD_EVENT_COMMAND_FAILED;
+inline constexpr const char* kDeviceIdle = ORCHARD_EVENT_DEVICE_IDLE;
+inline constexpr const char* kDeviceSilent = ORCHARD_EVENT_DEVICE_SILENT;
+inline constexpr const char* kCertificateExpiring = ORCHARD_EVENT_CERTIFICATE_EXPIRING;
+inline constexpr const char* kScheduleTick = ORCHARD_EVENT_SCHEDULE_TICK;
+inline constexpr const char* kPolicyRun = ORCHARD_EVENT_POLICY_RUN;
 }  // namespace type
 
 struct Event {

@@ -26,6 +26,7 @@
 
 #include "automation/decisions.h"
 #include "automation/host.h"
+#include "automation/schedule.h"
 #include "events/events.h"
 #include "plist/plist.h"
 #include "policy/sandbox.h"
@@ -33,12 +34,7 @@
 
 namespace orchard::policy {
 
-struct ScheduleInfo {
-  std::string name;         // "every:<interval>" unless named
-  int64_t interval_ms = 0;
-  int64_t splay_ms = 0;     // runs spread over this window after each period start
-  bool per_device = true;   // once per enrolled device channel, else once per period
-};
+using ScheduleInfo = automation::ScheduleInfo;
 
 struct PolicyInfo {
   std::string name;  // [A-Za-z0-9._-], at most 64 bytes

@@ -117,8 +117,8 @@ class PolicySet::Entry : public automation::Consumer {
   std::shared_ptr<const Version> version_;
 };
 
-PolicySet::PolicySet(const PolicySetOptions& options, automation::Runner* runner, PolicyFlags* flags,
-                     ScheduleRegistry* schedules)
+PolicySet::PolicySet(const PolicySetOptions& options, automation::Runner* runner, automation::FlagStore* flags,
+                     automation::ScheduleRegistry* schedules)
     : options_(options), runner_(runner), flags_(flags), schedules_(schedules) {}
 
 PolicySet::~PolicySet() { Stop(); }
@@ -233,7 +233,7 @@ Status PolicySet::LoadFile(const std::string& path_text, int64_t mtime_ns) {
   }
   PolicyFlagValues flags;
   if (flags_) {
-    auto saved = flags_->Get(name);
+    auto saved = flags_->GetFlags(ConsumerName(name));
     if (!saved.ok()) return saved.status();
     if (saved->has_value()) flags = **saved;
   }
@@ -321,7 +321,7 @@ Status PolicySet::SetEnabled(const std::string& name, bool enabled) {
   if (it == entries_.end()) return Status::NotFound("no policy " + name);
   PolicyFlagValues f = it->second->flags();
   f.enabled = enabled;
-  if (flags_) ORCHARD_RETURN_IF_ERROR(flags_->Put(name, f));
+  if (flags_) ORCHARD_RETURN_IF_ERROR(flags_->PutFlags(ConsumerName(name), f));
   it->second->set_enabled(enabled);
   if (schedules_) {
     auto v = it->second->version();
@@ -337,7 +337,7 @@ Status PolicySet::SetDryRun(const std::string& name, bool dry_run) {
   if (it == entries_.end()) return Status::NotFound("no policy " + name);
   PolicyFlagValues f = it->second->flags();
   f.dry_run = dry_run;
-  if (flags_) ORCHARD_RETURN_IF_ERROR(flags_->Put(name, f));
+  if (flags_) ORCHARD_RETURN_IF_ERROR(flags_->PutFlags(ConsumerName(name), f));
   it->second->set_dry_run(dry_run);
   log::Info(kLog, "event=policy_dry_run policy={} dry_run={}", name, dry_run);
   return Status::Ok();

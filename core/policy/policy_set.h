@@ -16,7 +16,8 @@
 //     which emits schedule.tick events for them;
 //   - a deleted file unloads the policy (its checkpoints are kept until the
 //     consumer is unregistered with drop).
-// Flags (enabled, dry run) persist in the store through PolicyFlags.
+// Flags (enabled, dry run) persist in the store through automation::FlagStore,
+// under the consumer's name.
 //
 // Thread-safety: all public methods are safe for concurrent use.
 #pragma once
@@ -33,30 +34,12 @@
 #include <vector>
 
 #include "automation/runner.h"
+#include "automation/schedule.h"
 #include "policy/policy.h"
 
 namespace orchard::policy {
 
-struct PolicyFlagValues {
-  bool enabled = true;
-  bool dry_run = false;
-};
-
-// Persistent per-policy switches.
-class PolicyFlags {
- public:
-  virtual ~PolicyFlags() = default;
-  virtual Result<std::optional<PolicyFlagValues>> Get(const std::string& name) = 0;
-  virtual Status Put(const std::string& name, const PolicyFlagValues& flags) = 0;
-};
-
-// Schedules of consumers (implemented by the host's Scheduler).
-class ScheduleRegistry {
- public:
-  virtual ~ScheduleRegistry() = default;
-  // Replaces every schedule of consumer with these.
-  virtual void SetSchedules(const std::string& consumer, const std::vector<ScheduleInfo>& schedules) = 0;
-};
+using PolicyFlagValues = automation::ConsumerFlags;
 
 struct PolicySetOptions {
   std::string dir;  // "" = no policies
@@ -79,8 +62,8 @@ struct PolicyStatus {
 class PolicySet {
  public:
   // Borrows runner, flags and schedules (they must outlive the set).
-  PolicySet(const PolicySetOptions& options, automation::Runner* runner, PolicyFlags* flags,
-            ScheduleRegistry* schedules);
+  PolicySet(const PolicySetOptions& options, automation::Runner* runner, automation::FlagStore* flags,
+            automation::ScheduleRegistry* schedules);
   ~PolicySet();
 
   // Loads every policy of the directory and starts watching it. Errors of
@@ -108,8 +91,8 @@ class PolicySet {
 
   PolicySetOptions options_;
   automation::Runner* runner_;
-  PolicyFlags* flags_;
-  ScheduleRegistry* schedules_;
+  automation::FlagStore* flags_;
+  automation::ScheduleRegistry* schedules_;
   std::mutex mu_;  // entries_ and reloads
   std::map<std::string, std::shared_ptr<Entry>> entries_;  // by policy name
   std::map<std::string, std::string> load_errors_;           // file -> error, for files that never loaded

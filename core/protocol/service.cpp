@@ -190,6 +190,7 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   e.last_seen_ms = now;
   e.awaiting_configuration = false;
   e.cert_sha256 = identity.cert_sha256;
+  e.cert_not_after_ms = identity.not_after_unix * 1000;
   if (!identity.anonymous) d_.enrollments->Bind(txn.batch(), identity.cert_sha256, id);
   d_.enrollments->Put(txn.batch(), *prev, e);
 
@@ -249,6 +250,7 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
     e.enrollment_id = (*parent)->enrollment_id;
     e.serial = (*parent)->serial;
     e.cert_sha256 = (*parent)->cert_sha256;
+    e.cert_not_after_ms = (*parent)->cert_not_after_ms;
     e.authenticated_ms = NowMillis();
   }
   const int64_t now = NowMillis();
@@ -273,10 +275,18 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
   txn.batch().Delete(store::Cf::kPushState, id);
   plist::Value payload = WithoutSecrets(msg.body);
   payload.Set("FirstTokenUpdate", plist::Value::Bool(first));
+  std::string payload_json = plist::ToJson(payload);
   txn.Emit({.type = events::type::kEnrollmentTokenUpdated,
             .time_ms = now,
             .enrollment_id = id,
-            .payload_json = plist::ToJson(payload)});
+            .payload_json = payload_json});
+  // The first TokenUpdate of an enrollment (after each Authenticate) completes
+  // it: enrollment actions hang on this event, never on every TokenUpdate.
+  if (first)
+    txn.Emit({.type = events::type::kEnrollmentEnrolled,
+              .time_ms = now,
+              .enrollment_id = id,
+              .payload_json = std::move(payload_json)});
   Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st, type);
   log::Info(kLog, "event=token_update enrollment_id={} first={} awaiting_configuration={}", id,
@@ -470,6 +480,10 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
         res.trigger = loc.entry.trigger;
         d_.queue->Remove(txn.batch(), id, loc);
         d_.queue->PutResult(txn.batch(), id, res);
+        if (r.status == "Acknowledged" && res.request_type == "CertificateList") {
+          Status warned = WarnReportedCertificates(txn, id, r.body, now);
+          if (!warned.ok()) return FromStatus(warned, r.status);
+        }
         if (r.status == "Error") event_type = events::type::kCommandError;
         if (r.status == "CommandFormatError") event_type = events::type::kCommandFormatError;
       }
@@ -553,6 +567,48 @@ void Service::FailUndelivered(domain::Tx& txn, const std::string& id,
             .command_uuid = loc.entry.command_uuid,
             .request_type = loc.entry.request_type,
             .payload_json = plist::ToJson(payload)});
+}
+
+
+Status Service::WarnReportedCertificates(domain::Tx& txn, const std::string& id, const plist::Value& report,
+                                         int64_t now) {
+  constexpr size_t kMaxCertificates = 200;
+  constexpr int64_t kDay = 86400 * 1000LL;
+  if (options_.cert_warn_days.empty()) return Status::Ok();
+  const plist::Value* list = report.Find("CertificateList");
+  if (!list || !list->AsArray()) return Status::Ok();
+  size_t n = 0;
+  for (const auto& item : *list->AsArray()) {
+    if (++n > kMaxCertificates) break;
+    const std::string* der = item.GetData("Data");
+    if (!der) continue;
+    auto cert = auth::SummarizeCertificate(*der);
+    if (!cert.ok()) continue;  // a device's bad bytes are not our error
+    const int64_t days_left = (cert->not_after_unix * 1000 - now) / kDay;
+    int crossed = -1;
+    for (auto it = options_.cert_warn_days.rbegin(); it != options_.cert_warn_days.rend(); ++it)
+      if (days_left <= *it) crossed = *it;
+    if (crossed < 0) continue;
+    // Once per threshold and certificate: the marker holds the smallest warned.
+    std::string key = "certwarn/" + id;
+    key.push_back('\0');
+    key += cert->sha256;
+    auto seen = d_.store->Get(store::Cf::kMeta, key);
+    if (!seen.ok()) return seen.status();
+    if (seen->has_value() && std::atoi((*seen)->c_str()) <= crossed) continue;
+    txn.batch().Put(store::Cf::kMeta, key, std::to_string(crossed));
+    plist::Value payload;
+    payload.Set("kind", plist::Value::String("device_reported"));
+    if (!cert->common_name.empty()) payload.Set("common_name", plist::Value::String(cert->common_name));
+    payload.Set("is_identity", plist::Value::Bool(item.GetBool("IsIdentity", false)));
+    payload.Set("sha256", plist::Value::String(cert->sha256));
+    payload.Set("not_after", plist::Value::String(FormatRfc3339(cert->not_after_unix * 1000)));
+    payload.Set("days_left", plist::Value::Integer(days_left));
+    payload.Set("threshold_days", plist::Value::Integer(crossed));
+    txn.Emit({.type = events::type::kCertificateExpiring, .time_ms = now, .enrollment_id = id,
+              .payload_json = plist::ToJson(payload)});
+  }
+  return Status::Ok();
 }
 
 }  // namespace orchard::protocol

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "auth/auth.h"
 #include "events/events.h"
@@ -55,6 +56,10 @@ struct ServiceOptions {
   // User channels (user, Shared iPad user, User Enrollment user) one device may
   // create; beyond it a new channel is declined with 410.
   int max_user_channels = 32;
+  // Certificates a device reports in CertificateList within one of these days
+  // of expiry get a certificate.expiring event (kind "device_reported"), once
+  // per threshold; ascending, empty = off.
+  std::vector<int> cert_warn_days = {1, 7, 14, 30};
 };
 
 struct Deps {
@@ -84,6 +89,9 @@ class Service {
   DeviceResponse HandleReport(const DeviceRequest& request);
   // Fails a command delivered max_deliveries times without a report: removed,
   // a Failed result and a command.failed event, all in txn.
+  // certificate.expiring for certificates of a CertificateList report near expiry.
+  Status WarnReportedCertificates(domain::Tx& txn, const std::string& enrollment_id, const plist::Value& report,
+                                  int64_t now_ms);
   void FailUndelivered(domain::Tx& txn, const std::string& enrollment_id,
                        const queue::Located& loc, int64_t now_ms);
   // Whether the device may create one more user channel (call holding the

@@ -703,8 +703,12 @@ Status PushService::CheckExpiry(int64_t now_ms) {
   auto certs = certs_->List();
   if (!certs.ok()) return certs.status();
   events::Transaction txn(events_);
+  std::vector<std::string> warned;  // logged once committed
   for (const auto& c : *certs) {
     const int64_t days_left = (c.not_after_unix * 1000 - now_ms) / 86400000;
+    // Every threshold crossed is marked; one warning names the smallest (a
+    // certificate first seen 5 days before expiry gets one event, not three).
+    int crossed = -1;
     for (int threshold : options_.expiry_warn_days) {
       if (days_left > threshold) continue;
       std::string key = std::string(kWarnedPrefix) + c.topic + "/" + std::to_string(c.not_after_unix) +
@@ -713,18 +717,25 @@ Status PushService::CheckExpiry(int64_t now_ms) {
       if (!seen.ok()) return seen.status();
       if (seen->has_value()) continue;
       txn.batch().Put(store::Cf::kMeta, key, "1");
-      plist::Value payload;
-      payload.Set("topic", plist::Value::String(c.topic));
-      payload.Set("days_left", plist::Value::Integer(days_left));
-      payload.Set("threshold_days", plist::Value::Integer(threshold));
-      payload.Set("not_after", plist::Value::String(FormatRfc3339(c.not_after_unix * 1000)));
-      txn.Emit({.type = event_type::kCertificateExpiring, .time_ms = now_ms,
-                .payload_json = plist::ToJson(payload)});
-      log::Warn(kLog, "event=push_certificate_expiring topic={} days_left={} threshold={} not_after={}",
-                c.topic, days_left, threshold, FormatRfc3339(c.not_after_unix * 1000));
+      if (crossed < 0 || threshold < crossed) crossed = threshold;
     }
+    if (crossed < 0) continue;
+    plist::Value payload;
+    payload.Set("topic", plist::Value::String(c.topic));
+    payload.Set("days_left", plist::Value::Integer(days_left));
+    payload.Set("threshold_days", plist::Value::Integer(crossed));
+    payload.Set("not_after", plist::Value::String(FormatRfc3339(c.not_after_unix * 1000)));
+    txn.Emit({.type = event_type::kCertificateExpiring, .time_ms = now_ms, .payload_json = plist::ToJson(payload)});
+    // The same, in the catalogue's one event for every kind of certificate.
+    payload.Set("kind", plist::Value::String("push"));
+    txn.Emit({.type = events::type::kCertificateExpiring, .time_ms = now_ms,
+              .payload_json = plist::ToJson(payload)});
+    warned.push_back("topic=" + log::Quote(c.topic) + " days_left=" + std::to_string(days_left) +
+                     " threshold=" + std::to_string(crossed) + " not_after=" + FormatRfc3339(c.not_after_unix * 1000));
   }
-  return events_->Commit(txn);
+  ORCHARD_RETURN_IF_ERROR(events_->Commit(txn));
+  for (const auto& w : warned) log::Warn(kLog, "event=push_certificate_expiring {}", w);
+  return Status::Ok();
 }
 
 void PushService::RenderMetrics(std::string* out) {

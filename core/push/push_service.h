@@ -51,10 +51,10 @@
 namespace orchard::push {
 
 namespace event_type {
-inline constexpr const char* kUnregistered = "push.unregistered";
-inline constexpr const char* kRejected = "push.rejected";
-inline constexpr const char* kCertificateError = "push.certificate_error";
-inline constexpr const char* kCertificateExpiring = "push.certificate_expiring";
+inline constexpr const char* kUnregistered = ORCHARD_EVENT_PUSH_UNREGISTERED;
+inline constexpr const char* kRejected = ORCHARD_EVENT_PUSH_REJECTED;
+inline constexpr const char* kCertificateError = ORCHARD_EVENT_PUSH_CERTIFICATE_ERROR;
+inline constexpr const char* kCertificateExpiring = ORCHARD_EVENT_PUSH_CERTIFICATE_EXPIRING;
 }  // namespace event_type
 
 struct PushServiceOptions {

@@ -320,6 +320,16 @@ void CommandQueue::PutResult(store::Batch& batch, const std::string& id,
   std::string tkey;
   PutBigEndian64(&tkey, static_cast<uint64_t>(result.received_ms));
   batch.Put(store::Cf::kResultsByTime, tkey + key, "");
+  if (!result.request_type.empty())
+    batch.Put(store::Cf::kLatestResults, Prefix(id) + result.request_type, result.command_uuid);
+}
+
+Result<std::optional<store::CommandResult>> CommandQueue::LatestResult(const std::string& id,
+                                                                       const std::string& request_type) {
+  auto uuid = store_->Get(store::Cf::kLatestResults, Prefix(id) + request_type);
+  if (!uuid.ok()) return uuid.status();
+  if (!uuid->has_value()) return std::optional<store::CommandResult>();
+  return GetResult(id, **uuid);  // gone after retention: none
 }
 
 Result<std::optional<store::CommandResult>> CommandQueue::GetResult(const std::string& id,

@@ -93,6 +93,10 @@ class CommandQueue {
                  const store::CommandResult& result);
   Result<std::optional<store::CommandResult>> GetResult(const std::string& enrollment_id,
                                                         const std::string& uuid);
+  // The newest result of a command of this RequestType (raw report included),
+  // if it is still kept (Cf::kLatestResults points at it).
+  Result<std::optional<store::CommandResult>> LatestResult(const std::string& enrollment_id,
+                                                           const std::string& request_type);
   // The newest `limit` results of the enrollment, newest first, without the raw
   // reports (GetResult has them). With `after` (a ResultPosition from an earlier call),
   // the page continues after that result. Reads at most limit index entries

@@ -6,7 +6,12 @@
 #include <set>
 
 #include "api/admin_api.h"
+#include "automation/device_watch.h"
+#include "automation/runner.h"
+#include "automation/scheduler.h"
+#include "automation/store_host.h"
 #include "domain/commands.h"
+#include "policy/policy_set.h"
 #include "auth/auth.h"
 #include "events/events.h"
 #include "http/metrics.h"
@@ -103,17 +108,47 @@ class AppImpl : public App {
     so.limits = {config_.max_body_bytes, config_.max_plist_depth};
     so.user_authenticate_digest = config_.user_authenticate_digest;
     so.max_deliveries = config_.queue_max_deliveries;
+    so.cert_warn_days = config_.certificate_expiry_warn_days;
     so.max_user_channels = config_.max_user_channels;
     service_ = std::make_unique<protocol::Service>(
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_});
     commands_ = std::make_unique<domain::CommandService>(
         domain::CommandDeps{events_.get(), queue_.get(), enrollments_.get(), &locks_, push_.get()});
+    // The automation host: events -> consumers (Lua policies; plugins next) -> the command path.
+    automation_ = std::make_unique<automation::AutomationStore>(store_.get(), enrollments_.get(), queue_.get());
+    committer_ = std::make_unique<automation::StoreCommitter>(automation::CommitterDeps{
+        automation_.get(), events_.get(), commands_.get(), enrollments_.get(), &locks_});
+    event_source_ = std::make_unique<automation::LogSource>(events_.get());
+    automation::RunnerOptions ro;
+    ro.max_attempts = config_.automation_max_attempts;
+    runner_ = std::make_unique<automation::Runner>(ro, event_source_.get(), committer_.get());
+    scheduler_ = std::make_unique<automation::Scheduler>(automation::SchedulerOptions{}, store_.get(),
+                                                         events_.get(), enrollments_.get());
+    device_watch_ = std::make_unique<automation::DeviceWatch>(
+        automation::DeviceWatchOptions{config_.device_silent_days, config_.certificate_expiry_warn_days},
+        store_.get(), events_.get(), enrollments_.get());
+    policy::PolicySetOptions pso;
+    pso.dir = config_.policy_dir;
+    pso.limits.instructions = static_cast<uint64_t>(config_.policy_instruction_budget);
+    pso.limits.pattern_steps = static_cast<uint64_t>(config_.policy_instruction_budget);
+    pso.limits.memory_bytes = static_cast<size_t>(config_.policy_memory_mb) << 20;
+    pso.limits.wall_ms = config_.policy_deadline_ms;
+    pso.lanes = config_.policy_lanes;
+    pso.watch_interval_ms = config_.policy_watch_seconds * 1000;
+    policies_ = std::make_unique<policy::PolicySet>(pso, runner_.get(), automation_.get(), scheduler_.get());
+    if (!config_.policy_dir.empty()) {
+      Status st = policies_->Start();
+      if (!st.ok()) return Status::InvalidArgument("policy.dir: " + st.message());
+    }
+    scheduler_->Start();
+
     api_ = std::make_unique<api::AdminApi>(
         api::Options{config_.api_key, config_.max_body_bytes, config_.max_plist_depth, kVersion,
                      config_.api_max_response_bytes},
         api::Deps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_,
-                  push_.get(), push_certs_.get(), commands_.get()});
+                  push_.get(), push_certs_.get(), commands_.get(), runner_.get(), automation_.get(),
+                  policies_.get()});
     RegisterCollectors();
 
     if (config_.insecure_dev)
@@ -144,6 +179,9 @@ class AppImpl : public App {
 
   void Stop() override {
     if (server_) server_->Stop();
+    if (policies_) policies_->Stop();
+    if (scheduler_) scheduler_->Stop();
+    if (runner_) runner_->Stop();  // lanes finish their runs; uncommitted ones replay at start
     if (push_) push_->WaitIdle(std::chrono::seconds(2));  // write recorded outcomes
     if (housekeeper_) housekeeper_->Stop();
     server_.reset();
@@ -279,6 +317,11 @@ class AppImpl : public App {
     }
     tasks.push_back({"retention", seconds(config_.sweep_interval_seconds), milliseconds(0),
                      [this](int64_t now) { Retention(now); }});
+    tasks.push_back({"device_watch", seconds(60), seconds(5), [this](int64_t now) {
+                       auto n = device_watch_->Round(now);
+                       if (!n.ok()) log::Error(kLog, "event=device_watch_failed error={}", log::Quote(n.status().ToString()));
+                       else if (*n) log::Info(kLog, "event=device_watch events={}", *n);
+                     }});
     housekeeper_ = std::make_unique<Housekeeper>(std::move(tasks));
     housekeeper_->Start();
   }
@@ -295,6 +338,9 @@ class AppImpl : public App {
                                  keep_going);
     if (!pruned.ok()) log::Error(kLog, "event=prune_failed error=\"{}\"", pruned.status().message());
     else if (*pruned) log::Info(kLog, "event=events_pruned count={}", *pruned);
+    auto records = automation_->PruneRecords(now - config_.automation_record_retention_hours * 3600 * 1000);
+    if (!records.ok()) log::Error(kLog, "event=record_prune_failed error={}", log::Quote(records.status().ToString()));
+    else if (*records) log::Info(kLog, "event=automation_records_pruned count={}", *records);
   }
 
   config::Config config_;
@@ -310,6 +356,14 @@ class AppImpl : public App {
   std::unique_ptr<push::PushService> push_;  // after what it borrows: destroyed first
   std::unique_ptr<protocol::Service> service_;
   std::unique_ptr<domain::CommandService> commands_;
+  // The automation host (destroyed before what it borrows).
+  std::unique_ptr<automation::AutomationStore> automation_;
+  std::unique_ptr<automation::StoreCommitter> committer_;
+  std::unique_ptr<automation::LogSource> event_source_;
+  std::unique_ptr<automation::Runner> runner_;
+  std::unique_ptr<automation::Scheduler> scheduler_;
+  std::unique_ptr<automation::DeviceWatch> device_watch_;
+  std::unique_ptr<policy::PolicySet> policies_;
   std::unique_ptr<api::AdminApi> api_;
   http::Metrics metrics_;
   std::unique_ptr<http::Server> server_;

@@ -59,6 +59,7 @@ std::string Enrollment::Encode() const {
   w.PutString(cert_sha256);
   w.PutBool(blocked);
   w.PutSigned(session);
+  w.PutSigned(cert_not_after_ms);
   return w.Take();
 }
 
@@ -84,6 +85,7 @@ Result<Enrollment> Enrollment::Decode(std::string_view bytes) {
   e.cert_sha256 = r.GetString();
   e.blocked = r.GetBool();
   e.session = r.GetSigned();
+  e.cert_not_after_ms = r.GetSigned();
   if (r.corrupt()) return Corrupt("enrollment");
   return e;
 }

@@ -51,6 +51,7 @@ struct Enrollment {
   // Command sessions: bumped by every Idle report (a session starts with Idle).
   // A NotNow is skipped only in the session it was answered in.
   int64_t session = 0;
+  int64_t cert_not_after_ms = 0;  // expiry of the bound identity certificate (0: unknown)
 
   std::string Encode() const;
   static Result<Enrollment> Decode(std::string_view bytes);

@@ -47,6 +47,10 @@ enum class Cf : int {
   kPushState,     // enrollment id -> PushState
   kResultsByEnrollment,  // enrollment id '\0' ~received ms(8) command uuid -> CommandResult
                          // without raw (newest-first listing)
+  kLatestResults,  // enrollment id '\0' request type -> command uuid of its newest result
+  kAutomation,     // automation host state: consumer key-value stores, compliance, decision
+                   // records, parked events, policy flags, schedules, event markers
+                   // (key layout: docs/architecture.md)
   kCount
 };
 const char* CfName(Cf cf);

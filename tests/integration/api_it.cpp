@@ -405,7 +405,7 @@ TEST_CASE("enrollments, events and push certificates page with cursors, items to
   // Events: every seq once, increasing, across byte-bound pages (Authenticate payloads are ~1 KB).
   auto events = AllPages(s, "/v1/events?limit=10000", "events", &pages);
   CHECK(pages >= 2);
-  CHECK(events.size() == static_cast<size_t>(2 * n));
+  CHECK(events.size() == static_cast<size_t>(3 * n));  // authenticated, token_updated, enrolled
   int64_t last = 0;
   for (const auto& e : events) {
     CHECK(*e.Find("seq")->AsInteger() > last);
@@ -435,10 +435,11 @@ TEST_CASE("enrollments, events and push certificates page with cursors, items to
   CHECK(one.status == 200);
   CHECK(one.body.size() <= kMaxResponse);
   items = AllPages(s, "/v1/events?after=" + std::to_string(last), "events");
-  REQUIRE(items.size() == 2);
+  REQUIRE(items.size() == 3);
   CHECK(items[0].GetBool("truncated", false));
   CHECK(items[0].Find("payload") == nullptr);
   CHECK(items[1].GetBool("truncated", false) == false);
+  CHECK(items[2].GetString("type") == "enrollment.enrolled");
 
   // A report larger than the budget: the JSON answer leaves it out; the plist is refused clearly.
   REQUIRE(s.Api("PUT", "/v1/enqueue/F-BIG?nopush=1", CommandPlist("BIG-1", "ProfileList")).status == 200);

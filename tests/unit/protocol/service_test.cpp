@@ -174,11 +174,14 @@ TEST_CASE("Authenticate then TokenUpdate enrolls and stores inventory", "[protoc
   CHECK(e->token_updates == 2);
 
   auto evs = h.Events();
-  REQUIRE(evs.size() == 3);
+  REQUIRE(evs.size() == 4);
   CHECK(evs[0].type == "enrollment.authenticated");
   CHECK(evs[1].type == "enrollment.token_updated");
   CHECK(evs[1].payload_json.find("\"FirstTokenUpdate\":true") != std::string::npos);
-  CHECK(evs[2].payload_json.find("\"FirstTokenUpdate\":false") != std::string::npos);
+  // The first TokenUpdate also completes the enrollment: enrollment.enrolled, once.
+  CHECK(evs[2].type == "enrollment.enrolled");
+  CHECK(evs[3].type == "enrollment.token_updated");
+  CHECK(evs[3].payload_json.find("\"FirstTokenUpdate\":false") != std::string::npos);
   // Secrets never reach events.
   for (const auto& ev : evs) {
     CHECK(ev.payload_json.find("MAGIC") == std::string::npos);
@@ -735,4 +738,25 @@ TEST_CASE("Mdm-Signature made with MD5 is refused with 403 while SHA-1 and SHA-2
   CHECK(h.SendSigned(dev, TokenUpdate("U"), true, "SHA256").status == 200);
   CHECK(h.SendSigned(dev, Report("U", "Idle"), false, "MD5").status == 403);
   CHECK(h.SendSigned(dev, Report("U", "Idle"), false, "SHA1").status == 200);
+}
+
+TEST_CASE("enrollment.enrolled fires on the first TokenUpdate of each enrollment only", "[protocol]") {
+  Harness h;
+  auto dev = h.ca->Issue();
+  auto enrolled = [&] {
+    int n = 0;
+    for (const auto& e : h.Events()) n += e.type == "enrollment.enrolled";
+    return n;
+  };
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  CHECK(enrolled() == 0);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  CHECK(enrolled() == 1);
+  for (int i = 0; i < 3; ++i) REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  CHECK(enrolled() == 1);  // token refreshes are not enrollments (a bug peers shipped)
+  // A re-enrollment (Authenticate again) is a new enrollment: it fires again, once.
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  CHECK(enrolled() == 2);
 }

@@ -361,7 +361,7 @@ TEST_CASE("PushService maps APNs answers to push state, events, retries and flag
   CHECK(metrics.find("orchard_push_pending 0") != std::string::npos);
 }
 
-TEST_CASE("certificate expiry warnings fire once per threshold", "[push]") {
+TEST_CASE("certificate expiry warnings fire once per threshold crossed, in both catalogue names", "[push]") {
   TempStore t;
   auto ca = testing::TestCa::Create("CA");
   auto id = PushIdentity(*ca, "com.apple.mgmt.External.exp", 10 * 86400 + 3600);
@@ -370,17 +370,18 @@ TEST_CASE("certificate expiry warnings fire once per threshold", "[push]") {
   push::PushService svc({}, t.db.get(), t.log.get(), &certs);
   REQUIRE(svc.CheckExpiry(NowMillis()).ok());
   REQUIRE(svc.CheckExpiry(NowMillis()).ok());
-  std::vector<std::string> thresholds;
-  for (auto& e : t.Events()) {
-    REQUIRE(e.type == "push.certificate_expiring");
-    thresholds.push_back(e.payload_json);
-  }
-  REQUIRE(thresholds.size() == 2);  // 30 and 14 days; not 7 or 1 yet, and not twice
-  CHECK(thresholds[0].find("\"threshold_days\":30") != std::string::npos);
-  CHECK(thresholds[1].find("\"threshold_days\":14") != std::string::npos);
-  // Nine days later the 7-day warning fires.
+  auto evs = t.Events();
+  // First seen 10 days out: 30 and 14 are crossed; one warning names 14 (not two, not twice).
+  REQUIRE(evs.size() == 2);
+  CHECK(evs[0].type == "push.certificate_expiring");
+  CHECK(evs[1].type == "certificate.expiring");
+  for (auto& e : evs) CHECK(e.payload_json.find("\"threshold_days\":14") != std::string::npos);
+  CHECK(evs[1].payload_json.find("\"kind\":\"push\"") != std::string::npos);
+  // Four days later the 7-day warning fires.
   REQUIRE(svc.CheckExpiry(NowMillis() + 4 * 86400 * 1000LL).ok());
-  CHECK(t.Events().size() == 3);
+  evs = t.Events();
+  REQUIRE(evs.size() == 4);
+  CHECK(evs[3].payload_json.find("\"threshold_days\":7") != std::string::npos);
 }
 
 TEST_CASE("a push waiting for APNs absorbs later pushes to the same token", "[push]") {
