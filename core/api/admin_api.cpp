@@ -83,6 +83,7 @@ Value QueueEntryJson(const store::QueueEntry& q) {
   v.Set("last_sent_at", Time(q.last_sent_ms));
   v.Set("not_now_count", Value::Integer(q.not_now_count));
   v.Set("origin", Value::String(q.origin));
+  if (!q.trigger.empty()) v.Set("trigger", Value::String(q.trigger));
   return v;
 }
 
@@ -95,6 +96,7 @@ Value ResultJson(const store::CommandResult& r, bool with_response, const plist:
   v.Set("received_at", Time(r.received_ms));
   v.Set("not_now_count", Value::Integer(r.not_now_count));
   v.Set("origin", Value::String(r.origin));
+  if (!r.trigger.empty()) v.Set("trigger", Value::String(r.trigger));
   if (!r.error_chain.empty()) {
     auto chain = plist::ParseJson(r.error_chain, limits);
     if (chain.ok()) v.Set("error_chain", std::move(chain.value()));
