@@ -117,6 +117,7 @@ Status Runner::Register(std::shared_ptr<Consumer> consumer) {
   log::Info(kLog, "event=consumer_registered consumer={} lanes={} start={}", name, n,
             Cursor{raw->partition, raw->lanes[0]->checkpoint}.ToString());
   running_[name] = std::move(r);
+  if (raw->consumer->WantsType(events::type::kDeviceIdle)) idle_wanted_ = true;
   return Status::Ok();
 }
 
@@ -152,6 +153,7 @@ Status Runner::Unregister(const std::string& name, bool drop_checkpoints) {
     }
   }
   if (r) Stop(r.get());
+  RefreshInterest();
   if (drop_checkpoints) ORCHARD_RETURN_IF_ERROR(committer_->DropCheckpoints(name));
   log::Info(kLog, "event=consumer_unregistered consumer={} checkpoints_dropped={}", name, drop_checkpoints);
   return Status::Ok();
@@ -347,6 +349,18 @@ bool Runner::CommitWithRetry(Running* r, Lane* lane, uint64_t target, std::vecto
   lane->last_commit_ms = NowMillis();
   lane->cv.notify_all();
   return true;
+}
+
+bool Runner::Wanted(std::string_view type) const {
+  if (type == events::type::kDeviceIdle) return idle_wanted_.load(std::memory_order_relaxed);
+  return true;
+}
+
+void Runner::RefreshInterest() {
+  bool idle = false;
+  std::lock_guard lock(mu_);
+  for (const auto& [name, r] : running_) idle = idle || r->consumer->WantsType(events::type::kDeviceIdle);
+  idle_wanted_ = idle;
 }
 
 std::vector<ConsumerStatus> Runner::Statuses() {

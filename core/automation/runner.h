@@ -114,6 +114,9 @@ class Consumer {
   virtual int lanes() const { return 2; }
   // Cheap filter on the event's type and request type.
   virtual bool Wants(const events::Event& event) const = 0;
+  // Whether events of this type may interest it at all (for high-volume
+  // types that are only written while someone wants them). Conservative.
+  virtual bool WantsType(std::string_view type) const { return true; }
   // Handles one event on a lane (never called concurrently for one lane).
   // trigger is the event's cursor text. Fills *out; dry-run consumers set
   // *dry_run so the host records instead of applying.
@@ -149,7 +152,7 @@ struct ConsumerStatus {
   bool running = false;
 };
 
-class Runner {
+class Runner : public events::Interest {
  public:
   // Borrows source and committer (they must outlive the runner).
   Runner(const RunnerOptions& options, EventSource* source, Committer* committer);
@@ -169,6 +172,12 @@ class Runner {
   // Which lane a device's events go to.
   static int LaneOf(const std::string& enrollment_id, int lanes);
 
+  // events::Interest: device.idle is wanted while a running consumer wants it
+  // (recomputed on Register/Unregister and RefreshInterest); any other type is.
+  bool Wanted(std::string_view type) const override;
+  // Consumers' interests changed (e.g. a policy was reloaded or disabled).
+  void RefreshInterest();
+
  private:
   struct Lane;
   struct Running;
@@ -187,6 +196,7 @@ class Runner {
   Committer* committer_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<Running>> running_;
+  std::atomic<bool> idle_wanted_{false};
 };
 
 }  // namespace orchard::automation

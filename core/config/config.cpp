@@ -206,6 +206,12 @@ const std::map<std::string, Setter>& Keys() {
        IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->automation_record_retention_hours = n; })},
       {"device.silent_days", DaysSetter(&Config::device_silent_days)},
       {"certificates.expiry_warn_days", DaysSetter(&Config::certificate_expiry_warn_days)},
+      {"events.device_idle",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v != "auto" && v != "always") return Bad(k, "expected auto or always, got '" + v + "'");
+         c->events_device_idle = v;
+         return Status::Ok();
+       }},
   };
   return keys;
 }

@@ -76,6 +76,7 @@ struct Config {
   int64_t automation_record_retention_hours = 7 * 24;  // decision records and parked events
   std::vector<int> device_silent_days = {7, 30};       // device.silent after each (empty = off)
   std::vector<int> certificate_expiry_warn_days = {30, 14, 7, 1};  // identity and reported certificates
+  std::string events_device_idle = "auto";  // auto: written while a consumer wants them; always
 
   bool store_sync = false;  // fsync each write
   // A damaged write-ahead log at start: "strict" refuses to open;

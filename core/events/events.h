@@ -25,6 +25,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "orchard/events.h"
@@ -58,6 +59,15 @@ inline constexpr const char* kCertificateExpiring = ORCHARD_EVENT_CERTIFICATE_EX
 inline constexpr const char* kScheduleTick = ORCHARD_EVENT_SCHEDULE_TICK;
 inline constexpr const char* kPolicyRun = ORCHARD_EVENT_POLICY_RUN;
 }  // namespace type
+
+// Whether anyone consumes events of a type. Writers of high-volume events
+// (device.idle) ask before emitting them, so an event nobody subscribes to
+// costs nothing. Implementations are thread-safe and answer fast.
+class Interest {
+ public:
+  virtual ~Interest() = default;
+  virtual bool Wanted(std::string_view type) const = 0;
+};
 
 struct Event {
   uint64_t seq = 0;  // assigned by Transaction::Emit

@@ -66,6 +66,14 @@ class PolicySet::Entry : public automation::Consumer {
     return v->lanes[0]->Wants(ev.type, ev.request_type);
   }
 
+  bool WantsType(std::string_view type) const override {
+    auto v = version();
+    if (!v || !enabled_) return false;
+    const auto& info = v->info();
+    return info.event_types.count(std::string(type)) || info.event_types.count("*") ||
+           (IsResultEvent(type) && !info.result_types.empty());
+  }
+
   automation::RunOutcome Handle(int lane, const events::Event& ev, const std::string& trigger,
                                 automation::HostReader* reader, automation::Decisions* out,
                                 bool* dry_run) override {
@@ -226,6 +234,7 @@ Status PolicySet::LoadFile(const std::string& path_text, int64_t mtime_ns) {
   if (existing) {
     existing->set_version(version);
     existing->load_error.clear();
+    runner_->RefreshInterest();
     if (schedules_ && existing->flags().enabled) schedules_->SetSchedules(existing->name(), version->info().schedules);
     log::Info(kLog, "event=policy_reloaded policy={} version={} sha256={}", name,
               version->info().version, version->info().source_sha256.substr(0, 16));
@@ -323,6 +332,7 @@ Status PolicySet::SetEnabled(const std::string& name, bool enabled) {
   f.enabled = enabled;
   if (flags_) ORCHARD_RETURN_IF_ERROR(flags_->PutFlags(ConsumerName(name), f));
   it->second->set_enabled(enabled);
+  runner_->RefreshInterest();
   if (schedules_) {
     auto v = it->second->version();
     schedules_->SetSchedules(it->second->name(), enabled && v ? v->info().schedules : std::vector<ScheduleInfo>{});

@@ -428,7 +428,8 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   bool reported_known = false;
   std::vector<std::string> exclude;  // entries this batch finishes or fails
   if (r.status == "Idle") {
-    txn.Emit({.type = events::type::kDeviceIdle, .time_ms = now, .enrollment_id = id});
+    if (d_.interest == nullptr || d_.interest->Wanted(events::type::kDeviceIdle))
+      txn.Emit({.type = events::type::kDeviceIdle, .time_ms = now, .enrollment_id = id});
   } else {
     auto found = d_.queue->Find(id, r.command_uuid);
     if (!found.ok()) return FromStatus(found.status(), r.status);

@@ -69,6 +69,8 @@ struct Deps {
   auth::Authenticator* auth;
   domain::Enrollments* enrollments;
   domain::EnrollmentLocks* locks;
+  // device.idle is written only when someone consumes it (null: always).
+  const events::Interest* interest = nullptr;
 };
 
 class Service {

@@ -104,15 +104,6 @@ class AppImpl : public App {
     po.expiry_warn_days = config_.push_expiry_warn_days;
     push_ = std::make_unique<push::PushService>(po, store_.get(), events_.get(), push_certs_.get());
 
-    protocol::ServiceOptions so;
-    so.limits = {config_.max_body_bytes, config_.max_plist_depth};
-    so.user_authenticate_digest = config_.user_authenticate_digest;
-    so.max_deliveries = config_.queue_max_deliveries;
-    so.cert_warn_days = config_.certificate_expiry_warn_days;
-    so.max_user_channels = config_.max_user_channels;
-    service_ = std::make_unique<protocol::Service>(
-        so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
-                           enrollments_.get(), &locks_});
     commands_ = std::make_unique<domain::CommandService>(
         domain::CommandDeps{events_.get(), queue_.get(), enrollments_.get(), &locks_, push_.get()});
     // The automation host: events -> consumers (Lua policies; plugins next) -> the command path.
@@ -123,6 +114,16 @@ class AppImpl : public App {
     automation::RunnerOptions ro;
     ro.max_attempts = config_.automation_max_attempts;
     runner_ = std::make_unique<automation::Runner>(ro, event_source_.get(), committer_.get());
+    protocol::ServiceOptions so;
+    so.limits = {config_.max_body_bytes, config_.max_plist_depth};
+    so.user_authenticate_digest = config_.user_authenticate_digest;
+    so.max_deliveries = config_.queue_max_deliveries;
+    so.cert_warn_days = config_.certificate_expiry_warn_days;
+    so.max_user_channels = config_.max_user_channels;
+    service_ = std::make_unique<protocol::Service>(
+        so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
+                           enrollments_.get(), &locks_,
+                           config_.events_device_idle == "always" ? nullptr : runner_.get()});
     scheduler_ = std::make_unique<automation::Scheduler>(automation::SchedulerOptions{}, store_.get(),
                                                          events_.get(), enrollments_.get());
     device_watch_ = std::make_unique<automation::DeviceWatch>(
@@ -291,6 +292,32 @@ class AppImpl : public App {
       *out += "# HELP orchard_store_corrupt 1 once corruption was seen (until restart).\n";
       *out += "# TYPE orchard_store_corrupt gauge\n";
       *out += std::string("orchard_store_corrupt ") + (health.corrupt ? "1" : "0") + "\n";
+      {
+        auto consumers = runner_->Statuses();
+        struct Series {
+          const char* name;
+          const char* type;
+          const char* help;
+          std::function<std::string(const automation::ConsumerStatus&)> value;
+        };
+        const Series series[] = {
+            {"orchard_consumer_lag_seconds", "gauge", "Age of the oldest event a consumer has not handled yet.",
+             [](const auto& c) { return std::to_string(static_cast<double>(c.lag_ms) / 1000.0); }},
+            {"orchard_consumer_pending", "gauge", "Events waiting in a consumer's lanes.",
+             [](const auto& c) { return std::to_string(c.pending); }},
+            {"orchard_consumer_handled_total", "counter", "Handler runs since start.",
+             [](const auto& c) { return std::to_string(c.handled); }},
+            {"orchard_consumer_failed_total", "counter", "Failed handler runs since start (retried or parked).",
+             [](const auto& c) { return std::to_string(c.failed); }},
+            {"orchard_consumer_parked_total", "counter", "Events parked after repeated failures since start.",
+             [](const auto& c) { return std::to_string(c.parked); }},
+        };
+        for (const auto& s : series) {
+          *out += std::string("# HELP ") + s.name + " " + s.help + "\n# TYPE " + s.name + " " + s.type + "\n";
+          for (const auto& c : consumers)  // names are [A-Za-z0-9._:-]: safe as label values
+            *out += std::string(s.name) + "{consumer=\"" + c.name + "\"} " + s.value(c) + "\n";
+        }
+      }
       *out += "# HELP orchard_events_watermark Highest committed event sequence.\n";
       *out += "# TYPE orchard_events_watermark gauge\n";
       *out += "orchard_events_watermark " + std::to_string(events_->Watermark()) + "\n";

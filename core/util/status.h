@@ -68,7 +68,9 @@ class [[nodiscard]] Result {
   }
   T& value() & { return std::get<T>(v_); }
   const T& value() const& { return std::get<T>(v_); }
-  T&& value() && { return std::get<T>(std::move(v_)); }
+  // By value: `for (auto& x : F().value())` must not dangle (a reference into
+  // the temporary Result would).
+  T value() && { return std::get<T>(std::move(v_)); }
   T* operator->() { return &std::get<T>(v_); }
   const T* operator->() const { return &std::get<T>(v_); }
   T& operator*() & { return value(); }

@@ -152,6 +152,15 @@ TEST_CASE("a policy completes a remediation loop with a device", "[integration][
   REQUIRE(records.size() >= 3);
   CHECK(records[0].Find("event")->GetString("type") == "command.acknowledged");
   CHECK(records[0].Find("commands")->AsArray()->at(0).GetString("outcome") == "queued");
+  // Consumers show in /metrics and in /v1/consumers.
+  const std::string metrics = HttpCall("GET", w.orchard->url() + "/metrics").body;
+  CHECK(metrics.find("orchard_consumer_lag_seconds{consumer=\"policy:passcode\"}") != std::string::npos);
+  CHECK(metrics.find("orchard_consumer_handled_total{consumer=\"policy:passcode\"}") != std::string::npos);
+  Value consumers = Json(w.Api("GET", "/v1/consumers"));
+  bool listed = false;
+  for (const auto& c : *consumers.Find("consumers")->AsArray())
+    listed = listed || (c.GetString("name") == "policy:passcode" && c.GetBool("running", false));
+  CHECK(listed);
   Value summary = Json(w.Api("GET", "/v1/compliance"));
   CHECK(*summary.Find("compliance")->AsArray()->at(0).Find("devices")->Find("compliant")->AsInteger() == 1);
 }

@@ -33,7 +33,7 @@ struct Harness {
   std::unique_ptr<protocol::Service> service;
 
   explicit Harness(bool digest = false) : Harness(DigestOptions(digest)) {}
-  explicit Harness(const protocol::ServiceOptions& o) {
+  explicit Harness(const protocol::ServiceOptions& o, const events::Interest* interest = nullptr) {
     REQUIRE(ca->WriteCertPem(dir + "/ca.pem"));
     store = std::move(store::Store::Open({.path = dir + "/db"}).value());
     events = std::move(events::EventLog::Open(store.get()).value());
@@ -41,7 +41,8 @@ struct Harness {
     enrollments = std::make_unique<domain::Enrollments>(store.get());
     auth = std::move(auth::Authenticator::Create({.device_ca_files = {dir + "/ca.pem"}}).value());
     service = std::make_unique<protocol::Service>(
-        o, protocol::Deps{store.get(), events.get(), queue.get(), auth.get(), enrollments.get(), &locks});
+        o, protocol::Deps{store.get(), events.get(), queue.get(), auth.get(), enrollments.get(), &locks,
+                          interest});
   }
   ~Harness() {
     service.reset();
@@ -759,4 +760,75 @@ TEST_CASE("enrollment.enrolled fires on the first TokenUpdate of each enrollment
   REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
   REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
   CHECK(enrolled() == 2);
+}
+
+namespace {
+struct Switch : events::Interest {
+  bool idle = false;
+  bool Wanted(std::string_view type) const override { return type != "device.idle" || idle; }
+};
+}  // namespace
+
+TEST_CASE("device.idle is written only while someone consumes it", "[protocol]") {
+  Switch interest;
+  Harness h(protocol::ServiceOptions{}, &interest);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  auto idles = [&] {
+    int n = 0;
+    for (const auto& e : h.Events()) n += e.type == "device.idle";
+    return n;
+  };
+  REQUIRE(h.Send(dev, Report("U", "Idle"), false).status == 200);
+  CHECK(idles() == 0);
+  CHECK(h.enrollments->Get("U").value()->last_seen_ms > 0);  // the device is still seen
+  interest.idle = true;
+  REQUIRE(h.Send(dev, Report("U", "Idle"), false).status == 200);
+  CHECK(idles() == 1);
+}
+
+TEST_CASE("certificates a device reports near expiry raise certificate.expiring once per threshold",
+          "[protocol]") {
+  protocol::ServiceOptions o;
+  o.cert_warn_days = {1, 7, 14, 30};
+  Harness h(o);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  testing::IssueOptions soon, later;
+  soon.common_name = "Wi-Fi client";
+  soon.not_after_offset_s = 10 * 86400 + 3600;
+  later.common_name = "VPN";
+  later.not_after_offset_s = 300 * 86400;
+  auto near = h.ca->Issue(soon);
+  auto far = h.ca->Issue(later);
+  auto report = [&](const std::string& uuid) {
+    h.Enqueue("U", uuid, "CertificateList");
+    REQUIRE(h.Send(dev, Report("U", "Idle"), false).status == 200);
+    Value list = Value::MakeArray();
+    for (const auto* c : {&near, &far}) {
+      Value item;
+      item.Set("CommonName", Value::String("x"));
+      item.Set("Data", Value::DataValue(c->cert_der));
+      item.Set("IsIdentity", Value::Bool(false));
+      list.AsArray()->push_back(std::move(item));
+    }
+    Value bad;
+    bad.Set("Data", Value::DataValue("not a certificate"));
+    list.AsArray()->push_back(std::move(bad));
+    Value r = Report("U", "Acknowledged", uuid.c_str());
+    r.Set("CertificateList", std::move(list));
+    REQUIRE(h.Send(dev, r, false).status == 200);
+  };
+  report("C-1");
+  report("C-2");  // the same certificates again: no new warning
+  std::vector<events::Event> warnings;
+  for (auto& e : h.Events())
+    if (e.type == "certificate.expiring") warnings.push_back(e);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].enrollment_id == "U");
+  CHECK(warnings[0].payload_json.find("\"kind\":\"device_reported\"") != std::string::npos);
+  CHECK(warnings[0].payload_json.find("\"common_name\":\"Wi-Fi client\"") != std::string::npos);
+  CHECK(warnings[0].payload_json.find("\"threshold_days\":14") != std::string::npos);
 }
