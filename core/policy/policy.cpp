@@ -51,6 +51,7 @@ struct Policy::Frame {
   automation::Decisions decisions;
   size_t command_index = 0;
   std::map<std::string, ComplianceState> compliance;  // per device, as read or written in this run
+  std::map<std::string, ComplianceState> compliance_read;  // as read from the host
   std::map<std::string, bool> compliance_dirty;
   std::map<std::string, std::optional<std::string>> kv;  // this run's writes
 };
@@ -567,6 +568,7 @@ struct PolicyAccess {
         s.error = "reading compliance: " + r.status().ToString();
         return nullptr;
       }
+      f->compliance_read[device] = r->value_or(ComplianceState{});
       return &(f->compliance[device] = r->value_or(ComplianceState{}));
     } catch (const std::exception& e) {
       s.error = e.what();
@@ -1388,8 +1390,18 @@ void Finish(Policy::Frame& f, const automation::RunOutcome& out, automation::Dec
     decisions->logs = std::move(f.decisions.logs);
     return;
   }
+  // Only states that really changed are written (a device confirmed
+  // compliant again is not a decision worth a write or an audit record).
+  auto same = [](const ComplianceState& a, const ComplianceState& b) {
+    return a.status == b.status && a.first_failed_ms == b.first_failed_ms && a.attempts == b.attempts &&
+           a.step == b.step && a.last_command_uuid == b.last_command_uuid && a.reason == b.reason;
+  };
   for (const auto& [device, dirty] : f.compliance_dirty) {
-    if (dirty) f.decisions.compliance.push_back({device, f.compliance[device]});
+    if (!dirty) continue;
+    auto before = f.compliance_read.find(device);
+    const ComplianceState& after = f.compliance[device];
+    if (before != f.compliance_read.end() && same(before->second, after)) continue;
+    f.decisions.compliance.push_back({device, after});
   }
   *decisions = std::move(f.decisions);
 }

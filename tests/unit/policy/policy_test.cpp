@@ -499,3 +499,14 @@ TEST_CASE("policy: pairs() lists the read-only libraries", "[policy]") {
   INFO(out.message);
   CHECK(out.ok());
 }
+
+TEST_CASE("policy: confirming an unchanged compliance state writes nothing", "[policy]") {
+  Runner r;
+  r.p = Load("policy:on('ok', function(ctx) ctx:compliant() end)");
+  REQUIRE(r.Handle(Ev("ok")).ok());
+  CHECK(r.last.compliance.size() == 1);  // unknown -> compliant
+  r.now_ms += 1000;
+  REQUIRE(r.Handle(Ev("ok", "DEV-1", 43)).ok());
+  CHECK(r.last.compliance.empty());      // compliant -> compliant: no write, no record
+  CHECK_FALSE(r.last.HasEffects());
+}
