@@ -127,3 +127,29 @@ TEST_CASE("api.max_response_bytes is read and bounded", "[config]") {
   REQUIRE_FALSE(st.ok());
   CHECK(st.message().find("api.max_response_bytes") != std::string::npos);
 }
+
+TEST_CASE("config: automation keys parse, and bad values name the key", "[config]") {
+  config::Config c;
+  REQUIRE(config::ParseFile("policy.dir = /p\npolicy.lanes = 4\npolicy.memory_mb = 64\n"
+                            "device.silent_days = 30, 7, 7\ncertificates.expiry_warn_days =\n"
+                            "events.device_idle = always\nautomation.max_attempts = 5\n",
+                            "t.conf", &c)
+              .ok());
+  CHECK(c.policy_dir == "/p");
+  CHECK(c.policy_lanes == 4);
+  CHECK(c.policy_memory_mb == 64);
+  CHECK(c.device_silent_days == std::vector<int>{7, 30});  // sorted, deduplicated
+  CHECK(c.certificate_expiry_warn_days.empty());           // off
+  CHECK(c.events_device_idle == "always");
+  CHECK(c.automation_max_attempts == 5);
+  for (const char* bad : {"policy.lanes = 0", "policy.lanes = 99", "device.silent_days = 0",
+                          "device.silent_days = x", "events.device_idle = sometimes",
+                          "policy.deadline_ms = 1", "automation.max_attempts = 0"}) {
+    config::Config d;
+    auto st = config::ParseFile(bad, "t.conf", &d);
+    INFO(bad);
+    REQUIRE_FALSE(st.ok());
+    const std::string key = std::string(bad).substr(0, std::string(bad).find(' '));
+    CHECK(st.message().find(key) != std::string::npos);
+  }
+}
