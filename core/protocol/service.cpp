@@ -95,21 +95,21 @@ DeviceResponse Service::HandleCheckin(const DeviceRequest& request) {
   auth::Identity identity;
   Status st = CheckIdentity(request, type, msg->ids.device_id, &identity);
   if (!st.ok()) {
-    log::Warn(kLog, "event=identity_refused type={} enrollment_id={} reason=\"{}\"", type,
-              msg->ids.id, st.message());
+    log::Warn(kLog, "event=identity_refused type={} enrollment_id={} reason={}", log::Quote(type),
+              log::Quote(msg->ids.id), log::Quote(st.message()));
     return FromStatus(st, type);
   }
   // A device an admin blocked is unenrolled on purpose, whatever it sends.
   auto device = d_.enrollments->Get(msg->ids.device_id);
   if (!device.ok()) return FromStatus(device.status(), type);
   if (device->has_value() && (*device)->blocked) {
-    log::Info(kLog, "event=blocked_device_unenrolled type={} enrollment_id={}", type, msg->ids.id);
+    log::Info(kLog, "event=blocked_device_unenrolled type={} enrollment_id={}", log::Quote(type), log::Quote(msg->ids.id));
     return Fail(401, type, "device is blocked");
   }
   if (msg->ids.id != msg->ids.device_id) {
     auto channel = d_.enrollments->Get(msg->ids.id);
     if (channel.ok() && channel->has_value() && (*channel)->blocked) {
-      log::Info(kLog, "event=blocked_channel_unenrolled type={} enrollment_id={}", type, msg->ids.id);
+      log::Info(kLog, "event=blocked_channel_unenrolled type={} enrollment_id={}", log::Quote(type), log::Quote(msg->ids.id));
       return Fail(401, type, "enrollment is blocked");
     }
   }
@@ -144,7 +144,7 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
     if (!bound.ok()) return FromStatus(bound.status(), type);
     if (bound->has_value() && **bound != id) {
       log::Warn(kLog, "event=identity_refused type=Authenticate enrollment_id={} reason=cert_bound_elsewhere",
-                id);
+                log::Quote(id));
       return Fail(403, type, "certificate is bound to another enrollment");
     }
   }
@@ -203,10 +203,10 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st, type);
   if (cleared_commands)
-    log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", id,
+    log::Info(kLog, "event=queue_cleared reason=re_authenticate enrollment_id={} commands={}", log::Quote(id),
               cleared_commands);
-  log::Info(kLog, "event=authenticate enrollment_id={} serial={} re_enroll={} generation={}", id,
-            e.serial, re_enroll, e.generation);
+  log::Info(kLog, "event=authenticate enrollment_id={} serial={} re_enroll={} generation={}", log::Quote(id),
+            log::Quote(e.serial), re_enroll, e.generation);
   return Empty(type);
 }
 
@@ -239,7 +239,7 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
     Status limit = CheckUserChannelLimit(msg.ids.device_id, &declined);
     if (!limit.ok()) return FromStatus(limit, type);
     if (!declined.empty()) {
-      log::Warn(kLog, "event=user_channel_declined enrollment_id={} reason=limit limit={}", id,
+      log::Warn(kLog, "event=user_channel_declined enrollment_id={} reason=limit limit={}", log::Quote(id),
                 options_.max_user_channels);
       return Fail(410, type, declined);
     }
@@ -289,7 +289,7 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
               .payload_json = std::move(payload_json)});
   Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st, type);
-  log::Info(kLog, "event=token_update enrollment_id={} first={} awaiting_configuration={}", id,
+  log::Info(kLog, "event=token_update enrollment_id={} first={} awaiting_configuration={}", log::Quote(id),
             first, e.awaiting_configuration);
   return Empty(type);
 }
@@ -320,14 +320,14 @@ DeviceResponse Service::CheckOut(const CheckinMessage& msg) {
     e.state = store::EnrollmentState::kCheckedOut;
     e.checked_out_ms = e.last_seen_ms;
   });
-  if (r.status == 200) log::Info(kLog, "event=checkout enrollment_id={}", msg.ids.id);
+  if (r.status == 200) log::Info(kLog, "event=checkout enrollment_id={}", log::Quote(msg.ids.id));
   return r;
 }
 
 DeviceResponse Service::UserAuthenticate(const CheckinMessage& msg) {
   const std::string& type = msg.message_type;
   if (!options_.user_authenticate_digest) {
-    log::Info(kLog, "event=user_authenticate_declined enrollment_id={}", msg.ids.id);
+    log::Info(kLog, "event=user_authenticate_declined enrollment_id={}", log::Quote(msg.ids.id));
     return Fail(410, type, "user channel is not managed by this server");
   }
   // A channel the device may not create is declined here already.
@@ -338,7 +338,7 @@ DeviceResponse Service::UserAuthenticate(const CheckinMessage& msg) {
     Status limit = CheckUserChannelLimit(msg.ids.device_id, &declined);
     if (!limit.ok()) return FromStatus(limit, type);
     if (!declined.empty()) {
-      log::Warn(kLog, "event=user_channel_declined enrollment_id={} reason=limit limit={}", msg.ids.id,
+      log::Warn(kLog, "event=user_channel_declined enrollment_id={} reason=limit limit={}", log::Quote(msg.ids.id),
                 options_.max_user_channels);
       return Fail(410, type, declined);
     }
@@ -371,7 +371,7 @@ DeviceResponse Service::SetBootstrapToken(const CheckinMessage& msg) {
   auto r = UpdateKnown(msg, msg.ids.device_id, events::type::kBootstrapTokenSet,
                        [&](store::Enrollment& e) { e.bootstrap_token = token ? *token : std::string(); });
   if (r.status == 200)
-    log::Info(kLog, "event=bootstrap_token_set enrollment_id={} present={}", msg.ids.device_id,
+    log::Info(kLog, "event=bootstrap_token_set enrollment_id={} present={}", log::Quote(msg.ids.device_id),
               token != nullptr);
   return r;
 }
@@ -401,14 +401,14 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
       prev->has_value() && id == r.ids.device_id ? &(*prev)->cert_sha256 : nullptr;
   Status st = CheckIdentity(request, r.status, r.ids.device_id, &identity, bound);
   if (!st.ok()) {
-    log::Warn(kLog, "event=identity_refused status={} enrollment_id={} command_uuid={} reason=\"{}\"",
-              r.status, id, r.command_uuid, st.message());
+    log::Warn(kLog, "event=identity_refused status={} enrollment_id={} command_uuid={} reason={}",
+              log::Quote(r.status), log::Quote(id), log::Quote(r.command_uuid), log::Quote(st.message()));
     return FromStatus(st, r.status);
   }
   if (!prev->has_value())
     return Fail(400, r.status, "unknown enrollment " + id + ": the device must Authenticate first");
   if ((*prev)->blocked) {
-    log::Info(kLog, "event=blocked_device_unenrolled enrollment_id={}", id);
+    log::Info(kLog, "event=blocked_device_unenrolled enrollment_id={}", log::Quote(id));
     return Fail(401, r.status, "device is blocked");
   }
   if (id != r.ids.device_id) {
@@ -438,11 +438,11 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
       auto existing = d_.queue->GetResult(id, r.command_uuid);
       if (!existing.ok()) return FromStatus(existing.status(), r.status);
       if (existing->has_value())
-        log::Debug(kLog, "event=repeated_report enrollment_id={} command_uuid={} status={}", id,
-                   r.command_uuid, r.status);
+        log::Debug(kLog, "event=repeated_report enrollment_id={} command_uuid={} status={}", log::Quote(id),
+                   log::Quote(r.command_uuid), log::Quote(r.status));
       else
         log::Warn(kLog, "event=unknown_command_report enrollment_id={} command_uuid={} status={}",
-                  id, r.command_uuid, r.status);
+                  log::Quote(id), log::Quote(r.command_uuid), log::Quote(r.status));
     } else {
       queue::Located loc = std::move(**found);
       exclude.push_back(loc.key);
@@ -526,15 +526,15 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   if (!st.ok()) return FromStatus(st, r.status);
   if (reported_known)
     log::Info(kLog, "event=command_report enrollment_id={} command_uuid={} request_type={} status={}",
-              id, r.command_uuid, reported_type, r.status);
+              log::Quote(id), log::Quote(r.command_uuid), log::Quote(reported_type), log::Quote(r.status));
   for (const auto& f : failed)
     log::Warn(kLog,
               "event=command_failed enrollment_id={} command_uuid={} request_type={} deliveries={} "
               "reason=no_report",
-              id, f.command_uuid, f.request_type, f.deliveries);
+              log::Quote(id), log::Quote(f.command_uuid), log::Quote(f.request_type), f.deliveries);
   if (next)
     log::Info(kLog, "event=command_sent enrollment_id={} command_uuid={} request_type={} delivery={}",
-              id, next->entry.command_uuid, next->entry.request_type, next->entry.deliveries + 1);
+              log::Quote(id), log::Quote(next->entry.command_uuid), log::Quote(next->entry.request_type), next->entry.deliveries + 1);
   return resp;
 }
 

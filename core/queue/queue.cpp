@@ -105,18 +105,23 @@ Status CommandQueue::BackfillResultIndex() {
   return Status::Ok();
 }
 
-std::string CommandQueue::NextSeqKey(int priority) {
+Result<std::string> CommandQueue::NextSeqKey(int priority) {
   const uint64_t seq = seq_.fetch_add(1);
   if (seq >= lease_end_.load()) {
     std::lock_guard lock(lease_mu_);
     if (seq >= lease_end_.load()) {
+      // No number is used before a lease covering it is durable: after a
+      // restart with the clock behind, numbers start at the lease end.
       const uint64_t end = seq + kSeqLease;
       std::string v;
       PutBigEndian64(&v, end);
       store::Batch b;
       b.Put(store::Cf::kMeta, kSeqLeaseKey, v);
       Status st = store_->Write(b);
-      if (!st.ok()) log::Error(kLog, "event=seq_lease_write_failed error=\"{}\"", st.message());
+      if (!st.ok()) {
+        log::Error(kLog, "event=seq_lease_write_failed error={}", log::Quote(st.message()));
+        return st;  // the number is skipped; the next enqueue tries again
+      }
       lease_end_ = end;
     }
   }
@@ -154,7 +159,9 @@ Status CommandQueue::Enqueue(store::Batch& batch, const std::string& id, const N
   e.priority = std::clamp(cmd.priority, 0, 255);
   e.origin = cmd.origin;
   e.trigger = cmd.trigger;
-  std::string suffix = NextSeqKey(cmd.priority);
+  auto next = NextSeqKey(cmd.priority);
+  if (!next.ok()) return next.status();
+  std::string suffix = std::move(next.value());
   std::string key = Prefix(id) + suffix;
   batch.Put(store::Cf::kQueue, key, e.Encode());
   batch.Put(store::Cf::kQueueIndex, index_key, suffix);

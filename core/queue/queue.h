@@ -123,7 +123,7 @@ class CommandQueue {
   static constexpr size_t kMaxRequestTypeBytes = 128;
 
  private:
-  std::string NextSeqKey(int priority);
+  Result<std::string> NextSeqKey(int priority);
   void LowerHint(const std::string& enrollment_id, const std::string& key);
 
   store::Store* store_;

@@ -9,6 +9,7 @@
 #include "store/records.h"
 #include "store/store.h"
 #include "support/orchardd_process.h"
+#include "unit/store/fault_fs.h"
 #include "util/encoding.h"
 
 using namespace orchard;
@@ -136,4 +137,39 @@ TEST_CASE("queue pages continue after a position, also after entries leave", "[q
   auto rest = q.ListPage("D", pos, 100).value();
   for (const auto& l : rest) seen.push_back(l.entry.command_uuid);
   CHECK(seen == std::vector<std::string>{"C1", "C3", "C5", "C0", "C2", "C4", "C6"});
+}
+
+TEST_CASE("queue: no sequence number is used unless its lease is durable", "[queue]") {
+  std::string dir = testing::MakeTempDir("orchard-queue-lease");
+  testing::FullDiskEnv disk;
+  {
+    auto db = std::move(store::Store::Open({.path = dir + "/db", .env = disk.env.get()}).value());
+    queue::CommandQueue q(db.get());
+    // The first enqueue needs a lease; the disk is full: the enqueue fails
+    // (it used to go on with a number no durable lease covered).
+    disk.fs->set_full(true);
+    store::Batch b;
+    Status st = q.Enqueue(b, "D", {"U-1", "ProfileList", "<plist/>", 0, "test"}, 1);
+    CHECK(st.code() == Code::kResourceExhausted);
+    CHECK(b.empty());
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("queue: the newest result of each RequestType is found directly", "[queue]") {
+  TempDb t;
+  queue::CommandQueue q(t.db.get());
+  store::Batch b;
+  auto a = MakeResult("A", 100);
+  auto c = MakeResult("C", 300);
+  auto other = MakeResult("B", 200);
+  other.request_type = "SecurityInfo";
+  q.PutResult(b, "D", a);
+  q.PutResult(b, "D", other);
+  q.PutResult(b, "D", c);
+  REQUIRE(t.db->Write(b).ok());
+  CHECK(q.LatestResult("D", "ProfileList").value()->command_uuid == "C");
+  CHECK(q.LatestResult("D", "SecurityInfo").value()->command_uuid == "B");
+  CHECK_FALSE(q.LatestResult("D", "DeviceInformation").value().has_value());
+  CHECK_FALSE(q.LatestResult("E", "ProfileList").value().has_value());
 }
