@@ -95,7 +95,14 @@ Status Runner::Register(std::shared_ptr<Consumer> consumer) {
   uint64_t lowest = UINT64_MAX;
   for (const auto& [i, cp] : *saved) lowest = std::min(lowest, cp.seq);
   uint64_t start_default = 0;
-  if (saved->empty()) start_default = r->consumer->StartAtHead() ? source_->Head(r->partition) : 0;
+  if (saved->empty()) {
+    start_default = r->consumer->StartAtHead() ? source_->Head(r->partition) : 0;
+    // Saved at once: a restart before the first commit must not move the start.
+    for (int i = 0; i < n; ++i) {
+      std::vector<RunRecord> none;
+      ORCHARD_RETURN_IF_ERROR(committer_->Commit({name, r->partition, i}, start_default, kEpoch, none));
+    }
+  }
   for (int i = 0; i < n; ++i) {
     auto lane = std::make_unique<Lane>();
     lane->index = i;

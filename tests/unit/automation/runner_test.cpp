@@ -221,12 +221,15 @@ TEST_CASE("runner: host failures are retried without parking", "[automation][run
 TEST_CASE("runner: a failed commit is retried and writes each run once", "[automation][runner]") {
   FakeSource source;
   FakeCommitter committer;
-  committer.fail_next = 3;
   Runner runner(Fast(), &source, &committer);
   REQUIRE(runner.Register(std::make_shared<FnConsumer>("c", [&](int, const events::Event& e, Decisions* d) {
             *d = Put(std::to_string(e.seq));
             return RunOutcome{};
           }, 1)).ok());
+  {
+    std::lock_guard lock(committer.mu_);
+    committer.fail_next = 3;
+  }
   for (int i = 0; i < 5; ++i) source.Add("x", "D");
   REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(10)));
   CHECK(committer.Committed().size() == 5);
@@ -342,4 +345,29 @@ TEST_CASE("runner: a slow lane holds the reader back (bounded queue)", "[automat
   gate_cv.notify_all();
   REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(10)));
   CHECK(runner.Statuses()[0].handled == 100);
+}
+
+TEST_CASE("runner: a new consumer's starting point is saved at once", "[automation][runner]") {
+  FakeSource source;
+  FakeCommitter committer;
+  for (int i = 0; i < 5; ++i) source.Add("x", "D");
+  std::atomic<int> n{0};
+  auto make = [&] {
+    return std::make_shared<FnConsumer>("c", [&](int, const events::Event&, Decisions*) {
+      ++n;
+      return RunOutcome{};
+    }, 2, /*at_head=*/true);
+  };
+  {
+    Runner runner(Fast(), &source, &committer);
+    REQUIRE(runner.Register(make()).ok());
+    // Stopped at once: nothing handled, nothing committed by the lanes yet.
+  }
+  for (auto& [lane, cp] : committer.checkpoints["c"]) CHECK(cp.seq == 5);
+  // Events arriving while it was down are not skipped by a new "head".
+  for (int i = 0; i < 3; ++i) source.Add("x", "D");
+  Runner runner(Fast(), &source, &committer);
+  REQUIRE(runner.Register(make()).ok());
+  REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(10)));
+  CHECK(n == 3);
 }
