@@ -1,0 +1,1 @@
+policy:on_result("*", function(ctx, r) ctx:put("k", r) local s = ("x"):rep(100) s:gsub("(x)", "%1%1") end)
