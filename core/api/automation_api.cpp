@@ -68,9 +68,11 @@ std::optional<http::Response> AutomationApi::Handle(const http::Request& r, cons
   if (p[1] == "policies") {
     if (d_.policies == nullptr) return Error(503, "policies are not available");
     if (p.size() == 2) return m == "GET" ? ListPolicies() : Error(405, "use GET");
-    if (p.size() == 3 && p[2] == "reload") return m == "POST" ? Reload("") : Error(405, "use POST");
+    // POST /v1/policies/reload reloads every policy; GET is a policy that may be named "reload".
+    if (p.size() == 3 && p[2] == "reload" && m == "POST") return Reload("");
     const std::string& name = p[2];
-    if (p.size() == 3) return m == "GET" ? GetPolicy(name) : Error(405, "use GET");
+    if (p.size() == 3)
+      return m == "GET" ? GetPolicy(name) : Error(405, name == "reload" ? "use POST or GET" : "use GET");
     if (p.size() != 4) return Error(404, "no such route: " + r.path);
     const std::string& sub = p[3];
     if (sub == "reload") return m == "POST" ? Reload(name) : Error(405, "use POST");
@@ -144,6 +146,10 @@ http::Response AutomationApi::SetFlags(const std::string& name, const http::Requ
 http::Response AutomationApi::RunNow(const std::string& name, const http::Request& r) {
   auto s = d_.policies->Get(name);
   if (!s.ok()) return FromStatus(s.status());
+  // Nothing would ever handle the event: a policy registered later does not see earlier events.
+  if (!s->loaded)
+    return Error(409, "policy " + name + " is not loaded (" + s->load_error +
+                          "); fix its file and reload it first");
   auto body = plist::ParseJson(r.body.empty() ? std::string_view("{}") : std::string_view(r.body),
                                {d_.max_body_bytes, 32});
   if (!body.ok() || !body->is(plist::Type::kDict))

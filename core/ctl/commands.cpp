@@ -4,15 +4,18 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <streambuf>
 
 #include "ctl/format.h"
 #include "plist/plist.h"
+#include "policy/harness.h"
 #include "util/encoding.h"
 
 #ifndef ORCHARDCTL_VERSION
@@ -769,6 +772,548 @@ int RunVersion(Context& ctx, const ParsedArgs& a) {
   return kExitOk;
 }
 
+// ---- policies, compliance -------------------------------------------------------
+
+// --limit N, --all and --cursor C of a listing read page by page, as for devices:
+// without --all at most N items from the cursor (default: every page); with --all
+// every page, N being the page size.
+struct Paging {
+  int64_t page_max = 0;
+  int64_t max_items = 0;  // 0: no limit
+  std::string cursor;
+};
+
+Status ReadPaging(const ParsedArgs& a, int64_t server_max, Paging* out) {
+  out->page_max = server_max;
+  out->max_items = 0;
+  out->cursor = a.Get("cursor");
+  if (a.Has("limit") && (!ParseCount(a.Get("limit"), &out->max_items) || out->max_items < 1))
+    return Status::InvalidArgument("--limit must be a positive integer");
+  if (a.Has("all") && a.Has("cursor"))
+    return Status::InvalidArgument("--all and --cursor cannot be combined");
+  if (a.Has("all") && out->max_items > 0) {
+    out->page_max = std::min(out->max_items, server_max);
+    out->max_items = 0;
+  }
+  return Status::Ok();
+}
+
+std::string PolicyPath(const std::string& name) { return "/v1/policies/" + PathSegment(name); }
+
+std::string YesNo(const Value& v, std::string_view key) {
+  const Value* b = v.Find(key);
+  if (!b || !b->AsBool()) return "";
+  return *b->AsBool() ? "yes" : "no";
+}
+
+// Errors carry a Lua traceback after their first line; tables show the first line.
+std::string FirstLine(std::string_view text) {
+  return std::string(text.substr(0, text.find('\n')));
+}
+
+std::string Indent(const std::string& text) {
+  std::string out;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) out += "  " + line + "\n";
+  return out;
+}
+
+// A runner lag: "0s", "2.5s", "42s", "3m07s", "2h05m".
+std::string LagText(int64_t ms) {
+  char buf[48];
+  const long long s = ms / 1000;
+  if (ms <= 0)
+    return "0s";
+  else if (ms < 10000)
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000);
+  else if (s < 60)
+    std::snprintf(buf, sizeof buf, "%llds", s);
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s / 60 % 60);
+  return buf;
+}
+
+// "loaded"; "reload failed" (the previous version runs); "not loaded" (none runs).
+std::string PolicyState(const Value& p) {
+  if (!p.GetBool("loaded", false)) return "not loaded";
+  return p.Find("load_error") ? "reload failed" : "loaded";
+}
+
+// The policies of a GET /v1/policies or reload answer as a table, then their load errors.
+std::string PolicyTable(const Value* list) {
+  Table t({"NAME", "VERSION", "ENABLED", "DRY RUN", "STATE", "HANDLED", "FAILED", "PARKED", "LAG"});
+  std::string notes;
+  if (list && list->AsArray())
+    for (const auto& p : *list->AsArray()) {
+      const Value* c = p.Find("consumer");
+      std::vector<std::string> row = {Field(p, "name"), Field(p, "version"), YesNo(p, "enabled"),
+                                      YesNo(p, "dry_run"), PolicyState(p)};
+      if (c && c->AsDict()) {
+        const Value* lag = c->Find("lag_ms");
+        row.insert(row.end(), {Field(*c, "handled"), Field(*c, "failed"), Field(*c, "parked"),
+                               lag && lag->AsInteger() ? LagText(*lag->AsInteger()) : ""});
+      }
+      t.AddRow(std::move(row));
+      const std::string error = Field(p, "load_error");
+      if (!error.empty())
+        notes += Printable(Field(p, "name")) +
+                 (p.GetBool("loaded", false) ? " (the previous version keeps running): " : ": ") +
+                 Printable(FirstLine(error)) + "\n";
+    }
+  if (t.rows() == 0) return "no policies (is policy.dir set?)\n";
+  return t.Render() + (notes.empty() ? "" : "\n" + notes);
+}
+
+// After an empty listing of a policy's records: says so when there is no such policy
+// (the server keeps records of policies that are gone, so it answers 200 either way).
+void NoteUnknownPolicy(Context& ctx, const std::string& name) {
+  auto r = ctx.client->Call("GET", PolicyPath(name));
+  if (r.ok() && r->status == 404)
+    std::fprintf(ctx.err, "note: there is no policy %s (see \"orchardctl policy list\")\n",
+                 Printable(name).c_str());
+}
+
+// The "policy" command's actions ("orchardctl policy ACTION ...").
+struct PolicyAction {
+  const char* name;
+  const char* synopsis;                              // the arguments after "policy ACTION"
+  std::vector<std::string> flags;                    // which of the command's flags it takes
+  int (*run)(Context& ctx, const ParsedArgs& args);  // args: positionals after the action
+};
+const std::vector<PolicyAction>& PolicyActions();
+
+int PolicyUsage(Context& ctx, const std::string& action, const std::string& message) {
+  std::fprintf(ctx.err, "orchardctl policy %s: %s\n", action.c_str(), message.c_str());
+  for (const auto& act : PolicyActions())
+    if (action == act.name)
+      std::fprintf(ctx.err, "usage: orchardctl policy %s%s%s\n", act.name, *act.synopsis ? " " : "",
+                   act.synopsis);
+  std::fputs("run \"orchardctl help policy\" for details\n", ctx.err);
+  return kExitUsage;
+}
+
+int RunPolicyList(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty())
+    return PolicyUsage(ctx, "list", "unexpected argument " + a.positionals[0]);
+  Reply reply;
+  int rc = Send(ctx, "GET", "/v1/policies", {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json)
+    PrintJson(ctx, reply.json);
+  else
+    Print(ctx, PolicyTable(reply.json.Find("policies")));
+  return kExitOk;
+}
+
+int RunPolicyShow(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return PolicyUsage(ctx, "show", "give exactly one policy name");
+  Reply reply;
+  int rc = Send(ctx, "GET", PolicyPath(a.positionals[0]), {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  // Schedules and the runner's state get sections of their own; lists read as "a, b".
+  Value p = reply.json;
+  std::optional<Value> consumer, schedules;
+  if (const Value* c = p.Find("consumer"); c && c->AsDict()) consumer = *c;
+  if (const Value* s = p.Find("schedules"); s && s->AsArray()) schedules = *s;
+  p.Erase("consumer");
+  p.Erase("schedules");
+  for (const char* key : {"events", "results"})
+    if (const Value* list = p.Find(key); list && list->AsArray()) {
+      std::string joined;
+      for (const auto& e : *list->AsArray()) joined += (joined.empty() ? "" : ", ") + ScalarText(e);
+      p.Set(key, Value::String(joined));
+    }
+  if (p.Find("load_error"))
+    p.Set("load_error", Value::String(FirstLine(p.GetString("load_error"))));
+  std::string text = RenderKeyValues(p);
+  if (schedules && !schedules->AsArray()->empty()) {
+    Table t({"SCHEDULE", "EVERY", "SPLAY", "PER DEVICE"});
+    for (const auto& s : *schedules->AsArray())
+      t.AddRow({Field(s, "name"), Field(s, "interval_seconds") + "s",
+                Field(s, "splay_seconds") + "s", YesNo(s, "per_device")});
+    text += "\nschedules:\n" + Indent(t.Render());
+  }
+  if (consumer) {
+    if (consumer->Find("last_error"))
+      consumer->Set("last_error", Value::String(FirstLine(consumer->GetString("last_error"))));
+    text += "\nconsumer:\n" + Indent(RenderKeyValues(*consumer));
+  } else if (p.GetBool("loaded", false)) {
+    text += "\nconsumer: not running\n";
+  }
+  Print(ctx, text);
+  return kExitOk;
+}
+
+int RunPolicyReload(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() > 1)
+    return PolicyUsage(ctx, "reload", "give at most one policy name (none: every policy)");
+  const std::string name = a.positionals.empty() ? "" : a.positionals[0];
+  Reply reply;
+  int rc = Send(ctx, "POST", name.empty() ? "/v1/policies/reload" : PolicyPath(name) + "/reload",
+                {}, "", "", &reply);
+  if (rc != kExitOk) {
+    // 422: a file failed to load; the answer still lists the policies.
+    if (reply.status == 422 && reply.json.Find("policies")) {
+      if (ctx.json) PrintJson(ctx, reply.json);
+      for (const auto& p : *reply.json.Find("policies")->AsArray())
+        if (p.GetBool("loaded", false) && p.Find("load_error"))
+          std::fprintf(ctx.err, "note: policy %s keeps running its previous version%s\n",
+                       Printable(Field(p, "name")).c_str(),
+                       Field(p, "version").empty()
+                           ? ""
+                           : (" (" + Printable(Field(p, "version")) + ")").c_str());
+    }
+    return rc;
+  }
+  if (ctx.json)
+    PrintJson(ctx, reply.json);
+  else
+    Print(ctx, PolicyTable(reply.json.Find("policies")));
+  return kExitOk;
+}
+
+// PUT /v1/policies/{name}/flags with one flag; prints the policy's flags afterwards.
+int SetPolicyFlag(Context& ctx, const std::string& name, const std::string& flag, bool value) {
+  Value body;
+  body.Set(flag, Value::Bool(value));
+  Reply reply;
+  int rc = Send(ctx, "PUT", PolicyPath(name) + "/flags", {}, plist::ToJson(body),
+                "application/json", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  const bool enabled = reply.json.GetBool("enabled", true);
+  const bool dry_run = reply.json.GetBool("dry_run", false);
+  std::string text = "policy " + Printable(name) + ": " + (enabled ? "enabled" : "disabled") +
+                     ", dry run " + (dry_run ? "on" : "off");
+  if (flag == "enabled" && !enabled)
+    text += " (its events are skipped, and not replayed when it is enabled again)";
+  if (flag == "dry_run" && dry_run) text += " (decisions are recorded, nothing is applied)";
+  Print(ctx, text + "\n");
+  return kExitOk;
+}
+
+int RunPolicyEnable(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return PolicyUsage(ctx, "enable", "give exactly one policy name");
+  return SetPolicyFlag(ctx, a.positionals[0], "enabled", true);
+}
+
+int RunPolicyDisable(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return PolicyUsage(ctx, "disable", "give exactly one policy name");
+  return SetPolicyFlag(ctx, a.positionals[0], "enabled", false);
+}
+
+int RunPolicyDryRun(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 2 || (a.positionals[1] != "on" && a.positionals[1] != "off"))
+    return PolicyUsage(ctx, "dry-run", "give a policy name and on or off");
+  return SetPolicyFlag(ctx, a.positionals[0], "dry_run", a.positionals[1] == "on");
+}
+
+int RunPolicyRun(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return PolicyUsage(ctx, "run", "give exactly one policy name");
+  const std::string& name = a.positionals[0];
+  Value body;
+  const std::string device = a.Get("device");
+  if (a.Has("device") && device.empty())
+    return PolicyUsage(ctx, "run", "--device needs an enrollment id");
+  if (!device.empty()) body.Set("enrollment_id", Value::String(device));
+  Value args;
+  for (const auto& kv : a.All("arg")) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0 || (eq == 1 && kv[0] == ':'))
+      return PolicyUsage(
+          ctx, "run", "--arg takes key=value (a string) or key:=JSON (typed), got \"" + kv + "\"");
+    if (kv[eq - 1] == ':') {
+      auto v = plist::ParseJson(kv.substr(eq + 1));
+      if (!v.ok())
+        return PolicyUsage(ctx, "run",
+                           "--arg " + kv.substr(0, eq - 1) + ":= " + v.status().message());
+      args.Set(kv.substr(0, eq - 1), std::move(v.value()));
+    } else {
+      args.Set(kv.substr(0, eq), Value::String(kv.substr(eq + 1)));
+    }
+  }
+  body.Set("args", std::move(args));
+  Reply reply;
+  int rc = Send(ctx, "POST", PolicyPath(name) + "/run", {}, plist::ToJson(body), "application/json",
+                &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json)
+    PrintJson(ctx, reply.json);
+  else
+    Print(ctx, "sent policy.run to policy " + Printable(name) +
+                   (device.empty() ? "" : " about " + Printable(device)) + " (cursor " +
+                   Printable(Field(reply.json, "cursor")) +
+                   "); its decisions: orchardctl policy decisions " + Printable(name) + "\n");
+  if (const std::string w = Field(reply.json, "warning"); !w.empty())
+    Err(ctx, "warning: %s", Printable(w).c_str());
+  return kExitOk;
+}
+
+// A decision record in a few words: "InstallProfile queued; compliance non_compliant".
+std::string DecisionSummary(const Value& rec) {
+  std::vector<std::string> parts;
+  if (const Value* cmds = rec.Find("commands"); cmds && cmds->AsArray()) {
+    size_t shown = 0;
+    for (const auto& c : *cmds->AsArray())
+      if (shown++ < 3) parts.push_back(Field(c, "request_type") + " " + Field(c, "outcome"));
+    if (shown > 3) parts.push_back("+" + std::to_string(shown - 3) + " commands");
+  }
+  const auto count = [&](const char* key, const char* one, const char* many) {
+    const Value* list = rec.Find(key);
+    const size_t n = list && list->AsArray() ? list->AsArray()->size() : 0;
+    if (n > 0) parts.push_back(n == 1 ? std::string(one) : std::to_string(n) + " " + many);
+  };
+  count("pushes", "push", "pushes");
+  if (const Value* cl = rec.Find("compliance"); cl && cl->AsArray() && cl->AsArray()->size() == 1)
+    parts.push_back("compliance " + Field(cl->AsArray()->at(0), "status"));
+  else
+    count("compliance", "compliance", "compliance states");
+  count("store", "store write", "store writes");
+  count("logs", "log line", "log lines");
+  std::string out = rec.GetBool("dry_run", false) ? "dry run: " : "";
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? "; " : "") + parts[i];
+  return out;
+}
+
+// The device column of a record: the event's, else the one device it touched, else "N devices".
+std::string RecordDevice(const Value& rec) {
+  if (const Value* ev = rec.Find("event"); ev && !ev->GetString("enrollment_id").empty())
+    return std::string(ev->GetString("enrollment_id"));
+  const Value* devs = rec.Find("devices");
+  const size_t n = devs && devs->AsArray() ? devs->AsArray()->size() : 0;
+  if (n == 1) return ScalarText(devs->AsArray()->at(0));
+  return n == 0 ? "" : std::to_string(n) + " devices";
+}
+
+// policy decisions and policy parked: GET /v1/policies/{name}/decisions or /parked.
+int RunPolicyRecords(Context& ctx, const ParsedArgs& a, const std::string& action) {
+  if (a.positionals.size() != 1) return PolicyUsage(ctx, action, "give exactly one policy name");
+  const std::string& name = a.positionals[0];
+  Query q;
+  if (a.Has("device")) {
+    if (a.Get("device").empty()) return PolicyUsage(ctx, action, "--device needs an enrollment id");
+    q.emplace_back("enrollment_id", a.Get("device"));
+  }
+  Paging paging;
+  if (Status st = ReadPaging(a, 1000, &paging); !st.ok())
+    return PolicyUsage(ctx, action, st.message());
+  Value listing;
+  std::string next;
+  int rc = FetchPages(ctx, PolicyPath(name) + "/" + action, q, action.c_str(), paging.page_max,
+                      paging.max_items, paging.cursor, &listing, &next);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, listing);
+    return kExitOk;
+  }
+  const bool decisions = action == "decisions";
+  Table t = decisions ? Table({"CURSOR", "TIME", "EVENT", "DEVICE", "DECISIONS"})
+                      : Table({"CURSOR", "TIME", "EVENT", "DEVICE", "ATTEMPTS", "ERROR"});
+  for (const auto& rec : *listing.Find(action)->AsArray()) {
+    const Value* ev = rec.Find("event");
+    const std::string event = ev ? Field(*ev, "type") : "";
+    if (decisions) {
+      t.AddRow({Field(rec, "cursor"), Field(rec, "time"), event, RecordDevice(rec),
+                DecisionSummary(rec)});
+    } else {
+      const Value* err = rec.Find("error");
+      std::string error = err ? Field(*err, "error") : "";
+      if (err && !Field(*err, "message").empty()) error += ": " + FirstLine(Field(*err, "message"));
+      t.AddRow({Field(rec, "cursor"), Field(rec, "time"), event, RecordDevice(rec),
+                Field(rec, "attempts"), error});
+    }
+  }
+  if (t.rows() == 0) {
+    Print(ctx, "no " + std::string(decisions ? "decisions" : "parked events") + " of policy " +
+                   Printable(name) +
+                   (a.Has("device") ? " about " + Printable(a.Get("device")) : std::string()) +
+                   "\n");
+    if (paging.cursor.empty()) NoteUnknownPolicy(ctx, name);
+  } else {
+    Print(ctx, t.Render());
+  }
+  MoreHint(ctx, next, decisions ? "decisions" : "parked events");
+  return kExitOk;
+}
+
+int RunPolicyDecisions(Context& ctx, const ParsedArgs& a) {
+  return RunPolicyRecords(ctx, a, "decisions");
+}
+int RunPolicyParked(Context& ctx, const ParsedArgs& a) {
+  return RunPolicyRecords(ctx, a, "parked");
+}
+
+// An ostream's buffer that writes straight to a FILE (the harness output streams out).
+class FileStreamBuf : public std::streambuf {
+ public:
+  explicit FileStreamBuf(FILE* f) : f_(f) {}
+
+ protected:
+  int overflow(int c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    return std::fputc(c, f_) == EOF ? traits_type::eof() : c;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    return static_cast<std::streamsize>(std::fwrite(s, 1, static_cast<size_t>(n), f_));
+  }
+
+ private:
+  FILE* f_;
+};
+
+// policy test: the harness, locally (no server). Exit status: the harness's.
+int RunPolicyTest(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return PolicyUsage(ctx, "test", "give exactly one policy file");
+  const std::string& file = a.positionals[0];
+  const std::string events_path = a.Get("events");
+  if (events_path.empty())
+    return PolicyUsage(ctx, "test", "--events EVENTS.jsonl is required (one JSON event per line)");
+  std::error_code ec;
+  for (const std::string& path : {file, events_path})
+    if (path != "-" && std::filesystem::is_directory(path, ec))
+      return PolicyUsage(ctx, "test", path + " is a directory");
+  std::ifstream events_file;
+  std::istream* events = &std::cin;
+  if (events_path != "-") {
+    events_file.open(events_path, std::ios::binary);
+    if (!events_file) {
+      Err(ctx, "policy test: cannot read %s: %s", events_path.c_str(), std::strerror(errno));
+      return kExitUsage;
+    }
+    events = &events_file;
+  }
+  policy::HarnessOptions options;
+  options.dry_run = a.Has("dry-run");
+  FileStreamBuf out_buf(ctx.out);
+  std::ostream out(&out_buf);
+  std::ostringstream err;
+  const int status = policy::RunHarness(file, *events, out, err, options);
+  out.flush();
+  std::istringstream lines(err.str());
+  for (std::string line; std::getline(lines, line);)
+    Err(ctx, "policy test: %s", Printable(line).c_str());
+  switch (status) {
+    case 0:
+      return kExitOk;
+    case 1:
+      Err(ctx, "policy test: a run failed (its \"kind\":\"error\" line says why)");
+      return kExitFailed;
+    default:
+      return kExitUsage;
+  }
+}
+
+const std::vector<PolicyAction>& PolicyActions() {
+  static const std::vector<PolicyAction> kActions = {
+      {"list", "", {}, RunPolicyList},
+      {"show", "NAME", {}, RunPolicyShow},
+      {"reload", "[NAME]", {}, RunPolicyReload},
+      {"enable", "NAME", {}, RunPolicyEnable},
+      {"disable", "NAME", {}, RunPolicyDisable},
+      {"dry-run", "NAME on|off", {}, RunPolicyDryRun},
+      {"run", "NAME [--device ID] [--arg KEY=VALUE ...]", {"device", "arg"}, RunPolicyRun},
+      {"decisions",
+       "NAME [--device ID] [--limit N] [--all | --cursor C]",
+       {"device", "limit", "all", "cursor"},
+       RunPolicyDecisions},
+      {"parked",
+       "NAME [--device ID] [--limit N] [--all | --cursor C]",
+       {"device", "limit", "all", "cursor"},
+       RunPolicyParked},
+      {"test", "FILE --events EVENTS.jsonl [--dry-run]", {"events", "dry-run"}, RunPolicyTest},
+  };
+  return kActions;
+}
+
+int RunPolicy(Context& ctx, const ParsedArgs& a) {
+  std::string names;
+  for (const auto& act : PolicyActions())
+    names += (names.empty() ? "" : ", ") + std::string(act.name);
+  if (a.positionals.empty()) return Usage(ctx, "policy", "give an action: " + names);
+  const std::string& action = a.positionals[0];
+  const PolicyAction* act = nullptr;
+  for (const auto& x : PolicyActions())
+    if (action == x.name) act = &x;
+  if (!act) return Usage(ctx, "policy", "unknown action \"" + action + "\" (" + names + ")");
+  for (const auto& [flag, values] : a.flags) {
+    const bool global = std::any_of(GlobalFlags().begin(), GlobalFlags().end(),
+                                    [&](const FlagSpec& s) { return s.name == flag; });
+    if (!global && std::find(act->flags.begin(), act->flags.end(), flag) == act->flags.end())
+      return PolicyUsage(ctx, action, "--" + flag + " does not apply to policy " + action);
+  }
+  ParsedArgs rest = a;
+  rest.positionals.erase(rest.positionals.begin());
+  return act->run(ctx, rest);
+}
+
+int RunCompliance(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() > 1) return Usage(ctx, "compliance", "give at most one policy name");
+  if (a.positionals.empty()) {
+    for (const char* flag : {"status", "limit", "all", "cursor"})
+      if (a.Has(flag))
+        return Usage(ctx, "compliance",
+                     std::string("--") + flag + " lists one policy's devices: give its NAME");
+    Reply reply;
+    int rc = Send(ctx, "GET", "/v1/compliance", {}, "", "", &reply);
+    if (rc != kExitOk) return rc;
+    if (ctx.json) {
+      PrintJson(ctx, reply.json);
+      return kExitOk;
+    }
+    Table t(
+        {"POLICY", "ENABLED", "DRY RUN", "COMPLIANT", "NON-COMPLIANT", "REMEDIATING", "EXEMPT"});
+    if (const Value* list = reply.json.Find("compliance"); list && list->AsArray())
+      for (const auto& p : *list->AsArray()) {
+        const Value* d = p.Find("devices");
+        const Value none;
+        const Value& n = d ? *d : none;
+        t.AddRow({Field(p, "policy"), YesNo(p, "enabled"), YesNo(p, "dry_run"),
+                  Field(n, "compliant"), Field(n, "non_compliant"), Field(n, "remediation_pending"),
+                  Field(n, "exempt")});
+      }
+    Print(ctx, t.rows() == 0 ? std::string("no policies (is policy.dir set?)\n") : t.Render());
+    return kExitOk;
+  }
+  const std::string& name = a.positionals[0];
+  Query q;
+  if (a.Has("status")) q.emplace_back("status", a.Get("status"));
+  Paging paging;
+  if (Status st = ReadPaging(a, 1000, &paging); !st.ok())
+    return Usage(ctx, "compliance", st.message());
+  Value listing;
+  std::string next;
+  int rc = FetchPages(ctx, "/v1/compliance/" + PathSegment(name), q, "devices", paging.page_max,
+                      paging.max_items, paging.cursor, &listing, &next);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, listing);
+    return kExitOk;
+  }
+  Table t({"ENROLLMENT", "STATUS", "SINCE", "ATTEMPTS", "STEP", "REASON"});
+  for (const auto& d : *listing.Find("devices")->AsArray())
+    t.AddRow({Field(d, "enrollment_id"), Field(d, "status"), Field(d, "since"),
+              Field(d, "attempts"), Field(d, "step"), Field(d, "reason")});
+  if (t.rows() == 0) {
+    Print(ctx, "no device has a compliance state" +
+                   (a.Has("status") ? " " + Printable(a.Get("status")) : std::string()) +
+                   " for policy " + Printable(name) + "\n");
+    if (paging.cursor.empty()) NoteUnknownPolicy(ctx, name);
+  } else {
+    Print(ctx, t.Render());
+  }
+  MoreHint(ctx, next, "devices");
+  return kExitOk;
+}
+
 }  // namespace
 
 const std::vector<FlagSpec>& GlobalFlags() {
@@ -830,7 +1375,11 @@ const std::vector<CommandSpec>& Commands() {
         {"password-env", true},
         {"password-file", true}},
        RunPushCert},
-      {"pushcerts", "", "list the stored push certificates (topic, expiry, days left)", "", {},
+      {"pushcerts",
+       "",
+       "list the stored push certificates (topic, expiry, days left)",
+       "",
+       {},
        RunPushCerts},
       {"devices",
        "[--serial S] [--model M] [--os PREFIX] [--state S] [--type T] [--blocked true|false] "
@@ -899,6 +1448,58 @@ const std::vector<CommandSpec>& Commands() {
        "  --limit N     at most N events (default 100), read page by page\n",
        {{"after", true}, {"limit", true}},
        RunEvents},
+      {"policy",
+       "ACTION [arguments]",
+       "list, inspect, reload, switch and run Lua policies; test a policy file locally",
+       "actions:\n"
+       "  list                       every policy: version, enabled, dry run, load state, runs\n"
+       "                             handled, failed and parked since orchardd started, lag\n"
+       "  show NAME                  one policy: metadata, schedules, its runner's state\n"
+       "  reload [NAME]              re-read one policy's file, or every file; a version that\n"
+       "                             fails to load leaves the previous one running (exit 1)\n"
+       "  enable NAME\n"
+       "  disable NAME               a disabled policy skips its events (not replayed later)\n"
+       "  dry-run NAME on|off        record decisions without applying them\n"
+       "  run NAME [--device ID] [--arg KEY=VALUE ...]\n"
+       "                             send the policy a policy.run event now, about device ID;\n"
+       "                             --arg KEY:=JSON gives a typed value. It runs shortly\n"
+       "                             after: see \"policy decisions NAME\"\n"
+       "  decisions NAME [--device ID] [--limit N] [--all | --cursor C]\n"
+       "                             what the policy decided, oldest first\n"
+       "  parked NAME [--device ID] [--limit N] [--all | --cursor C]\n"
+       "                             events on which the policy failed every attempt\n"
+       "  test FILE --events EVENTS.jsonl [--dry-run]\n"
+       "                             run a policy file here, without a server, on events (one\n"
+       "                             JSON object per line; '-' reads stdin) and print each\n"
+       "                             decision as a JSON line; --dry-run runs it as a dry-run\n"
+       "                             policy. Exit 0 ok, 1 a run failed, 2 bad input or the\n"
+       "                             policy does not load\n"
+       "options:\n"
+       "  --device ID     run: the enrollment the run is about; decisions, parked: only\n"
+       "                  records about it\n"
+       "  --limit N       list at most N (default: every page); with --all, N is the page size\n"
+       "  --cursor C      start at this page cursor (printed when --limit stops early)\n"
+       "writing policies: docs/lua-api.md\n",
+       {{"device", true},
+        {"arg", true, true},
+        {"limit", true},
+        {"all", false},
+        {"cursor", true},
+        {"events", true},
+        {"dry-run", false}},
+       RunPolicy},
+      {"compliance",
+       "[NAME [--status S] [--limit N] [--all | --cursor C]]",
+       "compliance of the fleet per policy, or each device's state for one policy",
+       "  without NAME: per policy, how many devices are compliant, non-compliant,\n"
+       "  remediating (remediation_pending) and exempt\n"
+       "  with NAME: the state of each device the policy judged, in enrollment id order\n"
+       "  --status S     only devices in status S: compliant, non_compliant,\n"
+       "                 remediation_pending, exempt or unknown\n"
+       "  --limit N      list at most N (default: every page); with --all, N is the page size\n"
+       "  --cursor C     start at this page cursor (printed when --limit stops early)\n",
+       {{"status", true}, {"limit", true}, {"all", false}, {"cursor", true}},
+       RunCompliance},
       {"version", "", "print orchardctl's and the server's version", "", {}, RunVersion},
   };
   return kCommands;
@@ -944,7 +1545,8 @@ std::string GeneralUsage() {
       "  --help               this text; \"orchardctl COMMAND --help\" for one command\n"
       "\n"
       "exit status: 0 ok, 1 request failed or server error, 2 usage error,\n"
-      "             3 partial failure (some ids failed, HTTP 207)\n";
+      "             3 partial failure (some ids failed, HTTP 207);\n"
+      "             policy test: 0 ok, 1 a run failed, 2 bad input or the policy does not load\n";
   return out;
 }
 

@@ -65,8 +65,12 @@ int Run(std::vector<std::string> args) {
     return kExitUsage;
   }
   if (*command_name == "help") {
-    const CommandSpec* cmd = args.empty() ? nullptr : FindCommand(args[0]);
-    if (!args.empty() && !cmd) return UsageError("unknown command \"" + args[0] + "\"");
+    // "help COMMAND": the first positional (global flags may come before or after).
+    auto parsed = ParseArgs(args, GlobalFlags());
+    if (!parsed.ok()) return UsageError(parsed.status().message());
+    const std::vector<std::string>& words = parsed->positionals;
+    const CommandSpec* cmd = words.empty() ? nullptr : FindCommand(words[0]);
+    if (!words.empty() && !cmd) return UsageError("unknown command \"" + words[0] + "\"");
     std::fputs(cmd ? CommandUsage(*cmd).c_str() : GeneralUsage().c_str(), stdout);
     return kExitOk;
   }

@@ -14,7 +14,9 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -92,13 +94,20 @@ std::string DeviceReport(const std::string& status, const std::string& extra = "
 }
 
 // A running orchardd (insecure dev mode, known API key) in a fresh directory,
-// optionally with a config file holding config_text.
+// optionally with a config file holding config_text and with --policy-dir holding
+// policies (file name -> Lua source).
 class Server {
  public:
-  explicit Server(const std::string& config_text = "")
+  using Policies = std::map<std::string, std::string>;
+  explicit Server(const std::string& config_text = "", const Policies& policies = {})
       : dir_(orchard::testing::MakeTempDir("orchard-ctl-test")),
-        process_(dir_ + "/data", Args(dir_, !config_text.empty())) {
+        process_(dir_ + "/data", Args(dir_, !config_text.empty(), !policies.empty())) {
     if (!config_text.empty()) REQUIRE(orchard::testing::WriteFile(dir_ + "/orchard.conf", config_text));
+    if (!policies.empty()) {
+      std::filesystem::create_directories(policy_dir());
+      for (const auto& [name, source] : policies)
+        REQUIRE(orchard::testing::WriteFile(policy_dir() + "/" + name, source));
+    }
   }
   ~Server() {
     process_.Stop();
@@ -114,6 +123,7 @@ class Server {
   }
   const std::string& dir() const { return dir_; }
   std::string url() const { return process_.url(); }
+  std::string policy_dir() const { return dir_ + "/policies"; }
 
   // orchardctl with this server's URL; the key comes from the environment, to
   // which env ("NAME=value ..., shell-quoted") is added.
@@ -135,9 +145,11 @@ class Server {
   }
 
  private:
-  static std::vector<std::string> Args(const std::string& dir, bool with_config) {
+  static std::vector<std::string> Args(const std::string& dir, bool with_config,
+                                       bool with_policies) {
     std::vector<std::string> args = {"--insecure-dev", "--api-key", kApiKey};
     if (with_config) args.insert(args.begin(), {"--config", dir + "/orchard.conf"});
+    if (with_policies) args.insert(args.end(), {"--policy-dir", dir + "/policies"});
     return args;
   }
 
@@ -872,4 +884,527 @@ TEST_CASE("orchardctl --json prints valid UTF-8 JSON when a device sent invalid 
   }
   CtlRun r = server.Ctl("device " + std::string(kUdid) + " --json");
   CHECK(ParseJsonOrFail(r.out).GetString("device_name") == "Bad\xEF\xBF\xBD\xEF\xBF\xBD \x01\x1b[2J \xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+// ---- policies and compliance --------------------------------------------------
+
+namespace {
+
+// A policy.run with args.devices = N judges DEV-001..DEV-N (odd ones non-compliant);
+// args.tag is stored (so every run decides something); args.fail makes the run fail.
+constexpr char kDemoPolicy[] = R"(
+policy { name = "demo", version = "1.2", description = "orchardctl test policy" }
+policy:on("policy.run", function(ctx, event)
+  local args = event.payload.args or {}
+  for i = 1, tonumber(args.devices or 0) do
+    local id = string.format("DEV-%03d", i)
+    if i % 2 == 0 then ctx:compliant(id) else ctx:noncompliant("odd", id) end
+  end
+  ctx:put("last", args.tag or "none")
+  if args.fail then error("asked to fail") end
+end)
+policy:every("1h", function(ctx) end, { name = "hourly", per_device = false })
+)";
+
+// A policy whose name is also a route word (/v1/policies/reload), and one that never loads.
+Server::Policies TestPolicies() {
+  return {{"demo.lua", kDemoPolicy},
+          {"reload.lua", "policy:on('policy.run', function(ctx) ctx:put('x', 1) end)\n"},
+          {"broken.lua", "policy:on('policy.run', function(ctx)\n  if then\nend)\n"}};
+}
+
+// The policies are reloaded on request only (no directory polling to race with).
+#define START_WITH_POLICIES(s)                            \
+  Server s("policy.watch_seconds = 0\n", TestPolicies()); \
+  REQUIRE(s.Start())
+
+// Polls until cond() holds or the deadline passes.
+template <typename F>
+bool WaitFor(F cond, std::chrono::seconds timeout = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+// The items of a --json listing, under key.
+std::vector<Value> Items(const CtlRun& r, const char* key) {
+  INFO(r.err << r.out);
+  REQUIRE(r.exit_code == 0);
+  Value v = ParseJsonOrFail(r.out);
+  const Value* list = v.Find(key);
+  REQUIRE(list);
+  REQUIRE(list->AsArray());
+  return *list->AsArray();
+}
+
+// How many items `orchardctl ARGS --json` lists under key (0 on any failure), for polling.
+size_t CountItems(const Server& s, const std::string& args, const char* key) {
+  CtlRun r = s.Ctl(args + " --json");
+  auto v = orchard::plist::ParseJson(r.out);
+  if (r.exit_code != 0 || !v.ok() || !v->Find(key) || !v->Find(key)->AsArray()) return 0;
+  return v->Find(key)->AsArray()->size();
+}
+
+std::vector<std::string> Strings(const std::vector<Value>& items, const char* field) {
+  std::vector<std::string> out;
+  for (const auto& v : items) out.emplace_back(v.GetString(field));
+  return out;
+}
+
+// The cursor of the "next page: --cursor C" hint on stderr ("" without one).
+std::string NextCursor(const CtlRun& r) {
+  const auto at = r.err.find("--cursor ");
+  if (at == std::string::npos) return "";
+  std::string c = r.err.substr(at + 9);
+  return c.substr(0, c.find('\n'));
+}
+
+// The whitespace-separated cells of the table row that starts with first.
+std::vector<std::string> Row(const std::string& out, const std::string& first) {
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream cells(line);
+    std::vector<std::string> row;
+    for (std::string c; cells >> c;) row.push_back(c);
+    if (!row.empty() && row[0] == first) return row;
+  }
+  return {};
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("orchardctl policy list, show and the enabled and dry-run switches",
+          "[integration][ctl][policy]") {
+  START_WITH_POLICIES(server);
+
+  CtlRun r = server.Ctl("policy list");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("NAME") == 0);
+  CHECK(r.out.find("DRY RUN") != std::string::npos);
+  CHECK(r.out.find("LAG") != std::string::npos);
+  std::vector<std::string> row = Row(r.out, "demo");
+  REQUIRE(row.size() == 9);
+  CHECK(std::vector<std::string>(row.begin(), row.begin() + 5) ==
+        std::vector<std::string>{"demo", "1.2", "yes", "no", "loaded"});
+  CHECK(row[5].find_first_not_of("0123456789") == std::string::npos);  // handled (schedule ticks)
+  CHECK(row[6] == "0");                                                // failed
+  CHECK(row[7] == "0");                                                // parked
+  CHECK(row[8].back() == 's');                                         // lag
+  CHECK(Row(r.out, "broken") ==
+        std::vector<std::string>{"broken", "-", "yes", "no", "not", "loaded", "-", "-", "-", "-"});
+  CHECK(r.out.find("broken: broken.lua:2:") != std::string::npos);
+
+  r = server.Ctl("policy list --json");
+  auto policies = Items(r, "policies");
+  CHECK(Strings(policies, "name") == std::vector<std::string>{"demo", "reload", "broken"});
+  CHECK(policies[0].Find("consumer") != nullptr);
+  CHECK_FALSE(policies[2].GetBool("loaded", true));
+
+  r = server.Ctl("policy show demo");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("name:") == 0);
+  CHECK(r.out.find("description:  orchardctl test policy\n") != std::string::npos);
+  CHECK(r.out.find("events:       policy.run\n") != std::string::npos);
+  CHECK(Row(r.out, "hourly") == std::vector<std::string>{"hourly", "3600s", "0s", "no"});
+  CHECK(r.out.find("\nconsumer:\n  lanes:") != std::string::npos);
+  r = server.Ctl("policy show demo --json");
+  REQUIRE(r.exit_code == 0);
+  CHECK(ParseJsonOrFail(r.out).GetString("version") == "1.2");
+  // A policy may be named like the reload-everything route.
+  r = server.Ctl("policy show reload");
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("name:") == 0);
+  CHECK(Row(r.out, "name:") == std::vector<std::string>{"name:", "reload"});
+  r = server.Ctl("policy show broken");
+  CHECK(r.exit_code == 0);
+  CHECK(Row(r.out, "loaded:") == std::vector<std::string>{"loaded:", "false"});
+  CHECK(Row(r.out, "load_error:").at(1) == "broken.lua:2:");
+  CHECK(r.out.find("consumer") == std::string::npos);
+  r = server.Ctl("policy show nope");
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("no policy nope (HTTP 404)") != std::string::npos);
+
+  r = server.Ctl("policy disable demo");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("policy demo: disabled, dry run off") == 0);
+  CHECK_FALSE(ParseJsonOrFail(server.Ctl("policy show demo --json").out).GetBool("enabled", true));
+  CHECK(Row(server.Ctl("policy list").out, "demo").at(2) == "no");
+  // A run of a disabled policy is accepted with a warning.
+  r = server.Ctl("policy run demo");
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("warning: the policy is disabled") != std::string::npos);
+  r = server.Ctl("policy enable demo --json");
+  REQUIRE(r.exit_code == 0);
+  CHECK(ParseJsonOrFail(r.out).GetBool("enabled", false));
+  r = server.Ctl("policy dry-run demo on");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "policy demo: enabled, dry run on (decisions are recorded, nothing is applied)\n");
+  CHECK(Row(server.Ctl("policy list").out, "demo").at(3) == "yes");
+  r = server.Ctl("policy dry-run demo off --json");
+  REQUIRE(r.exit_code == 0);
+  CHECK_FALSE(ParseJsonOrFail(r.out).GetBool("dry_run", true));
+  r = server.Ctl("policy disable nope");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("404") != std::string::npos);
+
+  SECTION("usage errors exit 2 and name the action") {
+    for (const char* args :
+         {"policy", "policy frob", "policy show", "policy show a b", "policy dry-run demo maybe",
+          "policy dry-run demo", "policy run demo --limit 3", "policy list --events x",
+          "policy decisions demo --limit 0", "policy decisions demo --all --cursor x",
+          "policy run demo --arg novalue", "policy run demo --arg 'n:=[1'", "policy test",
+          "policy test x.lua"}) {
+      r = server.Ctl(args);
+      INFO(args << "\n" << r.err);
+      CHECK(r.exit_code == 2);
+      CHECK(r.out.empty());
+      CHECK(r.err.find("orchardctl policy") == 0);
+      CHECK(r.err.find("usage: orchardctl policy ") != std::string::npos);
+    }
+    r = server.Ctl("policy run demo --limit 3");
+    CHECK(r.err.find("--limit does not apply to policy run") != std::string::npos);
+    CHECK(r.err.find("usage: orchardctl policy run NAME [--device ID]") != std::string::npos);
+  }
+  SECTION("help policy lists every action") {
+    for (const char* args : {"help policy", "policy --help"}) {
+      r = server.Ctl(args);
+      CHECK(r.exit_code == 0);
+      for (const char* action :
+           {"list", "show NAME", "reload [NAME]", "enable NAME", "disable NAME",
+            "dry-run NAME on|off", "run NAME [--device ID] [--arg KEY=VALUE ...]", "decisions NAME",
+            "parked NAME", "test FILE --events EVENTS.jsonl"})
+        CHECK(r.out.find(std::string("  ") + action) != std::string::npos);
+    }
+    r = server.Ctl("--help");
+    CHECK(r.out.find("  policy ") != std::string::npos);
+    CHECK(r.out.find("  compliance ") != std::string::npos);
+  }
+}
+
+TEST_CASE("orchardctl policy run, decisions and parked follow the runs page by page",
+          "[integration][ctl][policy]") {
+  START_WITH_POLICIES(server);
+
+  CtlRun r = server.Ctl("policy run demo --arg devices=5 --arg tag=first");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("sent policy.run to policy demo (cursor 0.") == 0);
+  CHECK(r.err.empty());
+  std::vector<std::string> cursors;
+  const auto at = r.out.find("(cursor ") + 8;
+  cursors.push_back(r.out.substr(at, r.out.find(')', at) - at));
+  for (int i = 1; i <= 4; ++i) {
+    r = server.Ctl("policy run demo --device DEV-00" + std::to_string(i) +
+                   " --arg 'tag:=\"t\"' --json");
+    REQUIRE(r.exit_code == 0);
+    Value run = ParseJsonOrFail(r.out);
+    CHECK(run.GetString("policy") == "demo");
+    cursors.emplace_back(run.GetString("cursor"));
+  }
+  REQUIRE(WaitFor([&] { return CountItems(server, "policy decisions demo", "decisions") == 5; }));
+
+  // Every run is a decision record, in event order, under the cursor the run answered.
+  auto all = Items(server.Ctl("policy decisions demo --json"), "decisions");
+  CHECK(Strings(all, "cursor") == cursors);
+  r = server.Ctl("policy decisions demo");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("CURSOR") == 0);
+  CHECK(Row(r.out, cursors[0]) ==
+        std::vector<std::string>{cursors[0], Row(r.out, cursors[0]).at(1), "policy.run", "5",
+                                 "devices", "5", "compliance", "states;", "store", "write"});
+  CHECK(Row(r.out, cursors[2]).at(3) == "DEV-002");
+  CHECK(r.err.empty());
+
+  // --limit stops early and prints the cursor to continue from.
+  std::vector<std::string> paged;
+  std::string cursor;
+  int pages = 0;
+  do {
+    r = server.Ctl("policy decisions demo --limit 2 --json" +
+                   (cursor.empty() ? std::string() : " --cursor " + ShellQuote(cursor)));
+    for (auto& c : Strings(Items(r, "decisions"), "cursor")) paged.push_back(c);
+    cursor = ParseJsonOrFail(r.out).GetString("next_cursor");  // --json: in the answer
+    CHECK(r.err.empty());
+    ++pages;
+  } while (!cursor.empty() && pages < 10);
+  CHECK(pages == 3);
+  CHECK(paged == cursors);
+  r = server.Ctl("policy decisions demo --limit 2");
+  CHECK(Count(r.out, "policy.run") == 2);
+  CHECK(r.err.find("more decisions than --limit; next page: --cursor ") == 0);
+  // --all follows next_cursor through pages of --limit items.
+  r = server.Ctl("policy decisions demo --all --limit 2 --json");
+  CHECK(Strings(Items(r, "decisions"), "cursor") == cursors);
+  CHECK(ParseJsonOrFail(r.out).GetString("next_cursor").empty());
+  CHECK(r.err.empty());
+  // --device: the records about one device (the first run judged DEV-002 too).
+  r = server.Ctl("policy decisions demo --device DEV-002 --json");
+  CHECK(Strings(Items(r, "decisions"), "cursor") ==
+        std::vector<std::string>{cursors[0], cursors[2]});
+  r = server.Ctl("policy decisions demo --device DEV-002 --all --limit 1 --json");
+  CHECK(Strings(Items(r, "decisions"), "cursor") ==
+        std::vector<std::string>{cursors[0], cursors[2]});
+  r = server.Ctl("policy decisions demo --device NOBODY");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "no decisions of policy demo about NOBODY\n");
+
+  // A run that fails on every attempt is parked.
+  r = server.Ctl("policy run demo --arg fail:=true --arg devices:=1");
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(WaitFor([&] { return CountItems(server, "policy parked demo", "parked") == 1; }));
+  r = server.Ctl("policy parked demo");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("CURSOR") == 0);
+  CHECK(r.out.find("script_error: demo.lua:10: asked to fail") != std::string::npos);
+  CHECK(r.out.find("stack traceback") == std::string::npos);  // the first line only
+  auto parked = Items(server.Ctl("policy parked demo --json"), "parked");
+  CHECK(*parked[0].Find("attempts")->AsInteger() == 3);
+  CHECK(parked[0].Find("error")->GetString("message").find("stack traceback") != std::string::npos);
+  CHECK(CountItems(server, "policy decisions demo", "decisions") == 5);  // it decided nothing
+
+  // Errors: no such policy, a policy that never loaded.
+  r = server.Ctl("policy run nope");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("no policy nope (HTTP 404)") != std::string::npos);
+  r = server.Ctl("policy run broken");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("policy broken is not loaded (broken.lua:2:") != std::string::npos);
+  CHECK(r.err.find("(HTTP 409)") != std::string::npos);
+  r = server.Ctl("policy decisions nope");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "no decisions of policy nope\n");
+  CHECK(r.err.find("note: there is no policy nope") == 0);
+  r = server.Ctl("policy parked reload");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "no parked events of policy reload\n");
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("orchardctl compliance summarises the fleet and lists a policy's devices page by page",
+          "[integration][ctl][policy]") {
+  START_WITH_POLICIES(server);
+  REQUIRE(server.Ctl("policy run demo --arg devices=7").exit_code == 0);
+  REQUIRE(WaitFor([&] { return CountItems(server, "compliance demo", "devices") == 7; }));
+
+  CtlRun r = server.Ctl("compliance");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("POLICY") == 0);
+  CHECK(r.out.find("NON-COMPLIANT") != std::string::npos);
+  CHECK(Row(r.out, "demo") == std::vector<std::string>{"demo", "yes", "no", "3", "4", "0", "0"});
+  CHECK(Row(r.out, "reload") ==
+        std::vector<std::string>{"reload", "yes", "no", "0", "0", "0", "0"});
+  auto summary = Items(server.Ctl("compliance --json"), "compliance");
+  REQUIRE(summary.size() == 3);
+  CHECK(summary[0].GetString("policy") == "demo");
+  CHECK(*summary[0].Find("devices")->Find("non_compliant")->AsInteger() == 4);
+
+  std::vector<std::string> ids;
+  for (int i = 1; i <= 7; ++i) ids.push_back("DEV-00" + std::to_string(i));
+  r = server.Ctl("compliance demo");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("ENROLLMENT") == 0);
+  CHECK(Row(r.out, "DEV-001").at(1) == "non_compliant");
+  CHECK(Row(r.out, "DEV-001").back() == "odd");
+  CHECK(Row(r.out, "DEV-002").at(1) == "compliant");
+  CHECK(Count(r.out, "DEV-00") == 7);
+  CHECK(Strings(Items(server.Ctl("compliance demo --json"), "devices"), "enrollment_id") == ids);
+
+  // --limit and --cursor, page after page.
+  std::vector<std::string> paged;
+  std::string cursor;
+  int pages = 0;
+  do {
+    r = server.Ctl("compliance demo --limit 3" +
+                   (cursor.empty() ? std::string() : " --cursor " + ShellQuote(cursor)));
+    REQUIRE(r.exit_code == 0);
+    for (const auto& id : ids)
+      if (r.out.find(id) != std::string::npos) paged.push_back(id);
+    cursor = NextCursor(r);
+    ++pages;
+  } while (!cursor.empty() && pages < 10);
+  CHECK(pages == 3);
+  CHECK(paged == ids);
+  r = server.Ctl("compliance demo --all --limit 2 --json");
+  CHECK(Strings(Items(r, "devices"), "enrollment_id") == ids);
+  CHECK(ParseJsonOrFail(r.out).GetString("next_cursor").empty());
+  r = server.Ctl("compliance demo --status non_compliant --all --limit 1 --json");
+  CHECK(Strings(Items(r, "devices"), "enrollment_id") ==
+        std::vector<std::string>{"DEV-001", "DEV-003", "DEV-005", "DEV-007"});
+  r = server.Ctl("compliance demo --status exempt");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "no device has a compliance state exempt for policy demo\n");
+
+  r = server.Ctl("compliance demo --status bogus");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("status must be compliant, non_compliant") != std::string::npos);
+  CHECK(r.err.find("(HTTP 400)") != std::string::npos);
+  r = server.Ctl("compliance nope");
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("note: there is no policy nope") == 0);
+  for (const char* args :
+       {"compliance --status compliant", "compliance --limit 2", "compliance a b",
+        "compliance demo --limit x", "compliance demo --device x"}) {
+    r = server.Ctl(args);
+    INFO(args);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+  }
+}
+
+TEST_CASE("orchardctl policy reload keeps the running version when the new one fails",
+          "[integration][ctl][policy]") {
+  START_WITH_POLICIES(server);
+
+  CtlRun r = server.Ctl("policy reload demo");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(Row(r.out, "demo").at(4) == "loaded");
+  CHECK(Row(r.out, "reload").empty());  // only the policy reloaded
+
+  REQUIRE(orchard::testing::WriteFile(server.policy_dir() + "/demo.lua",
+                                      "policy { name = 'demo', version = '2' }\n"
+                                      "policy:on('policy.run', function(ctx)\n  if then\nend)\n"));
+  r = server.Ctl("policy reload demo");
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("demo.lua:3:") != std::string::npos);
+  CHECK(r.err.find("(HTTP 422)") != std::string::npos);
+  CHECK(r.err.find("note: policy demo keeps running its previous version (1.2)") !=
+        std::string::npos);
+  r = server.Ctl("policy reload demo --json");
+  CHECK(r.exit_code == 1);
+  Value answer = ParseJsonOrFail(r.out);
+  CHECK_FALSE(answer.GetBool("reloaded", true));
+  CHECK(answer.Find("policies")->AsArray()->at(0).GetString("version") == "1.2");
+  r = server.Ctl("policy list");
+  CHECK(Row(r.out, "demo").at(1) == "1.2");
+  CHECK(Row(r.out, "demo").at(4) == "reload");  // "reload failed"
+  CHECK(r.out.find("demo (the previous version keeps running): demo.lua:3:") != std::string::npos);
+  // Every policy: broken.lua still fails, so the answer is an error too.
+  r = server.Ctl("policy reload");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("broken.lua:2:") != std::string::npos);
+
+  REQUIRE(orchard::testing::WriteFile(
+      server.policy_dir() + "/demo.lua",
+      std::string(kDemoPolicy).replace(std::string(kDemoPolicy).find("1.2"), 3, "1.3")));
+  r = server.Ctl("policy reload demo");
+  CHECK(r.exit_code == 0);
+  CHECK(Row(r.out, "demo").at(1) == "1.3");
+  CHECK(Row(r.out, "demo").at(4) == "loaded");
+  r = server.Ctl("policy reload nope");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("no policy nope (HTTP 404)") != std::string::npos);
+}
+
+TEST_CASE("orchardctl policy test runs a policy file locally", "[integration][ctl][policy]") {
+  const std::string dir = orchard::testing::MakeTempDir("orchard-ctl-policy-test");
+  const std::string root = ORCHARD_SOURCE_DIR;
+  // No server and no API key: the URL leads nowhere.
+  const auto test = [&](const std::string& args) {
+    return RunCtl(dir, "--url http://127.0.0.1:1 policy test " + args);
+  };
+
+  SECTION("every shipped policy on its events file") {
+    for (const auto& entry : std::filesystem::directory_iterator(root + "/policies")) {
+      if (entry.path().extension() != ".lua") continue;
+      const std::string name = entry.path().stem().string();
+      const std::string events = root + "/tests/policies/" + name + ".events.jsonl";
+      if (!std::filesystem::exists(events)) continue;
+      CtlRun r = test(ShellQuote(entry.path().string()) + " --events " + ShellQuote(events));
+      INFO(name << "\n" << r.err);
+      CHECK(r.exit_code == 0);
+      CHECK(r.err.empty());
+      std::istringstream lines(r.out);
+      size_t n = 0;
+      for (std::string line; std::getline(lines, line); ++n) {
+        Value v = ParseJsonOrFail(line);
+        CHECK(v.Find("line"));
+        CHECK(!v.GetString("kind").empty());
+        CHECK(v.GetString("kind") != "error");
+      }
+      CHECK(n > 0);
+    }
+  }
+  SECTION("the passcode policy's decisions, also as a dry run") {
+    const std::string args = ShellQuote(root + "/policies/passcode.lua") + " --events " +
+                             ShellQuote(root + "/tests/policies/passcode.events.jsonl");
+    CtlRun r = test(args);
+    REQUIRE(r.exit_code == 0);
+    Value first = ParseJsonOrFail(r.out.substr(0, r.out.find('\n')));
+    CHECK(*first.Find("line")->AsInteger() == 1);
+    CHECK(first.GetString("kind") == "command");
+    CHECK(first.GetString("request_type") == "InstallProfile");
+    CHECK(r.out.find(
+              R"("kind":"compliance","enrollment_id":"PHONE-1","status":"remediation_pending")") !=
+          std::string::npos);
+    r = test(args + " --dry-run");
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find(R"("kind":"command")") != std::string::npos);
+  }
+  SECTION("a failing run exits 1, after the other lines ran") {
+    REQUIRE(orchard::testing::WriteFile(dir + "/fail.lua", R"(
+policy:on("policy.run", function(ctx, event)
+  if event.payload.args and event.payload.args.fail then error("boom") end
+  ctx:put("ok", true)
+end))"));
+    REQUIRE(orchard::testing::WriteFile(
+        dir + "/events.jsonl",
+        "{\"type\": \"policy.run\", \"payload\": {\"args\": {\"fail\": true}}}\n"
+        "# a comment\n"
+        "{\"type\": \"policy.run\"}\n"));
+    CtlRun r =
+        test(ShellQuote(dir + "/fail.lua") + " --events " + ShellQuote(dir + "/events.jsonl"));
+    CHECK(r.exit_code == 1);
+    CHECK(
+        r.out.find(
+            R"({"line":1,"event":"policy.run","kind":"error","error":"script_error","message":"fail.lua:3: boom)") ==
+        0);
+    CHECK(r.out.find(R"({"line":3,"event":"policy.run","kind":"store","key":"ok","value":true})") !=
+          std::string::npos);
+    CHECK(r.err.find("a run failed") != std::string::npos);
+  }
+  SECTION("bad input exits 2 and says where") {
+    REQUIRE(orchard::testing::WriteFile(dir + "/events.jsonl",
+                                        "{\"type\": \"policy.run\"}\n{\"type\": \"policy.run\"\n"));
+    const std::string policy = ShellQuote(root + "/policies/lost_mode.lua");
+    CtlRun r = test(policy + " --events " + ShellQuote(dir + "/events.jsonl"));
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("orchardctl: policy test: events line 2: not a JSON object") == 0);
+    r = test(policy + " --events " + ShellQuote(dir + "/missing.jsonl"));
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("cannot read " + dir + "/missing.jsonl") != std::string::npos);
+    r = test(ShellQuote(dir + "/missing.lua") + " --events " + ShellQuote(dir + "/events.jsonl"));
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("cannot read policy " + dir + "/missing.lua") != std::string::npos);
+    REQUIRE(orchard::testing::WriteFile(dir + "/bad.lua",
+                                        "policy:on('x', function(ctx)\n  if then\nend)\n"));
+    r = test(ShellQuote(dir + "/bad.lua") + " --events " + ShellQuote(dir + "/events.jsonl"));
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("bad.lua:2:") != std::string::npos);
+    r = test(policy + " --events " + ShellQuote(dir));
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("is a directory") != std::string::npos);
+    r = test(policy);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--events EVENTS.jsonl is required") != std::string::npos);
+    r = test(policy + " --events - ");  // stdin is empty: nothing to run
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.empty());
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }

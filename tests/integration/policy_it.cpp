@@ -290,3 +290,24 @@ end))";
   CHECK(duplicates == 0);
   CHECK(with_one == kDevices);
 }
+
+TEST_CASE("a policy named reload is readable and a policy that never loaded is not run", "[integration][policy]") {
+  World w(World::Files{{"reload.lua", "policy:on('policy.run', function(ctx) ctx:put('x', 1) end)"},
+                       {"broken.lua", "policy:on('policy.run', function(ctx)\n  if then\nend)"}});
+  // GET names the policy "reload"; POST on the same path reloads every policy.
+  auto got = w.Api("GET", "/v1/policies/reload");
+  CHECK(got.status == 200);
+  CHECK(Json(got).GetString("name") == "reload");
+  CHECK(Json(got).GetBool("loaded", false));
+  CHECK(w.Api("DELETE", "/v1/policies/reload").status == 405);
+  auto all = w.Api("POST", "/v1/policies/reload");
+  CHECK(all.status == 422);  // broken.lua still fails
+  CHECK(Json(all).Find("policies")->AsArray()->size() == 2);
+  // A run of a policy that never loaded would be handled by nothing: refused, not accepted.
+  auto run = w.Api("POST", "/v1/policies/broken/run", "{}");
+  CHECK(run.status == 409);
+  CHECK(Json(run).GetString("error").find("not loaded") != std::string::npos);
+  CHECK(Json(run).GetString("error").find("broken.lua:2") != std::string::npos);
+  REQUIRE(w.Api("POST", "/v1/policies/reload/run", "{}").status == 202);
+  REQUIRE(WaitUntil([&] { return w.Records("reload", "decisions").size() == 1; }));
+}
