@@ -175,9 +175,8 @@ int PrintIdResults(Context& ctx, const Reply& reply, bool enqueue, size_t total)
           if (!push_error.empty())
             text += (enqueue ? "push failed: " : "failed: ") + push_error;
           else if (r.Find("push_result"))
-            // An empty apns-id: coalesced with a push moments before that has no
-            // answer yet (or failed: the server coalesces without looking at the outcome).
-            text += push_result.empty() ? std::string("pushed") : "pushed (apns-id " + push_result + ")";
+            // Accepted for APNs (its answer comes later: `orchardctl device ID`).
+            text += push_result.empty() ? std::string("push accepted") : "push accepted (apns-id " + push_result + ")";
           else if (nopush)
             text += "not pushed (--nopush)";
           else

@@ -738,7 +738,7 @@ TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integra
 
   r = server.Ctl(std::string("push ") + kUdid);
   REQUIRE(r.exit_code == 0);
-  CHECK(r.out.find("pushed (apns-id ") != std::string::npos);
+  CHECK(r.out.find("push accepted (apns-id ") != std::string::npos);
 
   // The push is accepted at once; APNs' answer is recorded when it comes.
   auto wait_for_device = [&](const std::string& needle) {
