@@ -252,14 +252,16 @@ TEST_CASE("a runaway policy is stopped and parked while another keeps working", 
 
 TEST_CASE("kill -9 in the middle of a stream loses no event and queues no command twice",
           "[integration][policy]") {
-  // Slow on purpose (a busy loop per event) so that the kill lands mid-stream.
+  // Slow on purpose (a busy loop of ~15 ms per event, slower than enrolling
+  // even in a sanitizer build) so that the kill lands mid-stream.
   const char* policy = R"(
 policy:on("enrollment.enrolled", function(ctx)
   local x = 0
-  for i = 1, 300000 do x = x + i end
+  for i = 1, 3000000 do x = x + i end
   ctx:enqueue(mdm.DeviceInformation { Queries = { "OSVersion" } })
 end))";
-  World w(World::Files{{"baseline.lua", policy}}, "policy.lanes = 2\n");
+  World w(World::Files{{"baseline.lua", policy}},
+          "policy.lanes = 2\npolicy.instruction_budget = 100000000\npolicy.deadline_ms = 20000\n");
   constexpr int kDevices = 120;
   w.Enroll(kDevices);
   // Some handled, some not: kill it.
