@@ -11,15 +11,6 @@ namespace {
 constexpr const char* kLog = "automation";
 constexpr uint64_t kEpoch = 1;  // one node: the lease is always held
 
-// FNV-1a: stable across builds and machines (lanes own checkpoints).
-uint64_t StableHash(std::string_view s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
 }  // namespace
 
 std::string Cursor::ToString() const { return std::to_string(partition) + "." + std::to_string(seq); }
@@ -76,7 +67,7 @@ int Runner::LaneOf(const std::string& id, int lanes) {
   if (lanes <= 1) return 0;
   std::string_view device(id);
   device = device.substr(0, device.find(':'));  // a user channel goes with its device
-  return static_cast<int>(StableHash(device) % static_cast<uint64_t>(lanes));
+  return static_cast<int>(StableHash64(device) % static_cast<uint64_t>(lanes));
 }
 
 Status Runner::Register(std::shared_ptr<Consumer> consumer) {

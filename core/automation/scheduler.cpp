@@ -41,14 +41,6 @@ Progress Decode(const std::string& s) {
   return p;
 }
 
-uint64_t Fnv(std::string_view s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
 }  // namespace
 
 Scheduler::Scheduler(const SchedulerOptions& options, store::Store* store, events::EventLog* events,
@@ -99,7 +91,7 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
   const std::string payload_json = plist::ToJson(payload);
 
   if (!s.per_device) {
-    const int64_t offset = s.splay_ms > 0 ? static_cast<int64_t>(Fnv(target) % static_cast<uint64_t>(s.splay_ms)) : 0;
+    const int64_t offset = s.splay_ms > 0 ? static_cast<int64_t>(StableHash64(target) % static_cast<uint64_t>(s.splay_ms)) : 0;
     if (now < start + offset) return size_t{0};
     events::Transaction txn(events_);
     txn.Emit({.type = "schedule.tick", .time_ms = now, .request_type = target, .payload_json = payload_json});

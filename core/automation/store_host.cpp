@@ -12,13 +12,6 @@ namespace {
 constexpr const char* kLog = "automation";
 using plist::Value;
 
-void PutBigEndian32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xFF));
-}
-uint32_t GetBigEndian32(std::string_view in) {
-  return (uint32_t(uint8_t(in[0])) << 24) | (uint32_t(uint8_t(in[1])) << 16) | (uint32_t(uint8_t(in[2])) << 8) |
-         uint32_t(uint8_t(in[3]));
-}
 
 // Record values: time ms(8) then JSON, so pruning reads no JSON.
 std::string RecordValue(int64_t time_ms, const Value& v) {

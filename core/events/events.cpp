@@ -143,13 +143,6 @@ std::string LaneKeyPrefix(const std::string& consumer) {
   k.push_back('\0');
   return k;
 }
-void PutBigEndian32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xFF));
-}
-uint32_t GetBigEndian32(std::string_view in) {
-  return (uint32_t(uint8_t(in[0])) << 24) | (uint32_t(uint8_t(in[1])) << 16) | (uint32_t(uint8_t(in[2])) << 8) |
-         uint32_t(uint8_t(in[3]));
-}
 }  // namespace
 
 void EventLog::PutLaneCheckpoint(store::Batch& batch, const std::string& consumer, uint32_t partition, int lane,

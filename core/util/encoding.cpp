@@ -194,4 +194,22 @@ uint64_t GetBigEndian64(std::string_view in) {
   return v;
 }
 
+void PutBigEndian32(std::string* out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xFF));
+}
+
+uint32_t GetBigEndian32(std::string_view in) {
+  return (uint32_t(uint8_t(in[0])) << 24) | (uint32_t(uint8_t(in[1])) << 16) | (uint32_t(uint8_t(in[2])) << 8) |
+         uint32_t(uint8_t(in[3]));
+}
+
+uint64_t StableHash64(std::string_view bytes) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
 }  // namespace orchard

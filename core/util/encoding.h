@@ -40,5 +40,11 @@ std::string FormatRfc3339(int64_t unix_millis);
 // Big-endian fixed-width integers, for sortable RocksDB keys.
 void PutBigEndian64(std::string* out, uint64_t v);
 uint64_t GetBigEndian64(std::string_view in);  // requires in.size() >= 8
+void PutBigEndian32(std::string* out, uint32_t v);
+uint32_t GetBigEndian32(std::string_view in);  // requires in.size() >= 4
+
+// FNV-1a, 64 bits: stable across builds and machines (unlike std::hash), for
+// assignments that are stored or must agree between processes.
+uint64_t StableHash64(std::string_view bytes);
 
 }  // namespace orchard

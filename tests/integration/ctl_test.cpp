@@ -23,6 +23,7 @@
 #include "apns_mock/mock_apns.h"
 #include "plist/plist.h"
 #include "support/fixtures.h"
+#include "support/strict_utf8.h"
 #include "support/orchardd_process.h"
 #include "support/test_pki.h"
 #include "util/encoding.h"
@@ -788,28 +789,6 @@ TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integra
   std::filesystem::remove_all(ca_dir, ec);
 }
 
-namespace {
-
-// RFC 3629 UTF-8, checked independently of the codec under test.
-bool IsStrictUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
-    for (size_t k = 1; k < n; ++k) {
-      const unsigned char b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      cp = cp << 6 | (b & 0x3F);
-    }
-    const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n;
-  }
-  return true;
-}
-
-}  // namespace
 
 TEST_CASE("orchardctl lists every item across byte-bounded pages", "[integration][ctl]") {
   REQUIRE_FIXTURES();
@@ -879,7 +858,7 @@ TEST_CASE("orchardctl --json prints valid UTF-8 JSON when a device sent invalid 
     CtlRun r = server.Ctl(args);
     INFO(args << "\n" << r.err);
     REQUIRE(r.exit_code == 0);
-    CHECK(IsStrictUtf8(r.out));
+    CHECK(orchard::testing::IsStrictUtf8(r.out));
     ParseJsonOrFail(r.out);
   }
   CtlRun r = server.Ctl("device " + std::string(kUdid) + " --json");

@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 
+#include "support/strict_utf8.h"
 #include "support/fixtures.h"
 #include "util/encoding.h"
 
@@ -838,24 +839,6 @@ TEST_CASE("Every device fixture round-trips through XML and JSON", "[plist][fixt
 
 namespace {
 
-// Strict RFC 3629 check, independent of the codec's own decoder.
-bool IsStrictUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
-    for (size_t k = 1; k < n; ++k) {
-      const unsigned char b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      cp = cp << 6 | (b & 0x3F);
-    }
-    const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n;
-  }
-  return true;
-}
 
 std::string TextError(std::string_view xml) {
   Status st = CheckXmlText(xml);
@@ -880,7 +863,7 @@ TEST_CASE("ToJson replaces bytes that are not well-formed UTF-8 with U+FFFD", "[
   Value arr = Value::MakeArray({Value::String("\xe0\x80\x80"), Value::String("ok")});
   v.Set("list", arr);
   const std::string json = ToJson(v, /*pretty=*/true);
-  CHECK(IsStrictUtf8(json));
+  CHECK(testing::IsStrictUtf8(json));
   CHECK(json.find("\"Device" + fffd + "Name\"") != std::string::npos);
   CHECK(json.find("\"x\\u0001" + fffd + "\"") != std::string::npos);
   auto back = ParseJson(json);
