@@ -42,7 +42,9 @@ Status CheckCommand(const plist::Value& command, bool unchecked) {
   if (!schema)
     return Status::InvalidArgument("unknown RequestType '" + *rt->AsString() +
                                    "' (not in Apple's schemas; use unchecked to send it anyway)");
-  for (const auto& [key, value] : *command.AsDict()) {
+  for (const auto& member : *command.AsDict()) {
+    const std::string& key = member.first;  // (clang 14 cannot capture a structured binding)
+    const plist::Value& value = member.second;
     if (key == "RequestType") continue;
     auto k = std::find_if(schema->keys.begin(), schema->keys.end(),
                           [&](const CommandKey& ck) { return key == ck.key; });
