@@ -94,7 +94,7 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
     const int64_t offset = s.splay_ms > 0 ? static_cast<int64_t>(StableHash64(target) % static_cast<uint64_t>(s.splay_ms)) : 0;
     if (now < start + offset) return size_t{0};
     events::Transaction txn(events_);
-    txn.Emit({.type = "schedule.tick", .time_ms = now, .request_type = target, .payload_json = payload_json});
+    txn.Emit({.type = events::type::kScheduleTick, .time_ms = now, .request_type = target, .payload_json = payload_json});
     p.done = true;
     p.emitted = 1;
     txn.batch().Put(store::Cf::kAutomation, key, Encode(p));
@@ -119,7 +119,7 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
     if (!page.ok()) return page.status();
     events::Transaction txn(events_);
     for (const auto& e : page->items) {
-      txn.Emit({.type = "schedule.tick", .time_ms = now, .enrollment_id = e.id, .request_type = target,
+      txn.Emit({.type = events::type::kScheduleTick, .time_ms = now, .enrollment_id = e.id, .request_type = target,
                 .payload_json = payload_json});
       p.cursor = e.id;
       ++p.emitted;

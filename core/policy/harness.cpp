@@ -198,7 +198,7 @@ int RunHarness(const std::string& policy_file, std::istream& events, std::ostrea
     RunInput run{consumer, "0." + std::to_string(line), clock_ms, options.dry_run};
     automation::Decisions d;
     automation::RunOutcome o;
-    if (ev.type == "schedule.tick") {
+    if (ev.type == events::type::kScheduleTick) {
       const std::string name(row.GetString("schedule"));
       size_t index = p.info().schedules.size();
       for (size_t i = 0; i < p.info().schedules.size(); ++i)

@@ -58,7 +58,7 @@ struct Policy::Frame {
 
 bool IsResultEvent(std::string_view type) {
   return type == events::type::kCommandAcknowledged || type == events::type::kCommandError ||
-         type == events::type::kCommandFormatError || type == "command.failed";
+         type == events::type::kCommandFormatError || type == events::type::kCommandFailed;
 }
 
 bool ValidPolicyName(std::string_view name) {
@@ -1253,7 +1253,7 @@ int Trampoline(lua_State* L) {
   // event (index 2)
   lua_createtable(L, 0, 8);
   if (schedule) {
-    lua_pushliteral(L, "schedule.tick");
+    lua_pushstring(L, events::type::kScheduleTick);
     lua_setfield(L, 2, "type");
     lua_pushlstring(L, f->schedule->name.data(), f->schedule->name.size());
     lua_setfield(L, 2, "schedule");
@@ -1442,7 +1442,7 @@ automation::RunOutcome Policy::HandleEvent(const RunInput& in, const events::Eve
     o = Run(&f, fresh);
     fresh = false;
   }
-  if (o.ok() && event.type == "policy.run" && !event.enrollment_id.empty()) {
+  if (o.ok() && event.type == events::type::kPolicyRun && !event.enrollment_id.empty()) {
     // Run now: every per-device schedule as well, each with its own trigger
     // (so the CommandUUIDs it derives differ from the other phases').
     f.result_arg = false;

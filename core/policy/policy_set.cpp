@@ -58,7 +58,7 @@ class PolicySet::Entry : public automation::Consumer {
   bool Wants(const events::Event& ev) const override {
     auto v = version();
     if (!v) return false;
-    if (ev.type == "schedule.tick" || ev.type == "policy.run") {
+    if (ev.type == events::type::kScheduleTick || ev.type == events::type::kPolicyRun) {
       // request_type names the target: "<consumer>/<schedule>" or "<consumer>".
       return ev.request_type.compare(0, consumer_.size(), consumer_) == 0 &&
              (ev.request_type.size() == consumer_.size() || ev.request_type[consumer_.size()] == '/');
@@ -84,7 +84,7 @@ class PolicySet::Entry : public automation::Consumer {
     Policy* p = v->lanes[static_cast<size_t>(lane) % v->lanes.size()].get();
     RunInput in{consumer_, trigger, NowMillis(), dry_run_.load()};
     *dry_run = in.dry_run;
-    if (ev.type == "schedule.tick") {
+    if (ev.type == events::type::kScheduleTick) {
       const std::string schedule = ev.request_type.size() > consumer_.size()
                                        ? ev.request_type.substr(consumer_.size() + 1)
                                        : std::string();
