@@ -401,7 +401,9 @@ bool Runner::WaitCaughtUp(std::chrono::milliseconds timeout) {
     std::lock_guard lock(mu_);
     for (auto& [name, r] : running_) targets.emplace_back(r.get(), source_->Head(r->partition));
   }
-  for (auto& [r, head] : targets) {
+  for (const auto& target : targets) {
+    Running* r = target.first;
+    const uint64_t head = target.second;
     for (auto& l : r->lanes) {
       std::unique_lock lock(l->mu);
       if (!l->cv.wait_until(lock, deadline, [&] { return l->checkpoint >= head || r->stop.load(); }))

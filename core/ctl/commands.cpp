@@ -1243,7 +1243,8 @@ int RunPolicy(Context& ctx, const ParsedArgs& a) {
   for (const auto& x : PolicyActions())
     if (action == x.name) act = &x;
   if (!act) return Usage(ctx, "policy", "unknown action \"" + action + "\" (" + names + ")");
-  for (const auto& [flag, values] : a.flags) {
+  for (const auto& given : a.flags) {
+    const std::string& flag = given.first;
     const bool global = std::any_of(GlobalFlags().begin(), GlobalFlags().end(),
                                     [&](const FlagSpec& s) { return s.name == flag; });
     if (!global && std::find(act->flags.begin(), act->flags.end(), flag) == act->flags.end())
