@@ -135,6 +135,12 @@ struct RunnerOptions {
   int max_attempts = 3;               // failures before an event is parked
   int64_t host_retry_ms = 200;        // first backoff after a host failure (doubles, max 10 s)
   int64_t poll_ms = 500;              // reader wait per poll
+  // After a short read, the reader lets events gather this long before it
+  // reads again: at most one read and one wake-up per lane per linger instead
+  // of one per event (on a busy 2-core machine wake-ups cost more than a
+  // trivial handler). Adds at most this much latency; 0 = read as soon as
+  // anything is committed.
+  int64_t read_linger_us = 250;
 };
 
 struct ConsumerStatus {

@@ -88,6 +88,31 @@ std::string DeviceSerial(uint64_t index) {
   return buf;
 }
 
+store::Enrollment BenchEnrollment(uint64_t i, int64_t now, const std::string* cert_der) {
+  store::Enrollment e;
+  e.id = DeviceUdid(i);
+  e.type = store::EnrollmentType::kDevice;
+  e.udid = e.id;
+  e.topic = "com.apple.mgmt.External.orchard-bench";
+  e.serial = DeviceSerial(i);
+  e.model = "iPhone15,2";
+  e.model_name = "iPhone";
+  e.product_name = "iPhone15,2";
+  e.os_version = i % 3 == 0 ? "17.5.1" : "18.1";
+  e.build_version = i % 3 == 0 ? "21F90" : "22B83";
+  e.device_name = "Bench iPhone " + std::to_string(i);
+  e.state = store::EnrollmentState::kEnrolled;
+  e.generation = 1;
+  e.authenticated_ms = now;
+  e.enrolled_ms = now;
+  e.last_seen_ms = now;
+  e.token_updates = 1;
+  e.push_token = Sha256(e.id);  // 32 bytes, like a real APNs token
+  e.push_magic = "B7C4A000-0000-4000-8000-" + e.id.substr(24);
+  if (cert_der) e.cert_sha256 = Sha256Hex(*cert_der);
+  return e;
+}
+
 Result<IdentityCache> IdentityCache::Load(const std::string& dir, size_t count) {
   IdentityCache c;
   c.dir = dir;

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "store/records.h"
 #include "util/status.h"
 
 namespace orchard::bench {
@@ -23,6 +24,10 @@ namespace orchard::bench {
 std::string DeviceUdid(uint64_t index);
 // 12-character serial number of bench device `index`.
 std::string DeviceSerial(uint64_t index);
+// The enrolled device enrollment of bench device `index` (push token, topic,
+// one OS version in three 17.5.1, the others 18.1); bound to the certificate
+// when cert_der is given.
+store::Enrollment BenchEnrollment(uint64_t index, int64_t now_ms, const std::string* cert_der);
 
 // Device identity certificates cached on disk so that 10,000 EC certificates
 // are issued once per work directory, not per run. Layout of `dir`:

@@ -32,30 +32,6 @@ using namespace orchard::bench;
 
 namespace {
 
-store::Enrollment MakeEnrollment(uint64_t i, int64_t now, const std::string* cert_der) {
-  store::Enrollment e;
-  e.id = DeviceUdid(i);
-  e.type = store::EnrollmentType::kDevice;
-  e.udid = e.id;
-  e.topic = "com.apple.mgmt.External.orchard-bench";
-  e.serial = DeviceSerial(i);
-  e.model = "iPhone15,2";
-  e.model_name = "iPhone";
-  e.product_name = "iPhone15,2";
-  e.os_version = i % 3 == 0 ? "17.5.1" : "18.1";
-  e.build_version = i % 3 == 0 ? "21F90" : "22B83";
-  e.device_name = "Bench iPhone " + std::to_string(i);
-  e.state = store::EnrollmentState::kEnrolled;
-  e.generation = 1;
-  e.authenticated_ms = now;
-  e.enrolled_ms = now;
-  e.last_seen_ms = now;
-  e.token_updates = 1;
-  e.push_token = Sha256(e.id);  // 32 bytes, like a real APNs token
-  e.push_magic = "B7C4A000-0000-4000-8000-" + e.id.substr(24);
-  if (cert_der) e.cert_sha256 = Sha256Hex(*cert_der);
-  return e;
-}
 
 int SeedEnrollments(const Flags& f) {
   const std::string data_dir = f.Get("data-dir");
@@ -103,7 +79,7 @@ int SeedEnrollments(const Flags& f) {
   };
   for (uint64_t i = first; i < first + count; ++i) {
     const std::string* der = ders.empty() ? nullptr : &ders[i];
-    store::Enrollment e = MakeEnrollment(i, now, der);
+    store::Enrollment e = BenchEnrollment(i, now, der);
     // Enrollments::Put writes the record and the serial index, plus one counter
     // merge per record; the merges are summed here and written once per batch.
     scratch.Clear();
