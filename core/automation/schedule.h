@@ -16,7 +16,8 @@ namespace orchard::automation {
 struct ScheduleInfo {
   std::string name;        // unique within its consumer
   int64_t interval_ms = 0; // period length; periods start at multiples of it (UTC)
-  int64_t splay_ms = 0;    // per-device ticks are spread over this window after a period starts
+  int64_t splay_ms = 0;    // ticks are spread over this window after a period starts (in the period a
+                           // schedule is first seen or changed: after that moment)
   bool per_device = true;  // a tick per enrolled device channel, else one per period
 };
 

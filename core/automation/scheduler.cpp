@@ -17,6 +17,10 @@ struct Progress {
   std::string cursor;  // the last device ticked in this period
   int64_t emitted = 0;
   bool done = false;
+  // When this period's splay window opened: the period's start, or, in the
+  // period a schedule was first seen or changed, that moment (so loading a
+  // policy mid-period spreads its first runs instead of running them all at once).
+  int64_t window_start_ms = 0;
 };
 
 std::string Encode(const Progress& p) {
@@ -26,6 +30,7 @@ std::string Encode(const Progress& p) {
   v.Set("cursor", plist::Value::String(p.cursor));
   v.Set("emitted", plist::Value::Integer(p.emitted));
   v.Set("done", plist::Value::Bool(p.done));
+  v.Set("window_start", plist::Value::Integer(p.window_start_ms));
   return plist::ToJson(v);
 }
 
@@ -38,6 +43,7 @@ Progress Decode(const std::string& s) {
   if (auto* i = v->Find("emitted") ? v->Find("emitted")->AsInteger() : nullptr) p.emitted = *i;
   p.cursor = std::string(v->GetString("cursor"));
   p.done = v->GetBool("done", false);
+  if (auto* i = v->Find("window_start") ? v->Find("window_start")->AsInteger() : nullptr) p.window_start_ms = *i;
   return p;
 }
 
@@ -82,8 +88,15 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
   Progress p = stored->has_value() ? Decode(**stored) : Progress{};
   const int64_t period = now / s.interval_ms;
   const int64_t start = period * s.interval_ms;
-  if (p.period != period || p.interval_ms != s.interval_ms) p = Progress{period, s.interval_ms, "", 0, false};
+  if (p.period != period || p.interval_ms != s.interval_ms) {
+    const bool new_schedule = !stored->has_value() || p.interval_ms != s.interval_ms;
+    p = Progress{period, s.interval_ms, "", 0, false, new_schedule ? now : start};
+    store::Batch b;  // the window's start must survive until the first tick is written
+    b.Put(store::Cf::kAutomation, key, Encode(p));
+    ORCHARD_RETURN_IF_ERROR(store_->Write(b));
+  }
   if (p.done) return size_t{0};
+  const int64_t window = std::max(start, p.window_start_ms);
   const std::string target = consumer + "/" + s.name;
   plist::Value payload;
   payload.Set("schedule", plist::Value::String(s.name));
@@ -92,7 +105,7 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
 
   if (!s.per_device) {
     const int64_t offset = s.splay_ms > 0 ? static_cast<int64_t>(StableHash64(target) % static_cast<uint64_t>(s.splay_ms)) : 0;
-    if (now < start + offset) return size_t{0};
+    if (now < window + offset) return size_t{0};
     events::Transaction txn(events_);
     txn.Emit({.type = events::type::kScheduleTick, .time_ms = now, .request_type = target, .payload_json = payload_json});
     p.done = true;
@@ -107,8 +120,8 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
   auto enrolled = enrollments_->CountInState(store::EnrollmentState::kEnrolled);
   if (!enrolled.ok()) return enrolled.status();
   int64_t due = *enrolled;
-  if (s.splay_ms > 0 && now - start < s.splay_ms)
-    due = (*enrolled * (now - start) + s.splay_ms - 1) / s.splay_ms;
+  if (s.splay_ms > 0 && now - window < s.splay_ms)
+    due = (*enrolled * (now - window) + s.splay_ms - 1) / s.splay_ms;
   size_t emitted = 0;
   domain::EnrollmentFilter filter;
   filter.state = "enrolled";

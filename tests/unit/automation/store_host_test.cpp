@@ -236,6 +236,45 @@ TEST_CASE("scheduler: per-device ticks spread over the splay, durable and once p
   CHECK(first_period.size() == 10);
 }
 
+TEST_CASE("scheduler: a schedule loaded mid-period spreads its first runs over the splay from then", "[automation][scheduler]") {
+  Host h;
+  for (int i = 0; i < 10; ++i) h.Enroll("D" + std::to_string(i));
+  const int64_t hour = 3600 * 1000;
+  const int64_t start = 1'000'000 * hour;
+  const int64_t loaded = start + hour / 2;  // past this period's splay window
+  {
+    Scheduler s({}, h.db.get(), h.log.get(), &h.enrollments);
+    s.SetSchedules("policy:p", {{"inv", hour, hour / 4, true}});
+    CHECK(s.RunRound(loaded).value() == 0);              // not the whole fleet at once
+    CHECK(s.RunRound(loaded + hour / 8).value() == 5);   // half the splay: half the devices
+  }
+  {
+    Scheduler s({}, h.db.get(), h.log.get(), &h.enrollments);  // a restart keeps the window
+    s.SetSchedules("policy:p", {{"inv", hour, hour / 4, true}});
+    CHECK(s.RunRound(loaded + hour / 8).value() == 0);
+    CHECK(s.RunRound(loaded + hour / 4).value() == 5);
+    CHECK(s.RunRound(start + hour).value() == 0);        // later periods open at their start
+    CHECK(s.RunRound(start + hour + hour / 4).value() == 10);
+    // A changed interval is a new schedule: its window opens when it is seen.
+    s.SetSchedules("policy:p", {{"inv", 2 * hour, hour / 4, true}});
+    CHECK(s.RunRound(start + hour + hour / 2).value() == 0);
+    CHECK(s.RunRound(start + hour + hour / 2 + hour / 4).value() == 10);
+  }
+  CHECK(h.Events("schedule.tick").size() == 30);
+}
+
+TEST_CASE("scheduler: a fleet schedule loaded mid-period waits for its offset from then", "[automation][scheduler]") {
+  Host h;
+  Scheduler s({}, h.db.get(), h.log.get(), &h.enrollments);
+  const int64_t day = 86400 * 1000LL;
+  s.SetSchedules("policy:p", {{"fleet", day, day / 4, false}});
+  const int64_t loaded = 100 * day + day / 2;  // this period's splay window has passed
+  CHECK(s.RunRound(loaded).value() == 0);          // its offset counts from now
+  CHECK(s.RunRound(loaded + day / 4).value() == 1);
+  CHECK(s.RunRound(loaded + day / 4 + 1).value() == 0);
+  CHECK(h.Events("schedule.tick").size() == 1);
+}
+
 TEST_CASE("scheduler: a per-period schedule ticks once per period, and a removed one stops", "[automation][scheduler]") {
   Host h;
   Scheduler s({}, h.db.get(), h.log.get(), &h.enrollments);
