@@ -152,7 +152,7 @@ typedef struct orchard_host_api {
                             orchard_buf fields_json, int32_t priority, uint32_t flags,
                             orchard_buf* command_uuid_host_owned);
 
-  /* Same, from a raw plist (XML or binary): either the Command dict itself
+  /* Same, from a raw plist (an XML plist): either the Command dict itself
    * (RequestType and request keys) or a full command {Command: {...}} whose
    * CommandUUID, if any, is replaced by the derived one. */
   orchard_status (*enqueue_plist)(orchard_run* run, orchard_buf enrollment_id, orchard_buf command_plist,
@@ -176,7 +176,7 @@ typedef struct orchard_host_api {
   /* The newest stored result of a command of request_type for a device, as a
    * JSON object {command_uuid, request_type, status, received_at, enqueued_at,
    * origin, error_chain?, response?}; *raw_plist_host_owned (may be NULL) gets
-   * the device's report as it arrived (an XML or binary plist). */
+   * the device's report as stored (the XML plist it sent). */
   orchard_status (*last_result)(orchard_run* run, orchard_buf enrollment_id, orchard_buf request_type,
                                 orchard_buf* json_host_owned, orchard_buf* raw_plist_host_owned);
 
