@@ -62,8 +62,7 @@ static_assert(sizeof(kMinorAdded) / sizeof(kMinorAdded[0]) == kHostMinor + 1, "o
 bool ValidName(std::string_view n) {
   if (n.empty() || n.size() > 64) return false;
   return std::all_of(n.begin(), n.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
 }
 
@@ -630,7 +629,7 @@ Status PluginSet::Load(const std::string& path) {
   if (!name || !ValidName(*name)) {
     close();
     return Refuse(&e, PluginState::kRefused, LoadError::kBadDescriptor,
-                  "descriptor name must be 1 to 64 letters, digits, '.', '_' or '-'");
+                  "descriptor name must be 1 to 64 letters, digits, '_' or '-'");
   }
   e.status.name = *name;
   auto version = CString(desc->version, 64);

@@ -200,7 +200,7 @@ typedef struct orchard_plugin_descriptor {
   uint16_t abi_minor; /* the lowest minor whose host functions the plugin needs */
 
   /* ABI 1.0 */
-  const char* name;    /* NUL-terminated; letters, digits, '.', '_', '-'; 1..64 bytes */
+  const char* name;    /* NUL-terminated; letters, digits, '_', '-'; 1..64 bytes */
   const char* version; /* NUL-terminated, free text (e.g. "1.2.0") */
 
   /* Event types delivered to on_event (ORCHARD_EVENT_* names; "*" = every
