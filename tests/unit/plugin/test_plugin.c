@@ -55,7 +55,13 @@ static orchard_status tp_init(orchard_plugin_ref* self, const orchard_host_api* 
     free(st);
     return ORCHARD_ERR_FAILED; /* a config that init refuses */
   }
-  api->log(self, ORCHARD_LOG_INFO, S("test plugin initialised"));
+  {
+    char line[1100];
+    int n = snprintf(line, sizeof line, "config: %.*s", (int)st->config_len, st->config);
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof line) n = (int)(sizeof line - 1);
+    api->log(self, ORCHARD_LOG_INFO, B(line, (size_t)n));
+  }
   *out = st;
   return ORCHARD_OK;
 }
@@ -66,7 +72,6 @@ static void tp_shutdown(void* p) { free(p); }
 static orchard_status tp_on_event(void* p, orchard_run* run, const orchard_event* ev) {
   state* st = (state*)p;
   (void)ev;
-  (void)B;
   st->api->kv_put(run, S("never"), S("committed"));
   st->api->set_error(run, S("deliberate failure"));
   return ORCHARD_ERR_FAILED;
