@@ -454,3 +454,46 @@ TEST_CASE("plugin: an exception thrown through plugin.hpp becomes an error code 
   plugins.Stop();
   runner.Stop();
 }
+
+namespace {
+// A host whose key-value reads fail (storage trouble).
+class FailingKv : public MemoryHost {
+ public:
+  Result<std::optional<std::string>> KvGet(const std::string&, const std::string&) override {
+    return Status::Io("disk on fire");
+  }
+};
+}  // namespace
+
+TEST_CASE("plugin: a failed host read passed on as ORCHARD_ERR_HOST is a host failure, not the event's",
+          "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  PluginDir dir({TP_FULL});
+  PluginSet plugins({}, &runner);
+  REQUIRE(plugins.Load(dir.path + "/tp_full.so").ok());
+  auto consumer = plugins.ConsumerOf("full");
+  REQUIRE(consumer);
+  FailingKv failing;
+  events::Event ev;
+  ev.type = ORCHARD_EVENT_ENROLLMENT_ENROLLED;
+  ev.enrollment_id = "D1";
+  Decisions out;
+  bool dry = false;
+  auto outcome = consumer->Handle(0, ev, "0.1", &failing, &out, &dry);
+  CHECK(outcome.error == RunError::kHost);  // retried with backoff by the runner, never parked
+  CHECK_THAT(outcome.message, Catch::Contains("kv_get") && Catch::Contains("disk on fire"));
+  CHECK(out.empty());
+
+  // A plugin returning ORCHARD_ERR_HOST when no host call failed: a failed run of its own
+  // (it cannot hold its lane forever).
+  REQUIRE(plugins.Load(dir.Add(TP_HOSTLIE)).ok());
+  auto liar = plugins.ConsumerOf("hostlie");
+  REQUIRE(liar);
+  MemoryHost mem;
+  outcome = liar->Handle(0, ev, "0.1", &mem, &out, &dry);
+  CHECK(outcome.error == RunError::kPlugin);
+  CHECK_THAT(outcome.message, Catch::Contains("on_event returned host: deliberate failure"));
+  CHECK(out.empty());
+  plugins.Stop();
+}

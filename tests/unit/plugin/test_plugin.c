@@ -4,6 +4,7 @@
  *   TP_MAJOR/MINOR declared ABI version (default: this header's)
  *   TP_NO_ENTRY    exports no entry symbol
  *   TP_FAIL        on_event always fails with ORCHARD_ERR_FAILED and a message
+ *   TP_HOST_LIE    on_event returns ORCHARD_ERR_HOST though no host call failed
  * The default variant calls every host function and records what it saw in
  * its key-value namespace, for the test to read back. */
 #include <stdio.h>
@@ -68,13 +69,17 @@ static orchard_status tp_init(orchard_plugin_ref* self, const orchard_host_api* 
 
 static void tp_shutdown(void* p) { free(p); }
 
-#ifdef TP_FAIL
+#if defined(TP_FAIL) || defined(TP_HOST_LIE)
 static orchard_status tp_on_event(void* p, orchard_run* run, const orchard_event* ev) {
   state* st = (state*)p;
   (void)ev;
   st->api->kv_put(run, S("never"), S("committed"));
   st->api->set_error(run, S("deliberate failure"));
+#ifdef TP_HOST_LIE
+  return ORCHARD_ERR_HOST;
+#else
   return ORCHARD_ERR_FAILED;
+#endif
 }
 #else
 static orchard_status tp_on_event(void* p, orchard_run* run, const orchard_event* ev) {
