@@ -188,7 +188,7 @@ AdminApi::AdminApi(const Options& options, const Deps& deps)
       d_(deps),
       automation_api_(std::make_unique<AutomationApi>(AutomationDeps{
           deps.events, deps.runner, deps.automation, deps.policies, options.max_response_bytes,
-          options.max_body_bytes})) {}
+          options.max_body_bytes, deps.plugins})) {}
 
 AdminApi::~AdminApi() = default;
 
@@ -203,7 +203,7 @@ std::string AdminApi::RouteLabel(const http::Request& r) {
   if (parts.size() < 2 || parts[0] != "v1") return "api_other";
   static const std::set<std::string> kRoutes = {"enqueue",  "push",   "pushcert",    "pushcerts",
                                                 "commands", "events", "enrollments", "consumers",
-                                                "policies", "compliance"};
+                                                "policies", "compliance", "plugins"};
   if (!kRoutes.count(parts[1])) return "api_other";
   std::string label = "api_" + parts[1];
   if (parts[1] == "enrollments" && parts.size() >= 4) {

@@ -27,6 +27,7 @@
 #include "automation/runner.h"
 #include "automation/store_host.h"
 #include "domain/commands.h"
+#include "plugin/plugin_set.h"
 #include "policy/policy_set.h"
 #include "domain/enrollments.h"
 #include "push/push.h"
@@ -59,6 +60,7 @@ struct Deps {
   automation::Runner* runner;             // event consumers
   automation::AutomationStore* automation;  // their state and records
   policy::PolicySet* policies;            // may be null (no policies)
+  plugin::PluginSet* plugins;             // may be null (no plugins)
 };
 
 class AdminApi {

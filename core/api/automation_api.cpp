@@ -60,6 +60,32 @@ Value PolicyJson(const policy::PolicyStatus& s, const std::vector<automation::Co
   return v;
 }
 
+Value PluginJson(const plugin::PluginStatus& s) {
+  Value v;
+  v.Set("name", Value::String(s.name));
+  v.Set("version", Value::String(s.version));
+  v.Set("file", Value::String(s.file));
+  v.Set("status", Value::String(plugin::PluginStateName(s.state)));
+  if (s.error != plugin::LoadError::kNone) {
+    v.Set("error", Value::String(plugin::LoadErrorName(s.error)));
+    v.Set("message", Value::String(s.message));
+  }
+  if (!s.abi.empty()) v.Set("abi", Value::String(s.abi));
+  if (s.state == plugin::PluginState::kLoaded) {
+    Value types = Value::MakeArray();
+    for (const auto& t : s.event_types) types.AsArray()->push_back(Value::String(t));
+    v.Set("events", std::move(types));
+    v.Set("lanes", Value::Integer(s.lanes));
+    v.Set("consumer", Value::String(plugin::PluginSet::ConsumerName(s.name)));
+    v.Set("handled", Value::Integer(static_cast<int64_t>(s.handled)));
+    v.Set("errors", Value::Integer(static_cast<int64_t>(s.errors)));
+    v.Set("parked", Value::Integer(static_cast<int64_t>(s.parked)));
+    v.Set("lag_ms", Value::Integer(s.lag_ms));
+    if (!s.last_error.empty()) v.Set("last_error", Value::String(s.last_error));
+  }
+  return v;
+}
+
 }  // namespace
 
 std::optional<http::Response> AutomationApi::Handle(const http::Request& r, const std::vector<std::string>& p) {
@@ -80,6 +106,20 @@ std::optional<http::Response> AutomationApi::Handle(const http::Request& r, cons
     if (sub == "run") return m == "POST" ? RunNow(name, r) : Error(405, "use POST");
     if (sub == "decisions") return m == "GET" ? Records("dl", name, r) : Error(405, "use GET");
     if (sub == "parked") return m == "GET" ? Records("pk", name, r) : Error(405, "use GET");
+    return Error(404, "no such route: " + r.path);
+  }
+  if (p[1] == "plugins") {
+    if (m != "GET") return Error(405, "use GET");
+    if (d_.plugins == nullptr) {
+      if (p.size() == 2) {  // no plugin.dir: an empty list, not an error
+        Value out;
+        out.Set("plugins", Value::MakeArray());
+        return Json(200, out);
+      }
+      return Error(404, "no plugin " + p[2]);
+    }
+    if (p.size() == 2) return ListPlugins();
+    if (p.size() == 3) return GetPlugin(p[2]);
     return Error(404, "no such route: " + r.path);
   }
   if (p[1] == "compliance") {
@@ -273,6 +313,25 @@ http::Response AutomationApi::ComplianceList(const std::string& name, const http
   if (!more) return out.Finish(false);
   const std::string cursor = EncodeCursor('c', last.empty() ? next : last);
   return out.Finish(true, Value(), &cursor);
+}
+
+// Every plugin the server tried to load (loaded, refused, in error), at most
+// kMaxPlugins, and whether the list was cut.
+http::Response AutomationApi::ListPlugins() {
+  constexpr size_t kMaxPlugins = 1000;
+  auto all = d_.plugins->List(kMaxPlugins + 1);
+  Value list = Value::MakeArray();
+  for (size_t i = 0; i < all.size() && i < kMaxPlugins; ++i) list.AsArray()->push_back(PluginJson(all[i]));
+  Value out;
+  out.Set("plugins", std::move(list));
+  if (all.size() > kMaxPlugins) out.Set("truncated", Value::Bool(true));
+  return Json(200, out);
+}
+
+http::Response AutomationApi::GetPlugin(const std::string& name) {
+  for (const auto& s : d_.plugins->List())
+    if (s.name == name) return Json(200, PluginJson(s));
+  return Error(404, "no plugin " + name);
 }
 
 }  // namespace orchard::api

@@ -1,6 +1,6 @@
 // The admin API's automation routes (docs/api.md#automation): policies
-// (list, show, reload, flags, run now, decisions, parked events) and fleet
-// compliance. Internal to the api module: AdminApi authenticates and routes.
+// (list, show, reload, flags, run now, decisions, parked events), fleet
+// compliance and plugins (list, show). Internal to the api module: AdminApi authenticates and routes.
 //
 // Thread-safety: Handle() may be called concurrently. Borrows its dependencies.
 #pragma once
@@ -13,6 +13,7 @@
 #include "automation/store_host.h"
 #include "events/events.h"
 #include "http/server.h"
+#include "plugin/plugin_set.h"
 #include "policy/policy_set.h"
 
 namespace orchard::api {
@@ -24,12 +25,13 @@ struct AutomationDeps {
   policy::PolicySet* policies;
   size_t max_response_bytes;
   size_t max_body_bytes;
+  plugin::PluginSet* plugins;  // may be null (no plugins)
 };
 
 class AutomationApi {
  public:
   explicit AutomationApi(const AutomationDeps& deps) : d_(deps) {}
-  // The answer for /v1/policies... and /v1/compliance... (p: the decoded path
+  // The answer for /v1/policies..., /v1/compliance... and /v1/plugins... (p: the decoded path
   // segments, p[0] == "v1"); nullopt for any other path.
   std::optional<http::Response> Handle(const http::Request& r, const std::vector<std::string>& p);
   // The runner's view of each running consumer, for GET /v1/consumers.
@@ -44,6 +46,8 @@ class AutomationApi {
   http::Response Records(const std::string& kind, const std::string& name, const http::Request& r);
   http::Response ComplianceSummary();
   http::Response ComplianceList(const std::string& name, const http::Request& r);
+  http::Response ListPlugins();
+  http::Response GetPlugin(const std::string& name);
 
   AutomationDeps d_;
 };

@@ -90,6 +90,7 @@ const char* RunErrorName(RunError e) {
     case RunError::kTimeout: return "timeout";
     case RunError::kHost: return "host_error";
     case RunError::kLimit: return "decision_limit";
+    case RunError::kPlugin: return "plugin_error";
   }
   return "unknown";
 }

@@ -104,6 +104,7 @@ enum class RunError : int {
   kTimeout,       // wall-clock deadline passed
   kHost,          // a host call failed (storage error); worth retrying
   kLimit,         // too many decisions in one run
+  kPlugin,        // a plugin's hook returned an error (message: its status and error text)
 };
 const char* RunErrorName(RunError e);
 

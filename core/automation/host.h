@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "automation/decisions.h"
+#include "plist/plist.h"
 #include "store/records.h"
 #include "util/status.h"
 
@@ -106,5 +107,12 @@ class MemoryHost : public HostReader {
   std::map<std::pair<std::string, std::string>, std::string> kv_;
   std::map<std::pair<std::string, std::string>, ComplianceState> compliance_;
 };
+
+// What handlers see of a device and of a command result (Lua tables for
+// policies, JSON for plugins): the enrollment without its secrets (push
+// magic, tokens only as has_* flags), times in seconds since the epoch; a
+// result with its parsed report as "response".
+plist::Value DeviceValue(const store::Enrollment& e);
+plist::Value ResultValue(const store::CommandResult& r);
 
 }  // namespace orchard::automation

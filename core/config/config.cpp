@@ -194,6 +194,8 @@ const std::map<std::string, Setter>& Keys() {
        }},
       {"metrics.enabled", BoolSetter(&Config::metrics_enabled)},
       {"policy.dir", StringSetter(&Config::policy_dir)},
+      {"plugin.dir", StringSetter(&Config::plugin_dir)},
+      {"plugin.lanes", IntSetter(1, 16, [](Config* c, int64_t n) { c->plugin_lanes = int(n); })},
       {"policy.lanes", IntSetter(1, 16, [](Config* c, int64_t n) { c->policy_lanes = int(n); })},
       {"policy.instruction_budget",
        IntSetter(10'000, 1'000'000'000, [](Config* c, int64_t n) { c->policy_instruction_budget = n; })},
@@ -216,8 +218,25 @@ const std::map<std::string, Setter>& Keys() {
   return keys;
 }
 
+// `plugin.<name>.<key> = value`: a line of plugin <name>'s config section.
+Status SetPluginKey(const std::string& key, const std::string& value, Config* c) {
+  const size_t start = std::string("plugin.").size();
+  const size_t dot = key.find('.', start);
+  const std::string name = key.substr(start, dot - start);
+  const std::string sub = key.substr(dot + 1);
+  const bool name_ok = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+  });
+  if (!name_ok) return Bad(key, "plugin name '" + name + "' must be 1 to 64 letters, digits, '_' or '-'");
+  if (sub.empty()) return Bad(key, "expected plugin.<name>.<key>");
+  c->plugin_configs[name][sub] = value;
+  return Status::Ok();
+}
+
 Status Set(const std::string& key, const std::string& value, Config* c) {
   auto it = Keys().find(key);
+  if (it == Keys().end() && key.rfind("plugin.", 0) == 0 && key.find('.', 7) != std::string::npos)
+    return SetPluginKey(key, value, c);
   if (it == Keys().end()) return Status::InvalidArgument("unknown config key '" + key + "'");
   return it->second(key, value, c);
 }
@@ -284,6 +303,7 @@ Usage: orchardd [options]
   --insecure-dev       DEVELOPMENT ONLY: trust devices that present no certificate
   --log-level LEVEL    debug | info | warn | error (default info)
   --policy-dir DIR     Lua compliance policies (*.lua) to load and watch (default: none)
+  --plugin-dir DIR     plugins (*.so, docs/plugin-abi.md) to load at start (default: none)
   --wal-recovery MODE  strict | point_in_time (default strict): with a damaged write-ahead
                        log, strict refuses to start; point_in_time keeps every write before
                        the damage and DISCARDS every write after it (docs/operations.md)
@@ -292,7 +312,8 @@ Usage: orchardd [options]
 
 Settings without a flag are read from the config file, among them the device
 protocol limits checkin.max_user_channels (default 32) and queue.max_deliveries
-(default 5), the automation settings policy.*, automation.*, device.silent_days
+(default 5), the automation settings policy.*, plugin.* (plugin.<name>.<key>
+lines are that plugin's config section), automation.*, device.silent_days
 and certificates.expiry_warn_days; see docs/operations.md.
 
 Exit status is 2 for a bad configuration (the message names the key).
@@ -321,6 +342,7 @@ Result<LoadResult> Load(int argc, const char* const* argv) {
       {"--threads", "threads"},     {"--cert-header", "auth.cert_header"},
       {"--log-level", "log.level"},  {"--push-endpoint", "push.endpoint"},
       {"--wal-recovery", "store.wal_recovery"}, {"--policy-dir", "policy.dir"},
+      {"--plugin-dir", "plugin.dir"},
   };
   bool cleared_ca = false;
   for (int i = 1; i < argc; ++i) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -76,7 +77,15 @@ struct Config {
   int64_t automation_record_retention_hours = 7 * 24;  // decision records and parked events
   std::vector<int> device_silent_days = {7, 30};       // device.silent after each (empty = off)
   std::vector<int> certificate_expiry_warn_days = {30, 14, 7, 1};  // identity and reported certificates
-  std::string events_device_idle = "auto";  // auto: written while a consumer wants them; always
+  std::string events_device_idle = "auto";
+
+  // Plugins (docs/plugin-abi.md): shared objects in plugin_dir, each loaded at
+  // start as consumer "plugin:<name>". Config file lines
+  // `plugin.<name>.<key> = value` (name: letters, digits, '_', '-') are
+  // gathered per plugin into its config section, a JSON object of strings.
+  std::string plugin_dir;  // "" = no plugins
+  int plugin_lanes = 2;    // lanes of plugins whose descriptor says 0
+  std::map<std::string, std::map<std::string, std::string>> plugin_configs;  // name -> key -> value  // auto: written while a consumer wants them; always
 
   bool store_sync = false;  // fsync each write
   // A damaged write-ahead log at start: "strict" refuses to open;

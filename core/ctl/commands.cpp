@@ -865,6 +865,40 @@ std::string PolicyTable(const Value* list) {
   return t.Render() + (notes.empty() ? "" : "\n" + notes);
 }
 
+// GET /v1/plugins as a table: every plugin the server tried to load, then
+// why the refused ones are not running.
+int RunPlugins(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty()) return Usage(ctx, "plugins", "unexpected argument " + a.positionals[0]);
+  Reply reply;
+  int rc = Send(ctx, "GET", "/v1/plugins", {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  Table t({"NAME", "VERSION", "STATUS", "HANDLED", "ERRORS", "PARKED", "LAG"});
+  std::string notes;
+  const Value* list = reply.json.Find("plugins");
+  if (list && list->AsArray())
+    for (const auto& p : *list->AsArray()) {
+      const Value* lag = p.Find("lag_ms");
+      t.AddRow({Field(p, "name"), Field(p, "version"), Field(p, "status"), Field(p, "handled"), Field(p, "errors"),
+                Field(p, "parked"), lag && lag->AsInteger() ? LagText(*lag->AsInteger()) : ""});
+      if (p.Find("message"))
+        notes += Printable(Field(p, "name")) + " (" + Printable(Field(p, "file")) + "): " + Field(p, "error") + ": " +
+                 Printable(FirstLine(Field(p, "message"))) + "\n";
+      else if (p.Find("last_error"))
+        notes += Printable(Field(p, "name")) + ": last error: " + Printable(FirstLine(Field(p, "last_error"))) + "\n";
+    }
+  if (t.rows() == 0) {
+    Print(ctx, "no plugins (is plugin.dir set?)\n");
+    return kExitOk;
+  }
+  if (reply.json.GetBool("truncated", false)) notes += "(the server listed only the first plugins)\n";
+  Print(ctx, t.Render() + (notes.empty() ? "" : "\n" + notes));
+  return kExitOk;
+}
+
 // After an empty listing of a policy's records: says so when there is no such policy
 // (the server keeps records of policies that are gone, so it answers 200 either way).
 void NoteUnknownPolicy(Context& ctx, const std::string& name) {
@@ -1500,6 +1534,12 @@ const std::vector<CommandSpec>& Commands() {
        "  --cursor C     start at this page cursor (printed when --limit stops early)\n",
        {{"status", true}, {"limit", true}, {"all", false}, {"cursor", true}},
        RunCompliance},
+      {"plugins", "", "the plugins the server loaded or refused: version, status, errors, lag",
+       "  status: loaded (running as consumer plugin:NAME), refused (a check failed before\n"
+       "  it ran: file permissions, entry symbol, ABI version) or error (its entry point or\n"
+       "  init failed); the reason follows the table. ERRORS counts failed runs since start\n"
+       "  (retried, then PARKED); LAG is the age of the oldest event not yet handled\n",
+       {}, RunPlugins},
       {"version", "", "print orchardctl's and the server's version", "", {}, RunVersion},
   };
   return kCommands;

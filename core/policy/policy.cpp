@@ -22,6 +22,8 @@ namespace orchard::policy {
 using automation::ComplianceState;
 using automation::ComplianceStatus;
 using automation::RunError;
+using automation::DeviceValue;
+using automation::ResultValue;
 
 namespace {
 char kCtxMeta;          // registry key of the ctx metatable
@@ -141,52 +143,6 @@ int CompareVersions(const char* a, size_t na, const char* b, size_t nb) {
 namespace {
 
 plist::Value Time(int64_t ms) { return plist::Value::Real(Seconds(ms)); }
-
-plist::Value DeviceValue(const store::Enrollment& e) {
-  plist::Value v;
-  v.Set("id", plist::Value::String(e.id));
-  v.Set("type", plist::Value::String(store::EnrollmentTypeName(e.type)));
-  for (auto [k, s] : {std::pair{"parent_id", &e.parent_id}, {"udid", &e.udid},
-                      {"enrollment_id", &e.enrollment_id}, {"user_id", &e.user_id},
-                      {"user_short_name", &e.user_short_name}, {"user_long_name", &e.user_long_name},
-                      {"enrollment_user_id", &e.enrollment_user_id}, {"topic", &e.topic},
-                      {"serial_number", &e.serial}, {"model", &e.model}, {"model_name", &e.model_name},
-                      {"os_version", &e.os_version}, {"build_version", &e.build_version},
-                      {"product_name", &e.product_name}, {"device_name", &e.device_name},
-                      {"imei", &e.imei}, {"meid", &e.meid}}) {
-    if (!s->empty()) v.Set(k, plist::Value::String(*s));
-  }
-  v.Set("state", plist::Value::String(store::EnrollmentStateName(e.state)));
-  v.Set("blocked", plist::Value::Bool(e.blocked));
-  v.Set("generation", plist::Value::Integer(e.generation));
-  v.Set("token_updates", plist::Value::Integer(e.token_updates));
-  v.Set("awaiting_configuration", plist::Value::Bool(e.awaiting_configuration));
-  for (auto [k, t] : {std::pair{"authenticated_at", e.authenticated_ms}, {"enrolled_at", e.enrolled_ms},
-                      {"last_seen_at", e.last_seen_ms}, {"checked_out_at", e.checked_out_ms}}) {
-    if (t) v.Set(k, Time(t));
-  }
-  v.Set("has_push_token", plist::Value::Bool(!e.push_token.empty()));
-  v.Set("has_unlock_token", plist::Value::Bool(!e.unlock_token.empty()));
-  v.Set("has_bootstrap_token", plist::Value::Bool(!e.bootstrap_token.empty()));
-  return v;
-}
-
-plist::Value ResultValue(const store::CommandResult& r) {
-  plist::Value v;
-  v.Set("command_uuid", plist::Value::String(r.command_uuid));
-  v.Set("request_type", plist::Value::String(r.request_type));
-  v.Set("status", plist::Value::String(r.status));
-  v.Set("received_at", Time(r.received_ms));
-  v.Set("enqueued_at", Time(r.enqueued_ms));
-  v.Set("origin", plist::Value::String(r.origin));
-  if (!r.error_chain.empty()) {
-    auto chain = plist::ParseJson(r.error_chain);
-    if (chain.ok()) v.Set("error_chain", std::move(chain.value()));
-  }
-  auto report = plist::ParseXml(r.raw);
-  if (report.ok()) v.Set("response", std::move(report.value()));
-  return v;
-}
 
 plist::Value ComplianceValue(const ComplianceState& s) {
   plist::Value v;

@@ -11,6 +11,8 @@
 #include "automation/scheduler.h"
 #include "automation/store_host.h"
 #include "domain/commands.h"
+#include "plist/plist.h"
+#include "plugin/plugin_set.h"
 #include "policy/policy_set.h"
 #include "auth/auth.h"
 #include "events/events.h"
@@ -106,7 +108,7 @@ class AppImpl : public App {
 
     commands_ = std::make_unique<domain::CommandService>(
         domain::CommandDeps{events_.get(), queue_.get(), enrollments_.get(), &locks_, push_.get()});
-    // The automation host: events -> consumers (Lua policies; plugins next) -> the command path.
+    // The automation host: events -> consumers (Lua policies, plugins) -> the command path.
     automation_ = std::make_unique<automation::AutomationStore>(store_.get(), enrollments_.get(), queue_.get());
     committer_ = std::make_unique<automation::StoreCommitter>(automation::CommitterDeps{
         automation_.get(), events_.get(), commands_.get(), enrollments_.get(), &locks_});
@@ -142,6 +144,19 @@ class AppImpl : public App {
       Status st = policies_->Start();
       if (!st.ok()) return Status::InvalidArgument("policy.dir: " + st.message());
     }
+    plugin::PluginSetOptions plo;
+    plo.dir = config_.plugin_dir;
+    plo.default_lanes = config_.plugin_lanes;
+    for (const auto& section : config_.plugin_configs) {
+      plist::Value json = plist::Value::MakeDict();
+      for (const auto& kv : section.second) json.Set(kv.first, plist::Value::String(kv.second));
+      plo.configs[section.first] = plist::ToJson(json);
+    }
+    plugins_ = std::make_unique<plugin::PluginSet>(plo, runner_.get());
+    if (!config_.plugin_dir.empty()) {
+      Status st = plugins_->Start();  // a refused plugin is listed, not fatal
+      if (!st.ok()) return Status::InvalidArgument("plugin.dir: " + st.message());
+    }
     scheduler_->Start();
 
     api_ = std::make_unique<api::AdminApi>(
@@ -149,7 +164,7 @@ class AppImpl : public App {
                      config_.api_max_response_bytes},
         api::Deps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_,
                   push_.get(), push_certs_.get(), commands_.get(), runner_.get(), automation_.get(),
-                  policies_.get()});
+                  policies_.get(), plugins_.get()});
     RegisterCollectors();
 
     if (config_.insecure_dev)
@@ -181,6 +196,7 @@ class AppImpl : public App {
   void Stop() override {
     if (server_) server_->Stop();
     if (policies_) policies_->Stop();
+    if (plugins_) plugins_->Stop();  // unregisters, calls shutdown, unloads
     if (scheduler_) scheduler_->Stop();
     if (runner_) runner_->Stop();  // lanes finish their runs; uncommitted ones replay at start
     if (push_) push_->WaitIdle(std::chrono::seconds(2));  // write recorded outcomes
@@ -391,6 +407,7 @@ class AppImpl : public App {
   std::unique_ptr<automation::Scheduler> scheduler_;
   std::unique_ptr<automation::DeviceWatch> device_watch_;
   std::unique_ptr<policy::PolicySet> policies_;
+  std::unique_ptr<plugin::PluginSet> plugins_;  // after the runner: unloaded first
   std::unique_ptr<api::AdminApi> api_;
   http::Metrics metrics_;
   std::unique_ptr<http::Server> server_;

@@ -125,6 +125,7 @@ class Server {
   const std::string& dir() const { return dir_; }
   std::string url() const { return process_.url(); }
   std::string policy_dir() const { return dir_ + "/policies"; }
+  std::string Log() const { return orchard::testing::ReadFile(process_.log_path()); }
 
   // orchardctl with this server's URL; the key comes from the environment, to
   // which env ("NAME=value ..., shell-quoted") is added.
@@ -1386,4 +1387,95 @@ end))"));
   }
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+}
+
+// ---- plugins ------------------------------------------------------------------
+
+TEST_CASE("orchardd loads plugins from plugin.dir: the plugin acts on events, GET /v1/plugins and "
+          "orchardctl plugins report it and the refused ones",
+          "[integration][ctl][plugin]") {
+  // A private plugin directory with the test plugin (it queues two commands when a
+  // device enrolls) and one built for another ABI major.
+  const std::string plugins = orchard::testing::MakeTempDir("orchard-ctl-plugins");
+  for (const char* so : {TP_FULL, TP_MAJOR}) {
+    const std::string to = plugins + "/" + std::filesystem::path(so).filename().string();
+    std::filesystem::copy_file(so, to);
+    REQUIRE(chmod(to.c_str(), 0755) == 0);
+  }
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{plugins};
+  Server server("plugin.dir = " + plugins + "\nplugin.full.greeting = \"hello there\"\n");
+  REQUIRE(server.Start());
+
+  // Not without the key.
+  CHECK(HttpCall("GET", server.url() + "/v1/plugins", "", {}).status == 401);
+
+  server.Enroll();  // enrollment.enrolled: the plugin queues DeviceInformation and SecurityInfo
+  auto queued = [&] {
+    auto r = HttpCall("GET", server.url() + "/v1/enrollments/" + kUdid + "/queue", "",
+                      {std::string("X-API-Key: ") + kApiKey});
+    if (r.status != 200) return std::set<std::string>{};
+    auto v = orchard::plist::ParseJson(r.body);
+    std::set<std::string> types;
+    if (v.ok() && v->Find("commands") && v->Find("commands")->AsArray())
+      for (const auto& c : *v->Find("commands")->AsArray()) types.insert(std::string(c.GetString("request_type")));
+    return types;
+  };
+  REQUIRE(WaitFor([&] { return queued() == std::set<std::string>{"DeviceInformation", "SecurityInfo"}; }));
+
+  auto list = Items(server.Ctl("plugins --json"), "plugins");
+  REQUIRE(list.size() == 2);
+  const Value& full = list[0];
+  CHECK(full.GetString("name") == "full");
+  CHECK(full.GetString("version") == "1.2.3");
+  CHECK(full.GetString("status") == "loaded");
+  CHECK(full.GetString("consumer") == "plugin:full");
+  auto number = [](const Value& v, const char* key) -> int64_t {
+    const Value* n = v.Find(key);
+    return n && n->AsInteger() ? *n->AsInteger() : -1;
+  };
+  CHECK(number(full, "handled") >= 1);
+  CHECK(number(full, "errors") == 0);
+  CHECK(full.Find("lag_ms") != nullptr);
+  const Value& major = list[1];
+  CHECK(major.GetString("status") == "refused");
+  CHECK(major.GetString("error") == "abi_major");
+  CHECK(major.GetString("message").find("ABI 2.0") != std::string::npos);
+
+  // The plugin's config section reached its init (it logs what it got).
+  CHECK(server.Log().find(R"(event=plugin_log plugin=full message="config: {\"greeting\":\"hello there\"}")") !=
+        std::string::npos);
+  auto one = HttpCall("GET", server.url() + "/v1/plugins/full", "", {std::string("X-API-Key: ") + kApiKey});
+  CHECK(one.status == 200);
+  CHECK(ParseJsonOrFail(one.body).GetString("status") == "loaded");
+  CHECK(HttpCall("GET", server.url() + "/v1/plugins/nope", "", {std::string("X-API-Key: ") + kApiKey}).status == 404);
+
+  CtlRun r = server.Ctl("plugins");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("NAME") == 0);
+  std::vector<std::string> row = Row(r.out, "full");
+  REQUIRE(row.size() == 7);
+  CHECK(std::vector<std::string>(row.begin(), row.begin() + 3) ==
+        std::vector<std::string>{"full", "1.2.3", "loaded"});
+  CHECK(row[4] == "0");  // errors
+  CHECK(Row(r.out, "tp_major").at(2) == "refused");
+  CHECK(r.out.find("tp_major (" + plugins + "/tp_major.so): abi_major: built for plugin ABI 2.0") !=
+        std::string::npos);
+  CHECK(server.Ctl("plugins extra").exit_code == 2);
+}
+
+TEST_CASE("orchardd refuses to start with a plugin.dir writable by others", "[integration][ctl][plugin]") {
+  const std::string plugins = orchard::testing::MakeTempDir("orchard-ctl-plugins");
+  REQUIRE(chmod(plugins.c_str(), 0777) == 0);
+  Server server("plugin.dir = " + plugins + "\n");
+  CHECK_FALSE(server.Start());
+  CHECK(server.Log().find("plugin.dir: plugin.dir " + plugins + " is writable by group or others") !=
+        std::string::npos);
+  std::filesystem::remove_all(plugins);
 }

@@ -153,3 +153,30 @@ TEST_CASE("config: automation keys parse, and bad values name the key", "[config
     CHECK(st.message().find(key) != std::string::npos);
   }
 }
+
+TEST_CASE("config: plugin.dir and plugin.<name>.<key> sections, bad names refused", "[config]") {
+  config::Config c;
+  REQUIRE(config::ParseFile("plugin.dir = /opt/orchard/plugins\nplugin.lanes = 3\n"
+                            "plugin.webhook.url = \"https://example.test/hook\"\n"
+                            "plugin.webhook.retry.max = 5\nplugin.inv-export.format = csv\n",
+                            "t.conf", &c)
+              .ok());
+  CHECK(c.plugin_dir == "/opt/orchard/plugins");
+  CHECK(c.plugin_lanes == 3);
+  REQUIRE(c.plugin_configs.size() == 2);
+  CHECK(c.plugin_configs["webhook"]["url"] == "https://example.test/hook");
+  CHECK(c.plugin_configs["webhook"]["retry.max"] == "5");
+  CHECK(c.plugin_configs["inv-export"]["format"] == "csv");
+  for (const char* bad : {"plugin.lanes = 0", "plugin.bad!name.k = v", "plugin.x. = v", "plugin..k = v"}) {
+    config::Config d;
+    auto st = config::ParseFile(bad, "t.conf", &d);
+    INFO(bad);
+    REQUIRE_FALSE(st.ok());
+    const std::string key = std::string(bad).substr(0, std::string(bad).find(' '));
+    CHECK(st.message().find(key) != std::string::npos);
+  }
+  const char* argv[] = {"orchardd", "--insecure-dev", "--plugin-dir", "/tmp/p"};
+  auto loaded = config::Load(4, argv);
+  REQUIRE(loaded.ok());
+  CHECK(loaded->config.plugin_dir == "/tmp/p");
+}

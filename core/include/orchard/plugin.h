@@ -1,0 +1,249 @@
+/* Orchard's plugin ABI: the one header a plugin (a shared object loaded by
+ * orchardd) needs. Pure C (C99 and C++), no dependencies but <orchard/events.h>
+ * for event type names. docs/plugin-abi.md is the guide; this header is the
+ * contract.
+ *
+ * Shape
+ *   A plugin exports one symbol, ORCHARD_PLUGIN_ENTRY ("orchard_plugin_init"),
+ *   of type orchard_plugin_entry_fn. The host calls it once after dlopen with
+ *   its host-API table; the plugin answers with a pointer to its descriptor
+ *   (plugin-owned, normally a static, valid until the plugin is unloaded).
+ *   The descriptor names the plugin, the ABI version it was built for, the
+ *   event types it subscribes to and its hooks: init (its config section as
+ *   JSON), on_event (one durable event), shutdown. Every hook is optional
+ *   (NULL = not implemented).
+ *
+ * Versions
+ *   orchard_host_api and orchard_plugin_descriptor (and orchard_event) start
+ *   with their size and ABI version (major, minor) and only ever grow at the
+ *   end. The rule the host applies when loading:
+ *     - same major: required; another major is refused;
+ *     - plugin minor <= host minor: loads (an older plugin on a newer host);
+ *     - plugin minor >  host minor: refused, the message naming the ABI
+ *       minor(s) the host lacks.
+ *   A plugin built against a newer header may still run on an older host of
+ *   the same major if it declares the older minor and checks each newer host
+ *   function with ORCHARD_HOST_HAS(api, field) before calling it.
+ *
+ * Ownership
+ *   Names say who owns memory: a *_host_owned buffer belongs to the host and
+ *   stays valid until the hook call it was produced in returns (copy what you
+ *   keep); *_plugin_owned memory belongs to the plugin. Buffers are
+ *   {ptr, len}, not NUL-terminated unless stated; strings are UTF-8. The host
+ *   copies every buffer a plugin passes in before the call returns.
+ *
+ * Errors
+ *   Every hook and host function returns an orchard_status; nothing may
+ *   unwind (no C++ exception, no longjmp) across this interface.
+ *
+ * Threading
+ *   init and shutdown run once each, on one host thread, never concurrently
+ *   with anything else of the plugin. on_event runs on the plugin's lanes
+ *   (descriptor.lanes, default 2): at most one call per lane at a time, calls
+ *   on different lanes concurrently. Every event of one device goes to the same
+ *   lane, in order. An orchard_run handle is valid only inside the on_event
+ *   call it was passed to, on that thread. Host functions are thread-safe. */
+#ifndef ORCHARD_PLUGIN_H
+#define ORCHARD_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "orchard/events.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version this header describes. */
+#define ORCHARD_PLUGIN_ABI_MAJOR 1
+#define ORCHARD_PLUGIN_ABI_MINOR 0
+
+/* The exported entry symbol's name. */
+#define ORCHARD_PLUGIN_ENTRY "orchard_plugin_init"
+
+/* Export macro for the entry symbol (plugins are built with hidden visibility
+ * or not; this makes the entry visible either way). */
+#if defined(__GNUC__) || defined(__clang__)
+#define ORCHARD_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define ORCHARD_PLUGIN_EXPORT
+#endif
+
+/* Result of every hook and host function. Values are stable; new ones are
+ * only added. */
+typedef enum orchard_status {
+  ORCHARD_OK = 0,
+  ORCHARD_ERR_INVALID_ARGUMENT = 1, /* malformed input (bad plist, unknown RequestType, bad key) */
+  ORCHARD_ERR_NOT_FOUND = 2,        /* no such key, device or result */
+  ORCHARD_ERR_LIMIT = 3,            /* a per-run limit was reached (commands, kv writes, sizes) */
+  ORCHARD_ERR_HOST = 4,             /* the host's storage failed: worth retrying */
+  ORCHARD_ERR_FAILED = 5,           /* the plugin's own failure */
+  ORCHARD_ERR_UNSUPPORTED = 6,      /* not available in this context or version */
+  ORCHARD_ERR_INTERNAL = 7          /* an unexpected failure (e.g. a caught exception) */
+} orchard_status;
+
+/* Log levels for orchard_host_api.log. */
+typedef enum orchard_log_level {
+  ORCHARD_LOG_DEBUG = 0,
+  ORCHARD_LOG_INFO = 1,
+  ORCHARD_LOG_WARN = 2,
+  ORCHARD_LOG_ERROR = 3
+} orchard_log_level;
+
+/* Bytes: {ptr, len}. ptr may be NULL when len is 0. */
+typedef struct orchard_buf {
+  const char* ptr;
+  size_t len;
+} orchard_buf;
+
+/* Opaque handles. */
+typedef struct orchard_plugin_ref orchard_plugin_ref; /* this plugin, as the host knows it (host-owned) */
+typedef struct orchard_run orchard_run;               /* one on_event call (host-owned, valid during it) */
+
+/* One event of Orchard's durable event stream (docs/events.md lists the
+ * types and payloads). Host-owned; every buffer is valid until on_event
+ * returns. Empty buffers (len 0) for fields the event does not have. */
+typedef struct orchard_event {
+  uint32_t size; /* sizeof the host's orchard_event; fields beyond it are absent */
+  uint32_t reserved;
+  uint64_t seq;          /* position in the stream */
+  int64_t time_ms;       /* when it was written, Unix milliseconds */
+  int32_t lane;          /* the lane this call runs on (0 .. lanes-1) */
+  int32_t reserved2;
+  orchard_buf type;          /* e.g. "command.acknowledged" (ORCHARD_EVENT_* in events.h) */
+  orchard_buf cursor;        /* the position as text "<partition>.<seq>"; same on redelivery */
+  orchard_buf enrollment_id; /* the device channel, when the event is about one */
+  orchard_buf command_uuid;  /* command events */
+  orchard_buf request_type;  /* command events */
+  orchard_buf payload_json;  /* event-specific data as JSON (secrets removed) */
+  orchard_buf raw_plist;     /* command events with a device report: that report as an
+                                XML plist (the payload rendered back; secrets removed) */
+} orchard_event;
+
+/* Flags for the enqueue functions. */
+#define ORCHARD_ENQUEUE_NO_PUSH 0x1u   /* queue without waking the device */
+#define ORCHARD_ENQUEUE_UNCHECKED 0x2u /* skip the RequestType schema (newer than Orchard's); shape still checked */
+
+/* Host functions, handed to the plugin's entry point. Host-owned, valid
+ * until the plugin is unloaded. Functions taking an orchard_run* may only be
+ * called inside on_event with the run it was given; their writes (commands,
+ * pushes, kv) are decisions the host commits together with the plugin's
+ * checkpoint after on_event returns ORCHARD_OK, and drops if it fails. */
+typedef struct orchard_host_api {
+  uint32_t size; /* sizeof the host's table: use ORCHARD_HOST_HAS before calling a field */
+  uint16_t abi_major;
+  uint16_t abi_minor;
+
+  /* ABI 1.0 */
+
+  /* Logs a line through Orchard's logger, tagged with the plugin's name. */
+  void (*log)(orchard_plugin_ref* self, orchard_log_level level, orchard_buf message);
+
+  /* Queues a command for enrollment_id (empty: the event's device) built from
+   * request_type and fields_json (a JSON object of the request keys; the plist
+   * JSON mapping: {"$data": base64} for data, {"$date": text} for dates;
+   * empty = no keys). Checked against Apple's schema unless
+   * ORCHARD_ENQUEUE_UNCHECKED. The CommandUUID is assigned by the host,
+   * derived from (plugin, event, index), so a redelivered event queues the same
+   * command, not a second one; it is written to *command_uuid_host_owned
+   * (may be NULL). priority 0..255. */
+  orchard_status (*enqueue)(orchard_run* run, orchard_buf enrollment_id, orchard_buf request_type,
+                            orchard_buf fields_json, int32_t priority, uint32_t flags,
+                            orchard_buf* command_uuid_host_owned);
+
+  /* Same, from a raw plist (an XML plist): either the Command dict itself
+   * (RequestType and request keys) or a full command {Command: {...}} whose
+   * CommandUUID, if any, is replaced by the derived one. */
+  orchard_status (*enqueue_plist)(orchard_run* run, orchard_buf enrollment_id, orchard_buf command_plist,
+                                  int32_t priority, uint32_t flags, orchard_buf* command_uuid_host_owned);
+
+  /* Wakes a device (APNs push) without queueing a command. */
+  orchard_status (*push)(orchard_run* run, orchard_buf enrollment_id);
+
+  /* The plugin's own key-value namespace (kept in Orchard's database).
+   * Keys 1..512 bytes, values up to 64 KiB (any bytes). A get sees the
+   * run's own earlier puts. ORCHARD_ERR_NOT_FOUND when absent. */
+  orchard_status (*kv_get)(orchard_run* run, orchard_buf key, orchard_buf* value_host_owned);
+  orchard_status (*kv_put)(orchard_run* run, orchard_buf key, orchard_buf value);
+  orchard_status (*kv_delete)(orchard_run* run, orchard_buf key);
+
+  /* A device's enrollment record as a JSON object (id, type, udid,
+   * serial_number, model, os_version, state, blocked, last_seen_at, ...; no
+   * secrets). enrollment_id empty: the event's device. */
+  orchard_status (*device)(orchard_run* run, orchard_buf enrollment_id, orchard_buf* json_host_owned);
+
+  /* The newest stored result of a command of request_type for a device, as a
+   * JSON object {command_uuid, request_type, status, received_at, enqueued_at,
+   * origin, error_chain?, response?}; *raw_plist_host_owned (may be NULL) gets
+   * the device's report as stored (the XML plist it sent). */
+  orchard_status (*last_result)(orchard_run* run, orchard_buf enrollment_id, orchard_buf request_type,
+                                orchard_buf* json_host_owned, orchard_buf* raw_plist_host_owned);
+
+  /* Attaches a message to the run's failure: shown as the consumer's last
+   * error and in the parked event when on_event returns an error. */
+  void (*set_error)(orchard_run* run, orchard_buf message);
+
+  /* New functions are added here, at the end, with a new minor. */
+} orchard_host_api;
+
+/* Whether the host's table has field f (so a plugin built against a newer
+ * header can feature-test an older host of the same major). */
+#define ORCHARD_HOST_HAS(api, f) \
+  ((api) != NULL && (api)->size >= offsetof(orchard_host_api, f) + sizeof((api)->f) && (api)->f != NULL)
+
+/* The plugin's self-description. Plugin-owned (normally static const), read
+ * by the host right after the entry point returns and kept until unload. */
+typedef struct orchard_plugin_descriptor {
+  uint32_t size; /* sizeof(orchard_plugin_descriptor) as the plugin was built */
+  uint16_t abi_major; /* ORCHARD_PLUGIN_ABI_MAJOR of the header built against */
+  uint16_t abi_minor; /* the lowest minor whose host functions the plugin needs */
+
+  /* ABI 1.0 */
+  const char* name;    /* NUL-terminated; letters, digits, '_', '-'; 1..64 bytes */
+  const char* version; /* NUL-terminated, free text (e.g. "1.2.0") */
+
+  /* Event types delivered to on_event (ORCHARD_EVENT_* names; "*" = every
+   * type; note device.idle is high volume). */
+  const char* const* event_types;
+  size_t event_type_count;
+
+  int32_t lanes; /* parallel on_event lanes, 1..16; 0 = host default (2) */
+  int32_t reserved;
+
+  /* Called once after loading with the plugin's config section (a JSON
+   * object, "{}" if none). *state_plugin_owned is handed back to every hook.
+   * An error refuses the plugin. */
+  orchard_status (*init)(orchard_plugin_ref* self, const orchard_host_api* api, orchard_buf config_json,
+                         void** state_plugin_owned);
+
+  /* Called for each subscribed event, at least once (after a crash or a
+   * failed run an event is delivered again; the derived CommandUUIDs make a
+   * repeated enqueue harmless). ORCHARD_OK commits the run's decisions; an
+   * error drops them and the event is retried, then parked after the host's
+   * automation.max_attempts; ORCHARD_ERR_HOST is retried with backoff without
+   * counting as an attempt. */
+  orchard_status (*on_event)(void* state, orchard_run* run, const orchard_event* event);
+
+  /* Called once before unloading, after the last on_event returned. */
+  void (*shutdown)(void* state);
+
+  /* New fields are added here, at the end, with a new minor. */
+} orchard_plugin_descriptor;
+
+/* The entry point: called once, after dlopen. Returns ORCHARD_OK and sets
+ * *descriptor_plugin_owned, or an error (the plugin is refused). */
+typedef orchard_status (*orchard_plugin_entry_fn)(const orchard_host_api* api,
+                                                  const orchard_plugin_descriptor** descriptor_plugin_owned);
+
+/* Declare it in the plugin as:
+ *   ORCHARD_PLUGIN_EXPORT orchard_status orchard_plugin_init(
+ *       const orchard_host_api* api, const orchard_plugin_descriptor** out); */
+ORCHARD_PLUGIN_EXPORT orchard_status orchard_plugin_init(const orchard_host_api* api,
+                                                         const orchard_plugin_descriptor** descriptor_plugin_owned);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* ORCHARD_PLUGIN_H */

@@ -1,0 +1,499 @@
+// The plugin loader and host on the real automation host: the test plugins
+// (tests/unit/plugin/*.c, *.cpp) are loaded from a temp directory, driven
+// directly (Consumer::Handle over a MemoryHost) and through the real Runner +
+// StoreCommitter on RocksDB.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <mutex>
+
+#include "automation/store_host.h"
+#include "domain/commands.h"
+#include "plist/plist.h"
+#include "plugin/plugin_set.h"
+#include "support/orchardd_process.h"
+#include "util/encoding.h"
+
+using namespace orchard;
+using namespace orchard::automation;
+using orchard::plugin::LoadError;
+using orchard::plugin::PluginSet;
+using orchard::plugin::PluginSetOptions;
+using orchard::plugin::PluginState;
+using orchard::plugin::PluginStatus;
+namespace fs = std::filesystem;
+
+namespace {
+
+class RecordingPush : public push::PushProvider {
+ public:
+  std::vector<push::Outcome> Push(const std::vector<push::Target>& targets) override {
+    std::lock_guard lock(mu);
+    std::vector<push::Outcome> out;
+    for (const auto& t : targets) {
+      pushed.push_back(t.enrollment_id);
+      out.push_back({t.enrollment_id, true, "APNS-ID", "", push::PushRefusal::kNone, false});
+    }
+    return out;
+  }
+  Result<std::optional<store::PushState>> State(const std::string&) override {
+    return std::optional<store::PushState>();
+  }
+  std::mutex mu;
+  std::vector<std::string> pushed;
+};
+
+// The automation host on a real RocksDB in a temp dir.
+struct Host {
+  std::string dir = testing::MakeTempDir("orchard-plugin");
+  std::unique_ptr<store::Store> db = std::move(store::Store::Open({.path = dir + "/db"}).value());
+  std::unique_ptr<events::EventLog> log = std::move(events::EventLog::Open(db.get()).value());
+  queue::CommandQueue queue{db.get()};
+  domain::Enrollments enrollments{db.get()};
+  domain::EnrollmentLocks locks;
+  RecordingPush push;
+  domain::CommandService commands{{log.get(), &queue, &enrollments, &locks, &push}};
+  AutomationStore automation{db.get(), &enrollments, &queue};
+  StoreCommitter committer{{&automation, log.get(), &commands, &enrollments, &locks}};
+  LogSource source{log.get()};
+
+  ~Host() {
+    db.reset();
+    fs::remove_all(dir);
+  }
+  void Enroll(const std::string& id) {
+    store::Enrollment e;
+    e.id = id;
+    e.udid = id;
+    e.serial = "SER-" + id;
+    e.state = store::EnrollmentState::kEnrolled;
+    e.push_token = "tok";
+    e.push_magic = "magic";
+    e.last_seen_ms = NowMillis();
+    store::Batch b;
+    enrollments.Put(b, std::nullopt, e);
+    REQUIRE(db->Write(b).ok());
+  }
+  void Emit(const std::string& type, const std::string& device) {
+    events::Transaction tx(log.get());
+    events::Event ev;
+    ev.type = type;
+    ev.enrollment_id = device;
+    tx.Emit(ev);
+    REQUIRE(log->Commit(tx).ok());
+  }
+  std::string Kv(const std::string& consumer, const std::string& key) {
+    auto v = automation.KvGet(consumer, key);
+    REQUIRE(v.ok());
+    return v->value_or("<absent>");
+  }
+};
+
+RunnerOptions Fast(int max_attempts = 3) {
+  RunnerOptions o;
+  o.commit_interval_ms = 20;
+  o.poll_ms = 20;
+  o.host_retry_ms = 5;
+  o.max_attempts = max_attempts;
+  return o;
+}
+
+// A private plugin directory (mode 0700) holding copies of the given plugins (mode 0755).
+struct PluginDir {
+  std::string path = testing::MakeTempDir("orchard-plugins");
+  explicit PluginDir(std::initializer_list<const char*> sos, mode_t mode = 0755) {
+    for (const char* so : sos) Add(so, mode);
+  }
+  std::string Add(const char* so, mode_t mode = 0755) {
+    const std::string to = path + "/" + fs::path(so).filename().string();
+    fs::copy_file(so, to, fs::copy_options::overwrite_existing);
+    REQUIRE(chmod(to.c_str(), mode) == 0);
+    return to;
+  }
+  ~PluginDir() { fs::remove_all(path); }
+};
+
+const PluginStatus* Find(const std::vector<PluginStatus>& list, const std::string& name) {
+  for (const auto& s : list)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("plugin: enqueue and kv writes commit with the checkpoint through the real runner on RocksDB",
+          "[plugin]") {
+  Host h;
+  h.Enroll("D1");
+  Runner runner(Fast(), &h.source, &h.committer);
+  PluginDir dir({TP_FULL});
+  PluginSetOptions o;
+  o.dir = dir.path;
+  o.configs["full"] = R"({"greeting":"hello"})";
+  PluginSet plugins(o, &runner);
+  REQUIRE(plugins.Start().ok());
+  auto list = plugins.List();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].name == "full");
+  CHECK(list[0].version == "1.2.3");
+  CHECK(list[0].state == PluginState::kLoaded);
+  CHECK(list[0].abi == "1.0");
+  CHECK(list[0].lanes == 2);
+
+  h.Emit(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "D1");
+  h.Emit(ORCHARD_EVENT_DEVICE_IDLE, "D1");  // not subscribed
+  REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(20)));
+
+  const std::string c = "plugin:full";
+  CHECK(h.Kv(c, "count") == "1");
+  CHECK(h.Kv(c, "type") == "enrollment.enrolled");
+  CHECK(h.Kv(c, "config") == R"({"greeting":"hello"})");
+  CHECK(h.Kv(c, "tmp") == "<absent>");
+  CHECK(h.Kv(c, "bad_enqueue") == "refused");
+  auto device = plist::ParseJson(h.Kv(c, "device"));
+  REQUIRE(device.ok());
+  CHECK(device->GetString("serial_number") == "SER-D1");
+  CHECK(device->Find("push_magic") == nullptr);
+  CHECK(h.Kv(c, "last_result") == "none");
+
+  // The two commands are queued, with the UUIDs the plugin was given.
+  auto queued = h.queue.List("D1", 10).value();
+  REQUIRE(queued.size() == 2);
+  std::set<std::string> uuids;
+  for (const auto& q : queued) {
+    uuids.insert(q.command_uuid);
+    CHECK(q.origin == c);
+  }
+  CHECK(uuids == std::set<std::string>{h.Kv(c, "uuid1"), h.Kv(c, "uuid2")});
+  // The first one wakes the device, ORCHARD_ENQUEUE_NO_PUSH does not, push() does.
+  {
+    std::lock_guard lock(h.push.mu);
+    CHECK(!h.push.pushed.empty());
+  }
+  // The checkpoint was written in the same transaction, past the event.
+  auto cps = h.log->LaneCheckpoints(c, 0).value();
+  uint64_t highest = 0;
+  for (const auto& [lane, cp] : cps) highest = std::max(highest, cp.seq);
+  CHECK(highest >= 1);
+  // A decision record names the commands.
+  auto recs = h.automation.Records("dl", c, "", "", 10).value();
+  REQUIRE(recs.items.size() == 1);
+  CHECK(recs.items[0].Find("commands")->AsArray()->size() == 2);
+
+  // A second event of the device: the counter reads back the committed value.
+  h.Emit(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "D1");
+  REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(20)));
+  CHECK(h.Kv(c, "count") == "2");
+  CHECK(h.queue.List("D1", 10).value().size() == 4);
+  list = plugins.List();
+  CHECK(list[0].handled == 2);
+  CHECK(list[0].errors == 0);
+  plugins.Stop();
+  runner.Stop();
+}
+
+TEST_CASE("plugin: every host read through Handle on a memory host", "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  PluginDir dir({TP_FULL});
+  PluginSet plugins({}, &runner);
+  REQUIRE(plugins.Load(dir.path + "/tp_full.so").ok());
+  auto consumer = plugins.ConsumerOf("full");
+  REQUIRE(consumer);
+  CHECK(consumer->name() == "plugin:full");
+
+  MemoryHost mem;
+  store::Enrollment e;
+  e.id = "D7";
+  e.serial = "S7";
+  mem.PutDevice(e);
+  store::CommandResult r;
+  r.command_uuid = "U-1";
+  r.request_type = "DeviceInformation";
+  r.status = "Acknowledged";
+  r.raw = "<plist><dict><key>Status</key><string>Acknowledged</string></dict></plist>";
+  mem.PutResult("D7", r);
+  Decisions seed;
+  seed.kv.push_back({"count", std::string("41")});
+  mem.Commit("plugin:full", seed);
+
+  events::Event ev;
+  ev.seq = 9;
+  ev.type = ORCHARD_EVENT_COMMAND_ACKNOWLEDGED;
+  ev.enrollment_id = "D7";
+  ev.command_uuid = "U-1";
+  ev.request_type = "DeviceInformation";
+  ev.payload_json = R"({"Status":"Acknowledged","UDID":"D7"})";
+  CHECK(consumer->Wants(ev));
+  events::Event idle = ev;
+  idle.type = ORCHARD_EVENT_DEVICE_IDLE;
+  CHECK_FALSE(consumer->Wants(idle));
+
+  Decisions out;
+  bool dry = true;
+  auto outcome = consumer->Handle(0, ev, "0.9", &mem, &out, &dry);
+  REQUIRE(outcome.ok());
+  CHECK_FALSE(dry);
+  CHECK(out.commands.empty());  // only enrollment.enrolled enqueues
+  std::map<std::string, std::optional<std::string>> kv;
+  for (auto& w : out.kv) kv[w.key] = w.value;
+  CHECK(kv["count"] == "42");
+  CHECK(kv["cursor"] == "0.9");
+  CHECK(kv["config"] == "{}");
+  CHECK_FALSE(kv["tmp"].has_value());
+  CHECK(kv["last_result_raw"] == r.raw);
+  auto result = plist::ParseJson(*kv["last_result"]);
+  REQUIRE(result.ok());
+  CHECK(result->GetString("command_uuid") == "U-1");
+  CHECK(result->Find("response")->GetString("Status") == "Acknowledged");
+  CHECK(kv["payload"] == ev.payload_json);
+  REQUIRE(kv["raw_plist"].has_value());
+  auto raw = plist::ParseXml(*kv["raw_plist"]);
+  REQUIRE(raw.ok());
+  CHECK(raw->GetString("UDID") == "D7");
+  auto device = plist::ParseJson(*kv["device"]);
+  REQUIRE(device.ok());
+  CHECK(device->GetString("serial_number") == "S7");
+
+  // The derived CommandUUIDs are the same on redelivery.
+  events::Event enrolled = ev;
+  enrolled.type = ORCHARD_EVENT_ENROLLMENT_ENROLLED;
+  Decisions a, b;
+  REQUIRE(consumer->Handle(1, enrolled, "0.10", &mem, &a, &dry).ok());
+  REQUIRE(consumer->Handle(1, enrolled, "0.10", &mem, &b, &dry).ok());
+  REQUIRE(a.commands.size() == 2);
+  CHECK(a.commands[0].command_uuid == b.commands[0].command_uuid);
+  CHECK(a.commands[0].request_type == "DeviceInformation");
+  CHECK(a.commands[0].priority == 5);
+  CHECK(a.commands[0].push);
+  CHECK(a.commands[1].request_type == "SecurityInfo");
+  CHECK_FALSE(a.commands[1].push);
+  auto plist = plist::ParseXml(a.commands[0].plist);
+  REQUIRE(plist.ok());
+  CHECK(plist->GetString("CommandUUID") == a.commands[0].command_uuid);
+  CHECK(plist->Find("Command")->Find("Queries")->AsArray()->size() == 1);
+  CHECK(a.pushes == std::vector<std::string>{"D7"});
+  plugins.Stop();
+  CHECK(plugins.ConsumerOf("full") == nullptr);
+}
+
+TEST_CASE("plugin: refusals name the reason with an error code", "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  PluginDir dir({TP_MAJOR, TP_MINOR, TP_NOENTRY});
+  const std::string writable = dir.path + "/writable.so";
+  fs::copy_file(TP_FULL, writable);
+  REQUIRE(chmod(writable.c_str(), 0666) == 0);
+  const std::string group = dir.path + "/group.so";
+  fs::copy_file(TP_FULL, group);
+  REQUIRE(chmod(group.c_str(), 0775) == 0);
+  const std::string garbage = dir.path + "/garbage.so";
+  REQUIRE(testing::WriteFile(garbage, "not an ELF file"));
+  REQUIRE(chmod(garbage.c_str(), 0755) == 0);
+
+  PluginSetOptions o;
+  o.dir = dir.path;
+  PluginSet plugins(o, &runner);
+  REQUIRE(plugins.Start().ok());  // refusals of single files do not fail the start
+  auto list = plugins.List();
+  REQUIRE(list.size() == 6);
+  for (const auto& s : list) CHECK(s.state == PluginState::kRefused);
+
+  const auto* major = Find(list, "tp_major");
+  REQUIRE(major);
+  CHECK(major->error == LoadError::kAbiMajor);
+  CHECK(major->abi == "2.0");
+  CHECK_THAT(major->message, Catch::Contains("ABI 2.0") && Catch::Contains("1.x"));
+
+  const auto* minor = Find(list, "tp_minor");
+  REQUIRE(minor);
+  CHECK(minor->error == LoadError::kAbiMinor);
+  CHECK_THAT(minor->message, Catch::Contains("needs plugin ABI 1.7") && Catch::Contains("provides plugin ABI 1.0") &&
+                                 Catch::Contains("lacks what ABI 1.1 to 1.7 added"));
+
+  const auto* noentry = Find(list, "tp_noentry");
+  REQUIRE(noentry);
+  CHECK(noentry->error == LoadError::kNoEntry);
+  CHECK_THAT(noentry->message, Catch::Contains("orchard_plugin_init"));
+
+  const auto* ww = Find(list, "writable");
+  REQUIRE(ww);
+  CHECK(ww->error == LoadError::kInsecureFile);
+  CHECK_THAT(ww->message, Catch::Contains("0666"));
+  const auto* gw = Find(list, "group");
+  REQUIRE(gw);
+  CHECK(gw->error == LoadError::kInsecureFile);
+
+  const auto* bad = Find(list, "garbage");
+  REQUIRE(bad);
+  CHECK(bad->error == LoadError::kOpen);
+
+  // The Status of a direct load carries a code too.
+  Status st = plugins.Load(writable);
+  CHECK(st.code() == Code::kPermissionDenied);
+  CHECK(plugins.Load(dir.path + "/tp_major.so").code() == Code::kInvalidArgument);
+  CHECK(plugins.Load(dir.path + "/missing.so").code() == Code::kNotFound);
+  // Nothing runs.
+  CHECK(runner.Statuses().empty());
+}
+
+TEST_CASE("plugin: a directory writable by others, a duplicate name and a failing init are refused", "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  {
+    PluginDir dir({TP_FULL});
+    REQUIRE(chmod(dir.path.c_str(), 0777) == 0);
+    PluginSetOptions o;
+    o.dir = dir.path;
+    PluginSet plugins(o, &runner);
+    Status st = plugins.Start();
+    CHECK(st.code() == Code::kPermissionDenied);
+    CHECK(plugins.List().empty());
+  }
+  {
+    PluginDir dir({TP_FULL});
+    const std::string copy = dir.path + "/copy.so";
+    fs::copy_file(TP_FULL, copy);
+    REQUIRE(chmod(copy.c_str(), 0755) == 0);
+    PluginSetOptions o;
+    o.dir = dir.path;
+    PluginSet plugins(o, &runner);
+    REQUIRE(plugins.Start().ok());
+    auto list = plugins.List();
+    REQUIRE(list.size() == 2);
+    // copy.so sorts first and wins the name.
+    CHECK(list[0].state == PluginState::kLoaded);
+    CHECK(list[1].error == LoadError::kDuplicate);
+    CHECK(runner.Statuses().size() == 1);
+    plugins.Stop();
+    CHECK(runner.Statuses().empty());
+  }
+  {
+    PluginDir dir({TP_FULL});
+    PluginSetOptions o;
+    o.dir = dir.path;
+    o.configs["full"] = R"({"fail":1})";
+    PluginSet plugins(o, &runner);
+    REQUIRE(plugins.Start().ok());
+    auto list = plugins.List();
+    REQUIRE(list.size() == 1);
+    CHECK(list[0].state == PluginState::kError);
+    CHECK(list[0].error == LoadError::kInitFailed);
+    CHECK_THAT(list[0].message, Catch::Contains("init returned failed"));
+    CHECK(runner.Statuses().empty());
+  }
+}
+
+TEST_CASE("plugin: a hook that returns an error fails the run, which is retried then parked", "[plugin]") {
+  Host h;
+  h.Enroll("D1");
+  Runner runner(Fast(2), &h.source, &h.committer);
+  PluginDir dir({TP_FAIL, TP_FULL});
+  PluginSetOptions o;
+  o.dir = dir.path;
+  PluginSet plugins(o, &runner);
+  REQUIRE(plugins.Start().ok());
+  h.Emit(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "D1");
+  REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(20)));
+
+  auto list = plugins.List();
+  const auto* failing = Find(list, "failing");
+  REQUIRE(failing);
+  CHECK(failing->state == PluginState::kLoaded);
+  CHECK(failing->errors == 2);
+  CHECK(failing->parked == 1);
+  CHECK_THAT(failing->last_error, Catch::Contains("plugin_error") && Catch::Contains("deliberate failure"));
+  // Its writes were dropped; the parked event is recorded.
+  CHECK(h.Kv("plugin:failing", "never") == "<absent>");
+  auto parked = h.automation.Records("pk", "plugin:failing", "", "", 10).value();
+  REQUIRE(parked.items.size() == 1);
+  // The other plugin is unaffected.
+  CHECK(h.Kv("plugin:full", "count") == "1");
+  CHECK(Find(list, "full")->errors == 0);
+  plugins.Stop();
+  runner.Stop();
+}
+
+TEST_CASE("plugin: an exception thrown through plugin.hpp becomes an error code and the host carries on",
+          "[plugin]") {
+  Host h;
+  h.Enroll("D1");
+  Runner runner(Fast(2), &h.source, &h.committer);
+  PluginDir dir({TP_THROW, TP_FULL});
+  PluginSetOptions o;
+  o.dir = dir.path;
+  PluginSet plugins(o, &runner);
+  REQUIRE(plugins.Start().ok());
+  auto consumer = plugins.ConsumerOf("thrower");
+  REQUIRE(consumer);
+  MemoryHost mem;
+  events::Event ev;
+  ev.type = ORCHARD_EVENT_ENROLLMENT_ENROLLED;
+  ev.enrollment_id = "D1";
+  Decisions out;
+  bool dry = false;
+  auto outcome = consumer->Handle(0, ev, "0.1", &mem, &out, &dry);
+  CHECK(outcome.error == RunError::kPlugin);
+  CHECK_THAT(outcome.message, Catch::Contains("internal") && Catch::Contains("boom from the plugin"));
+  CHECK(out.kv.empty());  // a failed run decides nothing
+  ev.type = ORCHARD_EVENT_COMMAND_ACKNOWLEDGED;
+  outcome = consumer->Handle(0, ev, "0.2", &mem, &out, &dry);
+  CHECK(outcome.error == RunError::kPlugin);
+  CHECK_THAT(outcome.message, Catch::Contains("unknown type"));
+
+  // Through the runner: parked after the attempts; the other plugin runs on.
+  h.Emit(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "D1");
+  REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(20)));
+  auto list = plugins.List();
+  CHECK(Find(list, "thrower")->parked == 1);
+  CHECK(Find(list, "thrower")->version == "0.1");
+  CHECK(h.Kv("plugin:full", "count") == "1");
+  CHECK(h.queue.List("D1", 10).value().size() == 2);
+  plugins.Stop();
+  runner.Stop();
+}
+
+namespace {
+// A host whose key-value reads fail (storage trouble).
+class FailingKv : public MemoryHost {
+ public:
+  Result<std::optional<std::string>> KvGet(const std::string&, const std::string&) override {
+    return Status::Io("disk on fire");
+  }
+};
+}  // namespace
+
+TEST_CASE("plugin: a failed host read passed on as ORCHARD_ERR_HOST is a host failure, not the event's",
+          "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  PluginDir dir({TP_FULL});
+  PluginSet plugins({}, &runner);
+  REQUIRE(plugins.Load(dir.path + "/tp_full.so").ok());
+  auto consumer = plugins.ConsumerOf("full");
+  REQUIRE(consumer);
+  FailingKv failing;
+  events::Event ev;
+  ev.type = ORCHARD_EVENT_ENROLLMENT_ENROLLED;
+  ev.enrollment_id = "D1";
+  Decisions out;
+  bool dry = false;
+  auto outcome = consumer->Handle(0, ev, "0.1", &failing, &out, &dry);
+  CHECK(outcome.error == RunError::kHost);  // retried with backoff by the runner, never parked
+  CHECK_THAT(outcome.message, Catch::Contains("kv_get") && Catch::Contains("disk on fire"));
+  CHECK(out.empty());
+
+  // A plugin returning ORCHARD_ERR_HOST when no host call failed: a failed run of its own
+  // (it cannot hold its lane forever).
+  REQUIRE(plugins.Load(dir.Add(TP_HOSTLIE)).ok());
+  auto liar = plugins.ConsumerOf("hostlie");
+  REQUIRE(liar);
+  MemoryHost mem;
+  outcome = liar->Handle(0, ev, "0.1", &mem, &out, &dry);
+  CHECK(outcome.error == RunError::kPlugin);
+  CHECK_THAT(outcome.message, Catch::Contains("on_event returned host: deliberate failure"));
+  CHECK(out.empty());
+  plugins.Stop();
+}
