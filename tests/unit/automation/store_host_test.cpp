@@ -12,6 +12,7 @@
 #include "automation/store_host.h"
 #include "domain/commands.h"
 #include "support/orchardd_process.h"
+#include "support/recording_push.h"
 #include "util/encoding.h"
 
 using namespace orchard;
@@ -19,23 +20,7 @@ using namespace orchard::automation;
 
 namespace {
 
-class RecordingPush : public push::PushProvider {
- public:
-  std::vector<push::Outcome> Push(const std::vector<push::Target>& targets) override {
-    std::lock_guard lock(mu);
-    std::vector<push::Outcome> out;
-    for (const auto& t : targets) {
-      pushed.push_back(t.enrollment_id);
-      out.push_back({t.enrollment_id, true, "APNS-ID", "", push::PushRefusal::kNone, false});
-    }
-    return out;
-  }
-  Result<std::optional<store::PushState>> State(const std::string&) override {
-    return std::optional<store::PushState>();
-  }
-  std::mutex mu;
-  std::vector<std::string> pushed;
-};
+using testing::RecordingPush;
 
 struct Host {
   std::string dir = testing::MakeTempDir("orchard-automation");
@@ -312,9 +297,9 @@ TEST_CASE("device watch: silence and identity expiry, once per threshold", "[aut
   CHECK(expiring[0].payload_json.find("\"threshold_days\":14") != std::string::npos);
   CHECK(total == 2);
   // Again: nothing new. Later: the next thresholds, once.
-  for (int i = 0; i < 3; ++i) w.Round(now);
+  for (int i = 0; i < 3; ++i) REQUIRE(w.Round(now).ok());
   CHECK(h.Events("device.silent").size() == 1);
-  for (int i = 0; i < 3; ++i) w.Round(now + 23 * day);
+  for (int i = 0; i < 3; ++i) REQUIRE(w.Round(now + 23 * day).ok());
   // SILENT reaches 30 days; FRESH and EXPIRING (not seen for 23 days) reach 7.
   CHECK(h.Events("device.silent").size() == 4);
   // EXPIRING's certificate has expired: the 1-day threshold; FRESH's is far off.

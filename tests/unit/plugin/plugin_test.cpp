@@ -14,6 +14,7 @@
 #include "plist/plist.h"
 #include "plugin/plugin_set.h"
 #include "support/orchardd_process.h"
+#include "support/recording_push.h"
 #include "util/encoding.h"
 
 using namespace orchard;
@@ -27,23 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class RecordingPush : public push::PushProvider {
- public:
-  std::vector<push::Outcome> Push(const std::vector<push::Target>& targets) override {
-    std::lock_guard lock(mu);
-    std::vector<push::Outcome> out;
-    for (const auto& t : targets) {
-      pushed.push_back(t.enrollment_id);
-      out.push_back({t.enrollment_id, true, "APNS-ID", "", push::PushRefusal::kNone, false});
-    }
-    return out;
-  }
-  Result<std::optional<store::PushState>> State(const std::string&) override {
-    return std::optional<store::PushState>();
-  }
-  std::mutex mu;
-  std::vector<std::string> pushed;
-};
+using testing::RecordingPush;
 
 // The automation host on a real RocksDB in a temp dir.
 struct Host {
