@@ -8,6 +8,7 @@
 #include <cctype>
 #include <map>
 #include <set>
+#include <strings.h>
 
 #include "log/log.h"
 #include "plist/plist.h"
@@ -192,12 +193,36 @@ AdminApi::AdminApi(const Options& options, const Deps& deps)
 
 AdminApi::~AdminApi() = default;
 
+// /plugins/<name>/<rest>: the plugin's on_http (authenticated above). The
+// plugin sees the percent-decoded rest ("/" at least), the raw query, the
+// body and the headers; its answer is bounded by max_response_bytes.
+http::Response AdminApi::PluginRoute(const http::Request& r) {
+  const std::string tail = r.path.substr(std::string("/plugins/").size());
+  const size_t slash = tail.find('/');
+  auto name = PercentDecode(tail.substr(0, slash));
+  if (!name || name->empty()) return Error(404, "no such route: " + r.path);
+  if (d_.plugins == nullptr) return Error(404, "no loaded plugin " + *name);
+  auto rest = PercentDecode(slash == std::string::npos ? std::string_view("/") : std::string_view(tail).substr(slash));
+  if (!rest) return Error(400, "the path has a malformed percent escape");
+  plugin::PluginHttpRequest req{r.method, *rest, r.query, r.body, r.headers};
+  // The key stays with the host: the plugin never sees the admin credentials.
+  req.headers.erase(std::remove_if(req.headers.begin(), req.headers.end(),
+                                   [](const auto& h) {
+                                     return strcasecmp(h.first.c_str(), "Authorization") == 0 ||
+                                            strcasecmp(h.first.c_str(), "X-API-Key") == 0;
+                                   }),
+                    req.headers.end());
+  plugin::PluginHttpResponse out = d_.plugins->Http(*name, req, options_.max_response_bytes);
+  return http::Response{out.status, std::move(out.content_type), std::move(out.body), std::move(out.headers)};
+}
+
 bool AdminApi::Owns(const std::string& path) {
-  return path.rfind("/v1/", 0) == 0 || path == "/version";
+  return path.rfind("/v1/", 0) == 0 || path == "/version" || path.rfind("/plugins/", 0) == 0;
 }
 
 std::string AdminApi::RouteLabel(const http::Request& r) {
   // Labels come from a fixed set: a client must not be able to mint new series.
+  if (r.path.rfind("/plugins/", 0) == 0) return "plugin_routes";
   auto parts = SplitPath(r.path);
   if (parts.size() == 1 && parts[0] == "version") return "api_version";
   if (parts.size() < 2 || parts[0] != "v1") return "api_other";
@@ -248,6 +273,7 @@ http::Response AdminApi::Handle(const http::Request& r) {
   if (r.body.size() > options_.max_body_bytes)
     return Error(413, "request body of " + std::to_string(r.body.size()) + " bytes exceeds the limit of " +
                           std::to_string(options_.max_body_bytes));
+  if (r.path.rfind("/plugins/", 0) == 0) return PluginRoute(r);
   auto p = SplitPath(r.path);
   const std::string& m = r.method;
   if (p.size() < 2 || p[0] != "v1") return Error(404, "no such route: " + r.path);

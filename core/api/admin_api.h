@@ -76,6 +76,7 @@ class AdminApi {
 
  private:
   bool Authorized(const http::Request& request) const;
+  http::Response PluginRoute(const http::Request& request);
   http::Response Enqueue(const http::Request& request, const std::string& ids);
   http::Response EnqueueJson(const http::Request& request);
   http::Response EnqueueToIds(const std::vector<std::string>& ids, const queue::NewCommand& command,

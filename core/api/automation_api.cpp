@@ -76,6 +76,10 @@ Value PluginJson(const plugin::PluginStatus& s) {
     for (const auto& t : s.event_types) types.AsArray()->push_back(Value::String(t));
     v.Set("events", std::move(types));
     v.Set("lanes", Value::Integer(s.lanes));
+    Value schedules = Value::MakeArray();
+    for (const auto& t : s.schedules) schedules.AsArray()->push_back(Value::String(t));
+    v.Set("schedules", std::move(schedules));
+    v.Set("routes", Value::Bool(s.http));
     v.Set("consumer", Value::String(plugin::PluginSet::ConsumerName(s.name)));
     v.Set("handled", Value::Integer(static_cast<int64_t>(s.handled)));
     v.Set("errors", Value::Integer(static_cast<int64_t>(s.errors)));
@@ -104,8 +108,9 @@ std::optional<http::Response> AutomationApi::Handle(const http::Request& r, cons
     if (sub == "reload") return m == "POST" ? Reload(name) : Error(405, "use POST");
     if (sub == "flags") return m == "PUT" || m == "POST" ? SetFlags(name, r) : Error(405, "use PUT");
     if (sub == "run") return m == "POST" ? RunNow(name, r) : Error(405, "use POST");
-    if (sub == "decisions") return m == "GET" ? Records("dl", name, r) : Error(405, "use GET");
-    if (sub == "parked") return m == "GET" ? Records("pk", name, r) : Error(405, "use GET");
+    const std::string consumer = policy::PolicySet::ConsumerName(name);
+    if (sub == "decisions") return m == "GET" ? Records("dl", consumer, r) : Error(405, "use GET");
+    if (sub == "parked") return m == "GET" ? Records("pk", consumer, r) : Error(405, "use GET");
     return Error(404, "no such route: " + r.path);
   }
   if (p[1] == "plugins") {
@@ -120,6 +125,11 @@ std::optional<http::Response> AutomationApi::Handle(const http::Request& r, cons
     }
     if (p.size() == 2) return ListPlugins();
     if (p.size() == 3) return GetPlugin(p[2]);
+    // What a plugin decided and what it parked, as for policies.
+    if (p.size() == 4 && (p[3] == "decisions" || p[3] == "parked")) {
+      if (d_.plugins->ConsumerOf(p[2]) == nullptr) return Error(404, "no loaded plugin " + p[2]);
+      return Records(p[3] == "decisions" ? "dl" : "pk", plugin::PluginSet::ConsumerName(p[2]), r);
+    }
     return Error(404, "no such route: " + r.path);
   }
   if (p[1] == "compliance") {
@@ -220,14 +230,14 @@ http::Response AutomationApi::RunNow(const std::string& name, const http::Reques
   return Json(202, out);
 }
 
-http::Response AutomationApi::Records(const std::string& kind, const std::string& name, const http::Request& r) {
+http::Response AutomationApi::Records(const std::string& kind, const std::string& consumer, const http::Request& r) {
   http::Response error;
   int64_t limit = 0;
   if (!PageLimit(r, 100, 1000, &limit, &error)) return error;
   std::string position;
   if (!PageCursor(r, kind == "dl" ? 'd' : 'k', &position, &error)) return error;
   if (!position.empty() && !automation::Cursor::Parse(position)) return Error(400, "cursor is not one this server issued");
-  auto page = d_.automation->Records(kind, policy::PolicySet::ConsumerName(name), r.Param("enrollment_id"), position,
+  auto page = d_.automation->Records(kind, consumer, r.Param("enrollment_id"), position,
                                      static_cast<size_t>(limit));
   if (!page.ok()) return FromStatus(page.status());
   PageWriter out(d_.max_response_bytes, kind == "dl" ? 'd' : 'k', kind == "dl" ? "decisions" : "parked", Value(), 64);

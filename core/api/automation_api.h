@@ -43,7 +43,7 @@ class AutomationApi {
   http::Response Reload(const std::string& name);
   http::Response SetFlags(const std::string& name, const http::Request& r);
   http::Response RunNow(const std::string& name, const http::Request& r);
-  http::Response Records(const std::string& kind, const std::string& name, const http::Request& r);
+  http::Response Records(const std::string& kind, const std::string& consumer, const http::Request& r);
   http::Response ComplianceSummary();
   http::Response ComplianceList(const std::string& name, const http::Request& r);
   http::Response ListPlugins();

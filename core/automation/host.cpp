@@ -77,6 +77,15 @@ void MemoryHost::Commit(const std::string& consumer, const Decisions& d) {
   for (const auto& c : d.compliance) compliance_[{consumer, c.enrollment_id}] = c.state;
 }
 
+Status MemoryHost::KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) {
+  std::lock_guard lock(mu_);
+  for (const auto& w : writes) {
+    if (w.value) kv_[{ns, w.key}] = *w.value;
+    else kv_.erase({ns, w.key});
+  }
+  return Status::Ok();
+}
+
 Result<std::optional<store::Enrollment>> MemoryHost::Device(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = devices_.find(id);

@@ -45,6 +45,14 @@ class HostReader {
                                                             const std::string& enrollment_id) = 0;
 };
 
+// Writes to a key-value namespace outside any run (a plugin's own threads,
+// through kv_write): atomic, durable when Ok, not tied to a checkpoint.
+class KvWriter {
+ public:
+  virtual ~KvWriter() = default;
+  virtual Status KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) = 0;
+};
+
 // A HostReader that sees writes not yet committed (earlier runs of the same
 // batch, then the current run) on top of a base reader. Borrows base.
 class Overlay : public HostReader {
@@ -84,12 +92,13 @@ KvPairs MergeScan(KvPairs base, const std::vector<std::pair<std::string, std::op
                   const std::string& prefix, const std::string& after, size_t limit);
 
 // An in-memory host: the policy test harness and unit tests. Thread-safe.
-class MemoryHost : public HostReader {
+class MemoryHost : public HostReader, public KvWriter {
  public:
   void PutDevice(store::Enrollment e);
   void PutResult(const std::string& enrollment_id, store::CommandResult r);
   // Applies committed decisions of a consumer.
   void Commit(const std::string& consumer, const Decisions& d);
+  Status KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) override;
 
   Result<std::optional<store::Enrollment>> Device(const std::string& id) override;
   Result<std::optional<store::CommandResult>> LastResult(const std::string& id,

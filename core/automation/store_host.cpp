@@ -124,6 +124,16 @@ Result<KvPairs> AutomationStore::KvScan(const std::string& ns, const std::string
   return out;
 }
 
+Status AutomationStore::KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) {
+  store::Batch batch;
+  for (const auto& w : writes) {
+    if (w.value) batch.Put(store::Cf::kAutomation, Key("kv", ns, w.key), *w.value);
+    else batch.Delete(store::Cf::kAutomation, Key("kv", ns, w.key));
+  }
+  if (batch.empty()) return Status::Ok();
+  return store_->Write(batch);
+}
+
 Result<std::optional<ComplianceState>> AutomationStore::Compliance(const std::string& consumer,
                                                                    const std::string& id) {
   auto v = store_->Get(store::Cf::kAutomation, Key("cs", consumer, id));

@@ -50,7 +50,7 @@ struct ComplianceEntry {
   ComplianceState state;
 };
 
-class AutomationStore : public HostReader, public FlagStore {
+class AutomationStore : public HostReader, public FlagStore, public KvWriter {
  public:
   AutomationStore(store::Store* store, domain::Enrollments* enrollments, queue::CommandQueue* queue)
       : store_(store), enrollments_(enrollments), queue_(queue) {}
@@ -62,6 +62,9 @@ class AutomationStore : public HostReader, public FlagStore {
   Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix, const std::string& after,
                          size_t limit) override;
   Result<std::optional<ComplianceState>> Compliance(const std::string& consumer, const std::string& id) override;
+
+  // KvWriter: one WriteBatch, synced as the store is configured.
+  Status KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) override;
 
   // FlagStore
   Result<std::optional<ConsumerFlags>> GetFlags(const std::string& consumer) override;

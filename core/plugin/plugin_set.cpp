@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 
 #include "automation/commands.h"
 #include "automation/decisions.h"
@@ -23,6 +25,16 @@
 // The handles of <orchard/plugin.h>, defined by the host.
 struct orchard_plugin_ref {
   std::string name;
+  std::string ns;  // its key-value namespace (the consumer name)
+  orchard::automation::HostReader* reader = nullptr;
+  orchard::automation::KvWriter* writer = nullptr;
+};
+
+struct orchard_http_response {
+  orchard::plugin::PluginHttpResponse* out = nullptr;
+  size_t max_body = 0;
+  bool responded = false;
+  bool too_large = false;
 };
 
 struct orchard_run {
@@ -47,7 +59,15 @@ constexpr size_t kMaxCommandsPerRun = 1000;
 constexpr size_t kMaxKvWritesPerRun = 10000;
 constexpr size_t kMaxErrorBytes = 4096;
 constexpr size_t kMaxEventTypes = 256;
-constexpr uint32_t kDescriptorSize10 = sizeof(orchard_plugin_descriptor);  // ABI 1.0
+constexpr size_t kMaxSchedules = 16;
+constexpr int64_t kMinScheduleMs = 60 * 1000;
+constexpr int64_t kMaxScheduleMs = 366LL * 24 * 3600 * 1000;
+constexpr size_t kMaxScanLimit = 10000;
+constexpr size_t kMaxWriteOps = 10000;
+constexpr size_t kMaxWriteBytes = 16 << 20;
+constexpr size_t kMaxHttpHeaders = 32;
+// The descriptor's size as of ABI 1.0 (through shutdown): a 1.0 plugin's is this small.
+constexpr uint32_t kDescriptorSize10 = offsetof(orchard_plugin_descriptor, schedules);
 namespace fs = std::filesystem;
 
 // What each minor of the current major added (index = minor), for the
@@ -55,7 +75,11 @@ namespace fs = std::filesystem;
 constexpr const char* kMinorAdded[] = {
     "host: log, enqueue, enqueue_plist, push, kv_get, kv_put, kv_delete, device, last_result, set_error; "
     "descriptor: name, version, event_types, lanes, init, on_event, shutdown",
+    "host: kv_read, kv_scan, kv_write, http_respond, http_header; descriptor: schedules, schedule_count, on_http",
 };
+// The descriptor's size as of ABI 1.1 (through on_http).
+constexpr uint32_t kDescriptorSize11 =
+    offsetof(orchard_plugin_descriptor, on_http) + sizeof(orchard_plugin_descriptor::on_http);
 constexpr uint16_t kHostMinor = ORCHARD_PLUGIN_ABI_MINOR;
 static_assert(sizeof(kMinorAdded) / sizeof(kMinorAdded[0]) == kHostMinor + 1, "one entry per minor");
 
@@ -88,6 +112,14 @@ orchard_buf Out(orchard_run* run, std::string s) {
 orchard_status Fail(orchard_run* run, orchard_status st, std::string message) {
   run->error = std::move(message);
   return st;
+}
+
+bool ValidScheduleName(std::string_view n) {
+  if (n.empty() || n.size() > 64) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+  });
 }
 
 bool IsAddressed(std::string_view type) {
@@ -141,9 +173,14 @@ const char* PluginStateName(PluginState s) {
 class PluginSet::Loaded : public automation::Consumer {
  public:
   Loaded(void* dl, const orchard_plugin_descriptor* desc, std::string name, int lanes,
-         std::vector<std::string> types)
-      : dl_(dl), desc_(desc), consumer_(ConsumerName(name)), lanes_(lanes) {
+         std::vector<std::string> types, std::vector<automation::ScheduleInfo> schedules, bool http,
+         const PluginSetDeps& deps)
+      : dl_(dl), desc_(desc), consumer_(ConsumerName(name)), lanes_(lanes), schedules_(std::move(schedules)),
+        http_(http) {
     ref_.name = std::move(name);
+    ref_.ns = consumer_;
+    ref_.reader = deps.reader;
+    ref_.writer = deps.kv_writer;
     for (auto& t : types) {
       if (t == "*") all_ = true;
       types_.insert(std::move(t));
@@ -161,11 +198,14 @@ class PluginSet::Loaded : public automation::Consumer {
       // Addressed to one consumer by request_type ("<consumer>" or "<consumer>/<schedule>").
       if (ev.request_type.compare(0, consumer_.size(), consumer_) != 0) return false;
       if (ev.request_type.size() != consumer_.size() && ev.request_type[consumer_.size()] != '/') return false;
+      // Its own timers reach it whatever it subscribed to.
+      if (ev.type == events::type::kScheduleTick && !schedules_.empty()) return true;
     }
     return all_ || types_.count(ev.type) > 0;
   }
   bool WantsType(std::string_view type) const override {
     if (closed_ || desc_->on_event == nullptr) return false;
+    if (type == events::type::kScheduleTick && !schedules_.empty()) return true;
     return all_ || types_.count(std::string(type)) > 0;
   }
 
@@ -227,9 +267,76 @@ class PluginSet::Loaded : public automation::Consumer {
     return ORCHARD_OK;
   }
 
+  // Calls on_http (at most one call at a time; none once closing).
+  PluginHttpResponse Http(const PluginHttpRequest& req, size_t max_body) {
+    PluginHttpResponse out;
+    std::shared_lock life(life_mu_, std::try_to_lock);
+    if (!life.owns_lock() || closed_ || !http_ || desc_->on_http == nullptr) {
+      out.status = life.owns_lock() ? 404 : 503;
+      out.content_type = "text/plain";
+      out.body = out.status == 404 ? "plugin " + ref_.name + " has no routes\n" : "plugin is stopping\n";
+      return out;
+    }
+    std::unique_lock one(http_mu_, std::try_to_lock);
+    if (!one.owns_lock()) {
+      out.status = 503;
+      out.content_type = "text/plain";
+      out.body = "plugin " + ref_.name + " is answering another request; retry\n";
+      out.headers.emplace_back("Retry-After", "1");
+      return out;
+    }
+    std::vector<orchard_http_header> headers;
+    headers.reserve(req.headers.size());
+    auto buf = [](const std::string& s) { return orchard_buf{s.data(), s.size()}; };
+    for (const auto& [n, v] : req.headers) headers.push_back(orchard_http_header{buf(n), buf(v)});
+    orchard_http_request r{};
+    r.size = sizeof(orchard_http_request);
+    r.method = buf(req.method);
+    r.path = buf(req.path);
+    r.query = buf(req.query);
+    r.body = buf(req.body);
+    r.headers = headers.data();
+    r.header_count = headers.size();
+    orchard_http_response resp;
+    resp.out = &out;
+    resp.max_body = max_body;
+    const auto start = std::chrono::steady_clock::now();
+    const orchard_status st = desc_->on_http(state_, &r, &resp);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    if (ms > 250)
+      log::Warn(kLog, "event=plugin_http_slow plugin={} path={} ms={} detail=\"on_http holds an HTTP worker\"",
+                ref_.name, log::Quote(req.path), ms);
+    if (resp.too_large && !resp.responded) {
+      out = PluginHttpResponse{};
+      out.status = 500;
+      out.content_type = "text/plain";
+      out.body = "plugin " + ref_.name + ": response exceeds api.max_response_bytes (" + std::to_string(max_body) +
+                 ")\n";
+      return out;
+    }
+    if (resp.responded) return out;
+    out = PluginHttpResponse{};
+    out.content_type = "text/plain";
+    switch (st) {
+      case ORCHARD_OK: out.status = 204; out.content_type.clear(); break;
+      case ORCHARD_ERR_NOT_FOUND: out.status = 404; out.body = "no such route: " + req.path + "\n"; break;
+      case ORCHARD_ERR_INVALID_ARGUMENT: out.status = 400; out.body = "bad request\n"; break;
+      default:
+        out.status = 500;
+        out.body = std::string("plugin ") + ref_.name + " failed: " + StatusName(st) + "\n";
+        log::Warn(kLog, "event=plugin_http_failed plugin={} path={} status={}", ref_.name, log::Quote(req.path),
+                  StatusName(st));
+    }
+    return out;
+  }
+
+  const std::vector<automation::ScheduleInfo>& schedules() const { return schedules_; }
+
   // Calls shutdown (if init succeeded) and unloads the library. Idempotent;
   // the runner must no longer call Handle.
   void Close() {
+    std::unique_lock life(life_mu_);  // waits for an on_http call in progress
     if (closed_.exchange(true)) return;
     if (initialized_ && desc_->shutdown) desc_->shutdown(state_);
     initialized_ = false;
@@ -246,6 +353,10 @@ class PluginSet::Loaded : public automation::Consumer {
   orchard_plugin_ref ref_;
   std::string consumer_;
   int lanes_;
+  std::vector<automation::ScheduleInfo> schedules_;
+  bool http_;
+  std::shared_mutex life_mu_;  // on_http calls (shared) vs Close (exclusive)
+  std::mutex http_mu_;         // one on_http call at a time
   bool all_ = false;
   std::set<std::string, std::less<>> types_;
   void* state_ = nullptr;
@@ -480,6 +591,143 @@ void HostSetError(orchard_run* run, orchard_buf message) {
   }
 }
 
+// ---- ABI 1.1: the namespace outside runs, HTTP answers ----
+
+bool RefKey(orchard_buf key, std::string* k) {
+  return ReadBuf(key, k) && !k->empty() && k->size() <= kMaxKeyBytes;
+}
+
+orchard_status HostKvRead(orchard_plugin_ref* self, orchard_buf key, orchard_value_fn fn, void* ctx) {
+  if (self == nullptr || fn == nullptr) return ORCHARD_ERR_INVALID_ARGUMENT;
+  if (self->reader == nullptr) return ORCHARD_ERR_UNSUPPORTED;
+  try {
+    std::string k;
+    if (!RefKey(key, &k)) return ORCHARD_ERR_INVALID_ARGUMENT;
+    auto v = self->reader->KvGet(self->ns, k);
+    if (!v.ok()) {
+      log::Warn(kLog, "event=plugin_kv_failed plugin={} op=read error={}", self->name, log::Quote(v.status().ToString()));
+      return ORCHARD_ERR_HOST;
+    }
+    if (!v->has_value()) return ORCHARD_ERR_NOT_FOUND;
+    fn(ctx, orchard_buf{(*v)->data(), (*v)->size()});
+    return ORCHARD_OK;
+  } catch (...) {
+    return ORCHARD_ERR_INTERNAL;
+  }
+}
+
+orchard_status HostKvScan(orchard_plugin_ref* self, orchard_buf prefix, orchard_buf after, size_t limit,
+                          orchard_entry_fn fn, void* ctx) {
+  if (self == nullptr || fn == nullptr) return ORCHARD_ERR_INVALID_ARGUMENT;
+  if (self->reader == nullptr) return ORCHARD_ERR_UNSUPPORTED;
+  try {
+    std::string pre, aft;
+    if (!ReadBuf(prefix, &pre) || !ReadBuf(after, &aft) || pre.size() > kMaxKeyBytes || aft.size() > kMaxKeyBytes)
+      return ORCHARD_ERR_INVALID_ARGUMENT;
+    if (limit == 0 || limit > kMaxScanLimit) return ORCHARD_ERR_INVALID_ARGUMENT;
+    auto page = self->reader->KvScan(self->ns, pre, aft, limit);
+    if (!page.ok()) {
+      log::Warn(kLog, "event=plugin_kv_failed plugin={} op=scan error={}", self->name,
+                log::Quote(page.status().ToString()));
+      return ORCHARD_ERR_HOST;
+    }
+    for (const auto& [k, v] : *page)
+      if (fn(ctx, orchard_buf{k.data(), k.size()}, orchard_buf{v.data(), v.size()}) != 0) break;
+    return ORCHARD_OK;
+  } catch (...) {
+    return ORCHARD_ERR_INTERNAL;
+  }
+}
+
+orchard_status HostKvWrite(orchard_plugin_ref* self, const orchard_kv_op* ops, size_t count) {
+  if (self == nullptr || (count > 0 && ops == nullptr)) return ORCHARD_ERR_INVALID_ARGUMENT;
+  if (self->writer == nullptr) return ORCHARD_ERR_UNSUPPORTED;
+  if (count == 0 || count > kMaxWriteOps) return ORCHARD_ERR_INVALID_ARGUMENT;
+  try {
+    std::vector<automation::KvWrite> writes;
+    writes.reserve(count);
+    size_t bytes = 0;
+    for (size_t i = 0; i < count; ++i) {
+      automation::KvWrite w;
+      if (!RefKey(ops[i].key, &w.key)) return ORCHARD_ERR_INVALID_ARGUMENT;
+      if (ops[i].remove == 0) {
+        std::string v;
+        if (!ReadBuf(ops[i].value, &v)) return ORCHARD_ERR_INVALID_ARGUMENT;
+        if (v.size() > kMaxValueBytes) return ORCHARD_ERR_LIMIT;
+        bytes += v.size();
+        w.value = std::move(v);
+      }
+      bytes += w.key.size();
+      if (bytes > kMaxWriteBytes) return ORCHARD_ERR_LIMIT;
+      writes.push_back(std::move(w));
+    }
+    Status st = self->writer->KvWriteNow(self->ns, writes);
+    if (!st.ok()) {
+      log::Warn(kLog, "event=plugin_kv_failed plugin={} op=write error={}", self->name, log::Quote(st.ToString()));
+      return ORCHARD_ERR_HOST;
+    }
+    return ORCHARD_OK;
+  } catch (...) {
+    return ORCHARD_ERR_INTERNAL;
+  }
+}
+
+bool HeaderText(std::string_view v) {
+  return std::none_of(v.begin(), v.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+bool Token(std::string_view n) {
+  if (n.empty() || n.size() > 128) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+  });
+}
+
+orchard_status HostHttpRespond(orchard_http_response* resp, int32_t status, orchard_buf content_type,
+                               orchard_buf body) {
+  if (resp == nullptr || resp->out == nullptr) return ORCHARD_ERR_INVALID_ARGUMENT;
+  try {
+    std::string ct, b;
+    if (status < 100 || status > 599 || !ReadBuf(content_type, &ct) || !ReadBuf(body, &b) || ct.size() > 256 ||
+        !HeaderText(ct))
+      return ORCHARD_ERR_INVALID_ARGUMENT;
+    if (b.size() > resp->max_body) {
+      resp->too_large = true;
+      resp->responded = false;
+      return ORCHARD_ERR_LIMIT;
+    }
+    resp->out->status = status;
+    resp->out->content_type = std::move(ct);
+    resp->out->body = std::move(b);
+    resp->responded = true;
+    resp->too_large = false;
+    return ORCHARD_OK;
+  } catch (...) {
+    return ORCHARD_ERR_INTERNAL;
+  }
+}
+
+orchard_status HostHttpHeader(orchard_http_response* resp, orchard_buf name, orchard_buf value) {
+  if (resp == nullptr || resp->out == nullptr) return ORCHARD_ERR_INVALID_ARGUMENT;
+  try {
+    std::string n, v;
+    if (!ReadBuf(name, &n) || !ReadBuf(value, &v) || !Token(n) || v.size() > 8192 || !HeaderText(v))
+      return ORCHARD_ERR_INVALID_ARGUMENT;
+    std::string lower = n;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    // Framing is the host's; the content type goes through http_respond.
+    if (lower == "content-length" || lower == "transfer-encoding" || lower == "connection" ||
+        lower == "content-type" || lower == "keep-alive" || lower == "upgrade")
+      return ORCHARD_ERR_INVALID_ARGUMENT;
+    if (resp->out->headers.size() >= kMaxHttpHeaders) return ORCHARD_ERR_LIMIT;
+    resp->out->headers.emplace_back(std::move(n), std::move(v));
+    return ORCHARD_OK;
+  } catch (...) {
+    return ORCHARD_ERR_INTERNAL;
+  }
+}
+
 const orchard_host_api kHostApi = {
     sizeof(orchard_host_api),
     ORCHARD_PLUGIN_ABI_MAJOR,
@@ -494,6 +742,11 @@ const orchard_host_api kHostApi = {
     &HostDevice,
     &HostLastResult,
     &HostSetError,
+    &HostKvRead,
+    &HostKvScan,
+    &HostKvWrite,
+    &HostHttpRespond,
+    &HostHttpHeader,
 };
 
 std::string MissingMinors(uint16_t wanted) {
@@ -508,7 +761,10 @@ std::string MissingMinors(uint16_t wanted) {
 }  // namespace
 
 PluginSet::PluginSet(const PluginSetOptions& options, automation::Runner* runner)
-    : options_(options), runner_(runner) {}
+    : PluginSet(options, PluginSetDeps{runner, nullptr, nullptr, nullptr}) {}
+
+PluginSet::PluginSet(const PluginSetOptions& options, const PluginSetDeps& deps)
+    : options_(options), deps_(deps), runner_(deps.runner) {}
 
 PluginSet::~PluginSet() { Stop(); }
 
@@ -659,6 +915,43 @@ Status PluginSet::Load(const std::string& path) {
     return Refuse(&e, PluginState::kRefused, LoadError::kBadDescriptor, "descriptor lanes must be 0 to 16");
   }
   e.status.lanes = desc->lanes ? desc->lanes : std::max(1, options_.default_lanes);
+  // ABI 1.1 fields, only when the plugin declares 1.1 or later.
+  std::vector<automation::ScheduleInfo> schedules;
+  bool http = false;
+  if (desc->abi_minor >= 1) {
+    if (desc->size < kDescriptorSize11) {
+      close();
+      return Refuse(&e, PluginState::kRefused, LoadError::kBadDescriptor,
+                    "declares ABI " + e.status.abi + " but its descriptor of " + std::to_string(desc->size) +
+                        " bytes is smaller than ABI 1.1's " + std::to_string(kDescriptorSize11));
+    }
+    if (desc->schedule_count > kMaxSchedules || (desc->schedule_count > 0 && desc->schedules == nullptr)) {
+      close();
+      return Refuse(&e, PluginState::kRefused, LoadError::kBadDescriptor,
+                    "descriptor schedules: at most " + std::to_string(kMaxSchedules) + ", not NULL");
+    }
+    std::set<std::string> seen;
+    for (size_t i = 0; i < desc->schedule_count; ++i) {
+      const orchard_schedule& sc = desc->schedules[i];
+      auto sname = CString(sc.name, 64);
+      std::string why;
+      if (!sname || !ValidScheduleName(*sname)) why = "name must be 1 to 64 letters, digits, '_', '-' or '.'";
+      else if (!seen.insert(*sname).second) why = "name '" + *sname + "' is used twice";
+      else if (sc.interval_ms < kMinScheduleMs || sc.interval_ms > kMaxScheduleMs)
+        why = "interval_ms must be 60000 (1 minute) to " + std::to_string(kMaxScheduleMs) + " (366 days)";
+      else if (sc.splay_ms < 0 || sc.splay_ms > sc.interval_ms) why = "splay_ms must be 0 to interval_ms";
+      if (!why.empty()) {
+        close();
+        return Refuse(&e, PluginState::kRefused, LoadError::kBadDescriptor,
+                      "descriptor schedules[" + std::to_string(i) + "]: " + why);
+      }
+      schedules.push_back(automation::ScheduleInfo{*sname, sc.interval_ms, sc.splay_ms, sc.per_device != 0});
+      e.status.schedules.push_back(*sname + " every " + std::to_string(sc.interval_ms) + "ms" +
+                                   (sc.per_device ? " per device" : ""));
+    }
+    http = desc->on_http != nullptr;
+  }
+  e.status.http = http;
   for (const auto& [file, other] : entries_) {
     if (file != path && other.loaded && other.status.name == *name) {
       close();
@@ -666,7 +959,7 @@ Status PluginSet::Load(const std::string& path) {
                     "plugin name '" + *name + "' is already loaded from " + file);
     }
   }
-  auto loaded = std::make_shared<Loaded>(dl, desc, *name, e.status.lanes, types);
+  auto loaded = std::make_shared<Loaded>(dl, desc, *name, e.status.lanes, types, schedules, http, deps_);
   dl = nullptr;  // owned by loaded now
   auto cfg = options_.configs.find(*name);
   const std::string config = cfg == options_.configs.end() ? "{}" : cfg->second;
@@ -680,6 +973,10 @@ Status PluginSet::Load(const std::string& path) {
     loaded->Close();
     return Refuse(&e, PluginState::kError, LoadError::kRegister, reg.message());
   }
+  if (deps_.schedules && !loaded->schedules().empty())
+    deps_.schedules->SetSchedules(loaded->name(), loaded->schedules());
+  else if (!loaded->schedules().empty())
+    log::Warn(kLog, "event=plugin_schedules_ignored plugin={} reason=no_scheduler", *name);
   e.loaded = std::move(loaded);
   e.status.state = PluginState::kLoaded;
   e.status.error = LoadError::kNone;
@@ -693,6 +990,7 @@ void PluginSet::Stop() {
   std::lock_guard lock(mu_);
   for (auto& [file, e] : entries_) {
     if (!e.loaded) continue;
+    if (deps_.schedules && !e.loaded->schedules().empty()) deps_.schedules->SetSchedules(e.loaded->name(), {});
     (void)runner_->Unregister(e.loaded->name(), false);  // waits for the runs in progress
     e.loaded->Close();
     log::Info(kLog, "event=plugin_unloaded plugin={}", e.loaded->plugin_name());
@@ -722,6 +1020,32 @@ std::vector<PluginStatus> PluginSet::List(size_t limit) {
     out.push_back(std::move(s));
   }
   return out;
+}
+
+PluginHttpResponse PluginSet::Http(const std::string& name, const PluginHttpRequest& request, size_t max_body) {
+  std::shared_ptr<Loaded> target;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [file, e] : entries_)
+      if (e.loaded && e.loaded->plugin_name() == name) target = e.loaded;
+  }
+  if (!target) {
+    PluginHttpResponse out;
+    out.status = 404;
+    out.content_type = "text/plain";
+    out.body = "no loaded plugin " + name + "\n";
+    return out;
+  }
+  try {
+    return target->Http(request, max_body);
+  } catch (const std::exception& ex) {  // our own failure (allocation), never the plugin's: Glue catches there
+    PluginHttpResponse out;
+    out.status = 500;
+    out.content_type = "text/plain";
+    out.body = "plugin route failed\n";
+    log::Error(kLog, "event=plugin_http_error plugin={} error={}", name, log::Quote(ex.what()));
+    return out;
+  }
 }
 
 std::shared_ptr<automation::Consumer> PluginSet::ConsumerOf(const std::string& name) {

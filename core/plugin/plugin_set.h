@@ -14,7 +14,9 @@
 // A loaded plugin runs as consumer "plugin:<name>" on the shared Runner:
 // at-least-once delivery from durable checkpoints, off the request path; a
 // hook error is a failed run (retried, then parked by the runner). Its host
-// calls become Decisions committed with its checkpoint.
+// calls become Decisions committed with its checkpoint. Its schedules (ABI
+// 1.1) go to the ScheduleRegistry as consumer "plugin:<name>"; its on_http
+// answers /plugins/<name>/... through Http().
 //
 // Thread-safety: all public methods are safe for concurrent use. Borrows the
 // runner (it must outlive the set).
@@ -27,7 +29,9 @@
 #include <string>
 #include <vector>
 
+#include "automation/host.h"
 #include "automation/runner.h"
+#include "automation/schedule.h"
 #include "util/status.h"
 
 namespace orchard::plugin {
@@ -52,6 +56,30 @@ const char* LoadErrorName(LoadError e);  // "insecure_file", ...
 enum class PluginState : int { kLoaded = 0, kRefused, kError };
 const char* PluginStateName(PluginState s);  // "loaded", "refused", "error"
 
+// What a plugin can use besides the runner (each may be null: the host
+// functions needing it answer ORCHARD_ERR_UNSUPPORTED, schedules are not run).
+struct PluginSetDeps {
+  automation::Runner* runner = nullptr;              // required
+  automation::HostReader* reader = nullptr;          // kv_read, kv_scan (committed state)
+  automation::KvWriter* kv_writer = nullptr;         // kv_write
+  automation::ScheduleRegistry* schedules = nullptr; // descriptor schedules (ABI 1.1)
+};
+
+// A request to a plugin's routes and its answer (AdminApi translates HTTP).
+struct PluginHttpRequest {
+  std::string method;
+  std::string path;   // decoded, after "/plugins/<name>"; "/" at least
+  std::string query;  // raw
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+struct PluginHttpResponse {
+  int status = 204;
+  std::string content_type;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
 struct PluginSetOptions {
   std::string dir;                             // "" = no plugins
   std::map<std::string, std::string> configs;  // plugin name -> config section (JSON object)
@@ -68,6 +96,8 @@ struct PluginStatus {
   std::string abi;      // "major.minor" the plugin declared ("" if unknown)
   std::vector<std::string> event_types;
   int lanes = 0;
+  std::vector<std::string> schedules;  // "<name> every <interval_ms>ms" (ABI 1.1)
+  bool http = false;                   // has on_http (routes under /plugins/<name>/)
   // From the runner (loaded plugins):
   uint64_t handled = 0;
   uint64_t errors = 0;  // failed runs since start (retried or parked)
@@ -79,6 +109,7 @@ struct PluginStatus {
 class PluginSet {
  public:
   PluginSet(const PluginSetOptions& options, automation::Runner* runner);
+  PluginSet(const PluginSetOptions& options, const PluginSetDeps& deps);
   ~PluginSet();
 
   // Loads every "*.so" of the directory in name order. Refusals of single
@@ -95,6 +126,12 @@ class PluginSet {
   // The consumer of a loaded plugin (tests drive it directly); nullptr if none.
   std::shared_ptr<automation::Consumer> ConsumerOf(const std::string& name);
 
+  // Serves a request to /plugins/<name><request.path> with the plugin's
+  // on_http: 404 when there is no such loaded plugin or it has no routes, 503
+  // while another call of the same plugin runs, 500 when the plugin fails or
+  // its body exceeds max_body.
+  PluginHttpResponse Http(const std::string& name, const PluginHttpRequest& request, size_t max_body);
+
   static std::string ConsumerName(const std::string& plugin) { return "plugin:" + plugin; }
 
   class Loaded;  // one loaded plugin (internal)
@@ -107,6 +144,7 @@ class PluginSet {
   Status Refuse(Entry* e, PluginState state, LoadError error, std::string message);
 
   PluginSetOptions options_;
+  PluginSetDeps deps_;
   automation::Runner* runner_;
   std::mutex mu_;
   std::map<std::string, Entry> entries_;  // by file path

@@ -152,7 +152,8 @@ class AppImpl : public App {
       for (const auto& kv : section.second) json.Set(kv.first, plist::Value::String(kv.second));
       plo.configs[section.first] = plist::ToJson(json);
     }
-    plugins_ = std::make_unique<plugin::PluginSet>(plo, runner_.get());
+    plugins_ = std::make_unique<plugin::PluginSet>(
+        plo, plugin::PluginSetDeps{runner_.get(), automation_.get(), automation_.get(), scheduler_.get()});
     if (!config_.plugin_dir.empty()) {
       Status st = plugins_->Start();  // a refused plugin is listed, not fatal
       if (!st.ok()) return Status::InvalidArgument("plugin.dir: " + st.message());

@@ -1455,6 +1455,36 @@ TEST_CASE("orchardd loads plugins from plugin.dir: the plugin acts on events, GE
   CHECK(ParseJsonOrFail(one.body).GetString("status") == "loaded");
   CHECK(HttpCall("GET", server.url() + "/v1/plugins/nope", "", {std::string("X-API-Key: ") + kApiKey}).status == 404);
 
+  // The plugin's routes (ABI 1.1) behind the admin key, which the plugin never sees.
+  CHECK(ParseJsonOrFail(one.body).Find("routes") != nullptr);
+  CHECK(HttpCall("GET", server.url() + "/plugins/full/auth", "", {}).status == 401);
+  CHECK(HttpCall("GET", server.url() + "/plugins/full/auth", "", {"X-API-Key: wrong-key-0123456789"}).status == 401);
+  auto auth = HttpCall("GET", server.url() + "/plugins/full/auth", "", {std::string("X-API-Key: ") + kApiKey});
+  CHECK(auth.status == 200);
+  CHECK(auth.body == "no credentials");
+  auth = HttpCall("GET", server.url() + "/plugins/full/auth", "",
+                  {std::string("Authorization: Bearer ") + kApiKey});
+  CHECK(auth.status == 200);
+  CHECK(auth.body == "no credentials");
+  auto hdr = HttpCall("GET", server.url() + "/plugins/full/headers?x=1&y=two", "", {std::string("X-API-Key: ") + kApiKey});
+  CHECK(hdr.status == 200);
+  CHECK((hdr.body == "x=1&y=two" || hdr.body == "y=two&x=1"));  // Pistache keeps no order
+  CHECK(HttpCall("GET", server.url() + "/plugins/full/no-such", "", {std::string("X-API-Key: ") + kApiKey}).status ==
+        404);
+  CHECK(HttpCall("GET", server.url() + "/plugins/tp_major/x", "", {std::string("X-API-Key: ") + kApiKey}).status ==
+        404);  // refused: not loaded
+  CHECK(HttpCall("GET", server.url() + "/plugins/full/%zz", "", {std::string("X-API-Key: ") + kApiKey}).status ==
+        400);
+  // What it decided (the enrollment run queued two commands) is listed like a policy's.
+  auto decisions = HttpCall("GET", server.url() + "/v1/plugins/full/decisions", "",
+                            {std::string("X-API-Key: ") + kApiKey});
+  CHECK(decisions.status == 200);
+  CHECK(decisions.body.find("DeviceInformation") != std::string::npos);
+  CHECK(HttpCall("GET", server.url() + "/v1/plugins/full/parked", "", {std::string("X-API-Key: ") + kApiKey}).status ==
+        200);
+  CHECK(HttpCall("GET", server.url() + "/v1/plugins/nope/decisions", "", {std::string("X-API-Key: ") + kApiKey})
+            .status == 404);
+
   CtlRun r = server.Ctl("plugins");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);

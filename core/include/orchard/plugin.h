@@ -42,7 +42,10 @@
  *   (descriptor.lanes, default 2): at most one call per lane at a time, calls
  *   on different lanes concurrently. Every event of one device goes to the same
  *   lane, in order. An orchard_run handle is valid only inside the on_event
- *   call it was passed to, on that thread. Host functions are thread-safe. */
+ *   call it was passed to, on that thread. on_http (ABI 1.1) runs on an HTTP
+ *   worker, concurrently with on_event. Between init's return and the start of
+ *   shutdown, the plugin's own threads may call log, kv_read, kv_scan and
+ *   kv_write. Host functions are thread-safe. */
 #ifndef ORCHARD_PLUGIN_H
 #define ORCHARD_PLUGIN_H
 
@@ -57,7 +60,7 @@ extern "C" {
 
 /* The ABI version this header describes. */
 #define ORCHARD_PLUGIN_ABI_MAJOR 1
-#define ORCHARD_PLUGIN_ABI_MINOR 0
+#define ORCHARD_PLUGIN_ABI_MINOR 1
 
 /* The exported entry symbol's name. */
 #define ORCHARD_PLUGIN_ENTRY "orchard_plugin_init"
@@ -100,6 +103,55 @@ typedef struct orchard_buf {
 /* Opaque handles. */
 typedef struct orchard_plugin_ref orchard_plugin_ref; /* this plugin, as the host knows it (host-owned) */
 typedef struct orchard_run orchard_run;               /* one on_event call (host-owned, valid during it) */
+typedef struct orchard_http_response orchard_http_response; /* the answer of one on_http call (ABI 1.1) */
+
+/* ABI 1.1: callbacks of kv_read and kv_scan. The buffers are host-owned and
+ * valid during the callback only. An entry callback returns 0 to go on,
+ * anything else to stop the scan. */
+typedef void (*orchard_value_fn)(void* ctx, orchard_buf value_host_owned);
+typedef int (*orchard_entry_fn)(void* ctx, orchard_buf key_host_owned, orchard_buf value_host_owned);
+
+/* ABI 1.1: one write of kv_write: a put of value, or a delete when remove is
+ * non-zero (value ignored). */
+typedef struct orchard_kv_op {
+  orchard_buf key;
+  orchard_buf value;
+  int32_t remove;
+  int32_t reserved;
+} orchard_kv_op;
+
+/* ABI 1.1: one request to the plugin's routes (/plugins/<name>/...), already
+ * authenticated with the admin API key. Host-owned, valid during on_http. */
+typedef struct orchard_http_header {
+  orchard_buf name;
+  orchard_buf value;
+} orchard_http_header;
+
+typedef struct orchard_http_request {
+  uint32_t size; /* sizeof the host's orchard_http_request */
+  uint32_t reserved;
+  orchard_buf method; /* "GET", "POST", ... */
+  orchard_buf path;   /* percent-decoded, after "/plugins/<name>": "/" or "/devices/abc" */
+  orchard_buf query;  /* the query without '?' ("" if none): name=value pairs joined by '&', each
+                         percent-encoded, in no particular order, a repeated name once */
+  orchard_buf body;
+  const orchard_http_header* headers; /* as received, header_count of them */
+  size_t header_count;
+} orchard_http_request;
+
+/* ABI 1.1: a timer, declared in the descriptor. The host delivers it as a
+ * schedule.tick event to on_event (whatever event_types says), at least
+ * once per period: periods start at multiples of interval_ms (UTC); per_device
+ * = one tick per enrolled device channel (enrollment_id set), spread over
+ * splay_ms, else one tick per period. The tick's payload_json is
+ * {"schedule": name, "period": <period start, Unix ms>}. */
+typedef struct orchard_schedule {
+  const char* name;    /* NUL-terminated; letters, digits, '_', '-', '.'; 1..64 bytes; unique */
+  int64_t interval_ms; /* at least 60000 */
+  int64_t splay_ms;    /* 0 .. interval_ms */
+  int32_t per_device;
+  int32_t reserved;
+} orchard_schedule;
 
 /* One event of Orchard's durable event stream (docs/events.md lists the
  * types and payloads). Host-owned; every buffer is valid until on_event
@@ -184,6 +236,33 @@ typedef struct orchard_host_api {
    * error and in the parked event when on_event returns an error. */
   void (*set_error)(orchard_run* run, orchard_buf message);
 
+  /* ABI 1.1 */
+
+  /* The plugin's namespace outside a run (its HTTP handler, its own
+   * threads): committed values only (a run's writes are visible once the run
+   * is committed). kv_read calls fn once with the value; ORCHARD_ERR_NOT_FOUND
+   * when absent. */
+  orchard_status (*kv_read)(orchard_plugin_ref* self, orchard_buf key, orchard_value_fn fn, void* ctx);
+  /* Keys starting with prefix and greater than after (empty = from the
+   * first), in byte order, at most limit (1..10000) calls of fn. */
+  orchard_status (*kv_scan)(orchard_plugin_ref* self, orchard_buf prefix, orchard_buf after, size_t limit,
+                            orchard_entry_fn fn, void* ctx);
+  /* Writes count (1..10000) keys outside a run, atomically; durable when it
+   * returns ORCHARD_OK. Not tied to any event: for state the plugin's own
+   * threads keep (e.g. removing an outbox entry once delivered). Same key and
+   * value limits as kv_put, at most 16 MiB in all (ORCHARD_ERR_LIMIT). Inside
+   * on_event use kv_put: kv_write there is not part of the run (it is written
+   * even if the run fails, and a run's own kv_get does not see it). */
+  orchard_status (*kv_write)(orchard_plugin_ref* self, const orchard_kv_op* ops, size_t count);
+
+  /* The answer of an on_http call (only inside it, with the response it was
+   * given): status 100..599; content_type and body are copied; a later call
+   * replaces an earlier one. Headers are added with http_header (names are
+   * tokens, values without CR, LF or NUL; at most 32). */
+  orchard_status (*http_respond)(orchard_http_response* response, int32_t status, orchard_buf content_type,
+                                 orchard_buf body);
+  orchard_status (*http_header)(orchard_http_response* response, orchard_buf name, orchard_buf value);
+
   /* New functions are added here, at the end, with a new minor. */
 } orchard_host_api;
 
@@ -227,6 +306,25 @@ typedef struct orchard_plugin_descriptor {
 
   /* Called once before unloading, after the last on_event returned. */
   void (*shutdown)(void* state);
+
+  /* ABI 1.1 (read only when abi_minor >= 1) */
+
+  /* Timers (see orchard_schedule); schedule_count 0..16. */
+  const orchard_schedule* schedules;
+  size_t schedule_count;
+
+  /* Answers requests to /plugins/<name>/... on the admin API (same key as
+   * the rest). Runs on an HTTP worker: answer from the plugin's state (kv_read,
+   * kv_scan, memory), never wait on the network. At most one call per plugin
+   * at a time (a request meanwhile gets 503 and Retry-After); never
+   * concurrently with init or shutdown, but concurrently with on_event.
+   * Answer with http_respond; ORCHARD_OK without it = 204.
+   * ORCHARD_ERR_NOT_FOUND = 404, ORCHARD_ERR_INVALID_ARGUMENT = 400, any
+   * other error = 500, unless http_respond was called (its answer is sent).
+   * The body may not exceed the admin API's response limit
+   * (api.max_response_bytes; 500 beyond it). NULL: the plugin has no routes
+   * (404). */
+  orchard_status (*on_http)(void* state, const orchard_http_request* request, orchard_http_response* response);
 
   /* New fields are added here, at the end, with a new minor. */
 } orchard_plugin_descriptor;

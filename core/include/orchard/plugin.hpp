@@ -28,6 +28,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "orchard/plugin.h"
 
@@ -132,6 +133,87 @@ class Run {
   orchard_run* run_;
 };
 
+// An on_http request (ABI 1.1; host-owned: valid during OnHttp only).
+class HttpRequest {
+ public:
+  explicit HttpRequest(const orchard_http_request* r) : r_(r) {}
+  std::string_view method() const { return View(r_->method); }
+  std::string_view path() const { return View(r_->path); }
+  std::string_view query() const { return View(r_->query); }
+  std::string_view body() const { return View(r_->body); }
+  // The first header of this name (ASCII case-insensitive), "" if none.
+  std::string_view Header(std::string_view name) const {
+    for (size_t i = 0; i < r_->header_count; ++i) {
+      std::string_view n = View(r_->headers[i].name);
+      if (n.size() != name.size()) continue;
+      bool same = true;
+      for (size_t k = 0; k < n.size() && same; ++k) {
+        char a = n[k], b = name[k];
+        if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+        if (b >= 'A' && b <= 'Z') b = static_cast<char>(b - 'A' + 'a');
+        same = a == b;
+      }
+      if (same) return View(r_->headers[i].value);
+    }
+    return {};
+  }
+  // A query parameter, percent-decoded ('+' = space), "" if absent.
+  std::string Param(std::string_view key) const {
+    std::string_view q = query();
+    while (!q.empty()) {
+      size_t amp = q.find('&');
+      std::string_view pair = q.substr(0, amp);
+      q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
+      size_t eq = pair.find('=');
+      if (Decode(pair.substr(0, eq)) != key) continue;
+      return eq == std::string_view::npos ? std::string() : Decode(pair.substr(eq + 1));
+    }
+    return {};
+  }
+  const orchard_http_request* raw() const { return r_; }
+
+ private:
+  static int Hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+  static std::string Decode(std::string_view s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '+') {
+        out += ' ';
+      } else if (s[i] == '%' && i + 2 < s.size() && Hex(s[i + 1]) >= 0 && Hex(s[i + 2]) >= 0) {
+        out += static_cast<char>(Hex(s[i + 1]) * 16 + Hex(s[i + 2]));
+        i += 2;
+      } else {
+        out += s[i];
+      }
+    }
+    return out;
+  }
+  const orchard_http_request* r_;
+};
+
+// The answer of an on_http call (ABI 1.1).
+class HttpResponse {
+ public:
+  HttpResponse(const orchard_host_api* api, orchard_http_response* r) : api_(api), r_(r) {}
+  orchard_status Respond(int status, std::string_view content_type, std::string_view body) const {
+    if (!ORCHARD_HOST_HAS(api_, http_respond)) return ORCHARD_ERR_UNSUPPORTED;
+    return api_->http_respond(r_, status, Buf(content_type), Buf(body));
+  }
+  orchard_status Header(std::string_view name, std::string_view value) const {
+    if (!ORCHARD_HOST_HAS(api_, http_header)) return ORCHARD_ERR_UNSUPPORTED;
+    return api_->http_header(r_, Buf(name), Buf(value));
+  }
+
+ private:
+  const orchard_host_api* api_;
+  orchard_http_response* r_;
+};
+
 // Derive from this; one instance per loaded plugin (created at init).
 class Plugin {
  public:
@@ -143,6 +225,64 @@ class Plugin {
   }
   virtual orchard_status OnEvent(Run& run, const Event& event) = 0;
   virtual void Shutdown() {}
+  // ABI 1.1 (ORCHARD_PLUGIN_DEFINE_1_1): requests to /plugins/<name>/...
+  virtual orchard_status OnHttp(const HttpRequest& request, HttpResponse& response) {
+    (void)request;
+    (void)response;
+    return ORCHARD_ERR_NOT_FOUND;
+  }
+
+  // ABI 1.1: the plugin's committed key-value namespace outside a run (its
+  // HTTP handler and its own threads). ORCHARD_ERR_NOT_FOUND when absent.
+  orchard_status KvRead(std::string_view key, std::string* value) const {
+    if (!ORCHARD_HOST_HAS(api_, kv_read)) return ORCHARD_ERR_UNSUPPORTED;
+    return api_->kv_read(
+        self_, Buf(key),
+        [](void* ctx, orchard_buf v) {
+          try {
+            if (ctx) static_cast<std::string*>(ctx)->assign(View(v));
+          } catch (...) {
+          }
+        },
+        value);
+  }
+  // Calls fn(key, value) for up to limit keys with prefix after `after`, in
+  // byte order; fn returns false to stop. An exception in fn stops the scan
+  // and is reported as ORCHARD_ERR_INTERNAL.
+  template <class Fn>
+  orchard_status KvScan(std::string_view prefix, std::string_view after, size_t limit, Fn&& fn) const {
+    if (!ORCHARD_HOST_HAS(api_, kv_scan)) return ORCHARD_ERR_UNSUPPORTED;
+    struct Ctx {
+      Fn* fn;
+      bool threw;
+    } ctx{&fn, false};
+    orchard_status st = api_->kv_scan(
+        self_, Buf(prefix), Buf(after), limit,
+        [](void* c, orchard_buf k, orchard_buf v) -> int {
+          Ctx* x = static_cast<Ctx*>(c);
+          try {
+            return (*x->fn)(View(k), View(v)) ? 0 : 1;
+          } catch (...) {
+            x->threw = true;
+            return 1;
+          }
+        },
+        &ctx);
+    return ctx.threw ? ORCHARD_ERR_INTERNAL : st;
+  }
+  // Atomic, durable writes outside a run (remove = true: delete the key).
+  struct KvOp {
+    std::string key;
+    std::string value;
+    bool remove = false;
+  };
+  orchard_status KvWrite(const std::vector<KvOp>& ops) const {
+    if (!ORCHARD_HOST_HAS(api_, kv_write)) return ORCHARD_ERR_UNSUPPORTED;
+    std::vector<orchard_kv_op> raw;
+    raw.reserve(ops.size());
+    for (const auto& o : ops) raw.push_back(orchard_kv_op{Buf(o.key), Buf(o.value), o.remove ? 1 : 0, 0});
+    return api_->kv_write(self_, raw.data(), raw.size());
+  }
 
   // Logs outside a run (Init, Shutdown).
   void Log(orchard_log_level level, std::string_view message) const {
@@ -195,6 +335,18 @@ struct Glue {
       return ORCHARD_ERR_INTERNAL;
     }
   }
+  static orchard_status OnHttp(void* state, const orchard_http_request* request,
+                               orchard_http_response* response) noexcept {
+    P* p = static_cast<P*>(state);
+    if (p == nullptr || request == nullptr) return ORCHARD_ERR_INTERNAL;
+    try {
+      HttpRequest req(request);
+      HttpResponse resp(p->api_, response);
+      return p->OnHttp(req, resp);
+    } catch (...) {
+      return ORCHARD_ERR_INTERNAL;
+    }
+  }
   static void Shutdown(void* state) noexcept {
     P* p = static_cast<P*>(state);
     try {
@@ -212,14 +364,15 @@ struct Glue {
 
 // Defines the descriptor and the exported entry point for plugin class
 // Class: name and version are string literals, lanes an int (0 = default),
-// then the subscribed event types (at least one; "*" = all).
+// then the subscribed event types (at least one; "*" = all). Declares ABI
+// 1.0, so the plugin also loads on 1.0 hosts (no OnHttp, no schedules).
 #define ORCHARD_PLUGIN_DEFINE(Class, name, version, lanes, ...)                                         \
   namespace {                                                                                           \
   const char* const orchard_plugin_types_[] = {__VA_ARGS__};                                            \
   const orchard_plugin_descriptor orchard_plugin_descriptor_ = {                                        \
       sizeof(orchard_plugin_descriptor),                                                                \
       ORCHARD_PLUGIN_ABI_MAJOR,                                                                         \
-      ORCHARD_PLUGIN_ABI_MINOR,                                                                         \
+      0,                                                                                                \
       name,                                                                                             \
       version,                                                                                          \
       orchard_plugin_types_,                                                                            \
@@ -228,8 +381,39 @@ struct Glue {
       0,                                                                                                \
       &::orchard::plugin::Glue<Class>::Init,                                                            \
       &::orchard::plugin::Glue<Class>::OnEvent,                                                         \
-      &::orchard::plugin::Glue<Class>::Shutdown};                                                       \
+      &::orchard::plugin::Glue<Class>::Shutdown,                                                        \
+      nullptr,                                                                                          \
+      0,                                                                                                \
+      nullptr};                                                                                         \
   }                                                                                                     \
+  ORCHARD_PLUGIN_ENTRY_DEFINE_
+
+// Same for a plugin using ABI 1.1: its OnHttp answers /plugins/<name>/...,
+// and schedules (a const orchard_schedule array, or nullptr with count 0)
+// are its timers. Needs a 1.1 host.
+#define ORCHARD_PLUGIN_DEFINE_1_1(Class, name, version, lanes, schedules, schedule_count, ...)          \
+  namespace {                                                                                           \
+  const char* const orchard_plugin_types_[] = {__VA_ARGS__};                                            \
+  const orchard_plugin_descriptor orchard_plugin_descriptor_ = {                                        \
+      sizeof(orchard_plugin_descriptor),                                                                \
+      ORCHARD_PLUGIN_ABI_MAJOR,                                                                         \
+      1,                                                                                                \
+      name,                                                                                             \
+      version,                                                                                          \
+      orchard_plugin_types_,                                                                            \
+      sizeof(orchard_plugin_types_) / sizeof(orchard_plugin_types_[0]),                                 \
+      lanes,                                                                                            \
+      0,                                                                                                \
+      &::orchard::plugin::Glue<Class>::Init,                                                            \
+      &::orchard::plugin::Glue<Class>::OnEvent,                                                         \
+      &::orchard::plugin::Glue<Class>::Shutdown,                                                        \
+      schedules,                                                                                        \
+      schedule_count,                                                                                   \
+      &::orchard::plugin::Glue<Class>::OnHttp};                                                         \
+  }                                                                                                     \
+  ORCHARD_PLUGIN_ENTRY_DEFINE_
+
+#define ORCHARD_PLUGIN_ENTRY_DEFINE_                                                                    \
   extern "C" ORCHARD_PLUGIN_EXPORT orchard_status orchard_plugin_init(                                  \
       const orchard_host_api* api, const orchard_plugin_descriptor** out) {                             \
     if (api == nullptr || out == nullptr) return ORCHARD_ERR_INVALID_ARGUMENT;                          \

@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <map>
 #include <mutex>
+#include <thread>
 
 #include "automation/store_host.h"
 #include "domain/commands.h"
@@ -124,7 +126,9 @@ TEST_CASE("plugin: enqueue and kv writes commit with the checkpoint through the 
   CHECK(list[0].name == "full");
   CHECK(list[0].version == "1.2.3");
   CHECK(list[0].state == PluginState::kLoaded);
-  CHECK(list[0].abi == "1.0");
+  CHECK(list[0].abi == "1.1");
+  CHECK(list[0].http);
+  CHECK(list[0].schedules == std::vector<std::string>{"hourly every 3600000ms"});
   CHECK(list[0].lanes == 2);
 
   h.Emit(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "D1");
@@ -295,8 +299,8 @@ TEST_CASE("plugin: refusals name the reason with an error code", "[plugin]") {
   const auto* minor = Find(list, "tp_minor");
   REQUIRE(minor);
   CHECK(minor->error == LoadError::kAbiMinor);
-  CHECK_THAT(minor->message, Catch::Contains("needs plugin ABI 1.7") && Catch::Contains("provides plugin ABI 1.0") &&
-                                 Catch::Contains("lacks what ABI 1.1 to 1.7 added"));
+  CHECK_THAT(minor->message, Catch::Contains("needs plugin ABI 1.7") && Catch::Contains("provides plugin ABI 1.1") &&
+                                 Catch::Contains("lacks what ABI 1.2 to 1.7 added"));
 
   const auto* noentry = Find(list, "tp_noentry");
   REQUIRE(noentry);
@@ -481,4 +485,212 @@ TEST_CASE("plugin: a failed host read passed on as ORCHARD_ERR_HOST is a host fa
   CHECK_THAT(outcome.message, Catch::Contains("on_event returned host: deliberate failure"));
   CHECK(out.empty());
   plugins.Stop();
+}
+
+// ---- ABI 1.1: the namespace outside runs, routes, schedules ----
+
+namespace {
+using orchard::plugin::PluginHttpRequest;
+using orchard::plugin::PluginHttpResponse;
+using orchard::plugin::PluginSetDeps;
+
+// Records what consumers declare.
+class RecordingSchedules : public ScheduleRegistry {
+ public:
+  void SetSchedules(const std::string& consumer, const std::vector<ScheduleInfo>& s) override {
+    std::lock_guard lock(mu);
+    by_consumer[consumer] = s;
+  }
+  std::vector<ScheduleInfo> Of(const std::string& consumer) {
+    std::lock_guard lock(mu);
+    return by_consumer[consumer];
+  }
+  std::mutex mu;
+  std::map<std::string, std::vector<ScheduleInfo>> by_consumer;
+};
+
+PluginHttpResponse Get(PluginSet& set, const std::string& path, size_t max_body = 1 << 20,
+                       const std::string& method = "GET", const std::string& body = "",
+                       const std::string& query = "") {
+  PluginHttpRequest r;
+  r.method = method;
+  r.path = path;
+  r.body = body;
+  r.query = query;
+  return set.Http("full", r, max_body);
+}
+
+std::string MemKv(MemoryHost& mem, const std::string& key) {
+  auto v = mem.KvGet("plugin:full", key);
+  REQUIRE(v.ok());
+  return v->value_or("<absent>");
+}
+
+std::string Header(const PluginHttpResponse& r, const std::string& name) {
+  for (const auto& [n, v] : r.headers)
+    if (n == name) return v;
+  return "<absent>";
+}
+}  // namespace
+
+TEST_CASE("plugin: ABI 1.1 routes read and scan and write the plugin's committed namespace", "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  MemoryHost mem;
+  RecordingSchedules schedules;
+  PluginDir dir({TP_FULL});
+  PluginSet plugins({}, PluginSetDeps{&runner, &mem, &mem, &schedules});
+  REQUIRE(plugins.Load(dir.path + "/tp_full.so").ok());
+
+  auto r = Get(plugins, "/kv/w1");
+  CHECK(r.status == 404);  // absent: the plugin passes ORCHARD_ERR_NOT_FOUND on
+
+  r = Get(plugins, "/write", 1 << 20, "POST", "one");
+  CHECK(r.status == 201);
+  CHECK(r.body == "written");
+  CHECK(MemKv(mem, "w1") == "one");
+  CHECK(MemKv(mem, "w2") == "two");
+
+  REQUIRE(mem.KvWriteNow("plugin:full", {{"w3", std::string("three")}, {"w4", std::string("four")}}).ok());
+  r = Get(plugins, "/kv/w2");
+  CHECK(r.status == 200);
+  CHECK(r.body == "two");
+  CHECK(r.content_type == "application/octet-stream");
+  // Keys after "w0" with prefix "w", and the callback stops the scan after two.
+  r = Get(plugins, "/scan");
+  CHECK(r.status == 200);
+  CHECK(r.body == "w1\nw2\n");
+  // A second write deletes w3.
+  REQUIRE(Get(plugins, "/write", 1 << 20, "POST", "uno").status == 201);
+  CHECK(MemKv(mem, "w3") == "<absent>");
+  CHECK(MemKv(mem, "w4") == "four");
+  CHECK(MemKv(mem, "w1") == "uno");
+  // Another plugin's namespace is not reachable: writes land under plugin:full only.
+  auto other = mem.KvGet("plugin:other", "w1");
+  REQUIRE(other.ok());
+  CHECK_FALSE(other->has_value());
+  plugins.Stop();
+}
+
+TEST_CASE("plugin: on_http answers and refusals and limits", "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  MemoryHost mem;
+  PluginDir dir({TP_FULL, TP_ABI10});
+  PluginSet plugins({}, PluginSetDeps{&runner, &mem, &mem, nullptr});
+  REQUIRE(plugins.Load(dir.path + "/tp_full.so").ok());
+
+  auto r = Get(plugins, "/headers", 1 << 20, "GET", "", "a=1&b=%20");
+  CHECK(r.status == 200);  // the plugin checked that framing headers, CR/LF, bad names and status 700 are refused
+  CHECK(r.body == "a=1&b=%20");
+  CHECK(Header(r, "X-Tp") == "yes");
+  CHECK(r.headers.size() == 1);
+
+  CHECK(Get(plugins, "/empty").status == 204);
+  r = Get(plugins, "/bad");
+  CHECK(r.status == 400);
+  r = Get(plugins, "/fail");
+  CHECK(r.status == 500);
+  CHECK_THAT(r.body, Catch::Contains("failed"));
+  r = Get(plugins, "/no/such/route");
+  CHECK(r.status == 404);
+  // A body over the limit is refused to the plugin (ORCHARD_ERR_LIMIT) and answered 500.
+  r = Get(plugins, "/big", 1000);
+  CHECK(r.status == 500);
+  CHECK_THAT(r.body, Catch::Contains("exceeds"));
+  // Under the limit the answer stands, whatever the plugin returns after it.
+  CHECK(Get(plugins, "/big", 10000).status == 200);
+
+  // No such plugin; a 1.0 plugin (no routes) loads on this 1.1 host and answers 404.
+  PluginHttpRequest req;
+  req.method = "GET";
+  req.path = "/";
+  CHECK(plugins.Http("nosuch", req, 1000).status == 404);
+  REQUIRE(plugins.Load(dir.path + "/tp_abi10.so").ok());
+  auto list = plugins.List();
+  const PluginStatus* old = Find(list, "old");
+  REQUIRE(old);
+  CHECK(old->state == PluginState::kLoaded);
+  CHECK(old->abi == "1.0");
+  CHECK_FALSE(old->http);
+  CHECK(old->schedules.empty());
+  r = plugins.Http("old", req, 1000);
+  CHECK(r.status == 404);
+  CHECK_THAT(r.body, Catch::Contains("has no routes"));
+  plugins.Stop();
+  // Unloaded: no routes any more.
+  CHECK(Get(plugins, "/empty").status == 404);
+}
+
+TEST_CASE("plugin: one on_http call per plugin at a time and the next gets 503 with Retry-After", "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  MemoryHost mem;
+  PluginDir dir({TP_FULL});
+  PluginSet plugins({}, PluginSetDeps{&runner, &mem, &mem, nullptr});
+  REQUIRE(plugins.Load(dir.path + "/tp_full.so").ok());
+  PluginHttpResponse first;
+  std::thread t([&] { first = Get(plugins, "/block"); });
+  // Wait until the first call is inside the plugin (it writes "entered").
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (MemKv(mem, "entered") != "1" && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  REQUIRE(MemKv(mem, "entered") == "1");
+  auto second = Get(plugins, "/empty");
+  CHECK(second.status == 503);
+  CHECK(Header(second, "Retry-After") == "1");
+  REQUIRE(mem.KvWriteNow("plugin:full", {{"release", std::string("1")}}).ok());
+  t.join();
+  CHECK(first.status == 200);
+  CHECK(first.body == "released");
+  CHECK(Get(plugins, "/empty").status == 204);
+  plugins.Stop();
+}
+
+TEST_CASE("plugin: an ABI 1.1 plugin's schedules are registered and its ticks reach on_event", "[plugin]") {
+  Host h;
+  Runner runner(Fast(), &h.source, &h.committer);
+  MemoryHost mem;
+  RecordingSchedules schedules;
+  PluginDir dir({TP_FULL, TP_BADSCHED});
+  PluginSet plugins({}, PluginSetDeps{&runner, &mem, &mem, &schedules});
+  REQUIRE(plugins.Load(dir.path + "/tp_full.so").ok());
+  auto s = schedules.Of("plugin:full");
+  REQUIRE(s.size() == 1);
+  CHECK(s[0].name == "hourly");
+  CHECK(s[0].interval_ms == 3600000);
+  CHECK(s[0].splay_ms == 60000);
+  CHECK_FALSE(s[0].per_device);
+
+  auto consumer = plugins.ConsumerOf("full");
+  REQUIRE(consumer);
+  events::Event tick;
+  tick.type = ORCHARD_EVENT_SCHEDULE_TICK;
+  tick.request_type = "plugin:full/hourly";
+  tick.payload_json = R"({"period":3600000,"schedule":"hourly"})";
+  CHECK(consumer->Wants(tick));  // not in its event_types, but its own timer
+  CHECK(consumer->WantsType(ORCHARD_EVENT_SCHEDULE_TICK));
+  events::Event others = tick;
+  others.request_type = "plugin:fuller/hourly";
+  CHECK_FALSE(consumer->Wants(others));  // another consumer's tick
+  others.request_type = "policy:full/hourly";
+  CHECK_FALSE(consumer->Wants(others));
+  Decisions out;
+  bool dry = false;
+  auto outcome = consumer->Handle(0, tick, "0.9", &mem, &out, &dry);
+  REQUIRE(outcome.error == RunError::kNone);
+  REQUIRE(out.kv.size() == 1);
+  CHECK(out.kv[0].key == "tick");
+  CHECK(out.kv[0].value == tick.payload_json);
+
+  // A schedule under a minute refuses the plugin, naming the field.
+  CHECK_FALSE(plugins.Load(dir.path + "/tp_badsched.so").ok());
+  auto list = plugins.List();
+  const PluginStatus* bad = Find(list, "badsched");
+  REQUIRE(bad);
+  CHECK(bad->error == LoadError::kBadDescriptor);
+  CHECK_THAT(bad->message, Catch::Contains("schedules[0]") && Catch::Contains("interval_ms"));
+  CHECK(schedules.Of("plugin:badsched").empty());
+
+  plugins.Stop();
+  CHECK(schedules.Of("plugin:full").empty());  // unloading removes them
 }

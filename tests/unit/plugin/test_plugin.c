@@ -5,11 +5,16 @@
  *   TP_NO_ENTRY    exports no entry symbol
  *   TP_FAIL        on_event always fails with ORCHARD_ERR_FAILED and a message
  *   TP_HOST_LIE    on_event returns ORCHARD_ERR_HOST though no host call failed
+ *   TP_BAD_SCHEDULE a schedule every second (refused: under a minute)
+ *   TP_ABI_10      declares ABI 1.0 with a 1.0-sized descriptor (no 1.1 fields)
  * The default variant calls every host function and records what it saw in
- * its key-value namespace, for the test to read back. */
+ * its key-value namespace, for the test to read back; it declares ABI 1.1
+ * with a schedule and routes (on_http) that exercise kv_read, kv_scan,
+ * kv_write, http_respond and http_header. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "orchard/plugin.h"
 
@@ -20,7 +25,11 @@
 #define TP_MAJOR ORCHARD_PLUGIN_ABI_MAJOR
 #endif
 #ifndef TP_MINOR
-#define TP_MINOR ORCHARD_PLUGIN_ABI_MINOR
+#if defined(TP_ABI_10) || defined(TP_FAIL) || defined(TP_HOST_LIE)
+#define TP_MINOR 0
+#else
+#define TP_MINOR 1
+#endif
 #endif
 
 typedef struct state {
@@ -91,6 +100,9 @@ static orchard_status tp_on_event(void* p, orchard_run* run, const orchard_event
   long count = 0;
 
   api->log(st->self, ORCHARD_LOG_INFO, ev->type);
+  if (ev->type.len == strlen(ORCHARD_EVENT_SCHEDULE_TICK) &&
+      memcmp(ev->type.ptr, ORCHARD_EVENT_SCHEDULE_TICK, ev->type.len) == 0)
+    return api->kv_put(run, S("tick"), ev->payload_json);
   /* counter: get (absent at first), put */
   rc = api->kv_get(run, S("count"), &v);
   if (rc == ORCHARD_OK && v.len < sizeof(num)) {
@@ -153,10 +165,128 @@ static orchard_status tp_on_event(void* p, orchard_run* run, const orchard_event
 }
 #endif
 
+#if !defined(TP_FAIL) && !defined(TP_HOST_LIE) && !defined(TP_ABI_10)
+/* ---- ABI 1.1: routes ---- */
+static int eq(orchard_buf b, const char* s) { return b.len == strlen(s) && memcmp(b.ptr, s, b.len) == 0; }
+static int starts(orchard_buf b, const char* s) { return b.len >= strlen(s) && memcmp(b.ptr, s, strlen(s)) == 0; }
+
+typedef struct text {
+  char data[4096];
+  size_t len;
+  int calls;
+} text;
+
+static void on_value(void* ctx, orchard_buf v) {
+  text* t = (text*)ctx;
+  t->len = v.len < sizeof t->data ? v.len : sizeof t->data;
+  memcpy(t->data, v.ptr, t->len);
+  t->calls++;
+}
+
+static int on_entry(void* ctx, orchard_buf k, orchard_buf v) {
+  text* t = (text*)ctx;
+  (void)v;
+  if (t->len + k.len + 1 > sizeof t->data) return 1;
+  memcpy(t->data + t->len, k.ptr, k.len);
+  t->len += k.len;
+  t->data[t->len++] = '\n';
+  t->calls++;
+  return t->calls >= 2; /* stops after two keys: the callback can end a scan */
+}
+
+static orchard_status tp_on_http(void* p, const orchard_http_request* req, orchard_http_response* resp) {
+  state* st = (state*)p;
+  const orchard_host_api* api = st->api;
+  text t;
+  orchard_status rc;
+  memset(&t, 0, sizeof t);
+  if (eq(req->path, "/fail")) return ORCHARD_ERR_FAILED;
+  if (eq(req->path, "/bad")) return ORCHARD_ERR_INVALID_ARGUMENT;
+  if (eq(req->path, "/empty")) return ORCHARD_OK;
+  if (eq(req->path, "/auth")) { /* the admin credentials must not reach the plugin */
+    size_t i;
+    for (i = 0; i < req->header_count; ++i) {
+      orchard_buf n = req->headers[i].name;
+      if ((n.len == 13 && strncasecmp(n.ptr, "authorization", 13) == 0) ||
+          (n.len == 9 && strncasecmp(n.ptr, "x-api-key", 9) == 0))
+        return api->http_respond(resp, 200, S("text/plain"), S("credentials seen"));
+    }
+    return api->http_respond(resp, 200, S("text/plain"), S("no credentials"));
+  }
+  if (starts(req->path, "/kv/")) { /* GET /kv/<key>: the committed value */
+    orchard_buf key = B(req->path.ptr + 4, req->path.len - 4);
+    rc = api->kv_read(st->self, key, on_value, &t);
+    if (rc != ORCHARD_OK) return rc;
+    return api->http_respond(resp, 200, S("application/octet-stream"), B(t.data, t.len));
+  }
+  if (eq(req->path, "/scan")) { /* the first two keys after "a" with prefix "w" */
+    rc = api->kv_scan(st->self, S("w"), S("w0"), 100, on_entry, &t);
+    if (rc != ORCHARD_OK) return rc;
+    return api->http_respond(resp, 200, S("text/plain"), B(t.data, t.len));
+  }
+  if (eq(req->path, "/write") && eq(req->method, "POST")) {
+    orchard_kv_op ops[3];
+    memset(ops, 0, sizeof ops);
+    ops[0].key = S("w1");
+    ops[0].value = req->body;
+    ops[1].key = S("w2");
+    ops[1].value = S("two");
+    ops[2].key = S("w3");
+    ops[2].remove = 1;
+    if ((rc = api->kv_write(st->self, ops, 3)) != ORCHARD_OK) return rc;
+    /* refused: an empty key, no ops */
+    ops[0].key = S("");
+    if (api->kv_write(st->self, ops, 1) != ORCHARD_ERR_INVALID_ARGUMENT) return ORCHARD_ERR_FAILED;
+    if (api->kv_write(st->self, ops, 0) != ORCHARD_ERR_INVALID_ARGUMENT) return ORCHARD_ERR_FAILED;
+    return api->http_respond(resp, 201, S("text/plain"), S("written"));
+  }
+  if (eq(req->path, "/headers")) {
+    /* framing headers and CR/LF are refused; a plain one is sent */
+    if (api->http_header(resp, S("Content-Length"), S("5")) != ORCHARD_ERR_INVALID_ARGUMENT ||
+        api->http_header(resp, S("X-Evil"), S("a\r\nSet-Cookie: x")) != ORCHARD_ERR_INVALID_ARGUMENT ||
+        api->http_header(resp, S("Bad Name"), S("x")) != ORCHARD_ERR_INVALID_ARGUMENT ||
+        api->http_respond(resp, 700, S("text/plain"), S("x")) != ORCHARD_ERR_INVALID_ARGUMENT)
+      return ORCHARD_ERR_FAILED;
+    if ((rc = api->http_header(resp, S("X-Tp"), S("yes"))) != ORCHARD_OK) return rc;
+    return api->http_respond(resp, 200, S("text/plain"), req->query);
+  }
+  if (eq(req->path, "/big")) { /* 5000 bytes: over the limit the test sets */
+    static char big[5000];
+    memset(big, 'b', sizeof big);
+    rc = api->http_respond(resp, 200, S("text/plain"), B(big, sizeof big));
+    return rc == ORCHARD_ERR_LIMIT ? ORCHARD_OK : ORCHARD_ERR_FAILED;
+  }
+  if (eq(req->path, "/block")) {
+    /* holds the call until the test writes "release" (at most ~10 s) */
+    orchard_kv_op op;
+    long spins;
+    memset(&op, 0, sizeof op);
+    op.key = S("entered");
+    op.value = S("1");
+    if ((rc = api->kv_write(st->self, &op, 1)) != ORCHARD_OK) return rc;
+    for (spins = 0; spins < 10000000L; ++spins) {
+      if (api->kv_read(st->self, S("release"), on_value, &t) == ORCHARD_OK) break;
+    }
+    return api->http_respond(resp, 200, S("text/plain"), S("released"));
+  }
+  return ORCHARD_ERR_NOT_FOUND;
+}
+
+#ifdef TP_BAD_SCHEDULE
+static const orchard_schedule kSchedules[] = {{"too-often", 1000, 0, 0, 0}};
+#else
+static const orchard_schedule kSchedules[] = {{"hourly", 3600000, 60000, 0, 0}};
+#endif
+#endif
+
 static const char* const kTypes[] = {ORCHARD_EVENT_ENROLLMENT_ENROLLED, ORCHARD_EVENT_COMMAND_ACKNOWLEDGED};
 
 static const orchard_plugin_descriptor kDescriptor = {
+#ifdef TP_ABI_10
+    offsetof(orchard_plugin_descriptor, schedules), /* as a plugin built against the 1.0 header */
+#else
     sizeof(orchard_plugin_descriptor),
+#endif
     TP_MAJOR,
     TP_MINOR,
     TP_NAME,
@@ -168,6 +298,15 @@ static const orchard_plugin_descriptor kDescriptor = {
     tp_init,
     tp_on_event,
     tp_shutdown,
+#if !defined(TP_FAIL) && !defined(TP_HOST_LIE) && !defined(TP_ABI_10)
+    kSchedules,
+    1,
+    tp_on_http,
+#else
+    NULL,
+    0,
+    NULL,
+#endif
 };
 
 #ifdef TP_NO_ENTRY
