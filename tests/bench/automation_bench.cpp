@@ -2,7 +2,7 @@
 // device report to the committed decision.
 //
 //   bench_automation [--devices 20000] [--backlog 200000] [--seconds 10]
-//                    [--handlers native,lua,min-os] [--policy FILE] [--work DIR]
+//                    [--handlers native,plugin,lua,min-os] [--policy FILE] [--work DIR]
 //                    [--trivial-rate 25000] [--min-os-rate 5000] [--load F] [--json FILE]
 //
 // Everything is real except the network: RocksDB on disk, the device protocol
@@ -16,8 +16,9 @@
 // changes what the minimum-OS policy decides.
 //
 // Handlers (each on a fresh data directory):
-//   native  a C++ consumer that writes one key per report (the host's own cost;
-//           what a plugin gets)
+//   native  a C++ consumer that writes one key per report (the host's own cost)
+//   plugin  the same work in a C plugin loaded through the plugin ABI
+//           (tests/bench/bench_plugin.c: one kv_put per report)
 //   lua     a Lua policy whose handler writes one key per report (ctx:put)
 //   min-os  the shipped policies/min_os.lua (compliance writes, escalation
 //           state, a ScheduleOSUpdate command queued for each report below the
@@ -29,7 +30,7 @@
 //      saved checkpoint; events/s = reports / time from its start to the commit
 //      of the last decision.
 //   2. Dispatch latency at half the target throughput (--trivial-rate 25,000/s
-//      for native and lua, --min-os-rate 5,000/s; or --load F times the
+//      for native, plugin and lua, --min-os-rate 5,000/s; or --load F times the
 //      throughput measured in step 1): for --seconds, one thread
 //      commits report events at a steady rate while the consumer runs (copies
 //      of the events the protocol service wrote in step 1, one transaction per
@@ -61,6 +62,7 @@
 #include "domain/tx.h"
 #include "events/events.h"
 #include "log/log.h"
+#include "plugin/plugin_set.h"
 #include "policy/policy_set.h"
 #include "protocol/service.h"
 #include "push/push.h"
@@ -316,6 +318,7 @@ struct Host {
   std::unique_ptr<TimingCommitter> timing;
   std::unique_ptr<automation::Runner> runner;
   std::unique_ptr<policy::PolicySet> policies;
+  std::unique_ptr<plugin::PluginSet> plugins;
 
   Status Start(World& w, const std::string& kind, const std::string& policy_dir,
                std::vector<std::atomic<uint64_t>>* done) {
@@ -324,6 +327,25 @@ struct Host {
     if (linger_us >= 0) ro.read_linger_us = linger_us;
     runner = std::make_unique<automation::Runner>(ro, w.source.get(), timing.get());
     if (kind == "native") return runner->Register(std::make_shared<NativeConsumer>());
+    if (kind == "plugin") {
+      // A private directory (0700) with the bench plugin (0755), as orchardd wants it.
+      const std::string dir = policy_dir + "/plugins";
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+      fs::copy_file(BENCH_PLUGIN, dir + "/bench.so", fs::copy_options::overwrite_existing, ec);
+      if (ec) return Status::Io("cannot copy the bench plugin: " + ec.message());
+      fs::permissions(dir + "/bench.so", fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                             fs::perms::others_read | fs::perms::others_exec,
+                      fs::perm_options::replace, ec);
+      plugin::PluginSetOptions plo;
+      plo.dir = dir;
+      plugins = std::make_unique<plugin::PluginSet>(plo, runner.get());
+      ORCHARD_RETURN_IF_ERROR(plugins->Start());
+      for (const auto& p : plugins->List())
+        if (p.state != plugin::PluginState::kLoaded) return Status::InvalidArgument("bench plugin: " + p.message);
+      return Status::Ok();
+    }
     policy::PolicySetOptions pso;
     pso.dir = policy_dir;
     pso.watch_interval_ms = 0;
@@ -334,9 +356,11 @@ struct Host {
     return Status::Ok();
   }
   void Stop() {
+    if (plugins) plugins->Stop();
     if (policies) policies->Stop();
     if (runner) runner->Stop();
     policies.reset();
+    plugins.reset();
     runner.reset();
     timing.reset();
   }
@@ -523,7 +547,7 @@ int main(int argc, char** argv) {
   Flags f(argc, argv, {"devices", "backlog", "seconds", "load", "trivial-rate", "min-os-rate", "linger-us", "handlers", "policy", "work", "json", "help!"});
   if (!f.ok() || f.Has("help")) {
     std::fprintf(stderr, "%s\nusage: bench_automation [--devices 20000] [--backlog 200000] [--seconds 10]\n"
-                         "         [--handlers native,lua,min-os] [--policy policies/min_os.lua] [--work DIR]"
+                         "         [--handlers native,plugin,lua,min-os] [--policy policies/min_os.lua] [--work DIR]"
                          " [--trivial-rate 25000] [--min-os-rate 5000] [--load F] [--json FILE]\n",
                  f.error().c_str());
     return f.Has("help") ? 0 : 2;
@@ -532,12 +556,12 @@ int main(int argc, char** argv) {
   const std::string work = f.Get("work", fs::temp_directory_path().string() + "/orchard-bench-automation");
   PrintMachine();
   std::vector<std::string> kinds;
-  std::stringstream ss(f.Get("handlers", "native,lua,min-os"));
+  std::stringstream ss(f.Get("handlers", "native,plugin,lua,min-os"));
   for (std::string k; std::getline(ss, k, ',');) kinds.push_back(k);
   std::vector<Figures> all;
   bool ok = true;
   for (const auto& kind : kinds) {
-    if (kind != "native" && kind != "lua" && kind != "min-os") {
+    if (kind != "native" && kind != "plugin" && kind != "lua" && kind != "min-os") {
       std::fprintf(stderr, "bench_automation: unknown handler %s\n", kind.c_str());
       return 2;
     }
