@@ -33,7 +33,9 @@ constexpr const char* kRefreshSchedule = "refresh";
 constexpr size_t kDefaultLimit = 100;
 constexpr size_t kMaxLimit = 1000;
 constexpr size_t kDefaultMaxResponseBytes = 8 * 1024 * 1024;
-constexpr size_t kResponseReserve = 4096;  // closing brackets, "next", headers' worth
+constexpr size_t kResponseReserve = 4096;
+// A refresh tick skips a device whose three reports are all younger than this.
+constexpr int64_t kFreshMs = 12LL * 60 * 60 * 1000;  // closing brackets, "next", headers' worth
 
 // What DeviceInformation asks for (all in Apple's schema; a device leaves out
 // what does not apply to it).
@@ -120,7 +122,11 @@ class InventoryExport : public orchard::plugin::Plugin {
     }
     if (type == ORCHARD_EVENT_SCHEDULE_TICK) {
       if (ev.request_type() != std::string(kConsumer) + "/" + kRefreshSchedule) return ORCHARD_OK;
-      return refresh_ ? QueueInventory(run, ev) : ORCHARD_OK;  // refresh = off: a no-op tick
+      if (!refresh_) return ORCHARD_OK;  // refresh = off: a no-op tick
+      bool fresh = false;
+      orchard_status st = IsFresh(run, ev, &fresh);
+      if (st != ORCHARD_OK) return st;
+      return fresh ? ORCHARD_OK : QueueInventory(run, ev);
     }
     return ORCHARD_OK;
   }
@@ -215,6 +221,27 @@ class InventoryExport : public orchard::plugin::Plugin {
   static orchard_status Failed(Run& run, orchard_status st, const std::string& what) {
     run.SetError(what + " failed (status " + std::to_string(static_cast<int>(st)) + ")");
     return st;
+  }
+
+  // Whether the event's device has all three reports, each younger than
+  // kFreshMs at the event's time (a refresh would only repeat them).
+  static orchard_status IsFresh(Run& run, const Event& ev, bool* fresh) {
+    *fresh = false;
+    if (ev.enrollment_id().empty() || ev.enrollment_id().size() > kMaxEnrollmentIdBytes) return ORCHARD_OK;
+    std::string stored;
+    orchard_status st = run.KvGet(DevKey(ev.enrollment_id()), &stored);
+    if (st == ORCHARD_ERR_NOT_FOUND) return ORCHARD_OK;
+    if (st != ORCHARD_OK) return Failed(run, st, "kv_get record");
+    Record rec;
+    if (!DecodeRecord(stored, &rec)) return ORCHARD_OK;
+    const std::string since = Rfc3339(ev.time_ms() - kFreshMs);
+    for (Report::Source s : {Report::Source::kDeviceInformation, Report::Source::kSecurityInfo,
+                             Report::Source::kInstalledApplications}) {
+      auto t = rec.times.find(SourceTimeKey(s));
+      if (t == rec.times.end() || t->second < since) return ORCHARD_OK;
+    }
+    *fresh = true;
+    return ORCHARD_OK;
   }
 
   // DeviceInformation + SecurityInfo + InstalledApplicationList for the

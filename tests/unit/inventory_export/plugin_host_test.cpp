@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "plist/plist.h"
 #include "support/fixtures.h"
 #include "support/orchardd_process.h"
+#include "support/skip.h"
 #include "support/strict_utf8.h"
 
 using orchard::testing::FixturePath;
@@ -448,6 +450,50 @@ TEST_CASE("inventory plugin queues the inventory commands on enrollment and on r
     REQUIRE(h.Deliver(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "D1") == ORCHARD_OK);
     CHECK(h.queued.empty());
   }
+}
+
+TEST_CASE("inventory plugin skips the refresh of a device whose three reports are fresh", "[inventory][plugin]") {
+  FakeHost h;
+  REQUIRE(h.Load() == ORCHARD_OK);
+  h.devices["00008030-0011223344556677"] = R"({"type":"device"})";
+  const std::string id = "00008030-0011223344556677";
+  const int64_t t0 = 1764641700000, hour = 3600 * 1000;
+  h.Report(id, "DeviceInformation", Fixture("inventory/DeviceInformation.ipad.plist"), t0);
+  h.Report(id, "SecurityInfo", Fixture("inventory/SecurityInfo.ipad.plist"), t0);
+  // Two of three sources: the tick still asks.
+  REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, id, "plugin:inventory-export/refresh", "", t0 + hour) == ORCHARD_OK);
+  CHECK(h.queued.size() == 3);
+  h.Report(id, "InstalledApplicationList", Fixture("inventory/InstalledApplicationList.ipad.plist"), t0);
+  // All three younger than 12 hours: skipped.
+  REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, id, "plugin:inventory-export/refresh", "", t0 + 11 * hour) == ORCHARD_OK);
+  CHECK(h.queued.size() == 3);
+  // Older: asked again.
+  REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, id, "plugin:inventory-export/refresh", "", t0 + 13 * hour) == ORCHARD_OK);
+  CHECK(h.queued.size() == 6);
+}
+
+TEST_CASE("inventory plugin exports only its entry point", "[inventory][plugin]") {
+  void* dl = dlopen(INVENTORY_EXPORT_SO, RTLD_NOW | RTLD_LOCAL);
+  REQUIRE(dl != nullptr);
+  CHECK(dlsym(dl, ORCHARD_PLUGIN_ENTRY) != nullptr);
+  dlclose(dl);
+  // Every defined dynamic symbol (nm from binutils, as the toolchain has it).
+  FILE* p = popen("nm -D --defined-only " INVENTORY_EXPORT_SO " 2>/dev/null", "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p) != nullptr) out += buf;
+  const int rc = pclose(p);
+  if (rc != 0 || out.empty()) ORCHARD_SKIP("nm is not available");
+  std::vector<std::string> symbols;
+  for (size_t pos = 0; pos < out.size();) {
+    size_t nl = out.find('\n', pos);
+    const std::string line = out.substr(pos, nl - pos);
+    pos = nl == std::string::npos ? out.size() : nl + 1;
+    const size_t sp = line.rfind(' ');
+    if (sp != std::string::npos) symbols.push_back(line.substr(sp + 1));
+  }
+  CHECK(symbols == std::vector<std::string>{ORCHARD_PLUGIN_ENTRY});
 }
 
 TEST_CASE("inventory plugin refuses a bad config section", "[inventory][plugin]") {
