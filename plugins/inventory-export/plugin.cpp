@@ -338,7 +338,7 @@ class InventoryExport : public orchard::plugin::Plugin {
                               ">; rel=\"next\"");
     }
     if (csv) return resp.Respond(200, "text/csv; charset=utf-8; header=present", body);
-    body += "],\"count\":" + std::to_string(rows) + ",\"next\":" + (next.empty() ? "null" : JsonString(next)) + "}";
+    body += "],\"count\":" + std::to_string(rows) + ",\"next\":" + JsonString(next) + "}";
     return resp.Respond(200, "application/json", body);
   }
 
@@ -377,11 +377,12 @@ class InventoryExport : public orchard::plugin::Plugin {
     orchard_status st = ReadRecord(resp, id, &rec, &found);
     if (!found) return st;
 
+    // app_count and installed_applications_at are left out until an app list arrived.
     std::string body = "{\"enrollment_id\":" + JsonString(rec.enrollment_id);
-    body += ",\"app_count\":" + (rec.app_count < 0 ? std::string("null") : std::to_string(rec.app_count));
+    if (rec.app_count >= 0) body += ",\"app_count\":" + std::to_string(rec.app_count);
     body += ",\"apps_kept\":" + std::to_string(rec.apps_kept);
     auto at = rec.times.find("installed_applications_at");
-    body += ",\"installed_applications_at\":" + (at == rec.times.end() ? std::string("null") : JsonString(at->second));
+    if (at != rec.times.end()) body += ",\"installed_applications_at\":" + JsonString(at->second);
     body += ",\"apps\":[";
     const size_t budget = max_response_bytes_ - kResponseReserve;
     size_t index = 0, rows = 0;
@@ -406,8 +407,7 @@ class InventoryExport : public orchard::plugin::Plugin {
       }
     }
     const size_t next = offset + rows;
-    body += "],\"count\":" + std::to_string(rows) + ",\"next\":" + (more ? JsonString(std::to_string(next)) : "null") +
-            "}";
+    body += "],\"count\":" + std::to_string(rows) + ",\"next\":" + JsonString(more ? std::to_string(next) : "") + "}";
     if (more) resp.Header("X-Next-Cursor", std::to_string(next));
     return resp.Respond(200, "application/json", body);
   }

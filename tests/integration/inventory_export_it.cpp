@@ -21,9 +21,11 @@
 #include <vector>
 
 #include "plist/plist.h"
+#include "sim/simulator.h"
 #include "support/fixtures.h"
 #include "support/orchardd_process.h"
 #include "support/strict_utf8.h"
+#include "support/test_pki.h"
 
 namespace {
 
@@ -115,20 +117,50 @@ Value Json(const std::string& body) {
   return std::move(v.value());
 }
 
-// A device-list page: its ids and the next cursor ("" on the last page; the
-// body says "next": null there, which plist JSON cannot hold, so it is cut off).
+// A device-list page: its ids and the next cursor ("" on the last page).
 std::vector<std::string> ListPage(const Response& r, std::string* next) {
   REQUIRE(r.status == 200);
-  std::string body = r.body;
-  const std::string null_tail = ",\"next\":null}";
-  const bool last = body.size() > null_tail.size() &&
-                    body.compare(body.size() - null_tail.size(), null_tail.size(), null_tail) == 0;
-  if (last) body = body.substr(0, body.size() - null_tail.size()) + "}";
-  Value v = Json(body);
-  *next = last ? "" : std::string(v.GetString("next"));
+  Value v = Json(r.body);
+  REQUIRE(v.Find("next") != nullptr);
+  *next = std::string(v.GetString("next"));
   std::vector<std::string> ids;
   for (const Value& d : *v.Find("devices")->AsArray()) ids.emplace_back(d.GetString("enrollment_id"));
   return ids;
+}
+
+// RFC 4180 rows (quoted fields, doubled quotes, CRLF).
+std::vector<std::vector<std::string>> ParseCsv(const std::string& csv) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> row;
+  std::string field;
+  bool quoted = false;
+  for (size_t i = 0; i < csv.size(); ++i) {
+    const char c = csv[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < csv.size() && csv[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        field += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      row.push_back(field);
+      field.clear();
+    } else if (c == '\r' && i + 1 < csv.size() && csv[i + 1] == '\n') {
+      row.push_back(field);
+      field.clear();
+      rows.push_back(row);
+      row.clear();
+      ++i;
+    } else {
+      field += c;
+    }
+  }
+  return rows;
 }
 
 std::string Authenticate(const std::string& udid) {
@@ -447,4 +479,84 @@ TEST_CASE("inventory-export refuses a bad config section and orchardd reports it
   CHECK(v.GetString("status") == "error");
   CHECK(v.GetString("error") == "init_failed");
   CHECK(o.Log().find("plugin.inventory-export.columns") != std::string::npos);
+}
+
+TEST_CASE("inventory-export in orchardd with a simulated fleet of iPhones and Macs", "[integration][plugin][inventory]") {
+  // Devices with certificates (proxy header), answering from the simulator's device state.
+  const std::string dir = MakeTempDir("orchard-inventory-sim");
+  const std::string plugins = dir + "/plugins";
+  fs::create_directories(plugins);
+  REQUIRE(chmod(plugins.c_str(), 0755) == 0);
+  fs::copy_file(INVENTORY_EXPORT_SO, plugins + "/inventory-export.so");
+  REQUIRE(chmod((plugins + "/inventory-export.so").c_str(), 0755) == 0);
+  auto ca = orchard::testing::TestCa::Create("Device CA (inventory it)");
+  REQUIRE(ca->WriteCertPem(dir + "/device-ca.pem"));
+  REQUIRE(WriteFile(dir + "/orchard.conf", "plugin.dir = " + plugins +
+                                               "\nplugin.inventory-export.columns = enrollment_id,serial_number,"
+                                               "os_version,product_name,passcode_present,sip_enabled,app_count\n"));
+  auto proc = std::make_unique<OrchardProcess>(
+      dir + "/data",
+      std::vector<std::string>{"--config", dir + "/orchard.conf", "--device-ca", dir + "/device-ca.pem", "--api-key", kKey});
+  REQUIRE(proc->Start());
+
+  orchard::sim::FleetOptions fo;
+  fo.devices = 24;
+  fo.seed = 0x1a7e;
+  fo.macos_fraction = 0.25;
+  fo.config.base_url = proc->url();
+  fo.config.cert_mode = orchard::sim::CertMode::kHeader;
+  auto fleet = orchard::sim::Fleet::Create(fo, std::move(ca));
+  REQUIRE(fleet.ok());
+  REQUIRE((*fleet)->Enroll(2).failed == 0);
+  auto queued = [&](const std::string& id) {
+    auto r = HttpCall("GET", proc->url() + "/v1/enrollments/" + id + "/queue", "", {std::string("X-API-Key: ") + kKey});
+    auto v = orchard::plist::ParseJson(r.body);
+    return r.status == 200 && v.ok() && v->Find("commands") ? v->Find("commands")->AsArray()->size() : size_t(0);
+  };
+  for (size_t i = 0; i < (*fleet)->size(); ++i) REQUIRE(WaitFor([&] { return queued((*fleet)->device(i).udid()) == 3; }));
+  auto sessions = (*fleet)->RunSessions(2);
+  REQUIRE(sessions.failed == 0);
+  CHECK(sessions.sessions.acknowledged == 3 * 24);
+
+  // Every device's row, with what the simulator reported.
+  std::map<std::string, std::vector<std::string>> rows;  // enrollment id -> fields
+  auto complete = [](const std::vector<std::string>& f) {
+    return f.size() == 7 && !f[2].empty() && !f[4].empty() && !f[6].empty();
+  };
+  REQUIRE(WaitFor([&] {
+    Response r = Get(proc->url() + std::string(kRoot) + "/devices.csv?limit=1000");
+    if (r.status != 200) return false;
+    rows.clear();
+    auto parsed = ParseCsv(r.body);
+    REQUIRE(!parsed.empty());
+    CHECK(parsed[0] == std::vector<std::string>{"enrollment_id", "serial_number", "os_version", "product_name",
+                                                "passcode_present", "sip_enabled", "app_count"});
+    for (size_t i = 1; i < parsed.size(); ++i)
+      if (complete(parsed[i])) rows[parsed[i][0]] = parsed[i];
+    return rows.size() == 24;
+  }));
+  size_t macs = 0;
+  for (size_t i = 0; i < (*fleet)->size(); ++i) {
+    const auto& st = (*fleet)->device(i).state();
+    INFO(st.udid);
+    REQUIRE(rows.count(st.udid) == 1);
+    const auto& f = rows[st.udid];
+    const bool mac = st.platform == orchard::sim::Platform::kMacos;
+    macs += mac;
+    CHECK(f[1] == st.serial_number);
+    CHECK(f[2] == st.os_version);
+    CHECK(f[3] == st.product_name);
+    CHECK(f[4] == (st.passcode_present ? "true" : "false"));
+    CHECK(f[5] == (mac ? "true" : ""));  // only Macs report SystemIntegrityProtectionEnabled
+    CHECK(f[6] == std::to_string(st.apps.size()));
+    Response apps = Get(proc->url() + std::string(kRoot) + "/devices/" + st.udid + "/apps?limit=1000");
+    REQUIRE(apps.status == 200);
+    CHECK(*Json(apps.body).Find("app_count")->AsInteger() == static_cast<int64_t>(st.apps.size()));
+  }
+  CHECK(macs > 0);
+  fleet->reset();
+  proc.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  fs::remove(dir + "/data.log", ec);
 }
