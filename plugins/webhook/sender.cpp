@@ -17,6 +17,10 @@ constexpr size_t kMaxScanPerFill = 4096;  // outbox records looked at per endpoi
 constexpr int64_t kFastPollMs = 10;       // after a Wake, until the records are committed
 constexpr int64_t kFastWindowMs = 500;
 constexpr size_t kMaxOpsPerWrite = 5000;
+constexpr size_t kFlushOps = 256;
+constexpr int64_t kFlushDelayMs = 5;
+constexpr int64_t kFullScanMs = 2000;
+constexpr size_t kMaxHeldPerPass = 100000;  // then the pass starts over (bounded memory)
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -55,6 +59,13 @@ struct Sender::Endpoint {
   int busy = 0;
   std::unordered_set<std::string> busy_keys;            // in flight, or written by the next Flush
   std::unordered_map<std::string, int> busy_devices;    // ordering groups with a record in flight
+  std::unordered_set<std::string> pending_devices;      // a failed record's retry not yet written
+  bool in_pass = false;                                 // a scan pass is under way
+  bool pass_first = false;                              // it has not seen a record yet
+  std::string pass_after;                               // the current scan pass is past this key
+  std::string floor_after;                              // passes start after this key (see Fill)
+  int64_t next_full_scan_ms = 0;
+  std::unordered_set<std::string> pass_held;            // devices held for the rest of the pass
   int64_t stored_dead = 0;                              // dead/ keys (approximate after write failures)
   bool failing = false;                                 // for endpoint_failing / endpoint_recovered lines
   struct Stats {
@@ -197,15 +208,21 @@ void Sender::Loop() {
     const size_t ops_before = ops_.size();
     Collect(now);
     const bool completed = ops_.size() != ops_before;
-    Flush();
+    if (ops_.empty()) ops_since_ms_ = 0;
+    else if (ops_since_ms_ == 0) ops_since_ms_ = now;
     any_busy = std::any_of(endpoints_.begin(), endpoints_.end(), [](const auto& ep) { return ep->busy > 0; });
+    // Outcomes are written in batches (one kv_write per batch, not per
+    // delivery): when enough piled up, when the oldest waited kFlushDelayMs,
+    // or when nothing is in flight.
+    if (!ops_.empty() && (ops_.size() >= kFlushOps || now - ops_since_ms_ >= kFlushDelayMs || !any_busy || stopping))
+      Flush();
     if (stopping && (!any_busy || now >= stop_deadline)) break;
 
     const bool woke = woken_.exchange(false);
     int64_t earliest_due = INT64_MAX;
     if (!stopping && (completed || woke || now >= next_fill)) {
       bool started = false;
-      for (auto& ep : endpoints_) started |= Fill(*ep, now, &earliest_due);
+      for (auto& ep : endpoints_) started |= Fill(*ep, now, woke || now >= next_fill, &earliest_due);
       const bool fast = fast_until_ms_.load(std::memory_order_relaxed) > now;
       next_fill = now + (fast ? kFastPollMs : config_.poll_ms);
       if (earliest_due != INT64_MAX) next_fill = std::min(next_fill, std::max(earliest_due, now + 1));
@@ -213,7 +230,7 @@ void Sender::Loop() {
     }
     int64_t wait = std::max<int64_t>(0, next_fill - NowMs());
     if (stopping) wait = std::min<int64_t>(wait, std::max<int64_t>(0, stop_deadline - NowMs()));
-    if (!ops_.empty()) wait = std::min<int64_t>(wait, 100);  // a failed write is retried soon
+    if (!ops_.empty()) wait = std::min<int64_t>(wait, kFlushDelayMs);
     curl_multi_poll(multi_, nullptr, 0, static_cast<int>(std::min<int64_t>(wait, 1000)), nullptr);
   }
   // Whatever is still in flight is abandoned: it stays in the outbox and is
@@ -232,36 +249,62 @@ void Sender::Loop() {
                                      " detail=\"sent again after the next start\"");
 }
 
-bool Sender::Fill(Endpoint& ep, int64_t now, int64_t* earliest_due) {
+bool Sender::Fill(Endpoint& ep, int64_t now, bool timer, int64_t* earliest_due) {
   const int free_slots = ep.cfg->concurrency - ep.busy;
-  if (free_slots <= 0) return false;
+  // Refill in batches (half the slots), not after every completion: each
+  // fill costs a seek, and the outbox is full of tombstones while it drains.
+  if (free_slots <= 0 || (ep.busy > 0 && free_slots * 2 < ep.cfg->concurrency && !timer)) return false;
   struct Candidate {
     std::string key, value;
   };
   std::vector<Candidate> picked;
-  std::unordered_set<std::string> held;  // devices whose next record must wait
-  std::string after;
   size_t scanned = 0;
-  bool more = true;
-  while (more && scanned < kMaxScanPerFill && static_cast<int>(picked.size()) < free_slots) {
+  bool wrapped = false;
+  // A pass walks the outbox from its start to its end over several fills; a
+  // device with a record earlier in the pass that is still pending (in
+  // flight, waiting for a retry, or itself held) stays held for the rest of
+  // the pass, so its records go out in order. The next pass starts over.
+  while (scanned < kMaxScanPerFill && static_cast<int>(picked.size()) < free_slots) {
+    if (ep.pass_held.size() > kMaxHeldPerPass) ep.in_pass = false;
+    if (!ep.in_pass) {
+      // Delivered records leave tombstones that RocksDB skips on every seek
+      // until compaction: a pass starts at the first record the last one saw
+      // (the floor), and from the very start only every kFullScanMs (to find
+      // records another lane committed late with a lower seq).
+      ep.in_pass = true;
+      ep.pass_first = true;
+      ep.pass_held.clear();
+      if (now >= ep.next_full_scan_ms) {
+        ep.pass_after.clear();
+        ep.next_full_scan_ms = now + kFullScanMs;
+      } else {
+        ep.pass_after = ep.floor_after;
+      }
+    }
     size_t page = 0;
-    orchard_status st = host_->Scan(ep.prefix, after, kPage, [&](std::string_view key, std::string_view value) {
+    orchard_status st = host_->Scan(ep.prefix, ep.pass_after, kPage, [&](std::string_view key, std::string_view value) {
       ++page;
       ++scanned;
-      after.assign(key);
-      if (ep.busy_keys.count(after)) return true;
+      ep.pass_after.assign(key);
+      if (ep.pass_first) {
+        ep.pass_first = false;
+        uint64_t seq = 0;
+        ep.floor_after = SeqOfKey(key, &seq) && seq > 0 ? OutKey(ep.cfg->name, seq - 1) : std::string();
+      }
+      if (ep.busy_keys.count(ep.pass_after)) return true;
       Record rec;
       if (!DecodeRecord(value, &rec, /*header_only=*/true)) {
-        picked.push_back({after, std::string(value)});  // Begin dead-letters it
+        picked.push_back({ep.pass_after, std::string(value)});  // Begin drops it
         return static_cast<int>(picked.size()) < free_slots;
       }
-      if (ep.busy_devices.count(rec.device) || held.count(rec.device)) return true;
-      held.insert(rec.device);
+      if (ep.busy_devices.count(rec.device) || ep.pending_devices.count(rec.device) ||
+          !ep.pass_held.insert(rec.device).second)
+        return true;
       if (rec.next_ms > now) {
         *earliest_due = std::min(*earliest_due, rec.next_ms);
         return true;
       }
-      picked.push_back({after, std::string(value)});
+      picked.push_back({ep.pass_after, std::string(value)});
       return static_cast<int>(picked.size()) < free_slots;
     });
     if (st != ORCHARD_OK) {
@@ -269,7 +312,12 @@ bool Sender::Fill(Endpoint& ep, int64_t now, int64_t* earliest_due) {
                                        " status=" + std::to_string(static_cast<int>(st)));
       break;
     }
-    more = page == kPage;
+    if (page < kPage && static_cast<int>(picked.size()) < free_slots) {
+      // The end of the outbox: the next pass starts over (at most once per fill).
+      ep.in_pass = false;
+      if (wrapped) break;
+      wrapped = true;
+    }
   }
   bool started = false;
   for (const auto& c : picked) started |= Begin(ep, c.key, c.value, now);
@@ -426,6 +474,7 @@ void Sender::Finish(Transfer& t, CURLcode rc, long status, int64_t now) {
   }
   rec.next_ms = now + Backoff(rec.attempts);
   rec.body = body;
+  ep.pending_devices.insert(rec.device);  // its later records wait for this one
   ops_.push_back({key, EncodeRecord(rec), false});
 }
 
@@ -509,6 +558,8 @@ void Sender::Flush() {
       }
   }
   if (done > 0) flush_failures_ = 0;
+  if (done == ops_.size())
+    for (auto& ep : endpoints_) ep->pending_devices.clear();
   ops_.erase(ops_.begin(), ops_.begin() + static_cast<std::ptrdiff_t>(done));
 }
 

@@ -71,7 +71,7 @@ class Sender {
 
   void Run() noexcept;
   void Loop();
-  bool Fill(Endpoint& ep, int64_t now, int64_t* earliest_due);
+  bool Fill(Endpoint& ep, int64_t now, bool timer, int64_t* earliest_due);
   bool Begin(Endpoint& ep, const std::string& key, std::string_view value, int64_t now);
   void Collect(int64_t now);
   void Finish(Transfer& t, CURLcode rc, long status, int64_t now);
@@ -93,6 +93,7 @@ class Sender {
   std::atomic<int64_t> fast_until_ms_{0};
   bool started_ = false;
   int64_t flush_failures_ = 0;
+  int64_t ops_since_ms_ = 0;  // when the oldest unwritten op was added (0: none)
   std::mutex stats_mu_;  // guards Endpoint::stats
 };
 
