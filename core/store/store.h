@@ -51,6 +51,8 @@ enum class Cf : int {
   kAutomation,     // automation host state: consumer key-value stores, compliance, decision
                    // records, parked events, policy flags, schedules, event markers
                    // (key layout: docs/architecture.md)
+  kEnroll,         // device CA: issued certificates (by sha256, serial and udid indexes) and
+                   // one-time SCEP challenges (by hash); key layout in core/enroll/issued.h
   kCount
 };
 const char* CfName(Cf cf);
