@@ -302,11 +302,12 @@ class InventoryExport : public orchard::plugin::Plugin {
 
     std::string body = csv ? CsvHeader(columns_) : "{\"devices\":[";
     const size_t budget = max_response_bytes_ - kResponseReserve;
-    size_t rows = 0;
+    size_t rows = 0, entries = 0;
     bool more = false;
     std::string last;  // enrollment id of the last entry consumed
     orchard_status st = KvScan("dev/", after.empty() ? "" : DevKey(after), limit + 1,
                                [&](std::string_view key, std::string_view value) {
+                                 ++entries;
                                  if (rows >= limit) {
                                    more = true;
                                    return false;
@@ -328,6 +329,8 @@ class InventoryExport : public orchard::plugin::Plugin {
                                  return true;
                                });
     if (st != ORCHARD_OK) return HostFailed(resp, st);
+    // The scan ended at its own limit (unreadable entries skipped on the way): there may be more.
+    if (!more && entries == limit + 1 && !last.empty()) more = true;
     const std::string next = more ? last : std::string();
     if (!next.empty()) {
       const std::string route = csv_path ? "/plugins/inventory-export/devices.csv?"

@@ -385,6 +385,23 @@ TEST_CASE("inventory plugin answers 404, 405 and 400 where it should", "[invento
   CHECK(h.Http("GET", "/devices", "format=xml").status == 400);
   CHECK(h.Http("GET", "/devices/A/apps", "after=-1").status == 400);
   CHECK(h.Http("GET", "/devices", "limit=1000").status == 200);
+  // Unreadable entries under dev/ are skipped without ending the listing early.
+  h.Report("C", "DeviceInformation", DeviceInfo("c", "3"));
+  h.kv["dev/B1"] = "not a record";
+  h.kv["dev/B2"] = "{}";
+  std::vector<std::string> walked;
+  std::string after;
+  for (int pages = 0;; ++pages) {
+    REQUIRE(pages < 10);
+    std::string next;
+    auto page = ListJson(h.Http("GET", "/devices", "limit=1" + (after.empty() ? "" : "&after=" + after)), &next);
+    CHECK(page.Find("devices")->AsArray()->size() <= 1);
+    for (const auto& d : *page.Find("devices")->AsArray()) walked.emplace_back(d.GetString("enrollment_id"));
+    if (next.empty()) break;
+    after = next;
+  }
+  CHECK(walked == std::vector<std::string>{"A", "C"});
+  CHECK(h.Http("GET", "/devices/B1").status == 500);
   // A device without an app list yet.
   auto apps = h.Http("GET", "/devices/A/apps");
   REQUIRE(apps.status == 200);
