@@ -469,13 +469,25 @@ http::Response AdminApi::PutPushCert(const http::Request& r) {
   auto cert = pkcs12 ? push::ParsePushCertPkcs12(r.body, std::string(r.Header("X-Pkcs12-Password")))
                      : push::ParsePushCert(r.body);
   if (!cert.ok()) return FromStatus(cert.status());
-  Status st = d_.push_certs->Put(*cert);
+  const std::string force = r.Param("force");
+  if (!force.empty() && force != "true" && force != "1" && force != "false" && force != "0")
+    return Error(400, "force must be true or false");
+  auto previous = d_.push_certs->CurrentTopic();
+  if (!previous.ok()) return FromStatus(previous.status());
+  Status st = d_.push_certs->Put(*cert, force == "true" || force == "1");
   if (!st.ok()) return FromStatus(st);
   d_.push->CertificateUpdated(cert->topic);
   log::Info(kLog, "event=push_cert_stored topic={} not_after={}", LogSafe(cert->topic),
             FormatRfc3339(cert->not_after_unix * 1000));
+  const bool changed = previous->has_value() && **previous != cert->topic;
+  if (changed)
+    log::Warn(kLog, "event=enrollment_topic_changed from={} to={} detail=\"forced: devices enrolled with the old "
+                    "topic keep its certificate until it expires\"",
+              LogSafe(**previous), LogSafe(cert->topic));
   Value out;
   out.Set("topic", Value::String(cert->topic));
+  out.Set("enrollment_topic", Value::Bool(true));
+  if (changed) out.Set("previous_topic", Value::String(**previous));
   out.Set("not_after", Value::String(FormatRfc3339(cert->not_after_unix * 1000)));
   return Json(200, out);
 }
@@ -490,6 +502,8 @@ http::Response AdminApi::ListPushCerts(const http::Request& r) {
   // One more than the page size, to know whether another page follows.
   auto certs = d_.push_certs->ListPage(after, static_cast<size_t>(limit) + 1);
   if (!certs.ok()) return FromStatus(certs.status());
+  auto current = d_.push_certs->CurrentTopic();
+  if (!current.ok()) return FromStatus(current.status());
   for (const auto& c : *certs) {
     if (page.count() == static_cast<size_t>(limit)) {
       more = true;
@@ -499,6 +513,7 @@ http::Response AdminApi::ListPushCerts(const http::Request& r) {
     v.Set("topic", Value::String(c.topic));
     v.Set("not_after", Value::String(FormatRfc3339(c.not_after_unix * 1000)));
     if (!c.key_error.empty()) v.Set("key_error", Value::String(c.key_error));
+    v.Set("enrollment_topic", Value::Bool(current->has_value() && **current == c.topic));
     auto added = page.Add(std::move(v), c.topic);
     if (!added.ok()) return FromStatus(added.status());
     if (!*added) {

@@ -45,7 +45,8 @@ http::Response FromStatus(const Status& st) {
     case Code::kInvalidArgument: return Error(400, st.message());
     case Code::kNotFound: return Error(404, st.message());
     case Code::kTooLarge: return Error(413, st.message());
-    case Code::kAlreadyExists: return Error(409, st.message());
+    case Code::kAlreadyExists:
+    case Code::kFailedPrecondition: return Error(409, st.message());
     case Code::kUnavailable: return Error(503, st.message());
     case Code::kResourceExhausted: {  // disk full: writes work again once space returns
       auto resp = Error(503, st.message());

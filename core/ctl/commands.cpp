@@ -394,7 +394,9 @@ int RunPushCert(Context& ctx, const ParsedArgs& a) {
     content_type = "application/x-pem-file";
   }
   Reply reply;
-  int rc = Send(ctx, "PUT", "/v1/pushcert", {}, body, content_type, &reply, false, headers);
+  std::vector<std::pair<std::string, std::string>> query;
+  if (a.Has("force")) query.emplace_back("force", "true");
+  int rc = Send(ctx, "PUT", "/v1/pushcert", query, body, content_type, &reply, false, headers);
   if (rc != kExitOk) {
     if (p12 && reply.status == 400 &&
         reply.json.GetString("error").find("password") != std::string_view::npos)
@@ -414,6 +416,9 @@ int RunPushCert(Context& ctx, const ParsedArgs& a) {
   Print(ctx, "stored push certificate for topic " + Printable(Field(reply.json, "topic")) +
                  " (valid until " + Printable(not_after) + (left.empty() ? "" : ", " + left) +
                  ")\n");
+  if (const std::string previous = Field(reply.json, "previous_topic"); !previous.empty())
+    Print(ctx, "the enrollment topic changed from " + Printable(previous) +
+                   ": devices enrolled with it need re-enrollment once its certificate expires\n");
   return kExitOk;
 }
 
@@ -1390,7 +1395,7 @@ const std::vector<CommandSpec>& Commands() {
        RunEnqueue},
       {"push", "ID[,ID...]", "send an APNs push so the devices check in", "", {}, RunPush},
       {"pushcert",
-       "--cert FILE [--key FILE] | --p12 FILE [--password-env VAR | --password-file FILE]",
+       "--cert FILE [--key FILE] | --p12 FILE [--password-env VAR | --password-file FILE] [--force]",
        "store an APNs push certificate and its private key (PEM or PKCS#12)",
        "  --cert FILE           the push certificate (PEM); may also hold the key, then --key\n"
        "                        is optional\n"
@@ -1400,6 +1405,9 @@ const std::vector<CommandSpec>& Commands() {
        "  --password-env VAR    the .p12 password is in environment variable VAR\n"
        "  --password-file FILE  the .p12 password is the first line of FILE\n"
        "                        (no password option: the .p12 has an empty password)\n"
+       "  --force               accept a certificate for another topic than the enrollment\n"
+       "                        topic (refused otherwise: devices enrolled with the old topic\n"
+       "                        would be stranded); it becomes the enrollment topic\n"
        "'-' reads a file from stdin. The password is sent in the X-Pkcs12-Password header\n"
        "and never printed; it is not accepted as an argument (others could see it in ps).\n"
        "prints the certificate's topic, expiry date and days left.\n",
@@ -1407,7 +1415,8 @@ const std::vector<CommandSpec>& Commands() {
         {"key", true},
         {"p12", true},
         {"password-env", true},
-        {"password-file", true}},
+        {"password-file", true},
+        {"force", false}},
        RunPushCert},
       {"pushcerts",
        "",

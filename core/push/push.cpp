@@ -15,6 +15,7 @@
 namespace orchard::push {
 namespace {
 constexpr char kPrefix[] = "pushcert/";
+constexpr char kCurrentTopicKey[] = "pushtopic";  // outside kPrefix: listings never see it
 
 
 }  // namespace
@@ -89,7 +90,26 @@ Result<PushCert> FromCertAndKey(X509* cert, EVP_PKEY* key) {
 }
 }  // namespace
 
-Status PushCertStore::Put(const PushCert& c) {
+Result<std::optional<std::string>> PushCertStore::CurrentTopic() {
+  auto topic = store_->Get(store::Cf::kMeta, kCurrentTopicKey);
+  if (!topic.ok() || topic->has_value()) return topic;
+  // Stored before the enrollment topic was recorded: the one certificate's topic, if only one.
+  auto two = ListPage("", 2);
+  if (!two.ok()) return two.status();
+  if (two->size() == 1) return std::optional<std::string>((*two)[0].topic);
+  return std::optional<std::string>();
+}
+
+Status PushCertStore::Put(const PushCert& c, bool force) {
+  std::lock_guard lock(put_mu_);
+  auto current = CurrentTopic();
+  if (!current.ok()) return current.status();
+  if (current->has_value() && **current != c.topic && !force)
+    return Status::FailedPrecondition(
+        "this certificate is for topic " + c.topic + " but devices enroll with topic " + **current +
+        ": they accept pushes only on the topic they enrolled with, so switching would strand every "
+        "enrolled device (renew the certificate for " + **current +
+        " at Apple instead, with the same Apple ID); add force=true to switch anyway");
   RecordWriter w;
   w.PutVarint(1);
   w.PutString(c.topic);
@@ -98,6 +118,7 @@ Status PushCertStore::Put(const PushCert& c) {
   w.PutString(box_ ? box_->Seal(c.key_pem) : c.key_pem);
   store::Batch b;
   b.Put(store::Cf::kMeta, kPrefix + c.topic, w.Take());
+  if (!current->has_value() || **current != c.topic) b.Put(store::Cf::kMeta, kCurrentTopicKey, c.topic);
   return store_->Write(b);
 }
 

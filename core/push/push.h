@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -93,7 +94,15 @@ Result<PushCert> ParsePushCertPkcs12(std::string_view der, const std::string& pa
 class PushCertStore {
  public:
   PushCertStore(store::Store* store, const SecretBox* box) : store_(store), box_(box) {}
-  Status Put(const PushCert& cert);
+  // Stores (or replaces, same topic) a certificate. The first one stored sets
+  // the enrollment topic (CurrentTopic: the Topic enrollment profiles carry).
+  // A certificate for another topic than the current one is refused with
+  // FailedPrecondition unless force: a new topic would strand every device
+  // enrolled with the old one (they only accept pushes on it). With force it
+  // is stored and becomes the current topic; older topics' certificates stay.
+  Status Put(const PushCert& cert, bool force = false);
+  // The enrollment topic; nullopt before the first certificate.
+  Result<std::optional<std::string>> CurrentTopic();
   // The certificate with its usable key; Unavailable if the key cannot be opened.
   Result<std::optional<PushCert>> Get(const std::string& topic);
   // Every stored certificate; one whose key cannot be opened is listed with
@@ -107,6 +116,7 @@ class PushCertStore {
   Result<PushCert> Decode(std::string_view bytes) const;
   store::Store* store_;
   const SecretBox* box_;  // may be null (keys stored in clear; logged at start)
+  std::mutex put_mu_;     // Put: the topic check and the write, one at a time
 };
 
 }  // namespace orchard::push

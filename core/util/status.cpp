@@ -15,6 +15,7 @@ const char* CodeName(Code code) {
     case Code::kIo: return "Io";
     case Code::kResourceExhausted: return "ResourceExhausted";
     case Code::kInternal: return "Internal";
+    case Code::kFailedPrecondition: return "FailedPrecondition";
   }
   return "Unknown";
 }

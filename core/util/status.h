@@ -23,6 +23,7 @@ enum class Code {
   kIo,                // storage or network failure
   kResourceExhausted, // out of disk space (or another resource) for now: retry later
   kInternal,
+  kFailedPrecondition,  // refused in the current state (e.g. a change needing force=true)
 };
 
 const char* CodeName(Code code);
@@ -40,6 +41,7 @@ class [[nodiscard]] Status {
   static Status Io(std::string m) { return Status(Code::kIo, std::move(m)); }
   static Status ResourceExhausted(std::string m) { return Status(Code::kResourceExhausted, std::move(m)); }
   static Status Internal(std::string m) { return Status(Code::kInternal, std::move(m)); }
+  static Status FailedPrecondition(std::string m) { return Status(Code::kFailedPrecondition, std::move(m)); }
 
   Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
 

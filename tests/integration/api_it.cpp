@@ -447,7 +447,7 @@ TEST_CASE("enrollments, events and push certificates page with cursors, items to
   // Push certificates: three topics, pages of one.
   for (const char* topic : {"com.apple.mgmt.b", "com.apple.mgmt.a", "com.apple.mgmt.c"}) {
     auto cert = s.ca->Issue({.common_name = "push", .uid = topic});
-    REQUIRE(s.Api("PUT", "/v1/pushcert", cert.cert_pem + cert.key_pem).status == 200);
+    REQUIRE(s.Api("PUT", "/v1/pushcert?force=true", cert.cert_pem + cert.key_pem).status == 200);
   }
   items = AllPages(s, "/v1/pushcerts?limit=1", "push_certs", &pages);
   CHECK(pages == 3);

@@ -660,15 +660,24 @@ TEST_CASE("orchardctl pushcert stores PEM and PKCS#12 push certificates", "[inte
   SECTION("a PKCS#12 without a password needs no password option") {
     const auto open = PushIdentity(*ca, "com.apple.mgmt.External.open", 10 * 86400 + 3600);
     REQUIRE(orchard::testing::WriteFile(dir + "/open.p12", open.Pkcs12("")));
+    // Another topic than the enrollment topic: refused (it would strand enrolled devices) ...
     r = server.Ctl("pushcert --p12 " + ShellQuote(dir + "/open.p12"));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("HTTP 409") != std::string::npos);
+    CHECK(r.err.find("devices enroll with topic " + std::string(kPushTopic)) != std::string::npos);
+    // ... unless forced; it becomes the enrollment topic.
+    r = server.Ctl("pushcert --force --p12 " + ShellQuote(dir + "/open.p12"));
     INFO(r.err);
     CHECK(r.exit_code == 0);
     CHECK(r.out.find("com.apple.mgmt.External.open") != std::string::npos);
     CHECK(r.out.find("10 days left") != std::string::npos);
+    CHECK(r.out.find("the enrollment topic changed from " + std::string(kPushTopic)) != std::string::npos);
     r = server.Ctl("pushcerts --json");
     Value both = ParseJsonOrFail(r.out);
     REQUIRE(both.Find("push_certs"));
-    CHECK(both.Find("push_certs")->AsArray()->size() == 2);
+    REQUIRE(both.Find("push_certs")->AsArray()->size() == 2);
+    for (const auto& c : *both.Find("push_certs")->AsArray())
+      CHECK(c.GetBool("enrollment_topic", false) == (c.GetString("topic") == "com.apple.mgmt.External.open"));
   }
   SECTION("a certificate for a topic that is not an MDM topic is refused") {
     const auto other = PushIdentity(*ca, "com.example.not-mdm", 30 * 86400);

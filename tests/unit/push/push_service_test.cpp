@@ -215,10 +215,21 @@ TEST_CASE("push certificate keys are sealed at rest when a key is configured", "
   auto refused = no_key.Get("com.apple.mgmt.External.sealed");
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.status().message().find("encrypted") != std::string::npos);
-  // Several topics at once.
+  // Several topics at once; a second topic is a change of the enrollment topic: only with force.
+  CHECK(sealed_store.CurrentTopic().value() == std::optional<std::string>("com.apple.mgmt.External.sealed"));
   auto id2 = PushIdentity(*ca, "com.apple.mgmt.External.second");
-  REQUIRE(sealed_store.Put(push::ParsePushCert(id2.cert_pem + id2.key_pem).value()).ok());
+  auto second = push::ParsePushCert(id2.cert_pem + id2.key_pem).value();
+  Status refused_change = sealed_store.Put(second);
+  CHECK(refused_change.code() == Code::kFailedPrecondition);
+  CHECK(refused_change.message().find("force=true") != std::string::npos);
+  CHECK(sealed_store.List().value().size() == 1);
+  REQUIRE(sealed_store.Put(second, /*force=*/true).ok());
   CHECK(sealed_store.List().value().size() == 2);
+  CHECK(sealed_store.CurrentTopic().value() == std::optional<std::string>("com.apple.mgmt.External.second"));
+  // Renewing the old topic's certificate keeps it, without force, and does not move the topic back.
+  REQUIRE_FALSE(sealed_store.Put(push::ParsePushCert(id.cert_pem + id.key_pem).value()).ok());
+  REQUIRE(sealed_store.Put(push::ParsePushCert(id2.cert_pem + id2.key_pem).value()).ok());
+  CHECK(sealed_store.CurrentTopic().value() == std::optional<std::string>("com.apple.mgmt.External.second"));
 }
 
 TEST_CASE("PushService maps APNs answers to push state, events, retries and flags", "[push]") {
