@@ -1,0 +1,369 @@
+#include "enroll/profile.h"
+
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "util/encoding.h"
+#include "util/openssl_ptr.h"
+
+namespace orchard::enroll {
+namespace {
+
+using plist::Array;
+using plist::Value;
+
+constexpr const char kTopicPrefix[] = "com.apple.mgmt.";
+
+void FreeCertStack(STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); }
+using CertStackPtr = std::unique_ptr<STACK_OF(X509), OpensslDeleter<FreeCertStack>>;
+
+// The oldest queued OpenSSL error's reason; clears the thread's queue.
+std::string TakeOpensslError() {
+  unsigned long e = ERR_get_error();
+  const char* reason = e ? ERR_reason_error_string(e) : nullptr;
+  std::string out = reason ? reason : (e ? "error " + std::to_string(ERR_GET_REASON(e)) : "unknown error");
+  ERR_clear_error();
+  return out;
+}
+
+BioPtr MemBio(std::string_view bytes) {
+  return BioPtr(BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size())));
+}
+
+std::string BioBytes(BIO* bio) {
+  BUF_MEM* mem = nullptr;
+  BIO_get_mem_ptr(bio, &mem);
+  return mem ? std::string(mem->data, mem->length) : std::string();
+}
+
+std::string NameLine(const X509_NAME* name) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_ONELINE & ~ASN1_STRFLGS_ESC_MSB) < 0) {
+    ERR_clear_error();
+    return {};
+  }
+  return BioBytes(bio.get());
+}
+
+bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+bool IsHttpUrl(std::string_view url) {
+  std::string_view rest;
+  if (StartsWith(url, "https://")) rest = url.substr(8);
+  else if (StartsWith(url, "http://")) rest = url.substr(7);
+  else return false;
+  if (rest.empty() || rest.front() == '/') return false;
+  return std::none_of(url.begin(), url.end(), [](char c) { return c <= ' ' || c == 0x7f; });
+}
+
+// The keys every payload inside PayloadContent carries (CommonPayloadKeys).
+Value Payload(const std::string& type, const std::string& identifier, const std::string& uuid,
+              const std::string& display_name) {
+  Value p = Value::MakeDict();
+  p.Set("PayloadType", Value::String(type));
+  p.Set("PayloadVersion", Value::Integer(1));
+  p.Set("PayloadIdentifier", Value::String(identifier));
+  p.Set("PayloadUUID", Value::String(uuid));
+  p.Set("PayloadDisplayName", Value::String(display_name));
+  return p;
+}
+
+std::string Kind(const ProfileSettings& s, std::string_view kind) {
+  return s.identifier + "." + std::string(kind);
+}
+
+Status CheckSettings(const ProfileSettings& s) {
+  auto bad = [](const std::string& m) { return Status::InvalidArgument("enrollment profile: " + m); };
+  if (s.identifier.empty()) return bad("identifier is empty");
+  if (!IsHttpUrl(s.server_url)) return bad("server_url must be an https:// URL, got '" + s.server_url + "'");
+  if (!s.checkin_url.empty() && !IsHttpUrl(s.checkin_url))
+    return bad("checkin_url must be an https:// URL, got '" + s.checkin_url + "'");
+  if (!StartsWith(s.topic, kTopicPrefix) || s.topic.size() == sizeof(kTopicPrefix) - 1)
+    return bad("topic must start with com.apple.mgmt., got '" + s.topic + "'");
+  if (s.access_rights <= 0 || s.access_rights > 8191) return bad("access_rights must be 1..8191");
+  // Apple: specify 1 if you specify 2, 64 if you specify 128.
+  if ((s.access_rights & 2) && !(s.access_rights & 1)) return bad("access_rights with 2 needs 1");
+  if ((s.access_rights & 128) && !(s.access_rights & 64)) return bad("access_rights with 128 needs 64");
+  if (s.identity == IdentityKind::kScep) {
+    if (!IsHttpUrl(s.scep.url)) return bad("scep url must be an http(s):// URL, got '" + s.scep.url + "'");
+    if (s.scep.key_size != 1024 && s.scep.key_size != 2048 && s.scep.key_size != 4096)
+      return bad("scep key size must be 1024, 2048 or 4096");
+    if (s.scep.key_usage < 0 || s.scep.key_usage > 5) return bad("scep key usage must be 0, 1, 4 or 5");
+    for (const auto& part : s.scep.subject)
+      if (part.name.empty()) return bad("scep subject part with an empty name");
+  } else {
+    if (s.pkcs12.der.empty()) return bad("the PKCS#12 identity is empty");
+  }
+  for (const auto& a : s.anchors)
+    if (a.der.empty()) return bad("an anchor certificate is empty");
+  return Status::Ok();
+}
+
+std::string ScepUuid(const ProfileSettings& s) {
+  return StableUuid({s.identifier, "scep", s.scep.url, Sha256(s.scep.ca_cert_der)});
+}
+
+}  // namespace
+
+const char* IdentityKindName(IdentityKind kind) {
+  return kind == IdentityKind::kScep ? "scep" : "pkcs12";
+}
+
+std::string StableUuid(const std::vector<std::string_view>& parts) {
+  std::string material = "orchard.enroll.uuid";
+  for (auto p : parts) {
+    material += '\0';
+    material += std::to_string(p.size());
+    material += ':';
+    material.append(p.data(), p.size());
+  }
+  std::string h = Sha256(material);
+  h[6] = static_cast<char>((h[6] & 0x0f) | 0x50);  // version 5 layout (name-based)
+  h[8] = static_cast<char>((h[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  std::string hex = HexEncode(std::string_view(h).substr(0, 16));
+  std::transform(hex.begin(), hex.end(), hex.begin(), [](char c) { return char(std::toupper(c)); });
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
+         hex.substr(20);
+}
+
+std::string IdentityPayloadUuid(const ProfileSettings& s) {
+  if (s.identity == IdentityKind::kScep) return ScepUuid(s);
+  return StableUuid({s.identifier, "pkcs12", s.pkcs12.file_name});
+}
+
+Result<plist::Value> BuildProfile(const ProfileSettings& s) {
+  ORCHARD_RETURN_IF_ERROR(CheckSettings(s));
+  Array content;
+  const std::string identity_uuid = IdentityPayloadUuid(s);
+
+  if (s.identity == IdentityKind::kScep) {
+    Value scep = Payload("com.apple.security.scep", Kind(s, "scep"), identity_uuid, "Device identity (SCEP)");
+    scep.Set("PayloadDescription", Value::String("Requests this device's identity certificate from the MDM server."));
+    Value c = Value::MakeDict();
+    c.Set("URL", Value::String(s.scep.url));
+    if (!s.scep.name.empty()) c.Set("Name", Value::String(s.scep.name));
+    if (!s.scep.subject.empty()) {
+      Array subject;
+      for (const auto& part : s.scep.subject) {
+        Array pair{Value::String(part.name), Value::String(part.value)};
+        subject.push_back(Value::MakeArray({Value::MakeArray(std::move(pair))}));
+      }
+      c.Set("Subject", Value::MakeArray(std::move(subject)));
+    }
+    if (!s.scep.challenge.empty()) c.Set("Challenge", Value::String(s.scep.challenge));
+    c.Set("Keysize", Value::Integer(s.scep.key_size));
+    c.Set("Key Type", Value::String("RSA"));
+    c.Set("Key Usage", Value::Integer(s.scep.key_usage));
+    c.Set("Retries", Value::Integer(s.scep.retries));
+    c.Set("RetryDelay", Value::Integer(s.scep.retry_delay_seconds));
+    if (!s.scep.ca_cert_der.empty()) c.Set("CAFingerprint", Value::DataValue(Sha256(s.scep.ca_cert_der)));
+    scep.Set("PayloadContent", std::move(c));
+    content.push_back(std::move(scep));
+  } else {
+    Value p12 = Payload("com.apple.security.pkcs12", Kind(s, "pkcs12"), identity_uuid, "Device identity");
+    if (!s.pkcs12.file_name.empty())
+      p12.Set("PayloadCertificateFileName", Value::String(s.pkcs12.file_name));
+    p12.Set("PayloadContent", Value::DataValue(s.pkcs12.der));
+    if (!s.pkcs12.password.empty()) p12.Set("Password", Value::String(s.pkcs12.password));
+    content.push_back(std::move(p12));
+  }
+
+  for (const auto& a : s.anchors) {
+    const std::string fp = Sha256Hex(a.der);
+    Value root = Payload("com.apple.security.root", Kind(s, "anchor." + fp.substr(0, 16)),
+                         StableUuid({s.identifier, "anchor", fp}), "Trusted certificate");
+    if (!a.file_name.empty()) root.Set("PayloadCertificateFileName", Value::String(a.file_name));
+    root.Set("PayloadContent", Value::DataValue(a.der));
+    content.push_back(std::move(root));
+  }
+
+  Value mdm = Payload("com.apple.mdm", Kind(s, "mdm"),
+                      StableUuid({s.identifier, "mdm", s.server_url, s.checkin_url, s.topic}), "Device management");
+  mdm.Set("IdentityCertificateUUID", Value::String(identity_uuid));
+  mdm.Set("Topic", Value::String(s.topic));
+  mdm.Set("ServerURL", Value::String(s.server_url));
+  if (!s.checkin_url.empty()) mdm.Set("CheckInURL", Value::String(s.checkin_url));
+  mdm.Set("SignMessage", Value::Bool(s.sign_message));
+  mdm.Set("AccessRights", Value::Integer(s.access_rights));
+  mdm.Set("CheckOutWhenRemoved", Value::Bool(s.check_out_when_removed));
+  if (!s.server_capabilities.empty()) {
+    Array caps;
+    for (const auto& cap : s.server_capabilities) caps.push_back(Value::String(cap));
+    mdm.Set("ServerCapabilities", Value::MakeArray(std::move(caps)));
+  }
+  content.push_back(std::move(mdm));
+
+  Value top = Value::MakeDict();
+  top.Set("PayloadType", Value::String("Configuration"));
+  top.Set("PayloadVersion", Value::Integer(1));
+  top.Set("PayloadIdentifier", Value::String(s.identifier));
+  top.Set("PayloadUUID", Value::String(StableUuid({s.identifier, "profile", s.server_url, s.topic})));
+  top.Set("PayloadDisplayName", Value::String(s.display_name));
+  if (!s.organization.empty()) top.Set("PayloadOrganization", Value::String(s.organization));
+  if (!s.description.empty()) top.Set("PayloadDescription", Value::String(s.description));
+  top.Set("PayloadScope", Value::String("System"));
+  top.Set("PayloadRemovalDisallowed", Value::Bool(false));
+  top.Set("PayloadContent", Value::MakeArray(std::move(content)));
+  return top;
+}
+
+Result<std::string> BuildProfileXml(const ProfileSettings& settings) {
+  auto v = BuildProfile(settings);
+  if (!v.ok()) return v.status();
+  Status st = plist::CheckXmlStrings(*v);
+  if (!st.ok()) return Status::InvalidArgument("enrollment profile: " + st.message());
+  return plist::ToXml(*v);
+}
+
+// ---- Signing
+
+struct ProfileSigner::Impl {
+  X509Ptr cert;
+  KeyPtr key;
+  CertStackPtr chain;
+  std::string subject;
+};
+
+ProfileSigner::ProfileSigner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ProfileSigner::~ProfileSigner() = default;
+const std::string& ProfileSigner::subject() const { return impl_->subject; }
+
+Result<std::unique_ptr<ProfileSigner>> ProfileSigner::FromPem(std::string_view cert_pem, std::string_view key_pem,
+                                                              std::string_view chain_pem) {
+  auto impl = std::make_unique<Impl>();
+  auto cert_bio = MemBio(cert_pem);
+  impl->cert.reset(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
+  if (!impl->cert) return Status::InvalidArgument("signing certificate: " + TakeOpensslError());
+  auto key_bio = MemBio(key_pem);
+  impl->key.reset(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  if (!impl->key) return Status::InvalidArgument("signing key: " + TakeOpensslError());
+  if (X509_check_private_key(impl->cert.get(), impl->key.get()) != 1) {
+    ERR_clear_error();
+    return Status::InvalidArgument("signing key does not match the signing certificate");
+  }
+  impl->chain.reset(sk_X509_new_null());
+  if (!impl->chain) return Status::Internal("out of memory");
+  if (!chain_pem.empty()) {
+    auto chain_bio = MemBio(chain_pem);
+    while (X509* c = PEM_read_bio_X509(chain_bio.get(), nullptr, nullptr, nullptr)) {
+      if (!sk_X509_push(impl->chain.get(), c)) {
+        X509_free(c);
+        return Status::Internal("out of memory");
+      }
+    }
+    ERR_clear_error();  // the end of the PEM stream reads as an error
+    if (sk_X509_num(impl->chain.get()) == 0)
+      return Status::InvalidArgument("signing chain: no certificate in it");
+  }
+  impl->subject = NameLine(X509_get_subject_name(impl->cert.get()));
+  return std::unique_ptr<ProfileSigner>(new ProfileSigner(std::move(impl)));
+}
+
+Result<std::string> ProfileSigner::Sign(std::string_view content) const {
+  auto in = MemBio(content);
+  constexpr unsigned kFlags = CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
+  CmsPtr cms(CMS_sign(nullptr, nullptr, impl_->chain.get(), nullptr, kFlags));
+  if (!cms) return Status::Internal("CMS_sign: " + TakeOpensslError());
+  if (!CMS_add1_signer(cms.get(), impl_->cert.get(), impl_->key.get(), EVP_sha256(), CMS_BINARY | CMS_NOSMIMECAP))
+    return Status::Internal("CMS_add1_signer: " + TakeOpensslError());
+  if (CMS_final(cms.get(), in.get(), nullptr, CMS_BINARY) != 1)
+    return Status::Internal("CMS_final: " + TakeOpensslError());
+  BioPtr out(BIO_new(BIO_s_mem()));
+  if (!out || i2d_CMS_bio(out.get(), cms.get()) != 1) return Status::Internal("i2d_CMS_bio: " + TakeOpensslError());
+  return BioBytes(out.get());
+}
+
+// ---- Machine info
+
+namespace {
+
+bool IsUdid(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
+  });
+}
+
+}  // namespace
+
+Result<MachineInfo> ParseMachineInfo(std::string_view body, const plist::Limits& limits) {
+  auto bad = [](const std::string& m) { return Status::InvalidArgument("machine info: " + m); };
+  if (body.empty()) return bad("empty body");
+  if (body.size() > limits.max_bytes) return Status::TooLarge("machine info: body over the limit");
+  std::string decoded;
+  std::string_view der = body;
+  // DER starts with a SEQUENCE tag; anything else may be base64 of it.
+  if (static_cast<unsigned char>(body.front()) != 0x30) {
+    auto b = Base64Decode(body);
+    if (!b || b->empty()) return bad("not a CMS SignedData (neither DER nor base64 of DER)");
+    decoded = std::move(*b);
+    der = decoded;
+  }
+  auto in = MemBio(der);
+  CmsPtr cms(d2i_CMS_bio(in.get(), nullptr));
+  if (!cms) {
+    ERR_clear_error();
+    return bad("not a CMS SignedData");
+  }
+  if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_signed) return bad("CMS type is not SignedData");
+  ASN1_OCTET_STRING** pos = CMS_get0_content(cms.get());
+  if (!pos || !*pos) return bad("the signed data carries no content (detached signature)");
+  STACK_OF(X509)* signers = nullptr;
+  {
+    // Who signed it (the certificate must be inside the message).
+    STACK_OF(CMS_SignerInfo)* infos = CMS_get0_SignerInfos(cms.get());
+    if (!infos || sk_CMS_SignerInfo_num(infos) == 0) return bad("no signer");
+  }
+  BioPtr out(BIO_new(BIO_s_mem()));
+  constexpr unsigned kFlags = CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY;
+  if (CMS_verify(cms.get(), nullptr, nullptr, nullptr, out.get(), kFlags) != 1)
+    return bad("signature does not verify: " + TakeOpensslError());
+  signers = CMS_get0_signers(cms.get());
+  MachineInfo info;
+  if (signers && sk_X509_num(signers) > 0) {
+    X509* s = sk_X509_value(signers, 0);
+    info.signer_subject = NameLine(X509_get_subject_name(s));
+    info.signer_issuer = NameLine(X509_get_issuer_name(s));
+  }
+  sk_X509_free(signers);
+  const std::string xml = BioBytes(out.get());
+  auto v = plist::ParseXml(xml, limits);
+  if (!v.ok()) return bad(v.status().message());
+  if (!v->is(plist::Type::kDict)) return bad("the plist is not a dictionary");
+  auto str = [&](const char* key) { return std::string(v->GetString(key)); };
+  info.udid = str("UDID");
+  if (!IsUdid(info.udid)) return bad(info.udid.empty() ? "no UDID" : "UDID is not 1-64 characters of [A-Za-z0-9-]");
+  info.serial = str("SERIAL");
+  info.product = str("PRODUCT");
+  info.version = str("VERSION");
+  info.imei = str("IMEI");
+  info.meid = str("MEID");
+  info.language = str("LANGUAGE");
+  info.challenge = str("CHALLENGE");
+  return info;
+}
+
+Result<std::string> SignMachineInfo(const MachineInfo& info, std::string_view cert_pem, std::string_view key_pem) {
+  Value v = Value::MakeDict();
+  auto put = [&](const char* key, const std::string& value) {
+    if (!value.empty()) v.Set(key, Value::String(value));
+  };
+  put("UDID", info.udid);
+  put("SERIAL", info.serial);
+  put("PRODUCT", info.product);
+  put("VERSION", info.version);
+  put("IMEI", info.imei);
+  put("MEID", info.meid);
+  put("LANGUAGE", info.language);
+  put("CHALLENGE", info.challenge);
+  auto signer = ProfileSigner::FromPem(cert_pem, key_pem, {});
+  if (!signer.ok()) return signer.status();
+  return (*signer)->Sign(plist::ToXml(v));
+}
+
+}  // namespace orchard::enroll
