@@ -753,14 +753,23 @@ Result<std::unique_ptr<Authenticator>> Authenticator::Create(const Config& confi
     if (in_file == 0) return Status::InvalidArgument("device CA file " + path + ": no certificate found");
     total += in_file;
   }
+  for (const std::string& der : config.device_ca_ders) {
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+    if (!cert || X509_STORE_add_cert(store.get(), cert.get()) != 1) {
+      std::string why = TakeOpensslError();
+      return Status::InvalidArgument("device CA certificate #" + std::to_string(total + 1) + ": " + why);
+    }
+    ++total;
+  }
 
   if (config.insecure_allow_anonymous) log::Warn(kLog, "event=insecure_mode setting=insecure_allow_anonymous");
   if (config.insecure_skip_chain) log::Warn(kLog, "event=insecure_mode setting=insecure_skip_chain");
   if (total == 0 && !config.insecure_skip_chain) {
     log::Warn(kLog, "event=no_device_ca detail=\"every presented certificate will be refused\"");
   }
-  log::Info(kLog, "event=auth_ready ca_files={} ca_certs={} cache_entries={}", config.device_ca_files.size(), total,
-            config.cache_entries);
+  log::Info(kLog, "event=auth_ready ca_files={} ca_builtin={} ca_certs={} cache_entries={}",
+            config.device_ca_files.size(), config.device_ca_ders.size(), total, config.cache_entries);
   return std::unique_ptr<Authenticator>(std::make_unique<AuthenticatorImpl>(config, std::move(store), total));
 }
 

@@ -33,6 +33,8 @@ namespace orchard::auth {
 struct Config {
   // PEM files, each holding one or more CA certificates that issue device identities.
   std::vector<std::string> device_ca_files;
+  // DER CA certificates trusted in addition to the files (Orchard's own device CA).
+  std::vector<std::string> device_ca_ders;
   // Development only: accept requests without any certificate (Identity.anonymous).
   // Certificates that *are* presented are still parsed and must verify.
   bool insecure_allow_anonymous = false;

@@ -123,6 +123,11 @@ const std::map<std::string, Setter>& Keys() {
          return Status::Ok();
        }},
       {"auth.insecure_dev", BoolSetter(&Config::insecure_dev)},
+      {"enroll.ca_cert_file", StringSetter(&Config::enroll_ca_cert_file)},
+      {"enroll.ca_key_file", StringSetter(&Config::enroll_ca_key_file)},
+      {"enroll.scep_challenge", StringSetter(&Config::enroll_scep_challenge)},
+      {"enroll.cert_validity_days",
+       IntSetter(1, 3650, [](Config* c, int64_t n) { c->enroll_cert_validity_days = n; })},
       {"auth.trusted_proxies",
        [](const std::string&, const std::string& v, Config* c) {
          c->trusted_proxies = SplitList(v);
@@ -269,10 +274,12 @@ Status ParseFile(const std::string& text, const std::string& filename, Config* c
 
 Status Validate(const Config& c) {
   if (c.data_dir.empty()) return Bad("data_dir", "must not be empty");
-  if (!c.insecure_dev && c.device_ca_files.empty())
-    return Bad("auth.device_ca",
-               "no device CA configured: set auth.device_ca (or --device-ca), or use "
-               "--insecure-dev for local development");
+  // Orchard's own device CA (enroll.*) is always trusted: auth.device_ca is optional.
+  if (c.enroll_ca_cert_file.empty() != c.enroll_ca_key_file.empty())
+    return Bad(c.enroll_ca_cert_file.empty() ? "enroll.ca_cert_file" : "enroll.ca_key_file",
+               "enroll.ca_cert_file and enroll.ca_key_file must be set together");
+  if (!c.enroll_scep_challenge.empty() && c.enroll_scep_challenge.size() < 8)
+    return Bad("enroll.scep_challenge", "must be at least 8 characters");
   if (!c.api_key.empty() && c.api_key.size() < 16)
     return Bad("api_key", "must be at least 16 characters");
   if (!c.push_ca_file.empty()) {
@@ -337,6 +344,7 @@ Result<LoadResult> Load(int argc, const char* const* argv) {
   }
   if (const char* env = std::getenv("ORCHARD_API_KEY"); env && *env) c.api_key = env;
   if (const char* env = std::getenv("ORCHARD_PUSH_KEY"); env && *env) c.push_key_encryption_key = env;
+  if (const char* env = std::getenv("ORCHARD_SCEP_CHALLENGE"); env && *env) c.enroll_scep_challenge = env;
   static const std::map<std::string, std::string> kFlagKeys = {
       {"--listen", "listen"},       {"--data-dir", "data_dir"},       {"--api-key", "api_key"},
       {"--threads", "threads"},     {"--cert-header", "auth.cert_header"},

@@ -39,6 +39,12 @@ struct Config {
   std::vector<std::string> device_ca_files;
   bool insecure_dev = false;  // development: trust devices without certificates
 
+  // Device CA and SCEP (docs/scep.md). The CA is generated in <data_dir>/ca on the
+  // first start unless both files are given; it is always trusted for device identities.
+  std::string enroll_ca_cert_file, enroll_ca_key_file;
+  std::string enroll_scep_challenge;          // static SCEP challenge ("" = one-time ones only; or env ORCHARD_SCEP_CHALLENGE)
+  int64_t enroll_cert_validity_days = 365;    // issued device certificates
+
   // Protocol choices.
   // false: 410 (decline the user channel); true: answer the zero-length digest
   // challenge and then accept any DigestResponse (no user directory to check

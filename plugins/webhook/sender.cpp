@@ -258,13 +258,14 @@ bool Sender::Fill(Endpoint& ep, int64_t now, bool timer, int64_t* earliest_due) 
     std::string key, value;
   };
   std::vector<Candidate> picked;
+  int started = 0;
   size_t scanned = 0;
   bool wrapped = false;
   // A pass walks the outbox from its start to its end over several fills; a
   // device with a record earlier in the pass that is still pending (in
   // flight, waiting for a retry, or itself held) stays held for the rest of
   // the pass, so its records go out in order. The next pass starts over.
-  while (scanned < kMaxScanPerFill && static_cast<int>(picked.size()) < free_slots) {
+  while (scanned < kMaxScanPerFill && started < free_slots) {
     if (ep.pass_held.size() > kMaxHeldPerPass) ep.in_pass = false;
     if (!ep.in_pass) {
       // Delivered records leave tombstones that RocksDB skips on every seek
@@ -295,7 +296,7 @@ bool Sender::Fill(Endpoint& ep, int64_t now, bool timer, int64_t* earliest_due) 
       Record rec;
       if (!DecodeRecord(value, &rec, /*header_only=*/true)) {
         picked.push_back({ep.pass_after, std::string(value)});  // Begin drops it
-        return static_cast<int>(picked.size()) < free_slots;
+        return started + static_cast<int>(picked.size()) < free_slots;
       }
       if (ep.busy_devices.count(rec.device) || ep.pending_devices.count(rec.device) ||
           !ep.pass_held.insert(rec.device).second)
@@ -305,23 +306,25 @@ bool Sender::Fill(Endpoint& ep, int64_t now, bool timer, int64_t* earliest_due) 
         return true;
       }
       picked.push_back({ep.pass_after, std::string(value)});
-      return static_cast<int>(picked.size()) < free_slots;
+      return started + static_cast<int>(picked.size()) < free_slots;
     });
     if (st != ORCHARD_OK) {
       host_->Log(ORCHARD_LOG_WARN, "event=webhook_scan_failed endpoint=" + ep.cfg->name +
                                        " status=" + std::to_string(static_cast<int>(st)));
       break;
     }
-    if (page < kPage && static_cast<int>(picked.size()) < free_slots) {
+    // Start what this page found before the next page (or a new pass) looks
+    // again: the started records are then busy, their devices held.
+    for (const auto& c : picked) started += Begin(ep, c.key, c.value, now) ? 1 : 0;
+    picked.clear();
+    if (page < kPage && started + static_cast<int>(picked.size()) < free_slots) {
       // The end of the outbox: the next pass starts over (at most once per fill).
       ep.in_pass = false;
       if (wrapped) break;
       wrapped = true;
     }
   }
-  bool started = false;
-  for (const auto& c : picked) started |= Begin(ep, c.key, c.value, now);
-  return started;
+  return started > 0;
 }
 
 bool Sender::Begin(Endpoint& ep, const std::string& key, std::string_view value, int64_t now) {
