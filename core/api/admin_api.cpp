@@ -232,7 +232,7 @@ std::string AdminApi::RouteLabel(const http::Request& r) {
   if (!kRoutes.count(parts[1])) return "api_other";
   std::string label = "api_" + parts[1];
   if (parts[1] == "enrollments" && parts.size() >= 4) {
-    static const std::set<std::string> kSubs = {"queue", "results", "block"};
+    static const std::set<std::string> kSubs = {"queue", "results", "block", "reenroll"};
     label += kSubs.count(parts[3]) ? "_" + parts[3] : "_other";
   }
   return label;
@@ -320,6 +320,9 @@ http::Response AdminApi::Handle(const http::Request& r) {
       if (m == "DELETE") return SetBlocked(id, false);
       return Error(405, "use PUT or DELETE");
     }
+    if (sub == "reenroll" && p.size() == 4) return m == "GET" ? GetReenroll(id) : Error(405, "use GET");
+    if (sub == "reenroll" && p.size() == 5 && (p[4] == "approve" || p[4] == "deny"))
+      return m == "POST" ? DecideReenroll(id, p[4] == "approve", r) : Error(405, "use POST");
   }
   return Error(404, "no such route: " + m + " " + r.path);
 }
@@ -753,6 +756,88 @@ http::Response AdminApi::SetBlocked(const std::string& id, bool blocked) {
   if (!st.ok()) return FromStatus(st);
   log::Info(kLog, "event={} enrollment_id={}", blocked ? "blocked" : "unblocked", LogSafe(id));
   return BoundedJson(EnrollmentJson(e), options_.max_response_bytes);
+}
+
+namespace {
+Value ReenrollJson(const domain::ReenrollRequest& q, bool approved) {
+  Value v;
+  v.Set("enrollment_id", Value::String(q.enrollment_id));
+  v.Set("status", Value::String(approved ? "approved" : "pending"));
+  v.Set("new_cert_sha256", Value::String(q.new_cert_sha256));
+  v.Set("old_cert_sha256", Value::String(q.old_cert_sha256));
+  v.Set("serial_number", Value::String(q.serial));
+  v.Set(approved ? "approved_at" : "requested_at", Time(q.requested_ms));
+  return v;
+}
+
+bool IsSha256Hex(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+}  // namespace
+
+// A re-enrollment waiting for approval (enroll.reenroll = approve) and an
+// approval not yet used.
+http::Response AdminApi::GetReenroll(const std::string& id) {
+  domain::Reenrollments reenroll(d_.store);
+  auto pending = reenroll.Pending(id);
+  if (!pending.ok()) return FromStatus(pending.status());
+  auto approved = reenroll.Approved(id);
+  if (!approved.ok()) return FromStatus(approved.status());
+  Value out;
+  out.Set("enrollment_id", Value::String(id));
+  if (pending->has_value()) out.Set("pending", ReenrollJson(**pending, false));
+  if (approved->has_value()) out.Set("approved", ReenrollJson(**approved, true));
+  if (!pending->has_value() && !approved->has_value()) return Error(404, "no re-enrollment request for " + id);
+  return BoundedJson(out, options_.max_response_bytes);
+}
+
+// approve: lets the next Authenticate with that certificate (the pending one,
+// or {"cert_sha256": ...}) take over the enrollment, once. deny: drops the
+// pending request (the device stays refused).
+http::Response AdminApi::DecideReenroll(const std::string& id, bool approve, const http::Request& r) {
+  std::string cert;
+  if (!r.body.empty()) {
+    auto body = plist::ParseJson(r.body, {options_.max_body_bytes, 4});
+    if (!body.ok() || !body->is(plist::Type::kDict)) return Error(400, "body must be a JSON object like {\"cert_sha256\": \"...\"}");
+    for (const auto& [k, v] : *body->AsDict())
+      if (k != "cert_sha256") return Error(400, "unknown field '" + k + "' (cert_sha256)");
+    cert = std::string(body->GetString("cert_sha256"));
+    if (!cert.empty() && !IsSha256Hex(cert)) return Error(400, "cert_sha256 must be 64 lower-case hex digits");
+  }
+  domain::Tx txn(d_.locks, d_.events);
+  txn.Lock(id);
+  domain::Reenrollments reenroll(d_.store);
+  auto pending = reenroll.Pending(id);
+  if (!pending.ok()) return FromStatus(pending.status());
+  if (!approve) {
+    if (!pending->has_value()) return Error(404, "no pending re-enrollment for " + id);
+    reenroll.ClearPending(txn.batch(), id);
+    Status st = txn.Commit();
+    if (!st.ok()) return FromStatus(st);
+    log::Info(kLog, "event=reenroll_denied enrollment_id={} cert_sha256={}", LogSafe(id), (*pending)->new_cert_sha256);
+    Value out;
+    out.Set("enrollment_id", Value::String(id));
+    out.Set("status", Value::String("denied"));
+    return Json(200, out);
+  }
+  auto e = d_.enrollments->Get(id);
+  if (!e.ok()) return FromStatus(e.status());
+  if (!e->has_value()) return Error(404, "no enrollment " + id);
+  domain::ReenrollRequest q;
+  if (pending->has_value()) q = **pending;
+  if (!cert.empty()) q.new_cert_sha256 = cert;
+  if (q.new_cert_sha256.empty())
+    return Error(404, "no pending re-enrollment for " + id + "; give {\"cert_sha256\": ...} to approve one ahead");
+  q.enrollment_id = id;
+  q.old_cert_sha256 = (*e)->cert_sha256;
+  q.requested_ms = NowMillis();
+  reenroll.PutApproved(txn.batch(), q);
+  Status st = txn.Commit();
+  if (!st.ok()) return FromStatus(st);
+  log::Info(kLog, "event=reenroll_approved enrollment_id={} cert_sha256={}", LogSafe(id), q.new_cert_sha256);
+  return BoundedJson(ReenrollJson(q, true), options_.max_response_bytes);
 }
 
 http::Response AdminApi::ListEvents(const http::Request& r) {

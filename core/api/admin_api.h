@@ -30,6 +30,7 @@
 #include "plugin/plugin_set.h"
 #include "policy/policy_set.h"
 #include "domain/enrollments.h"
+#include "domain/reenroll.h"
 #include "push/push.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -77,6 +78,8 @@ class AdminApi {
  private:
   bool Authorized(const http::Request& request) const;
   http::Response PluginRoute(const http::Request& request);
+  http::Response GetReenroll(const std::string& id);
+  http::Response DecideReenroll(const std::string& id, bool approve, const http::Request& r);
   http::Response Enqueue(const http::Request& request, const std::string& ids);
   http::Response EnqueueJson(const http::Request& request);
   http::Response EnqueueToIds(const std::vector<std::string>& ids, const queue::NewCommand& command,

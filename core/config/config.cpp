@@ -219,6 +219,13 @@ const std::map<std::string, Setter>& Keys() {
          c->events_device_idle = v;
          return Status::Ok();
        }},
+      {"enroll.reenroll",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v != "allow" && v != "approve" && v != "deny")
+           return Bad(k, "expected allow, approve or deny, got '" + v + "'");
+         c->enroll_reenroll = v;
+         return Status::Ok();
+       }},
   };
   return keys;
 }

@@ -84,6 +84,9 @@ struct Config {
   std::vector<int> device_silent_days = {7, 30};       // device.silent after each (empty = off)
   std::vector<int> certificate_expiry_warn_days = {30, 14, 7, 1};  // identity and reported certificates
   std::string events_device_idle = "auto";
+  // An enrolled device Authenticating with another certificate, not issued by
+  // Orchard's CA for it: allow | approve (refused until an admin approves) | deny.
+  std::string enroll_reenroll = "approve";
 
   // Plugins (docs/plugin-abi.md): shared objects in plugin_dir, each loaded at
   // start as consumer "plugin:<name>". Config file lines

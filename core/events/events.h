@@ -45,6 +45,7 @@ inline constexpr const char* kEnrollmentCheckedOut = ORCHARD_EVENT_ENROLLMENT_CH
 inline constexpr const char* kEnrollmentBlocked = ORCHARD_EVENT_ENROLLMENT_BLOCKED;
 inline constexpr const char* kEnrollmentUnblocked = ORCHARD_EVENT_ENROLLMENT_UNBLOCKED;
 inline constexpr const char* kBootstrapTokenSet = ORCHARD_EVENT_BOOTSTRAP_TOKEN_SET;
+inline constexpr const char* kEnrollmentReenroll = ORCHARD_EVENT_ENROLLMENT_REENROLL;
 inline constexpr const char* kCommandEnqueued = ORCHARD_EVENT_COMMAND_ENQUEUED;
 inline constexpr const char* kCommandDeleted = ORCHARD_EVENT_COMMAND_DELETED;
 inline constexpr const char* kQueueCleared = ORCHARD_EVENT_QUEUE_CLEARED;

@@ -152,6 +152,19 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   if (!prev.ok()) return FromStatus(prev.status(), type);
 
   const int64_t now = NowMillis();
+  if (!identity.anonymous) {
+    std::string refusal;
+    Status checked = CheckReenroll(txn, msg, identity, *prev, now, &refusal);
+    if (!checked.ok()) return FromStatus(checked, type);
+    if (!refusal.empty()) {
+      // Only the event (and a pending request) are written: the enrollment is untouched.
+      Status st = txn.Commit();
+      if (!st.ok()) return FromStatus(st, type);
+      log::Warn(kLog, "event=identity_refused type=Authenticate enrollment_id={} reason={} cert_sha256={}",
+                log::Quote(id), log::Quote(refusal), identity.cert_sha256);
+      return Fail(403, type, refusal);
+    }
+  }
   store::Enrollment e = prev->value_or(store::Enrollment{});
   const bool re_enroll = prev->has_value();
   uint64_t cleared_commands = 0;
@@ -208,6 +221,94 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   log::Info(kLog, "event=authenticate enrollment_id={} serial={} re_enroll={} generation={}", log::Quote(id),
             log::Quote(e.serial), re_enroll, e.generation);
   return Empty(type);
+}
+
+const char* ReenrollPolicyName(ReenrollPolicy p) {
+  switch (p) {
+    case ReenrollPolicy::kAllow: return "allow";
+    case ReenrollPolicy::kApprove: return "approve";
+    case ReenrollPolicy::kDeny: return "deny";
+  }
+  return "unknown";
+}
+
+Status Service::CheckReenroll(domain::Tx& txn, const CheckinMessage& msg, const auth::Identity& identity,
+                              const std::optional<store::Enrollment>& prev, int64_t now, std::string* refusal) {
+  const std::string& id = msg.ids.id;
+  std::optional<IssuedInfo> issued;
+  if (d_.issued) {
+    auto found = d_.issued->Issued(identity.cert_sha256);
+    if (!found.ok()) return found.status();
+    issued = std::move(found.value());
+  }
+  const std::string old_cert = prev ? prev->cert_sha256 : std::string();
+  auto emit = [&](const char* decision, const char* reason) {
+    plist::Value payload;
+    payload.Set("decision", plist::Value::String(decision));
+    payload.Set("reason", plist::Value::String(reason));
+    payload.Set("new_cert_sha256", plist::Value::String(identity.cert_sha256));
+    payload.Set("old_cert_sha256", plist::Value::String(old_cert));
+    payload.Set("serial_number", plist::Value::String(std::string(msg.body.GetString("SerialNumber"))));
+    payload.Set("policy", plist::Value::String(ReenrollPolicyName(options_.reenroll)));
+    txn.Emit({.type = events::type::kEnrollmentReenroll, .time_ms = now, .enrollment_id = id,
+              .payload_json = plist::ToJson(payload)});
+  };
+  // Certificates Orchard issued: revoked ones never, and only the device they were issued for.
+  if (issued && issued->revoked) {
+    *refusal = "certificate is revoked";
+    emit("refused", "revoked");
+    return Status::Ok();
+  }
+  if (issued && !issued->udid.empty() && issued->udid != msg.ids.device_id) {
+    *refusal = "certificate was issued for another device";
+    emit("refused", "issued_for_another_device");
+    return Status::Ok();
+  }
+  // A new enrollment, the same certificate again, or a device that checked out: nothing to decide.
+  if (!prev || old_cert.empty() || old_cert == identity.cert_sha256 ||
+      prev->state == store::EnrollmentState::kCheckedOut)
+    return Status::Ok();
+  domain::Reenrollments reenroll(d_.store);
+  auto clear_pending = [&]() -> Status {
+    auto pending = reenroll.Pending(id);
+    if (!pending.ok()) return pending.status();
+    if (pending->has_value()) reenroll.ClearPending(txn.batch(), id);
+    return Status::Ok();
+  };
+  if (issued && issued->udid == msg.ids.device_id) {  // Orchard issued it for this device (new profile, renewal)
+    emit("allowed", "issued_for_this_device");
+    return clear_pending();
+  }
+  auto approved = reenroll.Approved(id);
+  if (!approved.ok()) return approved.status();
+  if (approved->has_value() && (*approved)->new_cert_sha256 == identity.cert_sha256) {
+    reenroll.ClearApproved(txn.batch(), id);
+    emit("allowed", "approved");
+    return clear_pending();
+  }
+  switch (options_.reenroll) {
+    case ReenrollPolicy::kAllow:
+      emit("allowed", "policy_allow");
+      return clear_pending();
+    case ReenrollPolicy::kDeny:
+      *refusal = "enrollment is bound to another certificate (enroll.reenroll = deny)";
+      emit("refused", "policy_deny");
+      return Status::Ok();
+    case ReenrollPolicy::kApprove: {
+      domain::ReenrollRequest r;
+      r.enrollment_id = id;
+      r.new_cert_sha256 = identity.cert_sha256;
+      r.old_cert_sha256 = old_cert;
+      r.serial = std::string(msg.body.GetString("SerialNumber"));
+      r.requested_ms = now;
+      reenroll.PutPending(txn.batch(), r);
+      *refusal = "enrollment is bound to another certificate; an admin must approve this one "
+                 "(POST /v1/enrollments/{id}/reenroll/approve)";
+      emit("pending_approval", "policy_approve");
+      return Status::Ok();
+    }
+  }
+  return Status::Ok();
 }
 
 DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {

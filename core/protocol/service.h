@@ -23,6 +23,7 @@
 #include "events/events.h"
 #include "plist/plist.h"
 #include "domain/enrollments.h"
+#include "domain/reenroll.h"
 #include "domain/tx.h"
 #include "protocol/messages.h"
 #include "queue/queue.h"
@@ -47,6 +48,28 @@ struct DeviceResponse {
   std::string error;         // reason for a non-2xx answer (logged, sent as text)
 };
 
+// What happens when an enrolled device channel Authenticates with another
+// certificate than the one bound to it, and Orchard's CA did not issue that
+// certificate for this device (docs/enrollment.md, "Re-enrollment").
+enum class ReenrollPolicy {
+  kAllow,    // accept it (as NanoMDM does): the new certificate takes over the enrollment
+  kApprove,  // refuse (403) until an admin approves that certificate; the default
+  kDeny,     // always refuse (403)
+};
+const char* ReenrollPolicyName(ReenrollPolicy p);  // "allow", "approve", "deny"
+
+// What Orchard's device CA knows of a certificate it issued (the enroll
+// module implements it). nullopt: not issued by Orchard's CA.
+struct IssuedInfo {
+  std::string udid;  // the device it was issued for; empty when unknown
+  bool revoked = false;
+};
+class IssuedCertLookup {
+ public:
+  virtual ~IssuedCertLookup() = default;
+  virtual Result<std::optional<IssuedInfo>> Issued(const std::string& cert_sha256) = 0;
+};
+
 struct ServiceOptions {
   plist::Limits limits;
   bool user_authenticate_digest = false;
@@ -60,6 +83,7 @@ struct ServiceOptions {
   // of expiry get a certificate.expiring event (kind "device_reported"), once
   // per threshold; ascending, empty = off.
   std::vector<int> cert_warn_days = {1, 7, 14, 30};
+  ReenrollPolicy reenroll = ReenrollPolicy::kApprove;
 };
 
 struct Deps {
@@ -71,6 +95,8 @@ struct Deps {
   domain::EnrollmentLocks* locks;
   // device.idle is written only when someone consumes it (null: always).
   const events::Interest* interest = nullptr;
+  // Orchard's CA records (null: no CA, every certificate is "not issued by Orchard").
+  IssuedCertLookup* issued = nullptr;
 };
 
 class Service {
@@ -108,6 +134,11 @@ class Service {
                        const std::string* bound_cert = nullptr);
 
   DeviceResponse Authenticate(const CheckinMessage& msg, const auth::Identity& identity);
+  // The takeover checks of Authenticate (holding the enrollment lock): fills
+  // *refusal (403 reason) when the certificate may not enroll this device;
+  // emits enrollment.reenroll and writes approval state into txn either way.
+  Status CheckReenroll(domain::Tx& txn, const CheckinMessage& msg, const auth::Identity& identity,
+                       const std::optional<store::Enrollment>& prev, int64_t now, std::string* refusal);
   DeviceResponse TokenUpdate(const CheckinMessage& msg);
   // Lock, read (400 if unknown), change, write with one event, commit.
   DeviceResponse UpdateKnown(const CheckinMessage& msg, const std::string& id, const char* event_type,

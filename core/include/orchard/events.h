@@ -15,6 +15,9 @@
 #define ORCHARD_EVENT_ENROLLMENT_BLOCKED "enrollment.blocked"
 #define ORCHARD_EVENT_ENROLLMENT_UNBLOCKED "enrollment.unblocked"
 #define ORCHARD_EVENT_BOOTSTRAP_TOKEN_SET "enrollment.bootstrap_token_set"
+/* An enrolled device Authenticated with another certificate: payload decision
+ * (allowed / pending_approval / refused), reason, both certificate fingerprints. */
+#define ORCHARD_EVENT_ENROLLMENT_REENROLL "enrollment.reenroll"
 
 /* Commands (command_uuid, request_type set). */
 #define ORCHARD_EVENT_COMMAND_ENQUEUED "command.enqueued"

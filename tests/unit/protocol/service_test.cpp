@@ -6,6 +6,8 @@
 #include <filesystem>
 
 #include "auth/auth.h"
+#include "domain/reenroll.h"
+#include "util/encoding.h"
 #include "events/events.h"
 #include "plist/plist.h"
 #include "protocol/service.h"
@@ -33,7 +35,8 @@ struct Harness {
   std::unique_ptr<protocol::Service> service;
 
   explicit Harness(bool digest = false) : Harness(DigestOptions(digest)) {}
-  explicit Harness(const protocol::ServiceOptions& o, const events::Interest* interest = nullptr) {
+  explicit Harness(const protocol::ServiceOptions& o, const events::Interest* interest = nullptr,
+                   protocol::IssuedCertLookup* issued = nullptr) {
     REQUIRE(ca->WriteCertPem(dir + "/ca.pem"));
     store = std::move(store::Store::Open({.path = dir + "/db"}).value());
     events = std::move(events::EventLog::Open(store.get()).value());
@@ -42,7 +45,7 @@ struct Harness {
     auth = std::move(auth::Authenticator::Create({.device_ca_files = {dir + "/ca.pem"}}).value());
     service = std::make_unique<protocol::Service>(
         o, protocol::Deps{store.get(), events.get(), queue.get(), auth.get(), enrollments.get(), &locks,
-                          interest});
+                          interest, issued});
   }
   ~Harness() {
     service.reset();
@@ -432,12 +435,135 @@ TEST_CASE("certificate binding refusals", "[protocol][auth]") {
   // Refusals stored nothing.
   CHECK(h.enrollments->Get("U1").value()->push_token.empty());
 
-  // A renewed certificate is accepted through a new Authenticate; the old one stops working.
+  // Another certificate for the enrolled U1 (not issued by Orchard for it) waits for an
+  // admin's approval (the default enroll.reenroll = approve); once approved it is accepted
+  // through a new Authenticate and the old one stops working.
   REQUIRE(h.Send(dev, TokenUpdate("U1"), true).status == 200);
   auto renewed = h.ca->Issue();
+  CHECK(h.Send(renewed, Authenticate("U1"), true).status == 403);
+  domain::Reenrollments reenroll(h.store.get());
+  auto pending = reenroll.Pending("U1").value();
+  REQUIRE(pending);
+  store::Batch approve;
+  reenroll.PutApproved(approve, *pending);
+  REQUIRE(h.store->Write(approve).ok());
   REQUIRE(h.Send(renewed, Authenticate("U1"), true).status == 200);
   CHECK(h.Send(renewed, Report("U1", "Idle"), false).status == 200);
   CHECK(h.Send(dev, Report("U1", "Idle"), false).status == 403);
+  CHECK_FALSE(reenroll.Approved("U1").value());  // used once
+  CHECK_FALSE(reenroll.Pending("U1").value());
+}
+
+namespace {
+// The enroll module's view of issued certificates, as the tests set it.
+class FakeIssued : public protocol::IssuedCertLookup {
+ public:
+  Result<std::optional<protocol::IssuedInfo>> Issued(const std::string& sha) override {
+    auto it = certs.find(sha);
+    if (it == certs.end()) return std::optional<protocol::IssuedInfo>();
+    return std::optional<protocol::IssuedInfo>(it->second);
+  }
+  std::map<std::string, protocol::IssuedInfo> certs;
+};
+
+std::string Sha256Of(const testing::Identity& id) {
+  auto der = auth::ParseCertHeader(id.cert_pem);
+  REQUIRE(der.ok());
+  return Sha256Hex(*der);
+}
+
+// enrollment.reenroll events' payloads, oldest first.
+std::vector<Value> ReenrollEvents(Harness& h) {
+  std::vector<Value> out;
+  for (const auto& ev : h.events->Read(0, 1000).value())
+    if (ev.type == events::type::kEnrollmentReenroll) out.push_back(plist::ParseJson(ev.payload_json).value());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("enrollment takeover: another device's or an unapproved certificate cannot take an enrolled UDID",
+          "[protocol][auth]") {
+  FakeIssued issued;
+  protocol::ServiceOptions o;
+  Harness h(o, nullptr, &issued);
+  auto victim = h.ca->Issue();
+  issued.certs[Sha256Of(victim)] = {"VICTIM", false};
+  REQUIRE(h.Send(victim, Authenticate("VICTIM"), true).status == 200);
+  REQUIRE(h.Send(victim, TokenUpdate("VICTIM"), true).status == 200);
+  h.Enqueue("VICTIM", "V-CMD", "DeviceInformation");
+
+  // A certificate Orchard issued for another device: refused, even for a new UDID.
+  auto attacker = h.ca->Issue();
+  const std::string attacker_sha = Sha256Of(attacker);
+  issued.certs[attacker_sha] = {"ATTACKER", false};
+  auto r = h.Send(attacker, Authenticate("VICTIM"), true);
+  CHECK(r.status == 403);
+  CHECK(r.error == "certificate was issued for another device");
+  CHECK(h.Send(attacker, Authenticate("SOMEONE-ELSE"), true).status == 403);
+  // A valid certificate from the CA without a recorded device: pending approval, not taken over.
+  auto unbound = h.ca->Issue();
+  r = h.Send(unbound, Authenticate("VICTIM"), true);
+  CHECK(r.status == 403);
+  CHECK(r.error.find("an admin must approve") != std::string::npos);
+  // A revoked certificate, even the device's own.
+  auto revoked = h.ca->Issue();
+  issued.certs[Sha256Of(revoked)] = {"VICTIM", true};
+  CHECK(h.Send(revoked, Authenticate("VICTIM"), true).status == 403);
+
+  // The victim is untouched: its binding, queue and state stay, and it keeps working.
+  auto e = h.enrollments->Get("VICTIM").value();
+  REQUIRE(e);
+  CHECK(e->state == store::EnrollmentState::kEnrolled);
+  CHECK(e->cert_sha256 == Sha256Of(victim));
+  CHECK(h.queue->List("VICTIM", 10).value().size() == 1);
+  CHECK(h.Send(victim, Report("VICTIM", "Idle"), false).status == 200);
+  CHECK(h.Send(unbound, Report("VICTIM", "Idle"), false).status == 403);
+
+  // Every attempt is an event with both fingerprints.
+  auto evs = ReenrollEvents(h);
+  REQUIRE(evs.size() == 4);
+  CHECK(evs[0].GetString("decision") == "refused");
+  CHECK(evs[0].GetString("reason") == "issued_for_another_device");
+  CHECK(evs[0].GetString("new_cert_sha256") == attacker_sha);
+  CHECK(evs[0].GetString("old_cert_sha256") == Sha256Of(victim));
+  CHECK(evs[2].GetString("decision") == "pending_approval");
+  CHECK(evs[2].GetString("policy") == "approve");
+  CHECK(evs[3].GetString("reason") == "revoked");
+
+  // A new certificate Orchard issued for this device (a new profile, a SCEP renewal) is accepted.
+  auto renewed = h.ca->Issue();
+  issued.certs[Sha256Of(renewed)] = {"VICTIM", false};
+  REQUIRE(h.Send(renewed, Authenticate("VICTIM"), true).status == 200);
+  CHECK(ReenrollEvents(h).back().GetString("reason") == "issued_for_this_device");
+  CHECK(h.enrollments->Get("VICTIM").value()->cert_sha256 == Sha256Of(renewed));
+  CHECK_FALSE(domain::Reenrollments(h.store.get()).Pending("VICTIM").value());  // the stale request is gone
+}
+
+TEST_CASE("enroll.reenroll allow and deny", "[protocol][auth]") {
+  for (auto policy : {protocol::ReenrollPolicy::kAllow, protocol::ReenrollPolicy::kDeny}) {
+    protocol::ServiceOptions o;
+    o.reenroll = policy;
+    Harness h(o);
+    auto dev = h.ca->Issue();
+    REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+    REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+    auto other = h.ca->Issue();
+    const int want = policy == protocol::ReenrollPolicy::kAllow ? 200 : 403;
+    CHECK(h.Send(other, Authenticate("U"), true).status == want);
+    auto evs = ReenrollEvents(h);
+    REQUIRE(evs.size() == 1);
+    CHECK(evs[0].GetString("decision") == (want == 200 ? "allowed" : "refused"));
+    CHECK(evs[0].GetString("reason") == (want == 200 ? "policy_allow" : "policy_deny"));
+    CHECK_FALSE(domain::Reenrollments(h.store.get()).Pending("U").value());
+    // After a CheckOut, any valid certificate may enroll again (the device left on purpose).
+    if (want == 403) {
+      Value checkout;
+      checkout.Set("MessageType", Value::String("CheckOut"));
+      checkout.Set("UDID", Value::String("U"));
+      REQUIRE(h.Send(dev, checkout, true).status == 200);
+      CHECK(h.Send(other, Authenticate("U"), true).status == 200);
+    }
+  }
 }
 
 TEST_CASE("re-Authenticate starts a fresh enrollment and clears the old queue", "[protocol]") {
