@@ -20,6 +20,10 @@
 #include "http/server.h"
 #include "log/log.h"
 #include "domain/enrollments.h"
+#include "enroll/ca.h"
+#include "enroll/challenges.h"
+#include "enroll/issued.h"
+#include "enroll/scep.h"
 #include "protocol/service.h"
 #include "push/push.h"
 #include "push/push_service.h"
@@ -80,18 +84,32 @@ class AppImpl : public App {
     events_ = std::move(ev.value());
     queue_ = std::make_unique<queue::CommandQueue>(store_.get());
     enrollments_ = std::make_unique<domain::Enrollments>(store_.get());
-    auto au = auth::Authenticator::Create({.device_ca_files = config_.device_ca_files,
-                                           .insecure_allow_anonymous = config_.insecure_dev});
-    if (!au.ok()) return Status::InvalidArgument("auth.device_ca: " + au.status().message());
-    auth_ = std::move(au.value());
     if (!config_.push_key_encryption_key.empty()) {
       auto box = SecretBox::FromKeyText(config_.push_key_encryption_key);
       if (!box.ok()) return Status::InvalidArgument("push.key_encryption_key: " + box.status().message());
       secret_box_ = std::make_unique<SecretBox>(std::move(box.value()));
     } else {
       log::Warn(kLog, "event=push_keys_unencrypted detail=\"set push.key_encryption_key or "
-                      "ORCHARD_PUSH_KEY to seal push certificate keys at rest\"");
+                      "ORCHARD_PUSH_KEY to seal push certificate keys and the device CA key at rest\"");
     }
+    // The device CA (generated on the first start unless provided) and SCEP.
+    auto ca = enroll::DeviceCa::Load({.dir = config_.data_dir + "/ca",
+                                      .cert_file = config_.enroll_ca_cert_file,
+                                      .key_file = config_.enroll_ca_key_file,
+                                      .box = secret_box_.get()});
+    if (!ca.ok()) return Status(ca.status().code(), "enroll: " + ca.status().message());
+    device_ca_ = std::move(ca.value());
+    issued_ = std::make_unique<enroll::IssuedCerts>(store_.get());
+    challenges_ = std::make_unique<enroll::Challenges>(store_.get(), config_.enroll_scep_challenge);
+    scep_ = std::make_unique<enroll::ScepServer>(
+        enroll::ScepOptions{.cert_validity_days = config_.enroll_cert_validity_days},
+        enroll::ScepDeps{device_ca_.get(), issued_.get(), challenges_.get(), store_.get()});
+    // Orchard's own device CA is always trusted, besides auth.device_ca files.
+    auto au = auth::Authenticator::Create({.device_ca_files = config_.device_ca_files,
+                                           .device_ca_ders = {device_ca_->cert_der()},
+                                           .insecure_allow_anonymous = config_.insecure_dev});
+    if (!au.ok()) return Status::InvalidArgument("auth.device_ca: " + au.status().message());
+    auth_ = std::move(au.value());
     push_certs_ = std::make_unique<push::PushCertStore>(store_.get(), secret_box_.get());
     auto endpoint = push::ParseEndpoint(config_.push_endpoint);
     if (!endpoint.ok()) return Status::InvalidArgument("push.endpoint: " + endpoint.status().message());
@@ -226,6 +244,10 @@ class AppImpl : public App {
                                    : (p == "/mdm/checkin" ? protocol::Endpoint::kCheckin
                                                           : protocol::Endpoint::kConnect));
     }
+    if (p == "/scep" || p == "/scep/pkiclient.exe" || p == "/cgi-bin/pkiclient.exe") {
+      *route = "scep";
+      return Scep(r);
+    }
     if (p == "/metrics") {
       *route = "metrics";
       if (!config_.metrics_enabled) return {404, "text/plain", "metrics disabled\n", {}};
@@ -281,8 +303,17 @@ class AppImpl : public App {
     return resp;
   }
 
+  // SCEP (RFC 8894) for devices: no API key; PKIOperation is guarded by challenges.
+  http::Response Scep(const http::Request& r) {
+    enroll::ScepReply s = scep_->Handle(r.method, r.Param("operation"), r.Param("message"), r.body);
+    http::Response resp{s.status, std::move(s.content_type), std::move(s.body), {}};
+    if (s.status == 503) resp.headers.emplace_back("Retry-After", kRetryAfterSeconds);
+    return resp;
+  }
+
   void RegisterCollectors() {
     metrics_.AddCollector([this](std::string* out) {
+      scep_->RenderMetrics(out);
       auto depth = queue_->Depth();
       *out += "# HELP orchard_queue_depth Commands queued across all enrollments.\n";
       *out += "# TYPE orchard_queue_depth gauge\n";
@@ -359,6 +390,11 @@ class AppImpl : public App {
                            log::Error(kLog, "event=repush_failed error=\"{}\"", n.status().message());
                        }});
     }
+    tasks.push_back({"scep_challenge_sweep", std::chrono::hours(1), seconds(30), [this](int64_t now) {
+                       auto n = challenges_->Sweep(now, kRetentionBatch);
+                       if (!n.ok()) log::Error(kLog, "event=challenge_sweep_failed error={}", log::Quote(n.status().ToString()));
+                       else if (*n) log::Info(kLog, "event=challenges_swept count={}", *n);
+                     }});
     tasks.push_back({"retention", seconds(config_.sweep_interval_seconds), milliseconds(0),
                      [this](int64_t now) { Retention(now); }});
     tasks.push_back({"device_watch", seconds(60), seconds(5), [this](int64_t now) {
@@ -396,6 +432,10 @@ class AppImpl : public App {
   domain::EnrollmentLocks locks_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<SecretBox> secret_box_;
+  std::unique_ptr<enroll::DeviceCa> device_ca_;
+  std::unique_ptr<enroll::IssuedCerts> issued_;
+  std::unique_ptr<enroll::Challenges> challenges_;
+  std::unique_ptr<enroll::ScepServer> scep_;
   std::unique_ptr<push::PushCertStore> push_certs_;
   std::unique_ptr<push::PushService> push_;  // after what it borrows: destroyed first
   std::unique_ptr<protocol::Service> service_;
