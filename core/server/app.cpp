@@ -57,6 +57,21 @@ std::string KindLabel(const std::string& kind) {
   return kKnown.count(kind) ? kind : "other";
 }
 
+// Orchard's CA records as the device service sees them (takeover checks, revocation).
+class IssuedLookup : public protocol::IssuedCertLookup {
+ public:
+  explicit IssuedLookup(enroll::IssuedCerts* issued) : issued_(issued) {}
+  Result<std::optional<protocol::IssuedInfo>> Issued(const std::string& cert_sha256) override {
+    auto c = issued_->BySha256(cert_sha256);
+    if (!c.ok()) return c.status();
+    if (!c->has_value()) return std::optional<protocol::IssuedInfo>();
+    return std::optional<protocol::IssuedInfo>(protocol::IssuedInfo{(*c)->udid, (*c)->revoked});
+  }
+
+ private:
+  enroll::IssuedCerts* issued_;
+};
+
 class AppImpl : public App {
  public:
   AppImpl(const config::Config& c, const TestHooks& hooks) : config_(c), hooks_(hooks) {}
@@ -100,6 +115,7 @@ class AppImpl : public App {
     if (!ca.ok()) return Status(ca.status().code(), "enroll: " + ca.status().message());
     device_ca_ = std::move(ca.value());
     issued_ = std::make_unique<enroll::IssuedCerts>(store_.get());
+    issued_lookup_ = std::make_unique<IssuedLookup>(issued_.get());
     challenges_ = std::make_unique<enroll::Challenges>(store_.get(), config_.enroll_scep_challenge);
     scep_ = std::make_unique<enroll::ScepServer>(
         enroll::ScepOptions{.cert_validity_days = config_.enroll_cert_validity_days},
@@ -143,7 +159,8 @@ class AppImpl : public App {
     service_ = std::make_unique<protocol::Service>(
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_,
-                           config_.events_device_idle == "always" ? nullptr : runner_.get()});
+                           config_.events_device_idle == "always" ? nullptr : runner_.get(),
+                           issued_lookup_.get()});
     scheduler_ = std::make_unique<automation::Scheduler>(automation::SchedulerOptions{}, store_.get(),
                                                          events_.get(), enrollments_.get());
     device_watch_ = std::make_unique<automation::DeviceWatch>(
@@ -434,6 +451,7 @@ class AppImpl : public App {
   std::unique_ptr<SecretBox> secret_box_;
   std::unique_ptr<enroll::DeviceCa> device_ca_;
   std::unique_ptr<enroll::IssuedCerts> issued_;
+  std::unique_ptr<IssuedLookup> issued_lookup_;
   std::unique_ptr<enroll::Challenges> challenges_;
   std::unique_ptr<enroll::ScepServer> scep_;
   std::unique_ptr<push::PushCertStore> push_certs_;
