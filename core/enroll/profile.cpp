@@ -3,11 +3,15 @@
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "log/log.h"
 #include "util/encoding.h"
 #include "util/openssl_ptr.h"
 
@@ -364,6 +368,200 @@ Result<std::string> SignMachineInfo(const MachineInfo& info, std::string_view ce
   auto signer = ProfileSigner::FromPem(cert_pem, key_pem, {});
   if (!signer.ok()) return signer.status();
   return (*signer)->Sign(plist::ToXml(v));
+}
+
+// ---- The enrollment endpoint
+
+namespace {
+
+constexpr const char kLog[] = "enroll";
+constexpr const char kProfileType[] = "application/x-apple-aspen-config";
+
+EnrollReply Refuse(int status, EnrollOutcome outcome, std::string reason) {
+  EnrollReply r;
+  r.status = status;
+  r.outcome = outcome;
+  r.content_type = "text/plain";
+  r.body = reason + "\n";
+  r.reason = std::move(reason);
+  return r;
+}
+
+std::string RandomId() {
+  unsigned char b[6];
+  if (RAND_bytes(b, sizeof b) != 1) {
+    ERR_clear_error();
+    return NewUuid().substr(0, 12);
+  }
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(b), sizeof b));
+}
+
+using NamePtr = std::unique_ptr<X509_NAME, OpensslDeleter<X509_NAME_free>>;
+using P12Ptr = std::unique_ptr<PKCS12, OpensslDeleter<PKCS12_free>>;
+
+// A key and certificate made here for the PKCS#12 identity payload, recorded
+// like a SCEP issuance (with the UDID when known).
+struct MadeIdentity {
+  std::string p12, password;
+};
+
+Result<MadeIdentity> MakeIdentity(const EnrollDeps& d, const std::string& cn, const std::string& udid,
+                                  int64_t validity_days, int64_t now_ms) {
+  KeyPtr key(EVP_RSA_gen(2048));
+  if (!key) return Status::Internal("RSA key generation: " + TakeOpensslError());
+  NamePtr name(X509_NAME_new());
+  if (!name || X509_NAME_add_entry_by_txt(name.get(), "CN", MBSTRING_UTF8,
+                                          reinterpret_cast<const unsigned char*>(cn.data()),
+                                          static_cast<int>(cn.size()), -1, 0) != 1)
+    return Status::Internal("subject: " + TakeOpensslError());
+  auto issued = d.ca->Issue({.public_key = key.get(), .subject = name.get(), .validity_days = validity_days,
+                             .now_ms = now_ms});
+  if (!issued.ok()) return issued.status();
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(issued->der.data());
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(issued->der.size())));
+  if (!cert) return Status::Internal("issued certificate: " + TakeOpensslError());
+  MadeIdentity out;
+  out.password = RandomId() + RandomId();
+  // 3DES and a SHA-1 MAC: what every Apple OS version imports.
+  P12Ptr p12(PKCS12_create(out.password.c_str(), cn.c_str(), key.get(), cert.get(), nullptr,
+                           NID_pbe_WithSHA1And3_Key_TripleDES_CBC, NID_pbe_WithSHA1And3_Key_TripleDES_CBC,
+                           PKCS12_DEFAULT_ITER, -1, 0));
+  if (!p12 || PKCS12_set_mac(p12.get(), out.password.c_str(), -1, nullptr, 0, PKCS12_DEFAULT_ITER, EVP_sha1()) != 1)
+    return Status::Internal("PKCS#12: " + TakeOpensslError());
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || i2d_PKCS12_bio(bio.get(), p12.get()) != 1) return Status::Internal("PKCS#12: " + TakeOpensslError());
+  out.p12 = BioBytes(bio.get());
+  IssuedCert rec;
+  rec.serial_hex = issued->serial_hex;
+  rec.subject = issued->subject;
+  rec.sha256 = issued->sha256;
+  rec.udid = udid;
+  rec.not_before_ms = issued->not_before_ms;
+  rec.not_after_ms = issued->not_after_ms;
+  rec.issued_ms = now_ms;
+  store::Batch batch;
+  d.issued->Put(batch, rec);
+  ORCHARD_RETURN_IF_ERROR(d.store->Write(batch));
+  log::Info(kLog, "event=pkcs12_identity_issued serial={} udid={}", rec.serial_hex, log::Quote(udid));
+  return out;
+}
+
+}  // namespace
+
+const char* EnrollOutcomeName(EnrollOutcome o) {
+  switch (o) {
+    case EnrollOutcome::kServed: return "served";
+    case EnrollOutcome::kServedDevice: return "served_device";
+    case EnrollOutcome::kForbidden: return "forbidden";
+    case EnrollOutcome::kBadRequest: return "bad_request";
+    case EnrollOutcome::kMethod: return "method";
+    case EnrollOutcome::kUnavailable: return "unavailable";
+    case EnrollOutcome::kInternal: return "internal";
+    case EnrollOutcome::kCount: break;
+  }
+  return "unknown";
+}
+
+ProfileService::ProfileService(EnrollOptions options, const EnrollDeps& deps)
+    : options_(std::move(options)), deps_(deps) {
+  if (!deps_.signer)
+    log::Warn(kLog, "event=profiles_unsigned detail=\"set enroll.profile_signing_cert and "
+                    "enroll.profile_signing_key so devices show the enrollment profile as verified\"");
+  if (options_.token.empty())
+    log::Warn(kLog, "event=enroll_open detail=\"no enroll.token: anyone who reaches /mdm/enroll gets the "
+                    "profile (SCEP still needs a challenge)\"");
+}
+
+EnrollReply ProfileService::Handle(const EnrollRequest& req, int64_t now_ms) {
+  if (req.method != "GET" && req.method != "POST" && req.method != "HEAD")
+    return Refuse(405, EnrollOutcome::kMethod, "use GET, or POST the signed machine info");
+  const bool token_ok = !options_.token.empty() && !req.token.empty() && SecretEquals(req.token, options_.token);
+  if (!options_.token.empty() && !req.token.empty() && !token_ok)
+    return Refuse(403, EnrollOutcome::kForbidden, "wrong enrollment token");
+
+  std::string udid;
+  std::string challenge = req.challenge;
+  if (req.method == "POST") {
+    if (req.body.size() > options_.max_body_bytes)
+      return Refuse(400, EnrollOutcome::kBadRequest, "machine info larger than " +
+                                                         std::to_string(options_.max_body_bytes) + " bytes");
+    auto info = ParseMachineInfo(req.body, {.max_bytes = options_.max_body_bytes, .max_depth = 8});
+    if (!info.ok()) return Refuse(400, EnrollOutcome::kBadRequest, info.status().message());
+    udid = info->udid;
+    if (challenge.empty()) challenge = info->challenge;
+    log::Info(kLog, "event=machine_info udid={} serial={} product={} version={} signer={} issuer={}",
+              log::Quote(udid), log::Quote(info->serial), log::Quote(info->product), log::Quote(info->version),
+              log::Quote(info->signer_subject), log::Quote(info->signer_issuer));
+  }
+  if (!challenge.empty()) {
+    // Checked, not consumed: the SCEP request that carries it consumes it.
+    ChallengeCheck check = deps_.challenges->Check(challenge, now_ms);
+    if (!check.claim) {
+      if (check.refusal == ChallengeRefusal::kStorage)
+        return Refuse(500, EnrollOutcome::kInternal, "storage error while checking the challenge");
+      if (!token_ok)
+        return Refuse(403, EnrollOutcome::kForbidden,
+                      std::string("challenge refused: ") + ChallengeRefusalName(check.refusal));
+      challenge.clear();  // the token is enough; do not embed a challenge that will not work
+    } else if (!udid.empty() && !check.claim->udid().empty() && check.claim->udid() != udid) {
+      return Refuse(403, EnrollOutcome::kForbidden, "the challenge was issued for another device");
+    } else if (!udid.empty() && check.claim->udid().empty()) {
+      challenge.clear();  // a device said who it is: bind a fresh challenge to it
+    }
+  } else if (!options_.token.empty() && !token_ok) {
+    return Refuse(403, EnrollOutcome::kForbidden, "an enrollment token (?token= or Authorization: Bearer) or a "
+                                                  "challenge (?challenge=) is required");
+  }
+  EnrollReply r = Serve(udid, challenge, now_ms);
+  if (r.status == 200 && req.method == "HEAD") r.body.clear();
+  return r;
+}
+
+EnrollReply ProfileService::Make(const std::string& udid, int64_t now_ms) { return Serve(udid, "", now_ms); }
+
+EnrollReply ProfileService::Serve(const std::string& udid, const std::string& presented_challenge, int64_t now_ms) {
+  auto topic = deps_.topic();
+  if (!topic.ok()) return Refuse(503, EnrollOutcome::kUnavailable, "push topic: " + topic.status().message());
+  if (!topic->has_value())
+    return Refuse(503, EnrollOutcome::kUnavailable,
+                  "no push certificate uploaded: the profile needs its topic (orchardctl pushcert)");
+  ProfileSettings s = options_.profile;
+  s.topic = **topic;
+  const std::string cn = options_.subject_cn_prefix + " " + (udid.empty() ? RandomId() : udid);
+  if (s.identity == IdentityKind::kScep) {
+    s.scep.ca_cert_der = deps_.ca->cert_der();
+    s.scep.subject.push_back({"CN", cn});
+    if (!presented_challenge.empty()) {
+      s.scep.challenge = presented_challenge;
+    } else if (udid.empty() && !options_.static_challenge.empty()) {
+      s.scep.challenge = options_.static_challenge;
+    } else {
+      auto c = deps_.challenges->Create(options_.challenge_ttl_seconds, udid, now_ms);
+      if (!c.ok()) return Refuse(500, EnrollOutcome::kInternal, "one-time challenge: " + c.status().message());
+      s.scep.challenge = c->challenge;
+    }
+  } else {
+    auto made = MakeIdentity(deps_, cn, udid, options_.pkcs12_validity_days, now_ms);
+    if (!made.ok()) return Refuse(500, EnrollOutcome::kInternal, "identity: " + made.status().message());
+    s.pkcs12.der = std::move(made->p12);
+    s.pkcs12.password = std::move(made->password);
+  }
+  auto xml = BuildProfileXml(s);
+  if (!xml.ok()) return Refuse(503, EnrollOutcome::kUnavailable, xml.status().message());
+  EnrollReply r;
+  r.status = 200;
+  r.content_type = kProfileType;
+  r.outcome = udid.empty() ? EnrollOutcome::kServed : EnrollOutcome::kServedDevice;
+  r.udid = udid;
+  if (deps_.signer) {
+    auto der = deps_.signer->Sign(*xml);
+    if (!der.ok()) return Refuse(500, EnrollOutcome::kInternal, "signing: " + der.status().message());
+    r.body = std::move(der).value();
+    r.signed_profile = true;
+  } else {
+    r.body = std::move(xml).value();
+  }
+  return r;
 }
 
 }  // namespace orchard::enroll

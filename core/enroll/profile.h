@@ -19,13 +19,19 @@
 // immutable after creation and Sign may be called from several threads.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "enroll/ca.h"
+#include "enroll/challenges.h"
+#include "enroll/issued.h"
 #include "plist/plist.h"
+#include "store/store.h"
 #include "util/status.h"
 
 namespace orchard::enroll {
@@ -156,5 +162,97 @@ Result<MachineInfo> ParseMachineInfo(std::string_view body, const plist::Limits&
 // simulator): a plist {UDID, SERIAL, PRODUCT, VERSION, ...} signed with
 // cert_pem/key_pem. Internal on an OpenSSL failure.
 Result<std::string> SignMachineInfo(const MachineInfo& info, std::string_view cert_pem, std::string_view key_pem);
+
+// ---- The enrollment endpoint: /mdm/enroll on the device listener.
+//
+//   GET  /mdm/enroll[?token=T][&challenge=C]
+//   POST /mdm/enroll[?token=T]   body: CMS-signed machine info (application/pkcs7-signature)
+//
+// Guard: with a token configured, a request needs it (?token= or
+// "Authorization: Bearer T", constant-time compare) or a valid SCEP challenge
+// (?challenge=, or CHALLENGE inside the machine info); otherwise 403. Without a
+// token anyone may fetch the profile (the SCEP challenge still guards issuance).
+//
+// Which SCEP Challenge the profile carries:
+//   1. POST with machine info: a new one-time challenge bound to its UDID (the
+//      certificate SCEP issues for it records that UDID);
+//   2. GET ?challenge=C: C itself (checked, not consumed: SCEP consumes it);
+//   3. the static challenge (enroll.scep_challenge) when configured;
+//   4. otherwise a new one-time challenge for any device.
+// With the PKCS#12 identity the server makes the key and certificate itself
+// (recorded like SCEP issuance, with the UDID when known) and no challenge is used.
+//
+// Answers: 200 application/x-apple-aspen-config (CMS-signed when a signer is
+// configured), 400 bad machine info, 403 guard, 405 method, 503 no push
+// certificate (no topic) or the profile cannot be made (reason in the body).
+struct EnrollOptions {
+  // Everything but the per-request parts: topic, SCEP challenge and subject,
+  // CAFingerprint (from the CA) and the PKCS#12 bundle are filled per request.
+  ProfileSettings profile;
+  std::string token;              // "" = no token guard (secret)
+  std::string static_challenge;   // "" = none (secret)
+  std::string subject_cn_prefix = "Orchard device";  // CN = prefix + " " + UDID (or a random id)
+  int64_t challenge_ttl_seconds = 3600;              // one-time challenges made here
+  int64_t pkcs12_validity_days = 365;
+  size_t max_body_bytes = 64 * 1024;                 // machine info
+};
+
+struct EnrollDeps {
+  const DeviceCa* ca;          // borrowed
+  Challenges* challenges;      // borrowed
+  IssuedCerts* issued;         // borrowed (PKCS#12 identities are recorded here)
+  store::Store* store;         // borrowed
+  const ProfileSigner* signer; // borrowed; null: profiles are served unsigned
+  // The push topic profiles carry; nullopt when no push certificate is uploaded.
+  std::function<Result<std::optional<std::string>>()> topic;
+};
+
+struct EnrollRequest {
+  std::string method;         // GET | POST
+  std::string token;          // from ?token= or the Authorization header ("" = none)
+  std::string challenge;      // ?challenge= ("" = none)
+  std::string content_type;
+  std::string body;
+};
+
+// Why a request was refused or how it was served, for metrics and logs (never a secret).
+enum class EnrollOutcome : int {
+  kServed = 0,       // GET
+  kServedDevice,     // POST with machine info: per-device challenge or identity
+  kForbidden,        // 403: token / challenge
+  kBadRequest,       // 400: machine info
+  kMethod,           // 405
+  kUnavailable,      // 503: no push certificate, or settings a device would refuse
+  kInternal,         // 500: storage or OpenSSL
+  kCount
+};
+const char* EnrollOutcomeName(EnrollOutcome o);
+
+struct EnrollReply {
+  int status = 200;
+  std::string content_type;
+  std::string body;
+  EnrollOutcome outcome = EnrollOutcome::kInternal;
+  std::string reason;  // for logs and the body of refusals; never a secret
+  std::string udid;    // from the machine info, when any
+  bool signed_profile = false;
+};
+
+class ProfileService {
+ public:
+  ProfileService(EnrollOptions options, const EnrollDeps& deps);
+  // Thread-safe: one HTTP worker per call.
+  EnrollReply Handle(const EnrollRequest& request, int64_t now_ms);
+  // Makes the profile for a caller that is already trusted (orchardctl through
+  // the admin API, renewal by InstallProfile): same as an authorized GET, or, with
+  // udid, as a POST from that device. Returns the served bytes.
+  EnrollReply Make(const std::string& udid, int64_t now_ms);
+
+ private:
+  EnrollReply Serve(const std::string& udid, const std::string& presented_challenge, int64_t now_ms);
+
+  EnrollOptions options_;
+  EnrollDeps deps_;
+};
 
 }  // namespace orchard::enroll

@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <openssl/pkcs12.h>
+
 #include <cstdio>
 #include <set>
 
@@ -14,6 +16,7 @@
 #include "support/orchardd_process.h"
 #include "support/test_pki.h"
 #include "util/encoding.h"
+#include "util/openssl_ptr.h"
 
 namespace orchard::enroll {
 namespace {
@@ -383,6 +386,202 @@ TEST_CASE("machine info a device signs is read back, and damaged bodies are refu
   refused(*(*signer)->Sign(plist::ToXml(Value::MakeDict({{"SERIAL", Value::String("X")}}))), "no UDID");
   refused(*(*signer)->Sign(plist::ToXml(Value::MakeDict({{"UDID", Value::String("a/../b")}}))), "UDID");
   refused(*(*signer)->Sign(plist::ToXml(Value::MakeArray())), "not a dictionary");
+}
+
+// ---- The /mdm/enroll service
+
+struct ServiceFixture {
+  explicit ServiceFixture(std::string static_challenge = "") : challenges(db.get(), std::move(static_challenge)) {}
+  std::string dir = testing::MakeTempDir("orchard-enroll");
+  std::unique_ptr<store::Store> db = std::move(store::Store::Open({.path = dir + "/db"}).value());
+  std::unique_ptr<DeviceCa> ca = std::move(DeviceCa::Load({.dir = dir + "/ca"}).value());
+  Challenges challenges;
+  IssuedCerts issued{db.get()};
+  std::optional<std::string> topic = std::string("com.apple.mgmt.External.test-topic");
+  std::unique_ptr<ProfileSigner> signer;
+  std::unique_ptr<ProfileService> service;
+  int64_t now = 1'800'000'000'000;
+
+  void Start(EnrollOptions o) {
+    o.profile.identifier = "com.example.mdm.orchard";
+    o.profile.server_url = "https://mdm.example.com/mdm/connect";
+    o.profile.checkin_url = "https://mdm.example.com/mdm/checkin";
+    o.profile.scep.url = "https://mdm.example.com/scep";
+    service = std::make_unique<ProfileService>(
+        std::move(o), EnrollDeps{ca.get(), &challenges, &issued, db.get(), signer.get(),
+                                 [this]() -> Result<std::optional<std::string>> { return topic; }});
+  }
+  EnrollReply Get(const std::string& token = "", const std::string& challenge = "") {
+    return service->Handle({.method = "GET", .token = token, .challenge = challenge}, now);
+  }
+  EnrollReply Post(const std::string& body, const std::string& token = "") {
+    return service->Handle({.method = "POST", .token = token, .content_type = "application/pkcs7-signature",
+                            .body = body},
+                           now);
+  }
+};
+
+Value Profile(const EnrollReply& r) {
+  REQUIRE(r.status == 200);
+  REQUIRE(r.content_type == "application/x-apple-aspen-config");
+  auto v = plist::ParseXml(r.body);
+  REQUIRE(v.ok());
+  return std::move(v).value();
+}
+
+std::string ScepChallenge(const Value& profile) {
+  return std::string(PayloadOf(profile, "com.apple.security.scep").Find("PayloadContent")->GetString("Challenge"));
+}
+
+TEST_CASE("enroll service answers 503 with the reason while no push certificate is uploaded", "[enroll][service]") {
+  ServiceFixture f;
+  f.topic.reset();
+  f.Start({});
+  auto r = f.Get();
+  CHECK(r.status == 503);
+  CHECK(r.outcome == EnrollOutcome::kUnavailable);
+  CHECK(r.body.find("no push certificate") != std::string::npos);
+}
+
+TEST_CASE("enroll service guards the profile with the token or a challenge", "[enroll][service]") {
+  ServiceFixture f;
+  f.Start({.token = "enroll-token-0123456789"});
+  CHECK(f.Get().status == 403);
+  CHECK(f.Get("wrong-token").status == 403);
+  CHECK(f.Get("", "not-a-challenge").status == 403);
+  // The body is read first (an OTA device's CHALLENGE is inside it): garbage is a 400,
+  // well-formed machine info without token or challenge a 403.
+  CHECK(f.Post("whatever").status == 400);
+  auto dev_ca = testing::TestCa::Create("Device CA");
+  auto id = dev_ca->Issue({.common_name = "device", .rsa_key = true});
+  CHECK(f.Post(*SignMachineInfo({.udid = "UDID-1"}, id.cert_pem, id.key_pem)).status == 403);
+  CHECK(f.service->Handle({.method = "DELETE"}, f.now).status == 405);
+
+  Value p = Profile(f.Get("enroll-token-0123456789"));
+  CHECK(SchemaProblems(p).empty());
+  CHECK(PayloadOf(p, "com.apple.mdm").GetString("Topic") == "com.apple.mgmt.External.test-topic");
+  const Value& scep = *PayloadOf(p, "com.apple.security.scep").Find("PayloadContent");
+  CHECK(*scep.GetData("CAFingerprint") == Sha256(f.ca->cert_der()));
+  CHECK(scep.GetString("Subject").empty());
+  // No static challenge configured: a one-time one any device may use.
+  const std::string made = ScepChallenge(p);
+  REQUIRE_FALSE(made.empty());
+  auto check = f.challenges.Check(made, f.now);
+  REQUIRE(check.claim);
+  CHECK(check.claim->one_time());
+  CHECK(check.claim->udid().empty());
+
+  // An admin-issued one-time challenge opens the door without the token and is embedded as is.
+  auto c = f.challenges.Create(600, "", f.now);
+  REQUIRE(c.ok());
+  CHECK(ScepChallenge(Profile(f.Get("", c->challenge))) == c->challenge);
+  // ... until it expires.
+  f.now += 601 * 1000;
+  auto expired = f.Get("", c->challenge);
+  CHECK(expired.status == 403);
+  CHECK(expired.reason.find("expired") != std::string::npos);
+}
+
+TEST_CASE("enroll service embeds the static challenge for a plain GET", "[enroll][service]") {
+  ServiceFixture f("static-scep-challenge");
+  f.Start({.static_challenge = "static-scep-challenge"});
+  Value p = Profile(f.Get());
+  CHECK(ScepChallenge(p) == "static-scep-challenge");
+  const auto& subject = *PayloadOf(p, "com.apple.security.scep").Find("PayloadContent")->Find("Subject")->AsArray();
+  REQUIRE(subject.size() == 1);
+  CHECK((*(*subject[0].AsArray())[0].AsArray())[1].AsString()->rfind("Orchard device ", 0) == 0);
+}
+
+TEST_CASE("machine info POST gets a one-time challenge bound to its UDID", "[enroll][service]") {
+  ServiceFixture f;
+  f.Start({.token = "enroll-token-0123456789", .static_challenge = "static-scep-challenge"});
+  auto dev_ca = testing::TestCa::Create("Apple iPhone Device CA (test)");
+  auto id = dev_ca->Issue({.common_name = "device attestation", .rsa_key = true});
+  MachineInfo info;
+  info.udid = "00008110-000A1B2C3D4E5F60";
+  info.serial = "F2LXK0ABCDEF";
+  auto body = SignMachineInfo(info, id.cert_pem, id.key_pem);
+  REQUIRE(body.ok());
+  auto r = f.Post(*body, "enroll-token-0123456789");
+  CHECK(r.outcome == EnrollOutcome::kServedDevice);
+  CHECK(r.udid == info.udid);
+  Value p = Profile(r);
+  const std::string challenge = ScepChallenge(p);
+  CHECK(challenge != "static-scep-challenge");
+  auto check = f.challenges.Check(challenge, f.now);
+  REQUIRE(check.claim);
+  CHECK(check.claim->udid() == info.udid);
+  const auto& subject = *PayloadOf(p, "com.apple.security.scep").Find("PayloadContent")->Find("Subject")->AsArray();
+  CHECK(*(*(*subject[0].AsArray())[0].AsArray())[1].AsString() == "Orchard device " + info.udid);
+
+  // A challenge made for another device does not admit this one.
+  auto other = f.challenges.Create(600, "OTHER-UDID", f.now);
+  REQUIRE(other.ok());
+  info.challenge = other->challenge;
+  auto foreign = f.Post(*SignMachineInfo(info, id.cert_pem, id.key_pem));
+  CHECK(foreign.status == 403);
+  CHECK(foreign.reason.find("another device") != std::string::npos);
+  // ... one made for it does (OTA profile service: CHALLENGE inside the machine info).
+  auto own = f.challenges.Create(600, info.udid, f.now);
+  REQUIRE(own.ok());
+  info.challenge = own->challenge;
+  CHECK(ScepChallenge(Profile(f.Post(*SignMachineInfo(info, id.cert_pem, id.key_pem)))) == own->challenge);
+}
+
+TEST_CASE("bad machine info bodies get 400 with the reason", "[enroll][service]") {
+  ServiceFixture f;
+  f.Start({});
+  for (const std::string& body : {std::string(), std::string("garbage"), std::string("\x30\x80\x00", 3),
+                                  std::string(70 * 1024, '\x30')}) {
+    auto r = f.Post(body);
+    CHECK(r.status == 400);
+    CHECK(r.outcome == EnrollOutcome::kBadRequest);
+    CHECK_FALSE(r.reason.empty());
+  }
+}
+
+TEST_CASE("enroll service signs what it serves when a signer is configured", "[enroll][service]") {
+  ServiceFixture f;
+  auto sca = testing::TestCa::Create("Signing CA");
+  auto sid = sca->Issue({.common_name = "profile signer", .client_auth_eku = false});
+  f.signer = std::move(ProfileSigner::FromPem(sid.cert_pem, sid.key_pem, "").value());
+  f.Start({});
+  auto r = f.Get();
+  REQUIRE(r.status == 200);
+  CHECK(r.signed_profile);
+  REQUIRE_FALSE(r.body.empty());
+  CHECK(static_cast<unsigned char>(r.body[0]) == 0x30);
+  CHECK(r.body.find("com.apple.mdm") != std::string::npos);  // content embedded
+}
+
+TEST_CASE("PKCS12 identity is made by the CA, recorded with the UDID and opens with the embedded password",
+          "[enroll][service]") {
+  ServiceFixture f;
+  EnrollOptions o;
+  o.profile.identity = IdentityKind::kPkcs12;
+  f.Start(std::move(o));
+  Value p = Profile(f.service->Make("UDID-P12-0001", f.now));
+  CHECK(SchemaProblems(p).empty());
+  const Value& payload = PayloadOf(p, "com.apple.security.pkcs12");
+  const std::string der = *payload.GetData("PayloadContent");
+  const std::string password(payload.GetString("Password"));
+  const unsigned char* q = reinterpret_cast<const unsigned char*>(der.data());
+  std::unique_ptr<PKCS12, OpensslDeleter<PKCS12_free>> p12(d2i_PKCS12(nullptr, &q, long(der.size())));
+  REQUIRE(p12);
+  EVP_PKEY* key = nullptr;
+  X509* cert = nullptr;
+  REQUIRE(PKCS12_parse(p12.get(), password.c_str(), &key, &cert, nullptr) == 1);
+  KeyPtr key_owner(key);
+  X509Ptr cert_owner(cert);
+  int len = i2d_X509(cert, nullptr);
+  std::string cert_der(size_t(len), '\0');
+  auto* w = reinterpret_cast<unsigned char*>(cert_der.data());
+  i2d_X509(cert, &w);
+  auto rec = f.issued.BySha256(Sha256Hex(cert_der));
+  REQUIRE(rec.ok());
+  REQUIRE(rec->has_value());
+  CHECK((*rec)->udid == "UDID-P12-0001");
+  CHECK((*rec)->subject.find("Orchard device UDID-P12-0001") != std::string::npos);
 }
 
 }  // namespace
