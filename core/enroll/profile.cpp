@@ -512,14 +512,17 @@ EnrollReply ProfileService::Handle(const EnrollRequest& req, int64_t now_ms) {
     return Refuse(403, EnrollOutcome::kForbidden, "an enrollment token (?token= or Authorization: Bearer) or a "
                                                   "challenge (?challenge=) is required");
   }
-  EnrollReply r = Serve(udid, challenge, now_ms);
+  EnrollReply r = Serve(req.base_url, udid, challenge, now_ms);
   if (r.status == 200 && req.method == "HEAD") r.body.clear();
   return r;
 }
 
-EnrollReply ProfileService::Make(const std::string& udid, int64_t now_ms) { return Serve(udid, "", now_ms); }
+EnrollReply ProfileService::Make(const std::string& base_url, const std::string& udid, int64_t now_ms) {
+  return Serve(base_url, udid, "", now_ms);
+}
 
-EnrollReply ProfileService::Serve(const std::string& udid, const std::string& presented_challenge, int64_t now_ms) {
+EnrollReply ProfileService::Serve(const std::string& base_url, const std::string& udid,
+                                  const std::string& presented_challenge, int64_t now_ms) {
   auto topic = deps_.topic();
   if (!topic.ok()) return Refuse(503, EnrollOutcome::kUnavailable, "push topic: " + topic.status().message());
   if (!topic->has_value())
@@ -527,6 +530,13 @@ EnrollReply ProfileService::Serve(const std::string& udid, const std::string& pr
                   "no push certificate uploaded: the profile needs its topic (orchardctl pushcert)");
   ProfileSettings s = options_.profile;
   s.topic = **topic;
+  if (s.server_url.empty() || s.checkin_url.empty() || (s.identity == IdentityKind::kScep && s.scep.url.empty())) {
+    if (base_url.empty())
+      return Refuse(503, EnrollOutcome::kUnavailable, "set enroll.public_url: the server's address is unknown");
+    if (s.server_url.empty()) s.server_url = base_url + "/mdm/connect";
+    if (s.checkin_url.empty()) s.checkin_url = base_url + "/mdm/checkin";
+    if (s.scep.url.empty()) s.scep.url = base_url + "/scep";
+  }
   const std::string cn = options_.subject_cn_prefix + " " + (udid.empty() ? RandomId() : udid);
   if (s.identity == IdentityKind::kScep) {
     s.scep.ca_cert_der = deps_.ca->cert_der();

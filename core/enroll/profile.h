@@ -187,7 +187,9 @@ Result<std::string> SignMachineInfo(const MachineInfo& info, std::string_view ce
 // certificate (no topic) or the profile cannot be made (reason in the body).
 struct EnrollOptions {
   // Everything but the per-request parts: topic, SCEP challenge and subject,
-  // CAFingerprint (from the CA) and the PKCS#12 bundle are filled per request.
+  // CAFingerprint (from the CA) and the PKCS#12 bundle are filled per request,
+  // and so are server_url, checkin_url and scep.url when left empty (from the
+  // request's base_url).
   ProfileSettings profile;
   std::string token;              // "" = no token guard (secret)
   std::string static_challenge;   // "" = none (secret)
@@ -209,6 +211,10 @@ struct EnrollDeps {
 
 struct EnrollRequest {
   std::string method;         // GET | POST
+  // scheme://host[:port] the device reached the server at; fills the URLs the
+  // options leave empty (server_url: + "/mdm/connect", checkin_url: +
+  // "/mdm/checkin", scep.url: + "/scep"). "" when the options name them all.
+  std::string base_url;
   std::string token;          // from ?token= or the Authorization header ("" = none)
   std::string challenge;      // ?challenge= ("" = none)
   std::string content_type;
@@ -246,10 +252,11 @@ class ProfileService {
   // Makes the profile for a caller that is already trusted (orchardctl through
   // the admin API, renewal by InstallProfile): same as an authorized GET, or, with
   // udid, as a POST from that device. Returns the served bytes.
-  EnrollReply Make(const std::string& udid, int64_t now_ms);
+  EnrollReply Make(const std::string& base_url, const std::string& udid, int64_t now_ms);
 
  private:
-  EnrollReply Serve(const std::string& udid, const std::string& presented_challenge, int64_t now_ms);
+  EnrollReply Serve(const std::string& base_url, const std::string& udid, const std::string& presented_challenge,
+                    int64_t now_ms);
 
   EnrollOptions options_;
   EnrollDeps deps_;

@@ -443,6 +443,24 @@ TEST_CASE("enroll service answers 503 with the reason while no push certificate 
   CHECK(r.body.find("no push certificate") != std::string::npos);
 }
 
+TEST_CASE("enroll service fills URLs left unset from the address the device used", "[enroll][service]") {
+  ServiceFixture f;
+  f.Start({});
+  EnrollOptions o;
+  o.profile.identifier = "com.example.mdm.orchard";
+  ProfileService open(std::move(o), EnrollDeps{f.ca.get(), &f.challenges, &f.issued, f.db.get(), nullptr,
+                                               [&]() -> Result<std::optional<std::string>> { return f.topic; }});
+  auto unknown = open.Handle({.method = "GET"}, f.now);
+  CHECK(unknown.status == 503);
+  CHECK(unknown.reason.find("enroll.public_url") != std::string::npos);
+  Value p = Profile(open.Handle({.method = "GET", .base_url = "https://mdm.example.net:8443"}, f.now));
+  const Value& mdm = PayloadOf(p, "com.apple.mdm");
+  CHECK(mdm.GetString("ServerURL") == "https://mdm.example.net:8443/mdm/connect");
+  CHECK(mdm.GetString("CheckInURL") == "https://mdm.example.net:8443/mdm/checkin");
+  CHECK(PayloadOf(p, "com.apple.security.scep").Find("PayloadContent")->GetString("URL") ==
+        "https://mdm.example.net:8443/scep");
+}
+
 TEST_CASE("enroll service guards the profile with the token or a challenge", "[enroll][service]") {
   ServiceFixture f;
   f.Start({.token = "enroll-token-0123456789"});
@@ -560,7 +578,7 @@ TEST_CASE("PKCS12 identity is made by the CA, recorded with the UDID and opens w
   EnrollOptions o;
   o.profile.identity = IdentityKind::kPkcs12;
   f.Start(std::move(o));
-  Value p = Profile(f.service->Make("UDID-P12-0001", f.now));
+  Value p = Profile(f.service->Make("", "UDID-P12-0001", f.now));
   CHECK(SchemaProblems(p).empty());
   const Value& payload = PayloadOf(p, "com.apple.security.pkcs12");
   const std::string der = *payload.GetData("PayloadContent");
