@@ -67,6 +67,20 @@ std::vector<std::string> SplitList(const std::string& v) {
 
 using Setter = std::function<Status(const std::string& key, const std::string& value, Config*)>;
 
+// An http(s) URL without a trailing slash, path or query ("" clears it).
+Setter UrlSetter(std::string Config::*field) {
+  return [=](const std::string& k, const std::string& v, Config* c) {
+    std::string u = v;
+    while (!u.empty() && u.back() == '/') u.pop_back();
+    const bool scheme = u.rfind("https://", 0) == 0 || u.rfind("http://", 0) == 0;
+    const bool clean = std::none_of(u.begin(), u.end(), [](char ch) { return ch <= ' ' || ch == '?' || ch == '#'; });
+    if (!u.empty() && (!scheme || !clean || u.find("://") + 3 == u.size()))
+      return Bad(k, "expected an https:// URL without query, got '" + v + "'");
+    c->*field = u;
+    return Status::Ok();
+  };
+}
+
 Setter IntSetter(int64_t lo, int64_t hi, std::function<void(Config*, int64_t)> set) {
   return [=](const std::string& k, const std::string& v, Config* c) {
     int64_t n;
@@ -128,6 +142,30 @@ const std::map<std::string, Setter>& Keys() {
       {"enroll.scep_challenge", StringSetter(&Config::enroll_scep_challenge)},
       {"enroll.cert_validity_days",
        IntSetter(1, 3650, [](Config* c, int64_t n) { c->enroll_cert_validity_days = n; })},
+      {"enroll.public_url", UrlSetter(&Config::enroll_public_url)},
+      {"enroll.server_url", UrlSetter(&Config::enroll_server_url)},
+      {"enroll.checkin_url", UrlSetter(&Config::enroll_checkin_url)},
+      {"enroll.scep_url", UrlSetter(&Config::enroll_scep_url)},
+      {"enroll.profile_identifier", StringSetter(&Config::enroll_profile_identifier)},
+      {"enroll.profile_organization", StringSetter(&Config::enroll_profile_organization)},
+      {"enroll.profile_display_name", StringSetter(&Config::enroll_profile_display_name)},
+      {"enroll.token", StringSetter(&Config::enroll_token)},
+      {"enroll.identity",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v != "scep" && v != "pkcs12") return Bad(k, "expected scep or pkcs12, got '" + v + "'");
+         c->enroll_identity = v;
+         return Status::Ok();
+       }},
+      {"enroll.profile_signing_cert", StringSetter(&Config::enroll_profile_signing_cert)},
+      {"enroll.profile_signing_key", StringSetter(&Config::enroll_profile_signing_key)},
+      {"enroll.profile_signing_chain", StringSetter(&Config::enroll_profile_signing_chain)},
+      {"enroll.anchor_certs",
+       [](const std::string&, const std::string& v, Config* c) {
+         c->enroll_anchor_certs = SplitList(v);
+         return Status::Ok();
+       }},
+      {"enroll.challenge_ttl_seconds",
+       IntSetter(60, 30 * 86400, [](Config* c, int64_t n) { c->enroll_challenge_ttl_seconds = n; })},
       {"auth.trusted_proxies",
        [](const std::string&, const std::string& v, Config* c) {
          c->trusted_proxies = SplitList(v);
@@ -287,6 +325,23 @@ Status Validate(const Config& c) {
                "enroll.ca_cert_file and enroll.ca_key_file must be set together");
   if (!c.enroll_scep_challenge.empty() && c.enroll_scep_challenge.size() < 8)
     return Bad("enroll.scep_challenge", "must be at least 8 characters");
+  if (!c.enroll_token.empty() && c.enroll_token.size() < 16)
+    return Bad("enroll.token", "must be at least 16 characters");
+  if (c.enroll_profile_signing_cert.empty() != c.enroll_profile_signing_key.empty())
+    return Bad(c.enroll_profile_signing_cert.empty() ? "enroll.profile_signing_cert" : "enroll.profile_signing_key",
+               "enroll.profile_signing_cert and enroll.profile_signing_key must be set together");
+  for (const auto& [key, file] : std::vector<std::pair<const char*, std::string>>{
+           {"enroll.profile_signing_cert", c.enroll_profile_signing_cert},
+           {"enroll.profile_signing_key", c.enroll_profile_signing_key},
+           {"enroll.profile_signing_chain", c.enroll_profile_signing_chain}}) {
+    if (file.empty()) continue;
+    std::ifstream f(file);
+    if (!f) return Bad(key, "cannot read " + file);
+  }
+  for (const auto& file : c.enroll_anchor_certs) {
+    std::ifstream f(file);
+    if (!f) return Bad("enroll.anchor_certs", "cannot read " + file);
+  }
   if (!c.api_key.empty() && c.api_key.size() < 16)
     return Bad("api_key", "must be at least 16 characters");
   if (!c.push_ca_file.empty()) {
@@ -328,7 +383,11 @@ Settings without a flag are read from the config file, among them the device
 protocol limits checkin.max_user_channels (default 32) and queue.max_deliveries
 (default 5), the automation settings policy.*, plugin.* (plugin.<name>.<key>
 lines are that plugin's config section), automation.*, device.silent_days
-and certificates.expiry_warn_days; see docs/operations.md.
+and certificates.expiry_warn_days; see docs/operations.md. The enrollment
+profile at /mdm/enroll reads enroll.public_url, enroll.token (or env
+ORCHARD_ENROLL_TOKEN), enroll.identity (scep | pkcs12),
+enroll.profile_signing_cert/_key/_chain, enroll.anchor_certs and the other
+enroll.* keys; see docs/enrollment.md.
 
 Exit status is 2 for a bad configuration (the message names the key).
 )";
@@ -352,6 +411,7 @@ Result<LoadResult> Load(int argc, const char* const* argv) {
   if (const char* env = std::getenv("ORCHARD_API_KEY"); env && *env) c.api_key = env;
   if (const char* env = std::getenv("ORCHARD_PUSH_KEY"); env && *env) c.push_key_encryption_key = env;
   if (const char* env = std::getenv("ORCHARD_SCEP_CHALLENGE"); env && *env) c.enroll_scep_challenge = env;
+  if (const char* env = std::getenv("ORCHARD_ENROLL_TOKEN"); env && *env) c.enroll_token = env;
   static const std::map<std::string, std::string> kFlagKeys = {
       {"--listen", "listen"},       {"--data-dir", "data_dir"},       {"--api-key", "api_key"},
       {"--threads", "threads"},     {"--cert-header", "auth.cert_header"},

@@ -44,6 +44,19 @@ struct Config {
   std::string enroll_ca_cert_file, enroll_ca_key_file;
   std::string enroll_scep_challenge;          // static SCEP challenge ("" = one-time ones only; or env ORCHARD_SCEP_CHALLENGE)
   int64_t enroll_cert_validity_days = 365;    // issued device certificates
+  // The enrollment profile at /mdm/enroll (docs/enrollment.md).
+  std::string enroll_public_url;        // https://host[:port] devices reach; "" = from each request's Host
+  std::string enroll_server_url;        // ServerURL ("" = <public_url>/mdm/connect)
+  std::string enroll_checkin_url;       // CheckInURL ("" = <public_url>/mdm/checkin)
+  std::string enroll_scep_url;          // SCEP URL ("" = <public_url>/scep)
+  std::string enroll_profile_identifier;  // "" = the public URL's host reversed + ".orchard"
+  std::string enroll_profile_organization;
+  std::string enroll_profile_display_name = "Orchard MDM enrollment";
+  std::string enroll_token;             // guards /mdm/enroll ("" = open; or env ORCHARD_ENROLL_TOKEN)
+  std::string enroll_identity = "scep";  // scep | pkcs12
+  std::string enroll_profile_signing_cert, enroll_profile_signing_key, enroll_profile_signing_chain;  // PEM files
+  std::vector<std::string> enroll_anchor_certs;  // PEM files of CAs the profile installs as trusted
+  int64_t enroll_challenge_ttl_seconds = 3600;   // one-time challenges made for a profile
 
   // Protocol choices.
   // false: 410 (decline the user channel); true: answer the zero-length digest

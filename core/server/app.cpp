@@ -28,6 +28,7 @@
 #include "push/push.h"
 #include "push/push_service.h"
 #include "server/housekeeping.h"
+#include "server/enroll_route.h"
 #include "server/repush.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -127,6 +128,12 @@ class AppImpl : public App {
     if (!au.ok()) return Status::InvalidArgument("auth.device_ca: " + au.status().message());
     auth_ = std::move(au.value());
     push_certs_ = std::make_unique<push::PushCertStore>(store_.get(), secret_box_.get());
+    // The enrollment profile at /mdm/enroll; its topic is the push certificates' current one.
+    auto enroll_route = EnrollRoute::Create(
+        config_, enroll::EnrollDeps{device_ca_.get(), challenges_.get(), issued_.get(), store_.get(), nullptr,
+                                    [this] { return push_certs_->CurrentTopic(); }});
+    if (!enroll_route.ok()) return enroll_route.status();
+    enroll_route_ = std::move(enroll_route).value();
     auto endpoint = push::ParseEndpoint(config_.push_endpoint);
     if (!endpoint.ok()) return Status::InvalidArgument("push.endpoint: " + endpoint.status().message());
     endpoint->ca_file = config_.push_ca_file;
@@ -260,6 +267,14 @@ class AppImpl : public App {
       return Device(r, p == "/mdm" ? protocol::Endpoint::kAuto
                                    : (p == "/mdm/checkin" ? protocol::Endpoint::kCheckin
                                                           : protocol::Endpoint::kConnect));
+    }
+    if (p == "/mdm/enroll") {
+      *route = "mdm_enroll";
+      enroll::EnrollOutcome outcome = enroll::EnrollOutcome::kInternal;
+      http::Response resp = enroll_route_->Handle(r, &outcome);
+      metrics_.Increment(std::string("orchard_enroll_profile_requests_total{outcome=\"") +
+                         enroll::EnrollOutcomeName(outcome) + "\"}");
+      return resp;
     }
     if (p == "/scep" || p == "/scep/pkiclient.exe" || p == "/cgi-bin/pkiclient.exe") {
       *route = "scep";
@@ -455,6 +470,7 @@ class AppImpl : public App {
   std::unique_ptr<enroll::Challenges> challenges_;
   std::unique_ptr<enroll::ScepServer> scep_;
   std::unique_ptr<push::PushCertStore> push_certs_;
+  std::unique_ptr<EnrollRoute> enroll_route_;  // borrows the CA, challenges, issued records, push certificates
   std::unique_ptr<push::PushService> push_;  // after what it borrows: destroyed first
   std::unique_ptr<protocol::Service> service_;
   std::unique_ptr<domain::CommandService> commands_;

@@ -1,0 +1,43 @@
+// /mdm/enroll in orchardd: builds the enrollment ProfileService from the
+// configuration (reads the profile-signing certificate, key and chain and the
+// anchor certificates) and turns HTTP requests into its requests.
+// Internal to the server module. Thread-safety: Handle may be called
+// concurrently; everything is immutable after Create.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "enroll/profile.h"
+#include "http/server.h"
+#include "util/status.h"
+
+namespace orchard::server {
+
+class EnrollRoute {
+ public:
+  // deps.signer is ignored (the route owns the signer it reads from the
+  // config). Errors name the config key (unreadable file, key that does not
+  // match, bad anchor PEM).
+  static Result<std::unique_ptr<EnrollRoute>> Create(const config::Config& config, enroll::EnrollDeps deps);
+
+  // GET/POST /mdm/enroll; *outcome says how it went (metrics). Logs refusals
+  // (never the token or a challenge).
+  http::Response Handle(const http::Request& r, enroll::EnrollOutcome* outcome);
+
+ private:
+  EnrollRoute() = default;
+  // scheme://host[:port] of the request: enroll.public_url, else the Host
+  // header (https when a trusted proxy says X-Forwarded-Proto: https); "" when
+  // the Host header is missing or malformed.
+  std::string BaseUrl(const http::Request& r) const;
+
+  std::string public_url_;
+  std::vector<std::string> trusted_proxies_;
+  std::unique_ptr<enroll::ProfileSigner> signer_;
+  std::unique_ptr<enroll::ProfileService> service_;
+};
+
+}  // namespace orchard::server
