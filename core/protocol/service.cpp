@@ -71,17 +71,25 @@ DeviceResponse Service::Handle(const DeviceRequest& request) {
 
 Status Service::CheckIdentity(const DeviceRequest& request, const std::string& message_type,
                               const std::string& device_id, auth::Identity* identity,
-                              const std::string* bound_cert) {
+                              const std::string* bound_cert, const Locked* locked) {
   auto id = d_.auth->Identify(request.presented);
   if (!id.ok()) return id.status();
   *identity = std::move(id.value());
-  if (identity->anonymous || message_type == "Authenticate") return Status::Ok();
+  if (identity->anonymous) return Status::Ok();
+  if (d_.issued && d_.issued->Revoked(identity->cert_sha256))
+    return Status::PermissionDenied("certificate " + identity->cert_sha256.substr(0, 16) + "… is revoked");
+  if (message_type == "Authenticate") return Status::Ok();
   if (bound_cert && !bound_cert->empty() && *bound_cert == identity->cert_sha256) return Status::Ok();
   auto bound = d_.enrollments->BoundTo(identity->cert_sha256);
   if (!bound.ok()) return bound.status();
-  if (!bound->has_value())
+  if (!bound->has_value()) {
+    bool rebound = false;
+    Status st = RebindRenewed(device_id, *identity, locked, &rebound);
+    if (!st.ok()) return st;
+    if (rebound) return Status::Ok();
     return Status::PermissionDenied("certificate " + identity->cert_sha256.substr(0, 16) +
                                     "… is not bound to any enrollment; the device must Authenticate");
+  }
   if (**bound != device_id)
     return Status::PermissionDenied("certificate " + identity->cert_sha256.substr(0, 16) +
                                     "… is bound to another enrollment");
@@ -152,9 +160,10 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   if (!prev.ok()) return FromStatus(prev.status(), type);
 
   const int64_t now = NowMillis();
+  bool renewal = false;  // the bound certificate's renewal: the enrollment goes on as it was
   if (!identity.anonymous) {
     std::string refusal;
-    Status checked = CheckReenroll(txn, msg, identity, *prev, now, &refusal);
+    Status checked = CheckReenroll(txn, msg, identity, *prev, now, &refusal, &renewal);
     if (!checked.ok()) return FromStatus(checked, type);
     if (!refusal.empty()) {
       // Only the event (and a pending request) are written: the enrollment is untouched.
@@ -168,7 +177,9 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   store::Enrollment e = prev->value_or(store::Enrollment{});
   const bool re_enroll = prev->has_value();
   uint64_t cleared_commands = 0;
-  if (re_enroll) {
+  if (re_enroll && renewal) {
+    d_.enrollments->Unbind(txn.batch(), e.cert_sha256);
+  } else if (re_enroll) {
     // A fresh enrollment: the old queue is cleared, as the established servers do.
     auto cleared = d_.queue->Clear(txn.batch(), id);
     if (!cleared.ok()) return FromStatus(cleared.status(), type);
@@ -197,18 +208,21 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   e.device_name = std::string(msg.body.GetString("DeviceName"));
   e.imei = std::string(msg.body.GetString("IMEI"));
   e.meid = std::string(msg.body.GetString("MEID"));
-  e.state = store::EnrollmentState::kAuthenticated;
-  e.generation += 1;
-  e.authenticated_ms = now;
+  if (!renewal) {  // a renewal keeps the enrollment as it is: state, generation (no second enrollment.enrolled)
+    e.state = store::EnrollmentState::kAuthenticated;
+    e.generation += 1;
+    e.authenticated_ms = now;
+    e.awaiting_configuration = false;
+  }
   e.last_seen_ms = now;
-  e.awaiting_configuration = false;
   e.cert_sha256 = identity.cert_sha256;
   e.cert_not_after_ms = identity.not_after_unix * 1000;
   if (!identity.anonymous) d_.enrollments->Bind(txn.batch(), identity.cert_sha256, id);
   d_.enrollments->Put(txn.batch(), *prev, e);
 
   plist::Value payload = WithoutSecrets(msg.body);
-  payload.Set("ReEnrollment", plist::Value::Bool(re_enroll));
+  payload.Set("ReEnrollment", plist::Value::Bool(re_enroll && !renewal));
+  if (renewal) payload.Set("Renewal", plist::Value::Bool(true));
   txn.Emit({.type = events::type::kEnrollmentAuthenticated,
             .time_ms = now,
             .enrollment_id = id,
@@ -223,6 +237,63 @@ DeviceResponse Service::Authenticate(const CheckinMessage& msg, const auth::Iden
   return Empty(type);
 }
 
+Status Service::RebindRenewed(const std::string& device_id, const auth::Identity& identity, const Locked* locked,
+                              bool* rebound) {
+  *rebound = false;
+  if (!d_.issued || device_id.empty() || (locked && locked->txn == nullptr)) return Status::Ok();
+  auto issued = d_.issued->Issued(identity.cert_sha256);
+  if (!issued.ok()) return issued.status();
+  if (!issued->has_value() || (*issued)->revoked || (*issued)->udid != device_id || (*issued)->renews_sha256.empty())
+    return Status::Ok();
+  std::optional<domain::Tx> own;
+  std::optional<store::Enrollment> own_record;
+  domain::Tx* txn = locked ? locked->txn : nullptr;
+  std::optional<store::Enrollment>* record = locked ? locked->record : nullptr;
+  if (!locked) {
+    own.emplace(d_.locks, d_.events);
+    own->Lock(device_id);
+    auto got = d_.enrollments->Get(device_id);
+    if (!got.ok()) return got.status();
+    own_record = std::move(got.value());
+    txn = &*own;
+    record = &own_record;
+  }
+  std::lock_guard bind_lock(bind_mu_);
+  const std::optional<store::Enrollment>& prev = *record;
+  if (!prev.has_value() || prev->cert_sha256 != (*issued)->renews_sha256) return Status::Ok();
+  auto bound = d_.enrollments->BoundTo(identity.cert_sha256);  // another request may have rebound it meanwhile
+  if (!bound.ok()) return bound.status();
+  if (bound->has_value()) {
+    *rebound = **bound == device_id;
+    return Status::Ok();
+  }
+  store::Enrollment e = *prev;
+  const std::string old_cert = e.cert_sha256;
+  d_.enrollments->Unbind(txn->batch(), old_cert);
+  d_.enrollments->Bind(txn->batch(), identity.cert_sha256, device_id);
+  e.cert_sha256 = identity.cert_sha256;
+  e.cert_not_after_ms = identity.not_after_unix * 1000;
+  d_.enrollments->Put(txn->batch(), prev, e);
+  plist::Value payload;
+  payload.Set("decision", plist::Value::String("allowed"));
+  payload.Set("reason", plist::Value::String("renewed"));
+  payload.Set("new_cert_sha256", plist::Value::String(identity.cert_sha256));
+  payload.Set("old_cert_sha256", plist::Value::String(old_cert));
+  payload.Set("serial_number", plist::Value::String(e.serial));
+  payload.Set("policy", plist::Value::String(ReenrollPolicyName(options_.reenroll)));
+  txn->Emit({.type = events::type::kEnrollmentReenroll, .time_ms = NowMillis(), .enrollment_id = device_id,
+             .payload_json = plist::ToJson(payload)});
+  *record = e;  // the caller's later Put starts from the rebound record
+  if (own) {
+    Status st = own->Commit();
+    if (!st.ok()) return st;
+  }
+  log::Info(kLog, "event=identity_renewed enrollment_id={} cert_sha256={} not_after={}", log::Quote(device_id),
+            identity.cert_sha256, FormatRfc3339(e.cert_not_after_ms));
+  *rebound = true;
+  return Status::Ok();
+}
+
 const char* ReenrollPolicyName(ReenrollPolicy p) {
   switch (p) {
     case ReenrollPolicy::kAllow: return "allow";
@@ -233,7 +304,8 @@ const char* ReenrollPolicyName(ReenrollPolicy p) {
 }
 
 Status Service::CheckReenroll(domain::Tx& txn, const CheckinMessage& msg, const auth::Identity& identity,
-                              const std::optional<store::Enrollment>& prev, int64_t now, std::string* refusal) {
+                              const std::optional<store::Enrollment>& prev, int64_t now, std::string* refusal,
+                              bool* renewal) {
   const std::string& id = msg.ids.id;
   std::optional<IssuedInfo> issued;
   if (d_.issued) {
@@ -276,7 +348,8 @@ Status Service::CheckReenroll(domain::Tx& txn, const CheckinMessage& msg, const 
     return Status::Ok();
   };
   if (issued && issued->udid == msg.ids.device_id) {  // Orchard issued it for this device (new profile, renewal)
-    emit("allowed", "issued_for_this_device");
+    *renewal = issued->renews_sha256 == old_cert;
+    emit("allowed", *renewal ? "renewed" : "issued_for_this_device");
     return clear_pending();
   }
   auto approved = reenroll.Approved(id);
@@ -500,7 +573,9 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
   auth::Identity identity;
   const std::string* bound =
       prev->has_value() && id == r.ids.device_id ? &(*prev)->cert_sha256 : nullptr;
-  Status st = CheckIdentity(request, r.status, r.ids.device_id, &identity, bound);
+  // A user channel's report never rebinds the device's certificate (lock order: the device first).
+  const Locked locked = id == r.ids.device_id ? Locked{&txn, &prev.value()} : Locked{nullptr, nullptr};
+  Status st = CheckIdentity(request, r.status, r.ids.device_id, &identity, bound, &locked);
   if (!st.ok()) {
     log::Warn(kLog, "event=identity_refused status={} enrollment_id={} command_uuid={} reason={}",
               log::Quote(r.status), log::Quote(id), log::Quote(r.command_uuid), log::Quote(st.message()));

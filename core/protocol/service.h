@@ -63,11 +63,18 @@ const char* ReenrollPolicyName(ReenrollPolicy p);  // "allow", "approve", "deny"
 struct IssuedInfo {
   std::string udid;  // the device it was issued for; empty when unknown
   bool revoked = false;
+  // The certificate this one renews (SCEP RenewalReq signed with it); empty
+  // for a first issue. A renewal of the certificate bound to the device
+  // replaces it in place: queue, results, state and inventory stay.
+  std::string renews_sha256;
 };
 class IssuedCertLookup {
  public:
   virtual ~IssuedCertLookup() = default;
   virtual Result<std::optional<IssuedInfo>> Issued(const std::string& cert_sha256) = 0;
+  // Whether Orchard's CA revoked the certificate (answered from memory: it is
+  // asked on every device request).
+  virtual bool Revoked(const std::string& cert_sha256) = 0;
 };
 
 struct ServiceOptions {
@@ -129,16 +136,29 @@ class Service {
   // *identity on success. bound_cert, when given, is the certificate hash the
   // device channel's record holds (bound in the same batch as the binding), so
   // a match needs no binding lookup.
+  // locked: the caller's transaction holding device_id's lock and the device
+  // record it read (a renewal rebind is then written into it and *record
+  // updated); null: RebindRenewed takes the lock itself.
+  struct Locked {
+    domain::Tx* txn;
+    std::optional<store::Enrollment>* record;
+  };
   Status CheckIdentity(const DeviceRequest& request, const std::string& message_type,
                        const std::string& device_id, auth::Identity* identity,
-                       const std::string* bound_cert = nullptr);
+                       const std::string* bound_cert = nullptr, const Locked* locked = nullptr);
 
   DeviceResponse Authenticate(const CheckinMessage& msg, const auth::Identity& identity);
   // The takeover checks of Authenticate (holding the enrollment lock): fills
   // *refusal (403 reason) when the certificate may not enroll this device;
   // emits enrollment.reenroll and writes approval state into txn either way.
   Status CheckReenroll(domain::Tx& txn, const CheckinMessage& msg, const auth::Identity& identity,
-                       const std::optional<store::Enrollment>& prev, int64_t now, std::string* refusal);
+                       const std::optional<store::Enrollment>& prev, int64_t now, std::string* refusal,
+                       bool* renewal);
+  // A renewed certificate's first request (no Authenticate): when Orchard's CA
+  // issued it for device_id as the renewal of the certificate bound there, it
+  // replaces that binding in place (*rebound = true). Otherwise nothing.
+  Status RebindRenewed(const std::string& device_id, const auth::Identity& identity, const Locked* locked,
+                       bool* rebound);
   DeviceResponse TokenUpdate(const CheckinMessage& msg);
   // Lock, read (400 if unknown), change, write with one event, commit.
   DeviceResponse UpdateKnown(const CheckinMessage& msg, const std::string& id, const char* event_type,

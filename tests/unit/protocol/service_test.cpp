@@ -463,6 +463,10 @@ class FakeIssued : public protocol::IssuedCertLookup {
     if (it == certs.end()) return std::optional<protocol::IssuedInfo>();
     return std::optional<protocol::IssuedInfo>(it->second);
   }
+  bool Revoked(const std::string& sha) override {
+    auto it = certs.find(sha);
+    return it != certs.end() && it->second.revoked;
+  }
   std::map<std::string, protocol::IssuedInfo> certs;
 };
 
@@ -487,7 +491,7 @@ TEST_CASE("enrollment takeover: another device's or an unapproved certificate ca
   protocol::ServiceOptions o;
   Harness h(o, nullptr, &issued);
   auto victim = h.ca->Issue();
-  issued.certs[Sha256Of(victim)] = {"VICTIM", false};
+  issued.certs[Sha256Of(victim)] = {"VICTIM", false, ""};
   REQUIRE(h.Send(victim, Authenticate("VICTIM"), true).status == 200);
   REQUIRE(h.Send(victim, TokenUpdate("VICTIM"), true).status == 200);
   h.Enqueue("VICTIM", "V-CMD", "DeviceInformation");
@@ -495,7 +499,7 @@ TEST_CASE("enrollment takeover: another device's or an unapproved certificate ca
   // A certificate Orchard issued for another device: refused, even for a new UDID.
   auto attacker = h.ca->Issue();
   const std::string attacker_sha = Sha256Of(attacker);
-  issued.certs[attacker_sha] = {"ATTACKER", false};
+  issued.certs[attacker_sha] = {"ATTACKER", false, ""};
   auto r = h.Send(attacker, Authenticate("VICTIM"), true);
   CHECK(r.status == 403);
   CHECK(r.error == "certificate was issued for another device");
@@ -505,10 +509,12 @@ TEST_CASE("enrollment takeover: another device's or an unapproved certificate ca
   r = h.Send(unbound, Authenticate("VICTIM"), true);
   CHECK(r.status == 403);
   CHECK(r.error.find("an admin must approve") != std::string::npos);
-  // A revoked certificate, even the device's own.
+  // A revoked certificate, even one issued for the device, is refused before anything else.
   auto revoked = h.ca->Issue();
-  issued.certs[Sha256Of(revoked)] = {"VICTIM", true};
-  CHECK(h.Send(revoked, Authenticate("VICTIM"), true).status == 403);
+  issued.certs[Sha256Of(revoked)] = {"VICTIM", true, ""};
+  r = h.Send(revoked, Authenticate("VICTIM"), true);
+  CHECK(r.status == 403);
+  CHECK(r.error.find("is revoked") != std::string::npos);
 
   // The victim is untouched: its binding, queue and state stay, and it keeps working.
   auto e = h.enrollments->Get("VICTIM").value();
@@ -521,18 +527,17 @@ TEST_CASE("enrollment takeover: another device's or an unapproved certificate ca
 
   // Every attempt is an event with both fingerprints.
   auto evs = ReenrollEvents(h);
-  REQUIRE(evs.size() == 4);
+  REQUIRE(evs.size() == 3);
   CHECK(evs[0].GetString("decision") == "refused");
   CHECK(evs[0].GetString("reason") == "issued_for_another_device");
   CHECK(evs[0].GetString("new_cert_sha256") == attacker_sha);
   CHECK(evs[0].GetString("old_cert_sha256") == Sha256Of(victim));
   CHECK(evs[2].GetString("decision") == "pending_approval");
   CHECK(evs[2].GetString("policy") == "approve");
-  CHECK(evs[3].GetString("reason") == "revoked");
 
   // A new certificate Orchard issued for this device (a new profile, a SCEP renewal) is accepted.
   auto renewed = h.ca->Issue();
-  issued.certs[Sha256Of(renewed)] = {"VICTIM", false};
+  issued.certs[Sha256Of(renewed)] = {"VICTIM", false, ""};
   REQUIRE(h.Send(renewed, Authenticate("VICTIM"), true).status == 200);
   CHECK(ReenrollEvents(h).back().GetString("reason") == "issued_for_this_device");
   CHECK(h.enrollments->Get("VICTIM").value()->cert_sha256 == Sha256Of(renewed));
@@ -957,4 +962,57 @@ TEST_CASE("certificates a device reports near expiry raise certificate.expiring 
   CHECK(warnings[0].payload_json.find("\"kind\":\"device_reported\"") != std::string::npos);
   CHECK(warnings[0].payload_json.find("\"common_name\":\"Wi-Fi client\"") != std::string::npos);
   CHECK(warnings[0].payload_json.find("\"threshold_days\":14") != std::string::npos);
+}
+
+TEST_CASE("identity renewal: a certificate Orchard renewed for the device replaces the bound one in place",
+          "[protocol][auth]") {
+  FakeIssued issued;
+  protocol::ServiceOptions o;
+  o.reenroll = protocol::ReenrollPolicy::kDeny;  // renewals never need the policy
+  Harness h(o, nullptr, &issued);
+  auto first = h.ca->Issue();
+  issued.certs[Sha256Of(first)] = {"DEV", false, ""};
+  REQUIRE(h.Send(first, Authenticate("DEV"), true).status == 200);
+  REQUIRE(h.Send(first, TokenUpdate("DEV"), true).status == 200);
+  h.Enqueue("DEV", "KEEP-1", "DeviceInformation");
+  const auto before = h.enrollments->Get("DEV").value().value();
+  REQUIRE(before.state == store::EnrollmentState::kEnrolled);
+
+  // SCEP RenewalReq: the first request with the new certificate is a report, not an Authenticate.
+  auto second = h.ca->Issue();
+  issued.certs[Sha256Of(second)] = {"DEV", false, Sha256Of(first)};
+  auto r = h.Send(second, Report("DEV", "Idle"), false);
+  CHECK(r.status == 200);
+  CHECK(r.body.find("KEEP-1") != std::string::npos);  // the queue is intact: its command is delivered
+  auto after = h.enrollments->Get("DEV").value().value();
+  CHECK(after.cert_sha256 == Sha256Of(second));
+  CHECK(after.state == store::EnrollmentState::kEnrolled);
+  CHECK(after.generation == before.generation);
+  CHECK(h.Send(first, Report("DEV", "Idle"), false).status == 403);  // the old certificate is unbound
+  auto evs = ReenrollEvents(h);
+  REQUIRE(evs.size() == 1);
+  CHECK(evs[0].GetString("reason") == "renewed");
+  CHECK(evs[0].GetString("old_cert_sha256") == Sha256Of(first));
+
+  // A renewal of a certificate that is not the bound one is not a renewal.
+  auto stray = h.ca->Issue();
+  issued.certs[Sha256Of(stray)] = {"DEV", false, Sha256Of(first)};
+  CHECK(h.Send(stray, Report("DEV", "Idle"), false).status == 403);
+
+  // A renewal that Authenticates again keeps the queue, the state and the generation.
+  auto third = h.ca->Issue();
+  issued.certs[Sha256Of(third)] = {"DEV", false, Sha256Of(second)};
+  REQUIRE(h.Send(third, Authenticate("DEV"), true).status == 200);
+  after = h.enrollments->Get("DEV").value().value();
+  CHECK(after.cert_sha256 == Sha256Of(third));
+  CHECK(after.state == store::EnrollmentState::kEnrolled);
+  CHECK(after.generation == before.generation);
+  CHECK(h.queue->List("DEV", 10).value().size() == 1);
+  CHECK(ReenrollEvents(h).back().GetString("reason") == "renewed");
+
+  // Revoking the bound certificate cuts the device off on its next request.
+  issued.certs[Sha256Of(third)].revoked = true;
+  auto refused = h.Send(third, Report("DEV", "Idle"), false);
+  CHECK(refused.status == 403);
+  CHECK(refused.error.find("revoked") != std::string::npos);
 }
