@@ -27,6 +27,8 @@
 #include "automation/runner.h"
 #include "automation/store_host.h"
 #include "domain/commands.h"
+#include "enroll/challenges.h"
+#include "enroll/issued.h"
 #include "plugin/plugin_set.h"
 #include "policy/policy_set.h"
 #include "domain/enrollments.h"
@@ -38,6 +40,7 @@
 namespace orchard::api {
 
 class AutomationApi;
+class EnrollApi;
 
 struct Options {
   std::string api_key;  // empty: the admin API answers 403 (disabled)
@@ -62,6 +65,8 @@ struct Deps {
   automation::AutomationStore* automation;  // their state and records
   policy::PolicySet* policies;            // may be null (no policies)
   plugin::PluginSet* plugins;             // may be null (no plugins)
+  enroll::IssuedCerts* issued = nullptr;  // the device CA's records; null: /v1/certificates answers 503
+  enroll::Challenges* challenges = nullptr;  // one-time SCEP challenges; may be null
 };
 
 class AdminApi {
@@ -102,6 +107,7 @@ class AdminApi {
   Options options_;
   Deps d_;
   std::unique_ptr<AutomationApi> automation_api_;
+  std::unique_ptr<EnrollApi> enroll_api_;
 };
 
 }  // namespace orchard::api

@@ -11,6 +11,7 @@ constexpr const char* kLog = "enroll";
 constexpr uint64_t kVersion = 1;
 
 std::string CertKey(std::string_view sha) { return std::string("c\0", 2) + std::string(sha); }
+std::string RevokedKey(std::string_view sha) { return std::string("r\0", 2) + std::string(sha); }
 std::string SerialKey(std::string_view serial) { return std::string("s\0", 2) + std::string(serial); }
 std::string UdidPrefix(std::string_view udid) {
   return std::string("u\0", 2) + std::string(udid) + std::string(1, '\0');
@@ -60,6 +61,7 @@ std::string IssuedCerts::Encode(const IssuedCert& c) {
   w.PutString(c.revoked_reason);
   w.PutSigned(c.issued_ms);
   w.PutString(c.renewed_from);
+  w.PutString(c.renewed_from_sha256);
   return w.Take();
 }
 
@@ -79,6 +81,7 @@ Result<IssuedCert> IssuedCerts::Decode(std::string_view bytes) {
   c.revoked_reason = r.GetString();
   c.issued_ms = r.GetSigned();
   c.renewed_from = r.GetString();
+  c.renewed_from_sha256 = r.GetString();
   if (r.corrupt()) return Status::Internal("corrupt issued certificate record");
   return c;
 }
@@ -150,13 +153,34 @@ Status IssuedCerts::Revoke(const std::string& serial_hex, const std::string& rea
   cert.revoked_reason = reason.substr(0, 512);
   store::Batch b;
   b.Put(store::Cf::kEnroll, CertKey(cert.sha256), Encode(cert));
+  b.Put(store::Cf::kEnroll, RevokedKey(cert.sha256), "");
   ORCHARD_RETURN_IF_ERROR(store_->Write(b));
+  {
+    std::unique_lock<std::shared_mutex> lock(revoked_mu_);
+    revoked_.insert(cert.sha256);
+  }
   log::Info(kLog, "event=certificate_revoked serial={} sha256={} udid={} reason={}", cert.serial_hex,
             cert.sha256, log::Quote(cert.udid), log::Quote(cert.revoked_reason));
   return Status::Ok();
 }
 
+Status IssuedCerts::LoadRevoked() {
+  const std::string prefix = RevokedKey("");
+  std::unordered_set<std::string> found;
+  auto it = store_->Scan(store::Cf::kEnroll, prefix, store::PrefixEnd(prefix));
+  for (; it->Valid(); it->Next()) found.insert(std::string(it->key().substr(prefix.size())));
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  std::unique_lock<std::shared_mutex> lock(revoked_mu_);
+  revoked_.insert(found.begin(), found.end());
+  revoked_loaded_ = true;
+  return Status::Ok();
+}
+
 bool IssuedCerts::IsRevoked(const std::string& sha256_hex) {
+  {
+    std::shared_lock<std::shared_mutex> lock(revoked_mu_);
+    if (revoked_loaded_) return revoked_.count(sha256_hex) != 0;
+  }
   auto c = BySha256(sha256_hex);
   if (!c.ok()) {
     log::Error(kLog, "event=revocation_check_failed sha256={} error={}", log::Quote(sha256_hex),

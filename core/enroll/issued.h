@@ -10,6 +10,7 @@
 //   "c\0" <sha256 hex>                 -> IssuedCert record (versioned, grows at the end)
 //   "s\0" <serial hex>                 -> sha256 hex (index by serial)
 //   "u\0" <udid> "\0" <serial hex>     -> ""         (index by udid)
+//   "r\0" <sha256 hex>                 -> ""         (revoked certificates, loaded into memory)
 //   "h\0" <sha256 hex of a challenge>  -> one-time challenge (challenges.h)
 // Serial numbers are lower-case hex without leading zeros (NormalizeSerial);
 // the SHA-256 is lower-case hex, as auth::Identity.cert_sha256.
@@ -19,6 +20,8 @@
 
 #include <cstdint>
 #include <mutex>
+#include <shared_mutex>
+#include <unordered_set>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,7 +39,8 @@ struct IssuedCert {
   int64_t revoked_ms = 0;
   std::string revoked_reason;
   int64_t issued_ms = 0;         // when it was issued
-  std::string renewed_from;      // serial of the certificate a RenewalReq was signed with
+  std::string renewed_from;         // serial of the certificate a RenewalReq was signed with
+  std::string renewed_from_sha256;  // and its DER SHA-256
 };
 
 // "0x00AB:cd" style input to the canonical form ("abcd"); nullopt if not hex
@@ -62,8 +66,12 @@ class IssuedCerts {
   // Marks a certificate revoked. NotFound for an unknown serial; revoking a revoked
   // certificate again is Ok and keeps the first time and reason.
   Status Revoke(const std::string& serial_hex, const std::string& reason);
+  // Reads the revoked certificates into memory (call once at start, before serving);
+  // from then on IsRevoked answers from memory. Errors: Io.
+  Status LoadRevoked();
   // True when Orchard issued this certificate (DER SHA-256, lower-case hex) and revoked
-  // it. A storage error counts as revoked (fail closed) and is logged.
+  // it. From memory after LoadRevoked (a shared lock and a hash lookup); before it, one
+  // point read, where a storage error counts as revoked (fail closed) and is logged.
   bool IsRevoked(const std::string& sha256_hex);
 
   // Record encoding (exposed for tests and the fuzz target).
@@ -73,6 +81,9 @@ class IssuedCerts {
  private:
   store::Store* store_;
   std::mutex revoke_mu_;  // serializes Revoke's read-modify-write
+  mutable std::shared_mutex revoked_mu_;
+  bool revoked_loaded_ = false;                 // guarded by revoked_mu_
+  std::unordered_set<std::string> revoked_;     // guarded by revoked_mu_
 };
 
 }  // namespace orchard::enroll

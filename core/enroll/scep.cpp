@@ -315,6 +315,7 @@ ScepReply ScepServer::PkiOperation(std::string_view der) {
     rec.udid = (*old)->udid;
     rec.enrollment_id = (*old)->enrollment_id;
     rec.renewed_from = (*old)->serial_hex;
+    rec.renewed_from_sha256 = (*old)->sha256;
   } else {
     ChallengeCheck check = d_.challenges->Check(ChallengePassword(req.get()), now);
     if (!check.claim) {

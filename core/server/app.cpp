@@ -207,7 +207,7 @@ class AppImpl : public App {
                      config_.api_max_response_bytes},
         api::Deps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_,
                   push_.get(), push_certs_.get(), commands_.get(), runner_.get(), automation_.get(),
-                  policies_.get(), plugins_.get()});
+                  policies_.get(), plugins_.get(), issued_.get(), challenges_.get()});
     RegisterCollectors();
 
     if (config_.insecure_dev)
