@@ -86,6 +86,17 @@ Status MemoryHost::KvWriteNow(const std::string& ns, const std::vector<KvWrite>&
   return Status::Ok();
 }
 
+void MemoryHost::SetRenewalProfile(std::string bytes) {
+  std::lock_guard lock(mu_);
+  renewal_profile_ = std::move(bytes);
+}
+
+Result<std::optional<std::string>> MemoryHost::RenewalProfile(const std::string&) {
+  std::lock_guard lock(mu_);
+  if (!renewal_profile_) return Status::Unavailable("enrollment profiles are not available here");
+  return std::optional<std::string>(*renewal_profile_);
+}
+
 Result<std::optional<store::Enrollment>> MemoryHost::Device(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = devices_.find(id);

@@ -43,6 +43,23 @@ class HostReader {
   // Compliance state a consumer keeps for an enrollment.
   virtual Result<std::optional<ComplianceState>> Compliance(const std::string& consumer,
                                                             const std::string& enrollment_id) = 0;
+  // A fresh signed enrollment profile for renewing this device's identity (for
+  // an InstallProfile command): its SCEP challenge is one-time, bound to the
+  // device and marked as the renewal of the certificate bound to it, so the
+  // certificate the device gets replaces the old one in place. nullopt: no such
+  // device (or no certificate bound). Unavailable when enrollment profiles
+  // cannot be made (no push certificate, no CA). Not a pure read: it creates
+  // the challenge (which expires unused).
+  virtual Result<std::optional<std::string>> RenewalProfile(const std::string& enrollment_id) {
+    return Status::Unavailable("enrollment profiles are not available here");
+  }
+};
+
+// Makes renewal profiles (the server wires the enroll module in).
+class RenewalProfiles {
+ public:
+  virtual ~RenewalProfiles() = default;
+  virtual Result<std::optional<std::string>> RenewalProfile(const std::string& enrollment_id) = 0;
 };
 
 // Writes to a key-value namespace outside any run (a plugin's own threads,
@@ -74,6 +91,9 @@ class Overlay : public HostReader {
                                                          const std::string& rt) override {
     return base_->LastResult(id, rt);
   }
+  Result<std::optional<std::string>> RenewalProfile(const std::string& id) override {
+    return base_->RenewalProfile(id);
+  }
   Result<std::optional<std::string>> KvGet(const std::string& ns, const std::string& key) override;
   Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix, const std::string& after,
                          size_t limit) override;
@@ -98,6 +118,9 @@ class MemoryHost : public HostReader, public KvWriter {
   void PutResult(const std::string& enrollment_id, store::CommandResult r);
   // Applies committed decisions of a consumer.
   void Commit(const std::string& consumer, const Decisions& d);
+  // What RenewalProfile answers for every device (unset: Unavailable).
+  void SetRenewalProfile(std::string bytes);
+  Result<std::optional<std::string>> RenewalProfile(const std::string& id) override;
   Status KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) override;
 
   Result<std::optional<store::Enrollment>> Device(const std::string& id) override;
@@ -115,6 +138,7 @@ class MemoryHost : public HostReader, public KvWriter {
   std::map<std::pair<std::string, std::string>, store::CommandResult> results_;  // (id, request type)
   std::map<std::pair<std::string, std::string>, std::string> kv_;
   std::map<std::pair<std::string, std::string>, ComplianceState> compliance_;
+  std::optional<std::string> renewal_profile_;
 };
 
 // What handlers see of a device and of a command result (Lua tables for

@@ -55,6 +55,7 @@ class AutomationStore : public HostReader, public FlagStore, public KvWriter {
   AutomationStore(store::Store* store, domain::Enrollments* enrollments, queue::CommandQueue* queue)
       : store_(store), enrollments_(enrollments), queue_(queue) {}
 
+
   // HostReader
   Result<std::optional<store::Enrollment>> Device(const std::string& id) override;
   Result<std::optional<store::CommandResult>> LastResult(const std::string& id, const std::string& rt) override;
@@ -62,6 +63,12 @@ class AutomationStore : public HostReader, public FlagStore, public KvWriter {
   Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix, const std::string& after,
                          size_t limit) override;
   Result<std::optional<ComplianceState>> Compliance(const std::string& consumer, const std::string& id) override;
+  Result<std::optional<std::string>> RenewalProfile(const std::string& id) override {
+    if (renewals_ == nullptr) return Status::Unavailable("enrollment profiles are not configured");
+    return renewals_->RenewalProfile(id);
+  }
+  // Where RenewalProfile comes from (borrowed; set once at start, before runs).
+  void SetRenewalProfiles(RenewalProfiles* renewals) { renewals_ = renewals; }
 
   // KvWriter: one WriteBatch, synced as the store is configured.
   Status KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) override;
@@ -98,6 +105,7 @@ class AutomationStore : public HostReader, public FlagStore, public KvWriter {
   store::Store* store_;
   domain::Enrollments* enrollments_;
   queue::CommandQueue* queue_;
+  RenewalProfiles* renewals_ = nullptr;
 };
 
 struct CommitterDeps {

@@ -132,6 +132,8 @@ int RunHarness(const std::string& policy_file, std::istream& events, std::ostrea
   Policy& p = **loaded;
   const std::string consumer = "policy:" + p.info().name;
   automation::MemoryHost host;
+  // ctx:renewal_profile() answers these bytes (the server makes a signed, device-bound profile).
+  host.SetRenewalProfile("orchard harness renewal profile");
   int64_t clock_ms = NowMillis();
   int status = 0;
   std::string text;

@@ -12,6 +12,7 @@
 //   "schedule": for type "schedule.tick", the schedule's name
 // Unknown fields are ignored. A command result event also becomes the
 // device's last result of that RequestType, as on the server.
+// ctx:renewal_profile() returns the bytes "orchard harness renewal profile".
 //
 // Output, one JSON object per decision, each with "line" and "event":
 //   {"kind":"command", "enrollment_id", "command_uuid", "request_type",

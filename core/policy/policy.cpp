@@ -400,6 +400,41 @@ struct PolicyAccess {
     }
   }
 
+  // s.flag: a profile (s.value, data); else s.error says why there is none
+  // (no device, profiles not configured), which is not a failure of the run.
+  static bool RenewalProfile(lua_State* L, Policy::Frame* f, const char* dev, size_t devlen, bool* host_failure) {
+    auto& s = S(L);
+    try {
+      s.flag = false;
+      s.error.clear();
+      std::string device = dev ? std::string(dev, devlen) : f->enrollment_id;
+      if (device.empty()) {
+        s.error = "this event is about no device";
+        return true;
+      }
+      auto r = f->host->RenewalProfile(device);
+      if (!r.ok()) {
+        if (r.status().code() == Code::kUnavailable) {
+          s.error = r.status().message();
+          return true;
+        }
+        *host_failure = true;
+        s.error = "making a renewal profile: " + r.status().ToString();
+        return false;
+      }
+      if (!r->has_value()) {
+        s.error = "no enrolled device " + device + " with a bound certificate";
+        return true;
+      }
+      s.value = plist::Value::DataValue(std::move(**r));
+      s.flag = true;
+      return true;
+    } catch (const std::exception& e) {
+      s.error = e.what();
+      return false;
+    }
+  }
+
   static bool CheckKey(lua_State* L, size_t n) {
     if (n == 0 || n > kMaxKeyBytes) {
       S(L).error = "store keys are 1 to " + std::to_string(kMaxKeyBytes) + " bytes";
@@ -857,6 +892,22 @@ int CtxLastResult(lua_State* L) {
   return 1;
 }
 
+// ctx:renewal_profile([device]) -> data | nil, reason
+int CtxRenewalProfile(lua_State* L) {
+  Policy::Frame* f = PA::CheckHost(L, 1);
+  size_t devlen = 0;
+  const char* dev = OptString(L, 2, &devlen);
+  bool host_failure = false;
+  if (!PA::RenewalProfile(L, f, dev, devlen, &host_failure)) return PA::Raise(L, host_failure);
+  if (!PA::S(L).flag) {
+    lua_pushnil(L);
+    lua_pushlstring(L, PA::S(L).error.data(), PA::S(L).error.size());
+    return 2;
+  }
+  PushPlist(L, PA::S(L).value);
+  return 1;
+}
+
 int CtxGet(lua_State* L) {
   Policy::Frame* f = PA::CheckHost(L, 1);
   size_t n = 0;
@@ -1161,6 +1212,7 @@ int OpenPolicyApi(lua_State* L) {
   SetFn(L, "enqueue", CtxEnqueue);
   SetFn(L, "push", CtxPush);
   SetFn(L, "last_result", CtxLastResult);
+  SetFn(L, "renewal_profile", CtxRenewalProfile);
   SetFn(L, "get", CtxGet);
   SetFn(L, "put", CtxPut);
   SetFn(L, "delete", CtxDelete);

@@ -189,6 +189,14 @@ function Ctx:push(device_id) end
 ---@return StoredResult|nil
 function Ctx:last_result(request_type, device_id) end
 
+---A fresh signed enrollment profile renewing the identity of the run's device
+---(or device_id), for mdm.InstallProfile { Payload = ... }; nil and the reason
+---when none can be made (no push certificate, unknown device, ...).
+---@param device_id? string
+---@return PlistData|nil profile
+---@return string|nil reason
+function Ctx:renewal_profile(device_id) end
+
 ---Reads a key of the policy's store (nil if absent).
 ---@param key string 1-512 bytes
 ---@return any

@@ -107,15 +107,23 @@ TEST_CASE("policy filevault: Macs only, profile when off or not escrowed", "[pol
   CHECK(r.Of("compliance", 6).empty());
 }
 
-TEST_CASE("policy identity_renewal: renew within 30 days, retry daily, done on re-Authenticate", "[policies]") {
+TEST_CASE("policy identity_renewal: renew within 30 days with the host's renewal profile, retry daily, done when renewed",
+          "[policies]") {
   Run r = Harness("identity_renewal");
   CHECK(r.Commands(1) == std::vector<std::string>{"InstallProfile"});
+  // The profile is ctx:renewal_profile()'s (the harness answers fixed bytes; orchardd a signed one).
+  const std::string* payload = Cmd(r.Of("command", 1)[0]).GetData("Payload");
+  REQUIRE(payload);
+  CHECK(*payload == "orchard harness renewal profile");
   CHECK(r.Status(1) == "remediation_pending");
   CHECK(r.Commands(2) == std::vector<std::string>{"InstallProfile"});  // daily retry
   CHECK(r.Commands(3).empty());  // 180 days left
   CHECK(r.Commands(4).empty());  // the push certificate is not this policy's business
   CHECK(r.Status(5) == "compliant");
   CHECK(r.Commands(6).empty());
+  CHECK(r.Commands(7) == std::vector<std::string>{"InstallProfile"});
+  CHECK(r.Status(8) == "compliant");  // replaced in place
+  CHECK(r.Of("compliance", 9).empty());  // a refused takeover is not a renewal
 }
 
 TEST_CASE("policy stale_device: ask (which pushes), non-compliant after 30 days", "[policies]") {
