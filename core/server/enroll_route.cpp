@@ -166,4 +166,14 @@ http::Response EnrollRoute::Handle(const http::Request& r, enroll::EnrollOutcome
   return resp;
 }
 
+Result<std::string> EnrollRoute::DeviceProfile(const std::string& udid) {
+  enroll::EnrollReply e = service_->Make(public_url_, udid, NowMillis());
+  if (e.status == 200) {
+    log::Info(kLog, "event=device_profile_made udid={} signed={}", log::Quote(udid), e.signed_profile);
+    return std::move(e.body);
+  }
+  if (e.status == 503) return Status::Unavailable(e.reason);
+  return Status::Internal(e.reason);
+}
+
 }  // namespace orchard::server

@@ -26,6 +26,12 @@ class EnrollRoute {
   // GET/POST /mdm/enroll; *outcome says how it went (metrics). Logs refusals
   // (never the token or a challenge).
   http::Response Handle(const http::Request& r, enroll::EnrollOutcome* outcome);
+  // The profile for a device the caller already trusts (renewal by
+  // InstallProfile): as a machine-info POST from udid would get it (a one-time
+  // challenge bound to udid, or a PKCS#12 identity recorded for it), signed when
+  // a signer is configured. Needs enroll.public_url (Unavailable otherwise, as
+  // without a push certificate); Internal for storage or OpenSSL failures.
+  Result<std::string> DeviceProfile(const std::string& udid);
 
  private:
   EnrollRoute() = default;
