@@ -254,11 +254,12 @@ class Handler : public Pistache::Http::Handler {
       Request r;
       r.method = method;
       r.path = req.resource();
-      // Pistache keeps the query separately; rebuild the raw string.
+      // Pistache keeps the query separately, split but not percent-decoded; rebuild the
+      // raw string (Param decodes it once: "%2B" is '+', as SCEP's GET message= needs).
       std::string q;
       for (auto it = req.query().parameters_begin(); it != req.query().parameters_end(); ++it) {
         if (!q.empty()) q += '&';
-        q += PercentEncode(it->first) + "=" + PercentEncode(it->second);
+        q += it->first + "=" + it->second;
       }
       r.query = std::move(q);
       r.body = req.body();

@@ -66,8 +66,10 @@ class IssuedLookup : public protocol::IssuedCertLookup {
     auto c = issued_->BySha256(cert_sha256);
     if (!c.ok()) return c.status();
     if (!c->has_value()) return std::optional<protocol::IssuedInfo>();
-    return std::optional<protocol::IssuedInfo>(protocol::IssuedInfo{(*c)->udid, (*c)->revoked});
+    return std::optional<protocol::IssuedInfo>(
+        protocol::IssuedInfo{(*c)->udid, (*c)->revoked, (*c)->renewed_from_sha256});
   }
+  bool Revoked(const std::string& cert_sha256) override { return issued_->IsRevoked(cert_sha256); }
 
  private:
   enroll::IssuedCerts* issued_;
@@ -116,6 +118,7 @@ class AppImpl : public App {
     if (!ca.ok()) return Status(ca.status().code(), "enroll: " + ca.status().message());
     device_ca_ = std::move(ca.value());
     issued_ = std::make_unique<enroll::IssuedCerts>(store_.get());
+    if (Status st = issued_->LoadRevoked(); !st.ok()) return st;
     issued_lookup_ = std::make_unique<IssuedLookup>(issued_.get());
     challenges_ = std::make_unique<enroll::Challenges>(store_.get(), config_.enroll_scep_challenge);
     scep_ = std::make_unique<enroll::ScepServer>(
