@@ -24,8 +24,23 @@ using orchard::sim::FleetOptions;
 using orchard::sim::FleetStats;
 
 constexpr char kUsage[] = R"(usage: orchard-sim [options]
+       orchard-sim enroll --profile-url URL [options]
 
-Simulates enrolled Apple devices talking to an MDM server.
+Simulates enrolled Apple devices talking to an MDM server. With "enroll" (or
+--profile-url) each device enrolls the real way: it fetches the enrollment
+profile, checks its signature, gets its identity certificate by SCEP with the
+profile's challenge, then checks in at the profile's ServerURL/CheckInURL with
+the profile's topic (--url, --checkin-path, --connect-path and --topic are
+then taken from the profile).
+
+  --profile-url URL      enrollment URL (e.g. https://mdm.example.com/mdm/enroll)
+  --enroll-token T       enrollment token (sent as Authorization: Bearer; or env ORCHARD_ENROLL_TOKEN)
+  --enroll-challenge C   one-time challenge (?challenge=)
+  --machine-info         POST CMS-signed machine info (UDID, SERIAL, ...) like ADE/OTA
+                         devices, signed by the device CA (--ca-cert/--ca-key or ephemeral)
+  --profile-ca FILE      the profile must be signed by a certificate chaining to FILE
+  --pause                after enrolling, print the devices' UDIDs and wait for Enter
+                         before the command sessions (queue commands meanwhile)
 
   --url URL              server base URL (default http://127.0.0.1:8080)
   --checkin-path PATH    check-in path (default /mdm/checkin)
@@ -60,6 +75,8 @@ struct Args {
   int threads = 4;
   std::string ca_cert, ca_key, write_ca;
   bool skip_enroll = false;
+  bool enroll_command = false;  // "orchard-sim enroll ..."
+  bool pause = false;           // wait for a line on stdin before the sessions
   bool checkout = false;
 };
 
@@ -115,7 +132,23 @@ Args ParseArgs(int argc, char** argv) {
       if (i + 1 >= argc) Die(std::string(f) + " needs a value");
       return argv[++i];
     };
-    if (f == "--help" || f == "-h") {
+    if (i == 1 && f == "enroll") {
+      a.enroll_command = true;
+    } else if (f == "--profile-url") {
+      a.fleet.profile.url = value();
+    } else if (f == "--enroll-token") {
+      a.fleet.profile.token = value();
+    } else if (f == "--enroll-challenge") {
+      a.fleet.profile.challenge = value();
+    } else if (f == "--machine-info") {
+      a.fleet.profile.machine_info = true;
+    } else if (f == "--profile-ca") {
+      std::string path = value();
+      if (!ReadFile(path, &a.fleet.profile.trust_ca_pem)) Die("cannot read --profile-ca " + path, 1);
+      a.fleet.profile.require_signed = true;
+    } else if (f == "--pause") {
+      a.pause = true;
+    } else if (f == "--help" || f == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
     } else if (f == "--url") {
@@ -173,6 +206,14 @@ Args ParseArgs(int argc, char** argv) {
     }
   }
   if (a.ca_cert.empty() != a.ca_key.empty()) Die("--ca-cert and --ca-key go together");
+  if (a.enroll_command && a.fleet.profile.url.empty()) Die("enroll needs --profile-url");
+  if (!a.fleet.profile.url.empty()) {
+    if (a.fleet.profile.token.empty())
+      if (const char* env = std::getenv("ORCHARD_ENROLL_TOKEN"); env && *env) a.fleet.profile.token = env;
+    a.fleet.profile.tls_ca_file = a.fleet.config.tls_ca_file;
+    a.fleet.profile.tls_verify = a.fleet.config.tls_verify;
+    a.fleet.profile.timeout_ms = a.fleet.config.timeout_ms;
+  }
   if (a.fleet.not_now_rate + a.fleet.error_rate > 1.0) {
     Die("--notnow-rate plus --error-rate must not exceed 1");
   }
@@ -218,7 +259,7 @@ int Run(const Args& args) {
   } else {
     ca = orchard::testing::TestCa::Create("Orchard Simulator Device CA");
     if (!ca) Die("cannot create an ephemeral device CA", 1);
-    if (args.fleet.config.cert_mode != CertMode::kNone) {
+    if (args.fleet.config.cert_mode != CertMode::kNone && args.fleet.profile.url.empty()) {
       std::fprintf(stderr,
                    "orchard-sim: warning: no --ca-cert/--ca-key given; devices use an ephemeral "
                    "CA that the server must trust%s\n",
@@ -233,9 +274,10 @@ int Run(const Args& args) {
   auto fleet = Fleet::Create(args.fleet, std::move(ca));
   if (!fleet.ok()) Die("creating devices: " + fleet.status().ToString(), 1);
   double create_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("devices   created=%zu time=%.3fs seed=%llu url=%s\n", (*fleet)->size(), create_s,
+  std::printf("devices   created=%zu time=%.3fs seed=%llu url=%s%s\n", (*fleet)->size(), create_s,
               static_cast<unsigned long long>((*fleet)->seed()),
-              args.fleet.config.base_url.c_str());
+              (*fleet)->size() ? (*fleet)->device(0).config().base_url.c_str() : args.fleet.config.base_url.c_str(),
+              args.fleet.profile.url.empty() ? "" : " identities=scep-via-profile");
 
   bool failed = false;
   if (!args.skip_enroll) {
@@ -246,6 +288,12 @@ int Run(const Args& args) {
       std::fprintf(stderr, "orchard-sim: no device could enroll; stopping\n");
       return 1;
     }
+  }
+  if (args.pause) {
+    for (size_t i = 0; i < (*fleet)->size(); ++i) std::printf("udid      %s\n", (*fleet)->device(i).udid().c_str());
+    std::printf("paused    press Enter to run the command sessions\n");
+    std::fflush(stdout);
+    std::getchar();
   }
   if (args.sessions > 0) {
     FleetStats s = (*fleet)->RunSessions(args.threads, args.sessions);

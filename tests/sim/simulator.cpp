@@ -17,6 +17,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "sim/enroll_profile.h"
 #include "util/encoding.h"
 
 namespace orchard::sim {
@@ -548,6 +549,20 @@ Result<std::unique_ptr<Fleet>> Fleet::Create(const FleetOptions& options,
     char name[32];
     std::snprintf(name, sizeof name, "sim-%06d", i);
     st.device_name = name;
+    if (!options.profile.url.empty()) {  // the real way: profile, SCEP, profile's URLs
+      testing::Identity attestation;
+      try {
+        attestation = f->ca_->Issue({.common_name = st.udid + " attestation"});
+      } catch (const std::exception& e) {
+        return Status::Internal(std::string("issuing a device attestation identity: ") + e.what());
+      }
+      auto d = EnrollViaProfile(config, std::move(st), options.profile, &attestation);
+      if (!d.ok()) return Status(d.status().code(), std::string(name) + ": " + d.status().message());
+      (*d)->responder().SetRates(options.not_now_rate, options.error_rate);
+      if (options.customize) options.customize(i, **d);
+      f->devices_.push_back(std::move(d).value());
+      continue;
+    }
     testing::IssueOptions io;
     io.common_name = st.udid;
     testing::Identity id;

@@ -174,6 +174,22 @@ class Device {
   std::vector<uint32_t> latencies_;
 };
 
+// How a device fetches its enrollment profile (sim/enroll_profile.h).
+struct ProfileFetch {
+  std::string url;            // the enrollment URL, e.g. https://mdm.example.com/mdm/enroll (may carry a query)
+  std::string token;          // sent as "Authorization: Bearer <token>" ("" = none)
+  std::string challenge;      // appended as ?challenge= ("" = none)
+  bool machine_info = false;  // POST CMS-signed machine info (UDID, SERIAL, ...) instead of GET
+  // When set, the profile must be CMS-signed by a certificate chaining to one of
+  // these PEM certificates; when empty a signed profile's signature is still
+  // checked (signer certificate inside), and require_signed refuses an unsigned one.
+  std::string trust_ca_pem;
+  bool require_signed = false;
+  std::string tls_ca_file;  // to verify an https server; empty = system store
+  bool tls_verify = true;
+  long timeout_ms = 30000;
+};
+
 struct FleetOptions {
   int devices = 1;
   SimConfig config;
@@ -184,6 +200,13 @@ struct FleetOptions {
   double macos_fraction = 0.0;
   double not_now_rate = 0.0;
   double error_rate = 0.0;
+  // When profile.url is set, each device enrolls the real way
+  // (sim/enroll_profile.h: fetch the profile, SCEP, then the profile's URLs and
+  // topic) instead of being issued an identity by the TestCa; the TestCa then
+  // stands in for Apple's device CA and signs the machine info
+  // (profile.machine_info). Fleet::Create fails with the first device that
+  // cannot get its identity.
+  ProfileFetch profile;
   // Optional: adjusts each device after creation (behaviours, names, ...).
   std::function<void(int index, Device& device)> customize;
 };
