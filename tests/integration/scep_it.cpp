@@ -10,7 +10,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+#include <openssl/cms.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <cstdio>
@@ -471,4 +473,108 @@ TEST_CASE("SCEP device CA key sealed with the key-encryption key", "[scep][integ
   ScepRequest r;
   r.challenge = kStatic;
   CHECK(Enroll(c, r).pki_status == 0);
+}
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+// Runs a shell command, capturing stdout (stderr appended to it).
+Run Shell(const std::string& cmd) {
+  Run r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string PemOf(const std::string& label, const std::string& der) {
+  std::string b64 = Base64Encode(der), out = "-----BEGIN " + label + "-----\n";
+  for (size_t i = 0; i < b64.size(); i += 64) out += b64.substr(i, 64) + "\n";
+  return out + "-----END " + label + "-----\n";
+}
+
+// The certificate inside a pkcsPKIEnvelope (PEM, as scep-submit prints it), decrypted with key_pem.
+std::string CertFromEnvelope(const std::string& pem, const std::string& key_pem) {
+  BioPtr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  CmsPtr env(PEM_read_bio_CMS(in.get(), nullptr, nullptr, nullptr));
+  if (!env) return {};
+  BioPtr kb(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
+  KeyPtr key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+  BioPtr plain(BIO_new(BIO_s_mem()));
+  if (!key || CMS_decrypt(env.get(), key.get(), nullptr, nullptr, plain.get(), CMS_BINARY) != 1) return {};
+  char* p = nullptr;
+  long n = BIO_get_mem_data(plain.get(), &p);
+  const unsigned char* q = reinterpret_cast<const unsigned char*>(p);
+  CmsPtr certs_only(d2i_CMS_ContentInfo(nullptr, &q, n));
+  if (!certs_only) return {};
+  STACK_OF(X509)* certs = CMS_get1_certs(certs_only.get());
+  std::string der;
+  if (certs && sk_X509_num(certs) == 1) {
+    unsigned char* d = nullptr;
+    int len = i2d_X509(sk_X509_value(certs, 0), &d);
+    if (len > 0) der.assign(reinterpret_cast<char*>(d), static_cast<size_t>(len));
+    OPENSSL_free(d);
+  }
+  sk_X509_pop_free(certs, X509_free);
+  return der;
+}
+
+}  // namespace
+
+TEST_CASE("certmonger scep-submit talks to orchardd: caps, CA certificate, PKCSReq and a refusal", "[scep][integration]") {
+  const std::string tool = "/usr/lib/certmonger/scep-submit";
+  if (::access(tool.c_str(), X_OK) != 0)
+    ORCHARD_SKIP("certmonger's scep-submit is not installed (scripts/install-deps --test)");
+  Server s;
+  const std::string dir = s.dir;
+  const std::string url = s.scep();
+  // GetCACaps, as certmonger asks before choosing POST and its algorithms.
+  Run caps = Shell(tool + " -u " + url + " -c");
+  INFO(caps.out);
+  CHECK(caps.status == 0);
+  CHECK(caps.out.find("POSTPKIOperation") != std::string::npos);
+  CHECK(caps.out.find("SHA-256") != std::string::npos);
+  // GetCACert: certmonger parses the DER answer and prints the CA certificate.
+  ScepClient c(url);
+  const std::string ca_der = *c.GetCaCert();
+  Run cert = Shell(tool + " -u " + url + " -C");
+  INFO(cert.out);
+  CHECK(cert.status == 0);
+  CHECK(cert.out.find(PemOf("CERTIFICATE", ca_der)) != std::string::npos);
+  REQUIRE(WriteFile(dir + "/ca.pem", PemOf("CERTIFICATE", ca_der)));
+  // PKIOperation: certmonger sends the pkiMessage (built as certmonger's daemon would: a
+  // PKCSReq with the challenge), checks the CertRep's signature by the CA and prints the
+  // pkcsPKIEnvelope, which our key opens to the issued certificate.
+  ScepRequest r;
+  r.challenge = kStatic;
+  r.subject = "CN=certmonger-host";
+  std::string key_pem;
+  auto msg = c.BuildMessage(r, &key_pem);
+  REQUIRE(msg.ok());
+  REQUIRE(WriteFile(dir + "/req.pem", PemOf("PKCS7", *msg)));
+  Run issued = Shell(tool + " -u " + url + " -r " + dir + "/ca.pem -N " + dir + "/ca.pem -p " + dir + "/req.pem");
+  INFO(issued.out);
+  CHECK(issued.status == 0);
+  const std::string leaf = CertFromEnvelope(issued.out, key_pem);
+  REQUIRE_FALSE(leaf.empty());
+  CHECK(ChainsTo(leaf, ca_der));
+  CHECK(s.Outcome("issued") == 1);
+  // A wrong challenge: scep-submit reports the CA's rejection (exit status 2).
+  ScepRequest bad = r;
+  bad.challenge = "wrong-challenge-for-certmonger";
+  auto bad_msg = c.BuildMessage(bad, nullptr);
+  REQUIRE(bad_msg.ok());
+  REQUIRE(WriteFile(dir + "/bad.pem", PemOf("PKCS7", *bad_msg)));
+  Run rejected = Shell(tool + " -u " + url + " -r " + dir + "/ca.pem -N " + dir + "/ca.pem -p " + dir + "/bad.pem");
+  INFO(rejected.out);
+  CHECK(rejected.status == 2);
+  CHECK(s.Outcome("challenge_wrong") == 1);
 }
