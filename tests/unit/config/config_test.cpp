@@ -178,3 +178,46 @@ TEST_CASE("config: plugin.dir and plugin.<name>.<key> sections, bad names refuse
   REQUIRE(loaded.ok());
   CHECK(loaded->config.plugin_dir == "/tmp/p");
 }
+
+TEST_CASE("enrollment profile settings are read, and bad ones name the key", "[config][enroll]") {
+  const std::string dir = testing::MakeTempDir("orchard-config-enroll");
+  REQUIRE(testing::WriteFile(dir + "/sign.pem", "pem"));
+  REQUIRE(testing::WriteFile(dir + "/sign.key", "key"));
+  config::Config c;
+  REQUIRE(config::ParseFile("enroll.public_url = https://mdm.example.com/\n"
+                            "enroll.token = 0123456789abcdef0123\n"
+                            "enroll.identity = pkcs12\n"
+                            "enroll.profile_signing_cert = " + dir + "/sign.pem\n"
+                            "enroll.profile_signing_key = " + dir + "/sign.key\n"
+                            "enroll.anchor_certs = " + dir + "/sign.pem, " + dir + "/sign.pem\n"
+                            "enroll.challenge_ttl_seconds = 600\n"
+                            "enroll.profile_organization = \"Example, Inc.\"\n",
+                            "f", &c)
+              .ok());
+  CHECK(c.enroll_public_url == "https://mdm.example.com");  // trailing slash dropped
+  CHECK(c.enroll_identity == "pkcs12");
+  CHECK(c.enroll_anchor_certs.size() == 2);
+  CHECK(c.enroll_challenge_ttl_seconds == 600);
+  CHECK(c.enroll_profile_organization == "Example, Inc.");
+  c.insecure_dev = true;
+  CHECK(config::Validate(c).ok());
+
+  auto bad = [](const std::string& line, const char* key) {
+    config::Config b;
+    b.insecure_dev = true;
+    Status st = config::ParseFile(line, "f", &b);
+    if (st.ok()) st = config::Validate(b);
+    REQUIRE_FALSE(st.ok());
+    INFO(st.message());
+    CHECK(st.message().find(key) != std::string::npos);
+  };
+  bad("enroll.public_url = mdm.example.com\n", "enroll.public_url");
+  bad("enroll.server_url = https://x/mdm?x=1\n", "enroll.server_url");
+  bad("enroll.identity = tls\n", "enroll.identity");
+  bad("enroll.token = short\n", "enroll.token");
+  bad("enroll.profile_signing_cert = " + dir + "/sign.pem\n", "enroll.profile_signing_key");
+  bad("enroll.profile_signing_cert = /nonexistent.pem\nenroll.profile_signing_key = /nonexistent.key\n",
+      "enroll.profile_signing_cert");
+  bad("enroll.anchor_certs = /nonexistent.pem\n", "enroll.anchor_certs");
+  bad("enroll.challenge_ttl_seconds = 5\n", "enroll.challenge_ttl_seconds");
+}
