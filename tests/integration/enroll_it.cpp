@@ -250,3 +250,24 @@ TEST_CASE("a one-time challenge from the admin API opens the enrollment URL and 
   // Consumed by the SCEP request: the URL no longer opens with it.
   CHECK(HttpCall("GET", s.EnrollUrl() + "?challenge=" + challenge).status == 403);
 }
+
+TEST_CASE("with enroll.identity pkcs12 the profile carries an identity the CA made for the device, and it enrolls",
+          "[integration][enroll]") {
+  Server s("enroll.identity = pkcs12\n");
+  s.UploadPushCert();
+  sim::FleetOptions fo;
+  fo.devices = 1;
+  fo.profile = s.Fetch();
+  fo.profile.machine_info = true;
+  auto fleet = sim::Fleet::Create(fo, TestCa::Create("Apple Device CA (test stand-in)"));
+  INFO(fleet.status().ToString());
+  REQUIRE(fleet.ok());
+  sim::Device& d = (*fleet)->device(0);
+  auto st = (*fleet)->Enroll(1);
+  INFO((st.first_errors.empty() ? std::string() : st.first_errors[0]));
+  REQUIRE(st.failed == 0);
+  auto cert = s.Api("GET", "/v1/certificates?udid=" + d.udid());
+  INFO(cert.body);
+  CHECK(cert.body.find("Orchard device " + d.udid()) != std::string::npos);
+  CHECK(cert.body.find(d.identity().Sha256Hex()) != std::string::npos);
+}
