@@ -166,9 +166,10 @@ Result<size_t> Challenges::Sweep(int64_t now_ms, size_t max_records) {
     if (!r || r->expires_ms <= now_ms) b.Delete(store::Cf::kEnroll, it->key());
   }
   ORCHARD_RETURN_IF_ERROR(it->status());
-  if (b.empty()) return size_t{0};
-  ORCHARD_RETURN_IF_ERROR(store_->Write(b));
-  return b.Count();
+  const size_t deleted = b.Count();
+  if (deleted == 0) return size_t{0};
+  ORCHARD_RETURN_IF_ERROR(store_->Write(b));  // Write may consume the batch
+  return deleted;
 }
 
 }  // namespace orchard::enroll
