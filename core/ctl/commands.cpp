@@ -501,6 +501,81 @@ int RunPushCerts(Context& ctx, const ParsedArgs& a) {
   return kExitOk;
 }
 
+// ---- device CA: SCEP challenges and issued certificates ----------------------
+
+int RunEnroll(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1 || a.positionals[0] != "challenge")
+    return Usage(ctx, "enroll", "give the action: challenge");
+  Value body;
+  if (a.Has("ttl")) {
+    int64_t ttl = 0;
+    if (!ParseCount(a.Get("ttl"), &ttl) || ttl < 1) return Usage(ctx, "enroll", "--ttl must be a positive number of seconds");
+    body.Set("ttl_seconds", Value::Integer(ttl));
+  }
+  if (a.Has("udid")) body.Set("udid", Value::String(a.Get("udid")));
+  Reply reply;
+  int rc = Send(ctx, "POST", "/v1/enroll/challenges", {}, plist::ToJson(body), "application/json", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  // The challenge alone on the first line, for scripts; then what it is bound to.
+  Print(ctx, std::string(reply.json.GetString("challenge")) + "\n");
+  std::fprintf(ctx.err, "expires %s%s\n", Printable(Field(reply.json, "expires_at")).c_str(),
+               reply.json.GetString("udid").empty()
+                   ? ", for any device"
+                   : (", for device " + Printable(Field(reply.json, "udid"))).c_str());
+  return kExitOk;
+}
+
+int RunCerts(Context& ctx, const ParsedArgs& a) {
+  const std::string action = a.positionals.empty() ? "list" : a.positionals[0];
+  if (action == "list") {
+    if (a.positionals.size() > 1) return Usage(ctx, "certs", "list takes no argument (use --udid)");
+    int rc = kExitOk;
+    int64_t max_items = 0;
+    if (!ItemLimit(ctx, a, "certs", &max_items, &rc)) return rc;
+    Query q;
+    if (a.Has("udid")) q.emplace_back("udid", a.Get("udid"));
+    Value out;
+    std::string next;
+    rc = FetchPages(ctx, "/v1/certificates", q, "certificates", 1000, max_items, a.Get("cursor"), &out, &next);
+    if (rc != kExitOk) return rc;
+    if (ctx.json) {
+      PrintJson(ctx, out);
+      return kExitOk;
+    }
+    const int64_t now = NowMillis();
+    Table t({"SERIAL", "SUBJECT", "UDID", "NOT AFTER", "DAYS LEFT", "REVOKED"});
+    if (const Value* list = out.Find("certificates"); list && list->AsArray())
+      for (const auto& c : *list->AsArray())
+        t.AddRow({Field(c, "serial"), Field(c, "subject"), Field(c, "udid"), Field(c, "not_after"),
+                  DaysLeft(Field(c, "not_after"), now), c.GetBool("revoked", false) ? Field(c, "revoked_at") : ""});
+    Print(ctx, t.rows() == 0 ? std::string("no certificates issued\n") : t.Render());
+    MoreHint(ctx, next, "certificates");
+    return kExitOk;
+  }
+  if (action != "show" && action != "revoke")
+    return Usage(ctx, "certs", "unknown action \"" + action + "\" (list, show, revoke)");
+  if (a.positionals.size() != 2) return Usage(ctx, "certs", action + " needs the certificate's SERIAL");
+  if (action == "show" && a.Has("reason")) return Usage(ctx, "certs", "--reason only applies to revoke");
+  const std::string path = "/v1/certificates/" + PathSegment(a.positionals[1]);
+  Reply reply;
+  int rc;
+  if (action == "show") {
+    rc = Send(ctx, "GET", path, {}, "", "", &reply);
+  } else {
+    Value body;
+    if (a.Has("reason")) body.Set("reason", Value::String(a.Get("reason")));
+    rc = Send(ctx, "POST", path + "/revoke", {}, plist::ToJson(body), "application/json", &reply);
+  }
+  if (rc != kExitOk) return rc;
+  if (ctx.json) PrintJson(ctx, reply.json);
+  else Print(ctx, RenderKeyValues(reply.json));
+  return kExitOk;
+}
+
 // ---- enrollments ------------------------------------------------------------
 
 int RunDevices(Context& ctx, const ParsedArgs& a) {
@@ -1418,6 +1493,26 @@ const std::vector<CommandSpec>& Commands() {
         {"password-file", true},
         {"force", false}},
        RunPushCert},
+      {"enroll",
+       "challenge [--ttl SECONDS] [--udid UDID]",
+       "create a one-time SCEP challenge (for an enrollment profile or a SCEP client)",
+       "  --ttl SECONDS   how long it is valid (default 3600, at most 30 days)\n"
+       "  --udid UDID     the device it is for: the certificate it pays for records that UDID,\n"
+       "                  and only that device can Authenticate with it\n"
+       "prints the challenge on stdout (a secret: it is not logged by orchardd), the expiry on\n"
+       "stderr. A challenge is used once.\n",
+       {{"ttl", true}, {"udid", true}},
+       RunEnroll},
+      {"certs",
+       "[list [--udid UDID] [--limit N] [--all | --cursor C] | show SERIAL | revoke SERIAL [--reason TEXT]]",
+       "certificates issued by Orchard's device CA: list, show, revoke",
+       "  list            every issued certificate (serial, subject, UDID, expiry, revocation)\n"
+       "  --udid UDID     only that device's certificates\n"
+       "  show SERIAL     one certificate (SERIAL in hex, any case; ':' and leading zeros ok)\n"
+       "  revoke SERIAL   revoke it: the device can no longer authenticate or renew with it\n"
+       "  --reason TEXT   why (kept with the record)\n",
+       {{"udid", true}, {"limit", true}, {"all", false}, {"cursor", true}, {"reason", true}},
+       RunCerts},
       {"pushcerts",
        "",
        "list the stored push certificates (topic, expiry, days left)",

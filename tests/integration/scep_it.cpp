@@ -482,10 +482,10 @@ struct Run {
   std::string out;
 };
 
-// Runs a shell command, capturing stdout (stderr appended to it).
+// Runs a shell command, capturing stdout (and stderr unless the command redirects it).
 Run Shell(const std::string& cmd) {
   Run r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  FILE* p = ::popen((cmd.find("2>") == std::string::npos ? cmd + " 2>&1" : cmd).c_str(), "r");
   if (!p) return r;
   char buf[4096];
   size_t n;
@@ -577,4 +577,41 @@ TEST_CASE("certmonger scep-submit talks to orchardd: caps, CA certificate, PKCSR
   INFO(rejected.out);
   CHECK(rejected.status == 2);
   CHECK(s.Outcome("challenge_wrong") == 1);
+}
+
+TEST_CASE("orchardctl enroll challenge and certs list, show and revoke", "[scep][integration][ctl]") {
+  Server s;
+  const std::string ctl = OrchardBinary("orchardctl") + " --url " + s.proc->url() + " --api-key " + kKey;
+  // A one-time challenge for a device, printed alone on stdout.
+  Run made = Shell(ctl + " enroll challenge --ttl 600 --udid CTL-UDID-1 2>/dev/null");
+  REQUIRE(made.status == 0);
+  std::string challenge = made.out;
+  while (!challenge.empty() && challenge.back() == '\n') challenge.pop_back();
+  CHECK(challenge.size() == 32);
+  ScepClient c(s.scep());
+  ScepRequest r;
+  r.challenge = challenge;
+  r.subject = "CN=ctl-device";
+  ScepResult res = Enroll(c, r);
+  REQUIRE(res.pki_status == 0);
+  const std::string serial = SerialOf(res.identity.cert_der);
+  Run list = Shell(ctl + " certs");
+  CHECK(list.status == 0);
+  CHECK(list.out.find(serial) != std::string::npos);
+  CHECK(list.out.find("CTL-UDID-1") != std::string::npos);
+  Run filtered = Shell(ctl + " certs list --udid OTHER");
+  CHECK(filtered.status == 0);
+  CHECK(filtered.out.find(serial) == std::string::npos);
+  Run show = Shell(ctl + " certs show " + serial);
+  CHECK(show.status == 0);
+  CHECK(show.out.find(res.identity.Sha256Hex()) != std::string::npos);
+  Run revoke = Shell(ctl + " certs revoke " + serial + " --reason 'stolen'");
+  CHECK(revoke.status == 0);
+  CHECK(*s.Cert(serial).Find("revoked")->AsBool());
+  CHECK(s.Cert(serial).GetString("revoked_reason") == "stolen");
+  CHECK(Shell(ctl + " certs show ffff").status == 1);
+  CHECK(Shell(ctl + " certs frob").status == 2);
+  CHECK(Shell(ctl + " enroll challenge --ttl 0").status == 2);
+  // The challenge never reaches orchardd's log.
+  CHECK(ReadFile(s.proc->log_path()).find(challenge) == std::string::npos);
 }
