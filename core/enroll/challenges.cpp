@@ -10,7 +10,7 @@ namespace orchard::enroll {
 namespace {
 
 constexpr const char* kLog = "enroll";
-constexpr uint64_t kVersion = 1;
+constexpr uint64_t kVersion = 2;  // 2 added renews_sha256; 1 is still read
 constexpr int64_t kMaxTtlSeconds = 30 * 86400;
 constexpr size_t kMaxUdid = 256;
 constexpr size_t kMaxPresented = 1024;
@@ -20,6 +20,7 @@ std::string HashKey(std::string_view hash_hex) { return std::string("h\0", 2) + 
 struct Record {
   int64_t created_ms = 0, expires_ms = 0, consumed_ms = 0;
   std::string udid;
+  std::string renews_sha256;
 };
 
 std::string EncodeRecord(const Record& r) {
@@ -29,17 +30,20 @@ std::string EncodeRecord(const Record& r) {
   w.PutSigned(r.expires_ms);
   w.PutString(r.udid);
   w.PutSigned(r.consumed_ms);
+  w.PutString(r.renews_sha256);
   return w.Take();
 }
 
 std::optional<Record> DecodeRecord(std::string_view bytes) {
   RecordReader rd(bytes);
-  if (rd.GetVarint() != kVersion) return std::nullopt;
+  const uint64_t version = rd.GetVarint();
+  if (version != 1 && version != kVersion) return std::nullopt;
   Record r;
   r.created_ms = rd.GetSigned();
   r.expires_ms = rd.GetSigned();
   r.udid = rd.GetString();
   r.consumed_ms = rd.GetSigned();
+  if (version >= 2) r.renews_sha256 = rd.GetString();
   if (rd.corrupt()) return std::nullopt;
   return r;
 }
@@ -58,7 +62,8 @@ const char* ChallengeRefusalName(ChallengeRefusal r) {
 }
 
 ChallengeClaim::ChallengeClaim(ChallengeClaim&& o) noexcept
-    : owner_(o.owner_), hash_(std::move(o.hash_)), udid_(std::move(o.udid_)), record_(std::move(o.record_)) {
+    : owner_(o.owner_), hash_(std::move(o.hash_)), udid_(std::move(o.udid_)),
+      renews_sha256_(std::move(o.renews_sha256_)), record_(std::move(o.record_)) {
   o.owner_ = nullptr;
   o.hash_.clear();
 }
@@ -78,19 +83,23 @@ void ChallengeClaim::Consume(store::Batch& batch, int64_t now_ms) const {
 Challenges::Challenges(store::Store* store, std::string static_challenge)
     : store_(store), static_(std::move(static_challenge)) {}
 
-Result<OneTimeChallenge> Challenges::Create(int64_t ttl_seconds, const std::string& udid, int64_t now_ms) {
+Result<OneTimeChallenge> Challenges::Create(int64_t ttl_seconds, const std::string& udid, int64_t now_ms,
+                                            const std::string& renews_sha256) {
   if (ttl_seconds < 1 || ttl_seconds > kMaxTtlSeconds)
     return Status::InvalidArgument("ttl_seconds must be between 1 and " + std::to_string(kMaxTtlSeconds));
   if (udid.size() > kMaxUdid) return Status::InvalidArgument("udid is longer than 256 characters");
   for (unsigned char c : udid)
     if (c < 0x21 || c > 0x7e) return Status::InvalidArgument("udid must be printable ASCII without spaces");
+  if (!renews_sha256.empty() && (udid.empty() || renews_sha256.size() != 64))
+    return Status::InvalidArgument("a renewal challenge needs a udid and the renewed certificate's SHA-256 (64 hex)");
   unsigned char raw[16];
   if (RAND_bytes(raw, sizeof raw) != 1) return Status::Internal("RAND_bytes failed");
   OneTimeChallenge out;
   out.challenge = HexEncode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
   out.expires_ms = now_ms + ttl_seconds * 1000;
   out.udid = udid;
-  Record r{now_ms, out.expires_ms, 0, udid};
+  out.renews_sha256 = renews_sha256;
+  Record r{now_ms, out.expires_ms, 0, udid, renews_sha256};
   store::Batch b;
   b.Put(store::Cf::kEnroll, HashKey(Sha256Hex(out.challenge)), EncodeRecord(r));
   ORCHARD_RETURN_IF_ERROR(store_->Write(b));
@@ -146,6 +155,7 @@ ChallengeCheck Challenges::Check(std::string_view presented, int64_t now_ms) {
     return out;
   }
   claim.udid_ = r->udid;
+  claim.renews_sha256_ = r->renews_sha256;
   claim.record_ = std::move(**v);
   out.claim.emplace(std::move(claim));
   return out;

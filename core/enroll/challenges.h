@@ -30,6 +30,7 @@ struct OneTimeChallenge {
   std::string challenge;  // the secret itself (only ever returned by Create)
   int64_t expires_ms = 0;
   std::string udid;       // "" = any device
+  std::string renews_sha256;  // renewal challenges: the certificate (bound to udid) the issued one replaces
 };
 
 // Why a presented challenge was refused (never matched by message text).
@@ -48,6 +49,8 @@ class ChallengeClaim {
   ~ChallengeClaim();
   bool one_time() const { return !hash_.empty(); }
   const std::string& udid() const { return udid_; }  // the device a one-time challenge was for
+  // A renewal challenge's certificate to replace (the issued one records it as renewed_from).
+  const std::string& renews_sha256() const { return renews_sha256_; }
   // Marks the one-time challenge used (no-op for the static one).
   void Consume(store::Batch& batch, int64_t now_ms) const;
 
@@ -56,7 +59,7 @@ class ChallengeClaim {
   ChallengeClaim(Challenges* owner, std::string hash, std::string udid, std::string record)
       : owner_(owner), hash_(std::move(hash)), udid_(std::move(udid)), record_(std::move(record)) {}
   Challenges* owner_ = nullptr;
-  std::string hash_, udid_, record_;
+  std::string hash_, udid_, renews_sha256_, record_;
 };
 
 struct ChallengeCheck {
@@ -71,7 +74,9 @@ class Challenges {
 
   // A new one-time challenge valid for ttl_seconds (1 .. 30 days), for udid ("" = any
   // device; at most 256 printable characters). Errors: InvalidArgument, Io.
-  Result<OneTimeChallenge> Create(int64_t ttl_seconds, const std::string& udid, int64_t now_ms);
+  // renews_sha256 (with a udid): a renewal challenge, see OneTimeChallenge.
+  Result<OneTimeChallenge> Create(int64_t ttl_seconds, const std::string& udid, int64_t now_ms,
+                                  const std::string& renews_sha256 = "");
   // Checks a presented challenge (constant time against the static one).
   ChallengeCheck Check(std::string_view presented, int64_t now_ms);
   // Deletes one-time challenges that expired before now_ms (used or not), at most

@@ -406,7 +406,7 @@ struct MadeIdentity {
 };
 
 Result<MadeIdentity> MakeIdentity(const EnrollDeps& d, const std::string& cn, const std::string& udid,
-                                  int64_t validity_days, int64_t now_ms) {
+                                  int64_t validity_days, int64_t now_ms, const std::string& renews_sha256) {
   KeyPtr key(EVP_RSA_gen(2048));
   if (!key) return Status::Internal("RSA key generation: " + TakeOpensslError());
   NamePtr name(X509_NAME_new());
@@ -436,6 +436,7 @@ Result<MadeIdentity> MakeIdentity(const EnrollDeps& d, const std::string& cn, co
   rec.subject = issued->subject;
   rec.sha256 = issued->sha256;
   rec.udid = udid;
+  rec.renewed_from_sha256 = renews_sha256;
   rec.not_before_ms = issued->not_before_ms;
   rec.not_after_ms = issued->not_after_ms;
   rec.issued_ms = now_ms;
@@ -512,17 +513,25 @@ EnrollReply ProfileService::Handle(const EnrollRequest& req, int64_t now_ms) {
     return Refuse(403, EnrollOutcome::kForbidden, "an enrollment token (?token= or Authorization: Bearer) or a "
                                                   "challenge (?challenge=) is required");
   }
-  EnrollReply r = Serve(req.base_url, udid, challenge, now_ms);
+  EnrollReply r = Serve(req.base_url, udid, challenge, now_ms, "");
   if (r.status == 200 && req.method == "HEAD") r.body.clear();
   return r;
 }
 
 EnrollReply ProfileService::Make(const std::string& base_url, const std::string& udid, int64_t now_ms) {
-  return Serve(base_url, udid, "", now_ms);
+  return Serve(base_url, udid, "", now_ms, "");
+}
+
+EnrollReply ProfileService::MakeRenewal(const std::string& base_url, const std::string& udid,
+                                        const std::string& renews_sha256, int64_t now_ms) {
+  if (udid.empty() || renews_sha256.empty())
+    return Refuse(500, EnrollOutcome::kInternal, "a renewal profile needs the device and its certificate");
+  return Serve(base_url, udid, "", now_ms, renews_sha256);
 }
 
 EnrollReply ProfileService::Serve(const std::string& base_url, const std::string& udid,
-                                  const std::string& presented_challenge, int64_t now_ms) {
+                                  const std::string& presented_challenge, int64_t now_ms,
+                                  const std::string& renews_sha256) {
   auto topic = deps_.topic();
   if (!topic.ok()) return Refuse(503, EnrollOutcome::kUnavailable, "push topic: " + topic.status().message());
   if (!topic->has_value())
@@ -546,12 +555,12 @@ EnrollReply ProfileService::Serve(const std::string& base_url, const std::string
     } else if (udid.empty() && !options_.static_challenge.empty()) {
       s.scep.challenge = options_.static_challenge;
     } else {
-      auto c = deps_.challenges->Create(options_.challenge_ttl_seconds, udid, now_ms);
+      auto c = deps_.challenges->Create(options_.challenge_ttl_seconds, udid, now_ms, renews_sha256);
       if (!c.ok()) return Refuse(500, EnrollOutcome::kInternal, "one-time challenge: " + c.status().message());
       s.scep.challenge = c->challenge;
     }
   } else {
-    auto made = MakeIdentity(deps_, cn, udid, options_.pkcs12_validity_days, now_ms);
+    auto made = MakeIdentity(deps_, cn, udid, options_.pkcs12_validity_days, now_ms, renews_sha256);
     if (!made.ok()) return Refuse(500, EnrollOutcome::kInternal, "identity: " + made.status().message());
     s.pkcs12.der = std::move(made->p12);
     s.pkcs12.password = std::move(made->password);

@@ -253,10 +253,16 @@ class ProfileService {
   // the admin API, renewal by InstallProfile): same as an authorized GET, or, with
   // udid, as a POST from that device. Returns the served bytes.
   EnrollReply Make(const std::string& base_url, const std::string& udid, int64_t now_ms);
+  // The profile renewing udid's identity (ctx:renewal_profile, InstallProfile):
+  // its one-time challenge (or PKCS#12 identity) is bound to udid and marked as
+  // the renewal of the certificate renews_sha256, so the new certificate
+  // replaces that one in place (protocol::IssuedInfo::renews_sha256).
+  EnrollReply MakeRenewal(const std::string& base_url, const std::string& udid, const std::string& renews_sha256,
+                          int64_t now_ms);
 
  private:
   EnrollReply Serve(const std::string& base_url, const std::string& udid, const std::string& presented_challenge,
-                    int64_t now_ms);
+                    int64_t now_ms, const std::string& renews_sha256);
 
   EnrollOptions options_;
   EnrollDeps deps_;

@@ -334,6 +334,14 @@ ScepReply ScepServer::PkiOperation(std::string_view der) {
     }
     claim.emplace(std::move(*check.claim));
     rec.udid = claim->udid();
+    if (!claim->renews_sha256().empty()) {  // a renewal profile's challenge (ctx:renewal_profile)
+      rec.renewed_from_sha256 = claim->renews_sha256();
+      auto old = d_.issued->BySha256(rec.renewed_from_sha256);
+      if (old.ok() && old->has_value()) {
+        rec.renewed_from = (*old)->serial_hex;
+        rec.enrollment_id = (*old)->enrollment_id;
+      }
+    }
   }
 
   auto issued = d_.ca->Issue({pub, subject, options_.cert_validity_days, now});

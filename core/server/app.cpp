@@ -75,6 +75,27 @@ class IssuedLookup : public protocol::IssuedCertLookup {
   enroll::IssuedCerts* issued_;
 };
 
+// ctx:renewal_profile() for policies: the enrollment's bound certificate and
+// the enroll route's renewal profile.
+class Renewals : public automation::RenewalProfiles {
+ public:
+  Renewals(domain::Enrollments* enrollments, EnrollRoute* route) : enrollments_(enrollments), route_(route) {}
+  Result<std::optional<std::string>> RenewalProfile(const std::string& enrollment_id) override {
+    auto e = enrollments_->Get(enrollment_id);
+    if (!e.ok()) return e.status();
+    if (!e->has_value() || (*e)->cert_sha256.empty() || (*e)->state == store::EnrollmentState::kCheckedOut ||
+        !(*e)->parent_id.empty())
+      return std::optional<std::string>();
+    auto profile = route_->RenewalProfile(enrollment_id, (*e)->cert_sha256);
+    if (!profile.ok()) return profile.status();
+    return std::optional<std::string>(std::move(profile).value());
+  }
+
+ private:
+  domain::Enrollments* enrollments_;
+  EnrollRoute* route_;
+};
+
 class AppImpl : public App {
  public:
   AppImpl(const config::Config& c, const TestHooks& hooks) : config_(c), hooks_(hooks) {}
@@ -154,6 +175,8 @@ class AppImpl : public App {
         domain::CommandDeps{events_.get(), queue_.get(), enrollments_.get(), &locks_, push_.get()});
     // The automation host: events -> consumers (Lua policies, plugins) -> the command path.
     automation_ = std::make_unique<automation::AutomationStore>(store_.get(), enrollments_.get(), queue_.get());
+    renewals_ = std::make_unique<Renewals>(enrollments_.get(), enroll_route_.get());
+    automation_->SetRenewalProfiles(renewals_.get());
     committer_ = std::make_unique<automation::StoreCommitter>(automation::CommitterDeps{
         automation_.get(), events_.get(), commands_.get(), enrollments_.get(), &locks_});
     event_source_ = std::make_unique<automation::LogSource>(events_.get());
@@ -166,6 +189,9 @@ class AppImpl : public App {
     so.max_deliveries = config_.queue_max_deliveries;
     so.cert_warn_days = config_.certificate_expiry_warn_days;
     so.max_user_channels = config_.max_user_channels;
+    so.reenroll = config_.enroll_reenroll == "allow"  ? protocol::ReenrollPolicy::kAllow
+                  : config_.enroll_reenroll == "deny" ? protocol::ReenrollPolicy::kDeny
+                                                      : protocol::ReenrollPolicy::kApprove;
     service_ = std::make_unique<protocol::Service>(
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_,
@@ -474,6 +500,7 @@ class AppImpl : public App {
   std::unique_ptr<enroll::ScepServer> scep_;
   std::unique_ptr<push::PushCertStore> push_certs_;
   std::unique_ptr<EnrollRoute> enroll_route_;  // borrows the CA, challenges, issued records, push certificates
+  std::unique_ptr<Renewals> renewals_;         // borrows the enroll route
   std::unique_ptr<push::PushService> push_;  // after what it borrows: destroyed first
   std::unique_ptr<protocol::Service> service_;
   std::unique_ptr<domain::CommandService> commands_;

@@ -176,4 +176,15 @@ Result<std::string> EnrollRoute::DeviceProfile(const std::string& udid) {
   return Status::Internal(e.reason);
 }
 
+Result<std::string> EnrollRoute::RenewalProfile(const std::string& udid, const std::string& renews_sha256) {
+  enroll::EnrollReply e = service_->MakeRenewal(public_url_, udid, renews_sha256, NowMillis());
+  if (e.status == 200) {
+    log::Info(kLog, "event=renewal_profile_made udid={} renews_sha256={} signed={}", log::Quote(udid), renews_sha256,
+              e.signed_profile);
+    return std::move(e.body);
+  }
+  if (e.status == 503) return Status::Unavailable(e.reason);
+  return Status::Internal(e.reason);
+}
+
 }  // namespace orchard::server

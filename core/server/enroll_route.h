@@ -32,6 +32,9 @@ class EnrollRoute {
   // a signer is configured. Needs enroll.public_url (Unavailable otherwise, as
   // without a push certificate); Internal for storage or OpenSSL failures.
   Result<std::string> DeviceProfile(const std::string& udid);
+  // The same, marked as the renewal of the certificate renews_sha256 (bound to
+  // udid): the certificate the device obtains with it replaces that one in place.
+  Result<std::string> RenewalProfile(const std::string& udid, const std::string& renews_sha256);
 
  private:
   EnrollRoute() = default;
