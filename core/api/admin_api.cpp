@@ -59,6 +59,11 @@ Value EnrollmentJson(const store::Enrollment& e) {
                       {"cert_sha256", &e.cert_sha256}}) {
     if (!s->empty()) v.Set(k, Value::String(*s));
   }
+  if (e.cert_not_after_ms) {  // the bound identity certificate's expiry (renewal: docs/enrollment.md)
+    v.Set("cert_not_after", Time(e.cert_not_after_ms));
+    const int64_t left = e.cert_not_after_ms - NowMillis();
+    v.Set("cert_days_left", Value::Integer(left < 0 ? -((-left + 86399999) / 86400000) : left / 86400000));
+  }
   v.Set("state", Value::String(store::EnrollmentStateName(e.state)));
   v.Set("blocked", Value::Bool(e.blocked));
   v.Set("generation", Value::Integer(e.generation));

@@ -180,6 +180,10 @@ TEST_CASE("identity renewal by InstallProfile keeps the enrollment: queue, gener
   const Value after = enrollment();
   CHECK(after.GetString("cert_sha256") != first_sha);
   CHECK(after.GetString("state") == "enrolled");
+  // The renewed certificate's expiry, as the admin API and orchardctl show it.
+  CHECK(!after.GetString("cert_not_after").empty());
+  REQUIRE(after.Find("cert_days_left"));
+  CHECK(*after.Find("cert_days_left")->AsInteger() >= 364);
   REQUIRE(after.Find("generation")->AsInteger());
   CHECK(*after.Find("generation")->AsInteger() == *before.Find("generation")->AsInteger());
 
