@@ -5,7 +5,8 @@
 // the new certificate is accepted in place: the command queued meanwhile is
 // delivered, the enrollment keeps its generation (no second
 // enrollment.enrolled), the old certificate is refused, and an
-// enrollment.reenroll event says "renewed".
+// enrollment.reenroll event says "renewed". Also a takeover attempt with
+// another valid certificate, pending until approved through the admin API.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -204,6 +205,75 @@ TEST_CASE("identity renewal by InstallProfile keeps the enrollment: queue, gener
   REQUIRE(certs.status == 200);
   CHECK(certs.body.find(first_sha) != std::string::npos);
 
+  orchard.Stop();
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a takeover attempt with another valid certificate waits for an admin's approval through the API",
+          "[integration][enroll][renewal]") {
+  const std::string dir = MakeTempDir("orchard-takeover-it");
+  auto push_ca = TestCa::Create("Apple Push CA (takeover test)");
+  REQUIRE(WriteFile(dir + "/orchard.conf", std::string("enroll.token = ") + kToken + "\n"));
+  OrchardProcess orchard(dir + "/data", {"--config", dir + "/orchard.conf", "--api-key", kKey});
+  REQUIRE(orchard.Start());
+  const std::string url = orchard.url();
+  auto api = [&](const std::string& method, const std::string& path, const std::string& body = "") {
+    return HttpCall(method, url + path, body, {std::string("X-API-Key: ") + kKey});
+  };
+  Identity push = push_ca->Issue({.common_name = std::string("APSP:") + kTopic, .uid = kTopic});
+  REQUIRE(api("PUT", "/v1/pushcert", push.cert_pem + push.key_pem).status == 200);
+
+  sim::FleetOptions fo;
+  fo.devices = 1;
+  fo.config.cert_mode = sim::CertMode::kHeaderAndSignature;
+  fo.profile.url = url + "/mdm/enroll";
+  fo.profile.token = kToken;
+  fo.profile.machine_info = true;
+  auto fleet = sim::Fleet::Create(fo, TestCa::Create("Apple Device CA (takeover stand-in)"));
+  REQUIRE(fleet.ok());
+  sim::Device& d = (*fleet)->device(0);
+  REQUIRE((*fleet)->Enroll(1).ok == 1);
+  const Identity owner = d.identity();
+  REQUIRE(api("PUT", "/v1/enqueue/" + d.udid() + "?nopush=1", Command("DeviceInformation")).status == 200);
+
+  // Another valid certificate of Orchard's CA, from a challenge for any device.
+  auto challenge = api("POST", "/v1/enroll/challenges", R"({"ttl_seconds": 600})");
+  REQUIRE(challenge.status == 200);
+  auto c = plist::ParseJson(challenge.body);
+  REQUIRE(c.ok());
+  auto other = Enroll(url + "/scep", std::string(c->GetString("challenge")), {}, "CN=intruder");
+  REQUIRE(other.ok());
+  REQUIRE(other->pki_status == 0);
+
+  // Its Authenticate as the enrolled UDID is refused and recorded, the owner is untouched.
+  REQUIRE(d.SetIdentity(other->identity).ok());
+  CHECK_FALSE(d.Authenticate().ok());
+  auto pending = api("GET", "/v1/enrollments/" + d.udid() + "/reenroll");
+  INFO(pending.body);
+  REQUIRE(pending.status == 200);
+  auto pv = plist::ParseJson(pending.body);
+  REQUIRE(pv.ok());
+  REQUIRE(pv->Find("pending"));
+  const std::string intruder_sha = std::string(pv->Find("pending")->GetString("new_cert_sha256"));
+  CHECK(intruder_sha.size() == 64);
+  REQUIRE(d.SetIdentity(owner).ok());
+  auto session = d.RunSession();
+  REQUIRE(session.ok());
+  REQUIRE(d.received().size() == 1);  // the owner still gets its command
+  CHECK(api("GET", "/v1/events?limit=1000").body.find("\"decision\":\"pending_approval\"") != std::string::npos);
+
+  // Deny drops the request; approve (ahead, by fingerprint) lets that certificate in once.
+  CHECK(api("POST", "/v1/enrollments/" + d.udid() + "/reenroll/deny").status == 200);
+  CHECK(api("POST", "/v1/enrollments/" + d.udid() + "/reenroll/deny").status == 404);
+  CHECK(api("POST", "/v1/enrollments/" + d.udid() + "/reenroll/approve", R"({"cert_sha256": "nothex"})").status ==
+        400);
+  CHECK(api("POST", "/v1/enrollments/" + d.udid() + "/reenroll/approve", R"({"cert_sha256": ")" + intruder_sha + "\"}")
+            .status == 200);
+  REQUIRE(d.SetIdentity(other->identity).ok());
+  CHECK(d.Authenticate().ok());
+  CHECK(api("GET", "/v1/enrollments/" + d.udid() + "/reenroll").status == 404);  // used
+  REQUIRE(d.SetIdentity(owner).ok());
+  CHECK_FALSE(d.RunSession().ok());  // the approved certificate took the enrollment over
   orchard.Stop();
   std::filesystem::remove_all(dir);
 }
