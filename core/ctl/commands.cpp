@@ -503,9 +503,65 @@ int RunPushCerts(Context& ctx, const ParsedArgs& a) {
 
 // ---- device CA: SCEP challenges and issued certificates ----------------------
 
+// "enroll profile": fetches the enrollment profile as a device would (GET
+// /mdm/enroll with the enrollment token or a challenge; not the admin API).
+int RunEnrollProfile(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return Usage(ctx, "enroll", "unexpected argument " + a.positionals[1]);
+  if (a.Has("ttl") || a.Has("udid")) return Usage(ctx, "enroll", "--ttl and --udid go with challenge");
+  if (!a.Has("out")) return Usage(ctx, "enroll", "give --out FILE ('-' for stdout: the profile may be binary)");
+  if (a.Has("token-env") && a.Has("token-file"))
+    return Usage(ctx, "enroll", "give --token-env or --token-file, not both");
+  std::string token;
+  if (a.Has("token-file")) {
+    auto text = ReadInput(a.Get("token-file"));
+    if (!text.ok()) return Usage(ctx, "enroll", text.status().message());
+    token = text->substr(0, text->find_first_of("\r\n"));
+  } else {
+    const std::string var = a.Has("token-env") ? a.Get("token-env") : "ORCHARD_ENROLL_TOKEN";
+    if (const char* env = std::getenv(var.c_str()); env && *env) token = env;
+    else if (a.Has("token-env")) return Usage(ctx, "enroll", "environment variable " + var + " is empty");
+  }
+  std::vector<std::string> headers;
+  if (!token.empty()) headers.push_back("Authorization: Bearer " + token);
+  Query query;
+  if (a.Has("challenge")) query.emplace_back("challenge", a.Get("challenge"));
+  auto reply = ctx.client->Call("GET", "/mdm/enroll", query, "", "", headers);
+  if (!reply.ok()) {
+    std::fprintf(ctx.err, "orchardctl: %s\n", reply.status().message().c_str());
+    return kExitFailed;
+  }
+  if (reply->status != 200) {
+    std::string reason = reply->body.substr(0, 500);
+    while (!reason.empty() && (reason.back() == '\n' || reason.back() == '\r')) reason.pop_back();
+    std::fprintf(ctx.err, "orchardctl: HTTP %ld: %s\n", reply->status, Printable(reason).c_str());
+    return kExitFailed;
+  }
+  const bool is_signed = !reply->body.empty() && static_cast<unsigned char>(reply->body[0]) == 0x30;
+  if (a.Get("out") == "-") {
+    std::fwrite(reply->body.data(), 1, reply->body.size(), ctx.out);
+    return kExitOk;
+  }
+  FILE* f = std::fopen(a.Get("out").c_str(), "wb");
+  if (!f || std::fwrite(reply->body.data(), 1, reply->body.size(), f) != reply->body.size()) {
+    if (f) std::fclose(f);
+    std::fprintf(ctx.err, "orchardctl: cannot write %s\n", a.Get("out").c_str());
+    return kExitFailed;
+  }
+  if (std::fclose(f) != 0) {
+    std::fprintf(ctx.err, "orchardctl: cannot write %s\n", a.Get("out").c_str());
+    return kExitFailed;
+  }
+  Print(ctx, "wrote " + std::to_string(reply->body.size()) + " bytes to " + a.Get("out") + " (" +
+                 (is_signed ? "CMS-signed" : "unsigned") + " enrollment profile)\n");
+  return kExitOk;
+}
+
 int RunEnroll(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty() && a.positionals[0] == "profile") return RunEnrollProfile(ctx, a);
   if (a.positionals.size() != 1 || a.positionals[0] != "challenge")
-    return Usage(ctx, "enroll", "give the action: challenge");
+    return Usage(ctx, "enroll", "give the action: challenge or profile");
+  if (a.Has("out") || a.Has("token-env") || a.Has("token-file") || a.Has("challenge"))
+    return Usage(ctx, "enroll", "--out, --token-env, --token-file and --challenge go with profile");
   Value body;
   if (a.Has("ttl")) {
     int64_t ttl = 0;
@@ -1494,14 +1550,24 @@ const std::vector<CommandSpec>& Commands() {
         {"force", false}},
        RunPushCert},
       {"enroll",
-       "challenge [--ttl SECONDS] [--udid UDID]",
-       "create a one-time SCEP challenge (for an enrollment profile or a SCEP client)",
+       "challenge [--ttl SECONDS] [--udid UDID] | profile --out FILE [--token-env VAR | --token-file FILE] "
+       "[--challenge C]",
+       "create a one-time SCEP challenge, or fetch the enrollment profile",
+       "challenge: create a one-time SCEP challenge (for an enrollment profile or a SCEP client)\n"
        "  --ttl SECONDS   how long it is valid (default 3600, at most 30 days)\n"
        "  --udid UDID     the device it is for: the certificate it pays for records that UDID,\n"
        "                  and only that device can Authenticate with it\n"
        "prints the challenge on stdout (a secret: it is not logged by orchardd), the expiry on\n"
-       "stderr. A challenge is used once.\n",
-       {{"ttl", true}, {"udid", true}},
+       "stderr. A challenge is used once.\n"
+       "profile: GET /mdm/enroll as a device would (docs/enrollment.md) and write the\n"
+       ".mobileconfig, CMS-signed when the server has a signing certificate\n"
+       "  --out FILE          where to write it ('-': stdout)\n"
+       "  --token-env VAR     the enrollment token (enroll.token) is in environment variable\n"
+       "                      VAR (default: ORCHARD_ENROLL_TOKEN, if set)\n"
+       "  --token-file FILE   the token is the first line of FILE\n"
+       "  --challenge C       fetch with a one-time challenge (from enroll challenge) instead\n"
+       "The token is sent as Authorization: Bearer and never printed.\n",
+       {{"ttl", true}, {"udid", true}, {"out", true}, {"token-env", true}, {"token-file", true}, {"challenge", true}},
        RunEnroll},
       {"certs",
        "[list [--udid UDID] [--limit N] [--all | --cursor C] | show SERIAL | revoke SERIAL [--reason TEXT]]",

@@ -5,6 +5,8 @@
 // certificate (503), and the signature checked by the openssl CLI.
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+
 #include <cstdio>
 #include <filesystem>
 
@@ -270,4 +272,34 @@ TEST_CASE("with enroll.identity pkcs12 the profile carries an identity the CA ma
   INFO(cert.body);
   CHECK(cert.body.find("Orchard device " + d.udid()) != std::string::npos);
   CHECK(cert.body.find(d.identity().Sha256Hex()) != std::string::npos);
+}
+
+TEST_CASE("orchardctl enroll profile writes the signed profile, and reports a refusal", "[integration][enroll]") {
+  Server s;
+  s.UploadPushCert();
+  const std::string ctl = OrchardBinary("orchardctl") + " --url " + s.orchard->url();
+  int status = 0;
+  std::string out = Run("ORCHARD_ENROLL_TOKEN=" + std::string(kToken) + " " + ctl + " enroll profile --out " + s.dir +
+                            "/ctl.mobileconfig",
+                        &status);
+  INFO(out);
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK(out.find("CMS-signed enrollment profile") != std::string::npos);
+  CHECK(out.find(kToken) == std::string::npos);
+  out = Run("openssl cms -verify -inform DER -CAfile " + s.dir + "/signing-ca.pem -in " + s.dir +
+                "/ctl.mobileconfig -out /dev/null",
+            &status);
+  CHECK(status == 0);
+  REQUIRE(WriteFile(s.dir + "/token", std::string(kToken) + "\n"));
+  out = Run("env -u ORCHARD_ENROLL_TOKEN " + ctl + " enroll profile --token-file " + s.dir + "/token --out -", &status);
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(out.find("com.apple.mdm") != std::string::npos);  // the signed content is embedded
+
+  out = Run("env -u ORCHARD_ENROLL_TOKEN " + ctl + " enroll profile --out " + s.dir + "/none.mobileconfig", &status);
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(out.find("HTTP 403") != std::string::npos);
+  Run(ctl + " enroll profile --ttl 5 --out -", &status);
+  CHECK(WEXITSTATUS(status) == 2);
+  Run(ctl + " enroll profile", &status);
+  CHECK(WEXITSTATUS(status) == 2);
 }
