@@ -615,3 +615,37 @@ TEST_CASE("orchardctl enroll challenge and certs list, show and revoke", "[scep]
   // The challenge never reaches orchardd's log.
   CHECK(ReadFile(s.proc->log_path()).find(challenge) == std::string::npos);
 }
+
+// Not a test: regenerates tests/fuzz/seeds/scep_fuzz/ (messages encrypted to the fuzz
+// target's fixed CA). Run: ORCHARD_SCEP_SEEDS=tests/fuzz/seeds/scep_fuzz scep_it "[.seeds]"
+TEST_CASE("write SCEP fuzz seeds", "[.seeds]") {
+  const char* out = std::getenv("ORCHARD_SCEP_SEEDS");
+  REQUIRE(out != nullptr);
+  const std::string ca = std::string(ORCHARD_SOURCE_DIR) + "/tests/fuzz/scep_ca/";
+  Server s({"enroll.ca_cert_file = " + ca + "ca.pem", "enroll.ca_key_file = " + ca + "ca.key"});
+  ScepClient c(s.scep());
+  struct Seed {
+    const char* name;
+    ScepRequest r;
+  };
+  std::vector<Seed> seeds(5);
+  seeds[0] = {"pkcsreq-rsa", {}};
+  seeds[0].r.challenge = "fuzz-challenge";
+  seeds[1] = {"pkcsreq-ec-des3", {}};
+  seeds[1].r.challenge = "fuzz-challenge";
+  seeds[1].r.key.type = ScepKeyType::kEcP256;
+  seeds[1].r.cipher = "des-ede3-cbc";
+  seeds[2] = {"wrong-challenge", {}};
+  seeds[2].r.challenge = "nope";
+  seeds[3] = {"renewal-sha1", {}};
+  seeds[3].r.message_type = "17";
+  seeds[3].r.digest = "sha1";
+  seeds[4] = {"bad-signature", {}};
+  seeds[4].r.challenge = "fuzz-challenge";
+  seeds[4].r.corrupt_signature = true;
+  for (const auto& seed : seeds) {
+    auto msg = c.BuildMessage(seed.r, nullptr);
+    REQUIRE(msg.ok());
+    REQUIRE(WriteFile(std::string(out) + "/" + seed.name + ".der", *msg));
+  }
+}
