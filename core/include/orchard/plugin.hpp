@@ -366,38 +366,24 @@ struct Glue {
 // Class: name and version are string literals, lanes an int (0 = default),
 // then the subscribed event types (at least one; "*" = all). Declares ABI
 // 1.0, so the plugin also loads on 1.0 hosts (no OnHttp, no schedules).
-#define ORCHARD_PLUGIN_DEFINE(Class, name, version, lanes, ...)                                         \
-  namespace {                                                                                           \
-  const char* const orchard_plugin_types_[] = {__VA_ARGS__};                                            \
-  const orchard_plugin_descriptor orchard_plugin_descriptor_ = {                                        \
-      sizeof(orchard_plugin_descriptor),                                                                \
-      ORCHARD_PLUGIN_ABI_MAJOR,                                                                         \
-      0,                                                                                                \
-      name,                                                                                             \
-      version,                                                                                          \
-      orchard_plugin_types_,                                                                            \
-      sizeof(orchard_plugin_types_) / sizeof(orchard_plugin_types_[0]),                                 \
-      lanes,                                                                                            \
-      0,                                                                                                \
-      &::orchard::plugin::Glue<Class>::Init,                                                            \
-      &::orchard::plugin::Glue<Class>::OnEvent,                                                         \
-      &::orchard::plugin::Glue<Class>::Shutdown,                                                        \
-      nullptr,                                                                                          \
-      0,                                                                                                \
-      nullptr};                                                                                         \
-  }                                                                                                     \
-  ORCHARD_PLUGIN_ENTRY_DEFINE_
+#define ORCHARD_PLUGIN_DEFINE(Class, name, version, lanes, ...) \
+  ORCHARD_PLUGIN_DESCRIPTOR_(Class, name, version, lanes, 0, nullptr, 0, nullptr, __VA_ARGS__)
 
 // Same for a plugin using ABI 1.1: its OnHttp answers /plugins/<name>/...,
 // and schedules (a const orchard_schedule array, or nullptr with count 0)
 // are its timers. Needs a 1.1 host.
-#define ORCHARD_PLUGIN_DEFINE_1_1(Class, name, version, lanes, schedules, schedule_count, ...)          \
+#define ORCHARD_PLUGIN_DEFINE_1_1(Class, name, version, lanes, schedules, schedule_count, ...)             \
+  ORCHARD_PLUGIN_DESCRIPTOR_(Class, name, version, lanes, 1, schedules, schedule_count,                   \
+                             &::orchard::plugin::Glue<Class>::OnHttp, __VA_ARGS__)
+
+// The shared body of the two macros above (not for direct use).
+#define ORCHARD_PLUGIN_DESCRIPTOR_(Class, name, version, lanes, minor, schedules, schedule_count, on_http, ...) \
   namespace {                                                                                           \
   const char* const orchard_plugin_types_[] = {__VA_ARGS__};                                            \
   const orchard_plugin_descriptor orchard_plugin_descriptor_ = {                                        \
       sizeof(orchard_plugin_descriptor),                                                                \
       ORCHARD_PLUGIN_ABI_MAJOR,                                                                         \
-      1,                                                                                                \
+      minor,                                                                                            \
       name,                                                                                             \
       version,                                                                                          \
       orchard_plugin_types_,                                                                            \
@@ -409,7 +395,7 @@ struct Glue {
       &::orchard::plugin::Glue<Class>::Shutdown,                                                        \
       schedules,                                                                                        \
       schedule_count,                                                                                   \
-      &::orchard::plugin::Glue<Class>::OnHttp};                                                         \
+      on_http};                                                                                         \
   }                                                                                                     \
   ORCHARD_PLUGIN_ENTRY_DEFINE_
 
