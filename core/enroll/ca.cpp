@@ -81,6 +81,33 @@ Status RandomSerial(X509* cert) {
   return Status::Ok();
 }
 
+// Copies an encoded public key (algorithm, parameters, key bits) without decoding it.
+Status CopyPublicKey(const X509_PUBKEY* from, X509_PUBKEY* to) {
+  ASN1_OBJECT* alg = nullptr;
+  const unsigned char* bits = nullptr;
+  int len = 0;
+  X509_ALGOR* algor = nullptr;
+  if (X509_PUBKEY_get0_param(&alg, &bits, &len, &algor, from) != 1 || algor == nullptr || len <= 0)
+    return Status::InvalidArgument("public key: " + TakeOpensslError());
+  const ASN1_OBJECT* aobj = nullptr;
+  int ptype = V_ASN1_UNDEF;
+  const void* pval = nullptr;
+  X509_ALGOR_get0(&aobj, &ptype, &pval, algor);
+  void* pcopy = nullptr;
+  if (ptype == V_ASN1_OBJECT) pcopy = OBJ_dup(static_cast<const ASN1_OBJECT*>(pval));
+  else if (ptype == V_ASN1_SEQUENCE || ptype == V_ASN1_OCTET_STRING) pcopy = ASN1_STRING_dup(static_cast<const ASN1_STRING*>(pval));
+  else if (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF) return Status::InvalidArgument("public key: unusual parameters");
+  auto* enc = static_cast<unsigned char*>(OPENSSL_memdup(bits, static_cast<size_t>(len)));
+  ASN1_OBJECT* acopy = OBJ_dup(aobj);
+  if (!enc || !acopy || ((ptype == V_ASN1_OBJECT || ptype == V_ASN1_SEQUENCE || ptype == V_ASN1_OCTET_STRING) && !pcopy) ||
+      X509_PUBKEY_set0_param(to, acopy, ptype, pcopy, enc, len) != 1) {
+    OPENSSL_free(enc);
+    ASN1_OBJECT_free(acopy);
+    return Status::Internal("public key copy: " + TakeOpensslError());
+  }
+  return Status::Ok();
+}
+
 std::string ToPem(X509* cert) {
   BioPtr b(BIO_new(BIO_s_mem()));
   PEM_write_bio_X509(b.get(), cert);
@@ -248,7 +275,11 @@ Result<IssuedDer> DeviceCa::Issue(const IssueRequest& r) const {
   if (ca_not_after > 0 && not_after > ca_not_after) not_after = ca_not_after;
   ASN1_TIME_set(X509_getm_notBefore(cert.get()), now_s - kBackdateSeconds);
   ASN1_TIME_set(X509_getm_notAfter(cert.get()), not_after);
-  if (X509_set_pubkey(cert.get(), r.public_key) != 1) return Status::InvalidArgument("public key: " + TakeOpensslError());
+  if (r.public_key_info) {
+    ORCHARD_RETURN_IF_ERROR(CopyPublicKey(r.public_key_info, X509_get_X509_PUBKEY(cert.get())));
+  } else if (X509_set_pubkey(cert.get(), r.public_key) != 1) {
+    return Status::InvalidArgument("public key: " + TakeOpensslError());
+  }
   ORCHARD_RETURN_IF_ERROR(AddExt(cert.get(), ca, NID_basic_constraints, "critical,CA:FALSE"));
   const bool rsa = EVP_PKEY_get_base_id(r.public_key) == EVP_PKEY_RSA;
   ORCHARD_RETURN_IF_ERROR(

@@ -20,6 +20,7 @@
 typedef struct x509_st X509;
 typedef struct evp_pkey_st EVP_PKEY;
 typedef struct X509_name_st X509_NAME;
+typedef struct X509_pubkey_st X509_PUBKEY;
 
 namespace orchard::enroll {
 
@@ -40,6 +41,10 @@ struct IssueRequest {
   const X509_NAME* subject = nullptr;   // borrowed: copied as is (may be empty)
   int64_t validity_days = 365;          // capped at the CA's own notAfter
   int64_t now_ms = 0;
+  // Optional, borrowed: the same key as encoded in the CSR; when set it is copied into
+  // the certificate as is (OpenSSL 3.0 would otherwise encode and decode the key again,
+  // which costs about as much as an RSA signature).
+  const X509_PUBKEY* public_key_info = nullptr;
 };
 
 struct IssuedDer {

@@ -101,6 +101,32 @@ std::string KeyProblem(EVP_PKEY* key) {
   }
 }
 
+// DER tag-length-value.
+std::string Tlv(unsigned char tag, std::string_view content) {
+  std::string out(1, static_cast<char>(tag));
+  const size_t n = content.size();
+  if (n < 0x80) {
+    out.push_back(static_cast<char>(n));
+  } else {
+    std::string len;
+    for (size_t v = n; v; v >>= 8) len.insert(len.begin(), static_cast<char>(v & 0xff));
+    out.push_back(static_cast<char>(0x80 | len.size()));
+    out += len;
+  }
+  out.append(content);
+  return out;
+}
+
+// ContentInfo { signedData, [0] SignedData { 1, {}, { data }, [0] { cert }, {} } }: the
+// degenerate certs-only SignedData of RFC 8894 3.3.2 around one certificate.
+std::string CertsOnly(std::string_view cert_der) {
+  static const std::string kSignedDataOid("\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02", 11);
+  static const std::string kDataOid("\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01", 11);
+  const std::string signed_data = Tlv(0x30, std::string("\x02\x01\x01", 3) + Tlv(0x31, "") + Tlv(0x30, kDataOid) +
+                                             Tlv(0xa0, cert_der) + Tlv(0x31, ""));
+  return Tlv(0x30, kSignedDataOid + Tlv(0xa0, signed_data));
+}
+
 ScepReply Http(int status, ScepOutcome outcome, std::string reason) {
   ScepReply r;
   r.status = status;
@@ -344,7 +370,13 @@ ScepReply ScepServer::PkiOperation(std::string_view der) {
     }
   }
 
-  auto issued = d_.ca->Issue({pub, subject, options_.cert_validity_days, now});
+  IssueRequest ir;
+  ir.public_key = pub;
+  ir.public_key_info = X509_REQ_get_X509_PUBKEY(req.get());
+  ir.subject = subject;
+  ir.validity_days = options_.cert_validity_days;
+  ir.now_ms = now;
+  auto issued = d_.ca->Issue(ir);
   if (!issued.ok()) return fail(FailInfo::kBadRequest, ScepOutcome::kBadRequest, "issuing: " + issued.status().message());
   rec.serial_hex = issued->serial_hex;
   rec.subject = issued->subject;
@@ -386,19 +418,9 @@ ScepReply ScepServer::CertRep(const std::string& txid, const std::string& recipi
   };
   std::string content;
   if (!failure) {
-    // Degenerate certs-only SignedData holding the issued certificate...
-    const unsigned char* p = reinterpret_cast<const unsigned char*>(cert_der.data());
-    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(cert_der.size())));
-    Pkcs7Ptr deg(PKCS7_new());
-    if (!cert || !deg || !PKCS7_set_type(deg.get(), NID_pkcs7_signed) ||
-        !PKCS7_content_new(deg.get(), NID_pkcs7_data) || !PKCS7_set_detached(deg.get(), 1) ||
-        !PKCS7_add_certificate(deg.get(), cert.get()))
-      return internal("certs-only: " + TakeOpensslError());
-    unsigned char* out = nullptr;
-    int n = i2d_PKCS7(deg.get(), &out);
-    if (n <= 0) return internal("certs-only encoding: " + TakeOpensslError());
-    std::string deg_der(reinterpret_cast<char*>(out), static_cast<size_t>(n));
-    OPENSSL_free(out);
+    // Degenerate certs-only SignedData holding the issued certificate (written directly:
+    // parsing the certificate back would decode its key again)...
+    const std::string deg_der = CertsOnly(cert_der);
     // ...enveloped to the requester with the cipher it used.
     const EVP_CIPHER* cipher = EVP_get_cipherbynid(cipher_nid);
     if (cipher == nullptr) cipher = EVP_aes_256_cbc();
@@ -407,8 +429,8 @@ ScepReply ScepServer::CertRep(const std::string& txid, const std::string& recipi
     BioPtr in(BIO_new_mem_buf(deg_der.data(), static_cast<int>(deg_der.size())));
     CmsPtr env(CMS_encrypt(recips.get(), in.get(), cipher, CMS_BINARY));
     if (!env) return internal("envelope: " + TakeOpensslError());
-    out = nullptr;
-    n = i2d_CMS_ContentInfo(env.get(), &out);
+    unsigned char* out = nullptr;
+    int n = i2d_CMS_ContentInfo(env.get(), &out);
     if (n <= 0) return internal("envelope encoding: " + TakeOpensslError());
     content.assign(reinterpret_cast<char*>(out), static_cast<size_t>(n));
     OPENSSL_free(out);

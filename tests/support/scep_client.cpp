@@ -123,6 +123,23 @@ struct ScepClient::Impl {
   std::string url;
   CURL* curl = nullptr;
   std::string ca_der;
+  X509Ptr ca;                  // ca_der parsed once
+  std::string key_pem;         // the last ScepRequest::key_pem, parsed once (OpenSSL 3.0 decoding is slow)
+  KeyPtr key;
+
+  // The request's key: parsed once per distinct key_pem, or null to generate one.
+  Result<KeyPtr> GivenKey(const std::string& pem) {
+    if (pem.empty()) return KeyPtr();
+    if (!key || pem != key_pem) {
+      BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+      KeyPtr k(PEM_read_bio_PrivateKey(b.get(), nullptr, nullptr, nullptr));
+      if (!k) return Ossl("key_pem");
+      key = std::move(k);
+      key_pem = pem;
+    }
+    EVP_PKEY_up_ref(key.get());
+    return KeyPtr(key.get());
+  }
 
   Result<std::pair<long, std::string>> Call(const std::string& query, const std::string* post) {
     if (!curl) curl = curl_easy_init();
@@ -184,14 +201,15 @@ struct Built {
   X509Ptr signer;  // the certificate the request was signed with (the answer is enveloped to it)
 };
 
-Result<Built> Build(const ScepRequest& r, const std::string& ca_der) {
+Result<Built> Build(const ScepRequest& r, X509* ca, KeyPtr given_key) {
   Built out;
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(ca_der.data());
-  X509Ptr ca(d2i_X509(nullptr, &p, static_cast<long>(ca_der.size())));
-  if (!ca) return Ossl("CA certificate");
-  auto key = MakeKey(r);
-  if (!key.ok()) return key.status();
-  out.key = std::move(key.value());
+  if (given_key) {
+    out.key = std::move(given_key);
+  } else {
+    auto key = MakeKey(r);
+    if (!key.ok()) return key.status();
+    out.key = std::move(key.value());
+  }
   const EVP_MD* md = EVP_get_digestbyname(r.digest.c_str());
   if (!md) return Status::InvalidArgument("unknown digest " + r.digest);
   // PKCS#10 with the challenge.
@@ -232,7 +250,7 @@ Result<Built> Build(const ScepRequest& r, const std::string& ca_der) {
   const EVP_CIPHER* cipher = EVP_get_cipherbyname(r.cipher.c_str());
   if (!cipher) return Status::InvalidArgument("unknown cipher " + r.cipher);
   StackPtr recips(sk_X509_new_null());
-  sk_X509_push(recips.get(), ca.get());
+  sk_X509_push(recips.get(), ca);
   BioPtr csr_bio(BIO_new_mem_buf(csr.data(), static_cast<int>(csr.size())));
   CmsPtr env(CMS_encrypt(recips.get(), csr_bio.get(), cipher, CMS_BINARY));
   if (!env) return Ossl("envelope");
@@ -263,10 +281,23 @@ Result<Built> Build(const ScepRequest& r, const std::string& ca_der) {
 
 }  // namespace
 
+Result<X509*> ScepClient::CaCertificate() {
+  auto der = GetCaCert();
+  if (!der.ok()) return der.status();
+  if (!impl_->ca) {
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(der->data());
+    impl_->ca.reset(d2i_X509(nullptr, &p, static_cast<long>(der->size())));
+    if (!impl_->ca) return Ossl("CA certificate");
+  }
+  return impl_->ca.get();
+}
+
 Result<std::string> ScepClient::BuildMessage(const ScepRequest& request, std::string* key_pem) {
-  auto ca = GetCaCert();
+  auto ca = CaCertificate();
   if (!ca.ok()) return ca.status();
-  auto b = Build(request, *ca);
+  auto given = impl_->GivenKey(request.key_pem);
+  if (!given.ok()) return given.status();
+  auto b = Build(request, *ca, std::move(given.value()));
   if (!b.ok()) return b.status();
   if (key_pem) *key_pem = KeyPem(b->key.get());
   return std::move(b->der);
@@ -275,7 +306,11 @@ Result<std::string> ScepClient::BuildMessage(const ScepRequest& request, std::st
 Result<ScepResult> ScepClient::Enroll(const ScepRequest& request) {
   auto ca_der = GetCaCert();
   if (!ca_der.ok()) return ca_der.status();
-  auto built = Build(request, *ca_der);
+  auto ca = CaCertificate();
+  if (!ca.ok()) return ca.status();
+  auto given = impl_->GivenKey(request.key_pem);
+  if (!given.ok()) return given.status();
+  auto built = Build(request, *ca, std::move(given.value()));
   if (!built.ok()) return built.status();
   Result<std::pair<long, std::string>> answer = Status::Internal("unsent");
   if (request.use_get)

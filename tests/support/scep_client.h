@@ -15,6 +15,8 @@
 #include "support/test_pki.h"
 #include "util/status.h"
 
+typedef struct x509_st X509;
+
 namespace orchard::testing {
 
 enum class ScepKeyType { kRsa, kEcP256, kEcP384 };
@@ -67,6 +69,8 @@ class ScepClient {
   Result<std::string> BuildMessage(const ScepRequest& request, std::string* key_pem);
 
  private:
+  Result<X509*> CaCertificate();  // parsed once; owned by the client
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
