@@ -492,8 +492,10 @@ std::string Request::Param(std::string_view name) const {
     std::string_view key = part.substr(0, eq);
     if (key == name) {
       if (eq == std::string_view::npos) return "";
+      // A malformed escape is kept as sent, so the handler refuses the value
+      // itself (an empty string would read as "absent").
       auto v = PercentDecode(part.substr(eq + 1));
-      return v ? *v : std::string();
+      return v ? *v : std::string(part.substr(eq + 1));
     }
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);

@@ -56,7 +56,8 @@ struct Request {
 
   // Case-insensitive header lookup; empty if absent.
   std::string_view Header(std::string_view name) const;
-  // Query parameter (percent-decoded); empty if absent.
+  // Query parameter, percent-decoded ('+' kept); a malformed escape is
+  // returned as sent; empty if absent.
   std::string Param(std::string_view name) const;
   bool HasParam(std::string_view name) const;
 };
