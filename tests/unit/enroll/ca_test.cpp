@@ -178,7 +178,10 @@ TEST_CASE("the device CA issues client certificates with random serials", "[enro
   CHECK(now - a->not_before_ms >= 299 * 1000);
   X509Ptr x = Parse(a->der);
   REQUIRE(x);
-  CHECK(BN_is_negative(ASN1_INTEGER_to_BN(X509_get0_serialNumber(x.get()), nullptr)) == 0);
+  BIGNUM* serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x.get()), nullptr);
+  REQUIRE(serial);
+  CHECK(BN_is_negative(serial) == 0);
+  BN_free(serial);
   CHECK((X509_get_extended_key_usage(x.get()) & XKU_SSL_CLIENT) != 0);
   CHECK(X509_check_ca(x.get()) == 0);
   KeyPtr ca_pub(X509_get_pubkey(Parse((*ca)->cert_der()).get()));
