@@ -513,7 +513,7 @@ TEST_CASE("inventory-export in orchardd with a simulated fleet of iPhones and Ma
     auto v = orchard::plist::ParseJson(r.body);
     return r.status == 200 && v.ok() && v->Find("commands") ? v->Find("commands")->AsArray()->size() : size_t(0);
   };
-  for (size_t i = 0; i < (*fleet)->size(); ++i) REQUIRE(WaitFor([&] { return queued((*fleet)->device(i).udid()) == 3; }));
+  for (size_t i = 0; i < (*fleet)->size(); ++i) REQUIRE(WaitFor([&] { return queued((*fleet)->device(i).udid()) == 3; }, std::chrono::seconds(120)));
   auto sessions = (*fleet)->RunSessions(2);
   REQUIRE(sessions.failed == 0);
   CHECK(sessions.sessions.acknowledged == 3 * 24);
