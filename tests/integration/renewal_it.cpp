@@ -77,13 +77,37 @@ bool WaitFor(F f, std::chrono::seconds limit = std::chrono::seconds(20)) {
   return f();
 }
 
+// The admin API of the server at url.
+HttpResult Api(const std::string& url, const std::string& method, const std::string& path,
+               const std::string& body = "") {
+  return HttpCall(method, url + path, body, {std::string("X-API-Key: ") + kKey});
+}
+
+// Uploads a push certificate for kTopic (profiles need the topic).
+void UploadPushCert(const std::string& url) {
+  auto push_ca = TestCa::Create("Apple Push CA (renewal test)");
+  Identity push = push_ca->Issue({.common_name = std::string("APSP:") + kTopic, .uid = kTopic});
+  REQUIRE(Api(url, "PUT", "/v1/pushcert", push.cert_pem + push.key_pem).status == 200);
+}
+
+// One simulated device enrolling through url's profile by POSTing machine info
+// (so the certificate is issued for its UDID), identified by header and signature.
+sim::FleetOptions ProfileFleet(const std::string& url) {
+  sim::FleetOptions fo;
+  fo.devices = 1;
+  fo.config.cert_mode = sim::CertMode::kHeaderAndSignature;
+  fo.profile.url = url + "/mdm/enroll";
+  fo.profile.token = kToken;
+  fo.profile.machine_info = true;
+  return fo;
+}
+
 }  // namespace
 
 TEST_CASE("identity renewal by InstallProfile keeps the enrollment: queue, generation, and the old certificate refused",
           "[integration][enroll][renewal]") {
   const std::string dir = MakeTempDir("orchard-renewal-it");
   auto signing_ca = TestCa::Create("Profile Signing CA (renewal test)");
-  auto push_ca = TestCa::Create("Apple Push CA (renewal test)");
   Identity signer = signing_ca->Issue({.common_name = "Orchard profile signing (renewal test)",
                                        .client_auth_eku = false, .rsa_key = true});
   REQUIRE(WriteFile(dir + "/signing.pem", signer.cert_pem));
@@ -102,20 +126,14 @@ TEST_CASE("identity renewal by InstallProfile keeps the enrollment: queue, gener
   REQUIRE(orchard.Start());
   REQUIRE(orchard.url() == url);
   auto api = [&](const std::string& method, const std::string& path, const std::string& body = "") {
-    return HttpCall(method, url + path, body, {std::string("X-API-Key: ") + kKey});
+    return Api(url, method, path, body);
   };
-  Identity push = push_ca->Issue({.common_name = std::string("APSP:") + kTopic, .uid = kTopic});
-  REQUIRE(api("PUT", "/v1/pushcert", push.cert_pem + push.key_pem).status == 200);
+  UploadPushCert(url);
 
-  // Enroll the real way: profile (GET with the token), SCEP, Authenticate, TokenUpdate.
-  sim::FleetOptions fo;
-  fo.devices = 1;
-  fo.config.cert_mode = sim::CertMode::kHeaderAndSignature;
-  fo.profile.url = url + "/mdm/enroll";
-  fo.profile.token = kToken;
+  // Enroll the real way: signed profile, SCEP, Authenticate, TokenUpdate.
+  sim::FleetOptions fo = ProfileFleet(url);
   fo.profile.trust_ca_pem = signing_ca->cert_pem();
   fo.profile.require_signed = true;
-  fo.profile.machine_info = true;  // the certificate is issued for this UDID
   auto fleet = sim::Fleet::Create(fo, TestCa::Create("Apple Device CA (renewal stand-in)"));
   INFO(fleet.status().ToString());
   REQUIRE(fleet.ok());
@@ -212,24 +230,16 @@ TEST_CASE("identity renewal by InstallProfile keeps the enrollment: queue, gener
 TEST_CASE("a takeover attempt with another valid certificate waits for an admin's approval through the API",
           "[integration][enroll][renewal]") {
   const std::string dir = MakeTempDir("orchard-takeover-it");
-  auto push_ca = TestCa::Create("Apple Push CA (takeover test)");
   REQUIRE(WriteFile(dir + "/orchard.conf", std::string("enroll.token = ") + kToken + "\n"));
   OrchardProcess orchard(dir + "/data", {"--config", dir + "/orchard.conf", "--api-key", kKey});
   REQUIRE(orchard.Start());
   const std::string url = orchard.url();
   auto api = [&](const std::string& method, const std::string& path, const std::string& body = "") {
-    return HttpCall(method, url + path, body, {std::string("X-API-Key: ") + kKey});
+    return Api(url, method, path, body);
   };
-  Identity push = push_ca->Issue({.common_name = std::string("APSP:") + kTopic, .uid = kTopic});
-  REQUIRE(api("PUT", "/v1/pushcert", push.cert_pem + push.key_pem).status == 200);
+  UploadPushCert(url);
 
-  sim::FleetOptions fo;
-  fo.devices = 1;
-  fo.config.cert_mode = sim::CertMode::kHeaderAndSignature;
-  fo.profile.url = url + "/mdm/enroll";
-  fo.profile.token = kToken;
-  fo.profile.machine_info = true;
-  auto fleet = sim::Fleet::Create(fo, TestCa::Create("Apple Device CA (takeover stand-in)"));
+  auto fleet = sim::Fleet::Create(ProfileFleet(url), TestCa::Create("Apple Device CA (takeover stand-in)"));
   REQUIRE(fleet.ok());
   sim::Device& d = (*fleet)->device(0);
   REQUIRE((*fleet)->Enroll(1).ok == 1);
