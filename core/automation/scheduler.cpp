@@ -100,7 +100,7 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
   const std::string target = consumer + "/" + s.name;
   plist::Value payload;
   payload.Set("schedule", plist::Value::String(s.name));
-  payload.Set("period", plist::Value::Integer(period));
+  payload.Set("period", plist::Value::Integer(start));  // the period's start, Unix ms
   const std::string payload_json = plist::ToJson(payload);
 
   if (!s.per_device) {
@@ -116,12 +116,13 @@ Result<size_t> Scheduler::RunOne(const std::string& consumer, const ScheduleInfo
   }
 
   // How many devices should have had their tick by now: all of them once the
-  // splay window has passed, a proportional share before.
+  // splay window has passed, a proportional share before (rounded down: with
+  // n devices the k-th ticks k/n of the way through the window, none at its
+  // very start).
   auto enrolled = enrollments_->CountInState(store::EnrollmentState::kEnrolled);
   if (!enrolled.ok()) return enrolled.status();
   int64_t due = *enrolled;
-  if (s.splay_ms > 0 && now - window < s.splay_ms)
-    due = (*enrolled * (now - window) + s.splay_ms - 1) / s.splay_ms;
+  if (s.splay_ms > 0 && now - window < s.splay_ms) due = *enrolled * (now - window) / s.splay_ms;
   size_t emitted = 0;
   domain::EnrollmentFilter filter;
   filter.state = "enrolled";

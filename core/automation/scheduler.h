@@ -5,7 +5,7 @@
 // id order and spreading them evenly over the splay window (by the enrolled
 // count); a per-period schedule emits one tick at a fixed offset within the
 // splay. Ticks carry request_type "<consumer>/<schedule>" and payload
-// {"schedule", "period"}; progress (period, last device) is stored with the
+// {"schedule", "period" (its start, Unix ms)}; progress (period, last device) is stored with the
 // ticks it emitted, in the same batch, so a crash neither loses nor repeats a
 // device's tick. At most max_ticks_per_round are emitted per round.
 //

@@ -200,7 +200,10 @@ TEST_CASE("scheduler: per-device ticks spread over the splay, durable and once p
     Scheduler s(so, h.db.get(), h.log.get(), &h.enrollments);
     s.SetSchedules("policy:p", {{"inv", hour, hour / 2, true}});
     CHECK(s.RunRound(start).value() == 0);                  // the splay has just begun
-    CHECK(s.RunRound(start + hour / 4).value() == 5);       // half the window: half the devices
+    CHECK(s.RunRound(start + 1).value() == 0);              // no device right at its start
+    CHECK(s.RunRound(start + hour / 20 - 1).value() == 0);  // the first after 1/10 of it
+    CHECK(s.RunRound(start + hour / 20).value() == 1);
+    CHECK(s.RunRound(start + hour / 4).value() == 4);       // half the window: half the devices
   }
   {
     Scheduler s(so, h.db.get(), h.log.get(), &h.enrollments);  // a restart
@@ -217,7 +220,9 @@ TEST_CASE("scheduler: per-device ticks spread over the splay, durable and once p
   for (size_t i = 0; i < 10; ++i) {
     first_period.insert(ticks[i].enrollment_id);
     CHECK(ticks[i].request_type == "policy:p/inv");
+    CHECK(ticks[i].payload_json == R"({"schedule":"inv","period":)" + std::to_string(start) + "}");
   }
+  CHECK(ticks[10].payload_json == R"({"schedule":"inv","period":)" + std::to_string(start + hour) + "}");
   CHECK(first_period.size() == 10);
 }
 
