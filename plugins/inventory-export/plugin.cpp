@@ -7,6 +7,7 @@
 // Built against <orchard/plugin.hpp> only (ABI 1.1). State:
 //   dev/<enrollment id>            the device's record (inventory.h EncodeRecord)
 //   apps/<enrollment id>/<NNNNNN>  its app list in chunks 0 .. app_chunks-1
+//   req/<enrollment id>            when this plugin last queued the three commands (RFC 3339)
 // Threading: the configuration is fixed at Init; OnEvent (lanes) and OnHttp
 // (an HTTP worker) share nothing else, so no locks.
 #include <orchard/plugin.hpp>
@@ -35,7 +36,11 @@ constexpr size_t kMaxLimit = 1000;
 constexpr size_t kDefaultMaxResponseBytes = 8 * 1024 * 1024;
 constexpr size_t kResponseReserve = 4096;
 // A refresh tick skips a device whose three reports are all younger than this.
-constexpr int64_t kFreshMs = 12LL * 60 * 60 * 1000;  // closing brackets, "next", headers' worth
+constexpr int64_t kFreshMs = 12LL * 60 * 60 * 1000;
+// A refresh tick also skips a device that has not yet answered all three of
+// the commands this plugin queued, for this long after queueing them (an
+// offline device does not pile up a day's three commands per day).
+constexpr int64_t kOutstandingMs = 7LL * 24 * 60 * 60 * 1000;
 
 // What DeviceInformation asks for (all in Apple's schema; a device leaves out
 // what does not apply to it).
@@ -49,6 +54,7 @@ constexpr const char* kQueries =
     R"("ServiceSubscriptions","AwaitingConfiguration","IsMultiUser","OSUpdateSettings","EASDeviceIdentifier"]})";
 
 std::string DevKey(std::string_view id) { return "dev/" + std::string(id); }
+std::string ReqKey(std::string_view id) { return "req/" + std::string(id); }
 std::string ChunkKey(std::string_view id, int64_t n) {
   char num[16];
   std::snprintf(num, sizeof num, "%06lld", static_cast<long long>(n));
@@ -123,10 +129,10 @@ class InventoryExport : public orchard::plugin::Plugin {
     if (type == ORCHARD_EVENT_SCHEDULE_TICK) {
       if (ev.request_type() != std::string(kConsumer) + "/" + kRefreshSchedule) return ORCHARD_OK;
       if (!refresh_) return ORCHARD_OK;  // refresh = off: a no-op tick
-      bool fresh = false;
-      orchard_status st = IsFresh(run, ev, &fresh);
+      bool due = false;
+      orchard_status st = RefreshDue(run, ev, &due);
       if (st != ORCHARD_OK) return st;
-      return fresh ? ORCHARD_OK : QueueInventory(run, ev);
+      return due ? QueueInventory(run, ev) : ORCHARD_OK;
     }
     return ORCHARD_OK;
   }
@@ -223,24 +229,37 @@ class InventoryExport : public orchard::plugin::Plugin {
     return st;
   }
 
-  // Whether the event's device has all three reports, each younger than
-  // kFreshMs at the event's time (a refresh would only repeat them).
-  static orchard_status IsFresh(Run& run, const Event& ev, bool* fresh) {
-    *fresh = false;
-    if (ev.enrollment_id().empty() || ev.enrollment_id().size() > kMaxEnrollmentIdBytes) return ORCHARD_OK;
-    std::string stored;
-    orchard_status st = run.KvGet(DevKey(ev.enrollment_id()), &stored);
-    if (st == ORCHARD_ERR_NOT_FOUND) return ORCHARD_OK;
-    if (st != ORCHARD_OK) return Failed(run, st, "kv_get record");
+  // Whether a refresh tick should ask the event's device again: not when its
+  // three reports are all younger than kFreshMs at the event's time (that
+  // would only repeat them), nor while the three commands this plugin queued
+  // last are unanswered and younger than kOutstandingMs.
+  static orchard_status RefreshDue(Run& run, const Event& ev, bool* due) {
+    *due = false;
+    const std::string_view id = ev.enrollment_id();
+    if (id.empty() || id.size() > kMaxEnrollmentIdBytes) return ORCHARD_OK;
     Record rec;
-    if (!DecodeRecord(stored, &rec)) return ORCHARD_OK;
-    const std::string since = Rfc3339(ev.time_ms() - kFreshMs);
+    std::string stored;
+    orchard_status st = run.KvGet(DevKey(id), &stored);
+    if (st == ORCHARD_OK) {
+      if (!DecodeRecord(stored, &rec)) rec = Record{};
+    } else if (st != ORCHARD_ERR_NOT_FOUND) {
+      return Failed(run, st, "kv_get record");
+    }
+    std::string requested;
+    st = run.KvGet(ReqKey(id), &requested);
+    if (st == ORCHARD_ERR_NOT_FOUND) requested.clear();
+    else if (st != ORCHARD_OK) return Failed(run, st, "kv_get request");
+    const std::string fresh_since = Rfc3339(ev.time_ms() - kFreshMs);
+    bool fresh = true, answered = true;
     for (Report::Source s : {Report::Source::kDeviceInformation, Report::Source::kSecurityInfo,
                              Report::Source::kInstalledApplications}) {
       auto t = rec.times.find(SourceTimeKey(s));
-      if (t == rec.times.end() || t->second < since) return ORCHARD_OK;
+      const std::string at = t == rec.times.end() ? std::string() : t->second;
+      fresh = fresh && !at.empty() && at >= fresh_since;
+      answered = answered && !at.empty() && at >= requested;
     }
-    *fresh = true;
+    const bool outstanding = !requested.empty() && !answered && requested > Rfc3339(ev.time_ms() - kOutstandingMs);
+    *due = !fresh && !outstanding;
     return ORCHARD_OK;
   }
 
@@ -248,7 +267,7 @@ class InventoryExport : public orchard::plugin::Plugin {
   // event's device channel (user channels are skipped). The host derives the
   // CommandUUIDs from this event, so a redelivery queues nothing twice.
   orchard_status QueueInventory(Run& run, const Event& ev) {
-    if (ev.enrollment_id().empty()) return ORCHARD_OK;
+    if (ev.enrollment_id().empty() || ev.enrollment_id().size() > kMaxEnrollmentIdBytes) return ORCHARD_OK;
     std::string device;
     orchard_status st = run.Device("", &device);
     if (st == ORCHARD_ERR_NOT_FOUND) return ORCHARD_OK;
@@ -267,6 +286,9 @@ class InventoryExport : public orchard::plugin::Plugin {
       st = run.Enqueue("", c.request_type, c.fields, 0, 0);
       if (st != ORCHARD_OK) return Failed(run, st, std::string("enqueue ") + c.request_type);
     }
+    // In the same transaction as the commands: a tick before the answers skips this device.
+    st = run.KvPut(ReqKey(ev.enrollment_id()), Rfc3339(ev.time_ms()));
+    if (st != ORCHARD_OK) return Failed(run, st, "kv_put request");
     return ORCHARD_OK;
   }
 

@@ -437,10 +437,18 @@ TEST_CASE("inventory plugin queues the inventory commands on enrollment and on r
     check_three(h.queued, 0, "D1");
     REQUIRE(h.Deliver(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "D1:user") == ORCHARD_OK);
     CHECK(h.queued.size() == 3);  // user channels are not asked
+    // The enrollment's three commands are unanswered: a tick right after adds nothing.
     REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, "D1", "plugin:inventory-export/refresh") == ORCHARD_OK);
+    CHECK(h.queued.size() == 3);
+    // Still unanswered a week later: asked again (the first ones may have failed or expired).
+    const int64_t week = 7LL * 24 * 3600 * 1000;
+    REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, "D1", "plugin:inventory-export/refresh", "", 1764641700000 + week) ==
+            ORCHARD_OK);
     check_three(h.queued, 3, "D1");
-    REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, "D1", "plugin:inventory-export/other") == ORCHARD_OK);
-    REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, "", "plugin:inventory-export/refresh") == ORCHARD_OK);
+    REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, "D1", "plugin:inventory-export/other", "", 1764641700000 + 2 * week) ==
+            ORCHARD_OK);
+    REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, "", "plugin:inventory-export/refresh", "", 1764641700000 + 2 * week) ==
+            ORCHARD_OK);
     REQUIRE(h.Deliver(ORCHARD_EVENT_ENROLLMENT_ENROLLED, "gone") == ORCHARD_OK);
     CHECK(h.queued.size() == 6);
   }
@@ -468,18 +476,37 @@ TEST_CASE("inventory plugin skips the refresh of a device whose three reports ar
   h.devices["00008030-0011223344556677"] = R"({"type":"device"})";
   const std::string id = "00008030-0011223344556677";
   const int64_t t0 = 1764641700000, hour = 3600 * 1000;
-  h.Report(id, "DeviceInformation", Fixture("inventory/DeviceInformation.ipad.plist"), t0);
-  h.Report(id, "SecurityInfo", Fixture("inventory/SecurityInfo.ipad.plist"), t0);
+  const std::string di = Fixture("inventory/DeviceInformation.ipad.plist");
+  const std::string si = Fixture("inventory/SecurityInfo.ipad.plist");
+  const std::string apps = Fixture("inventory/InstalledApplicationList.ipad.plist");
+  auto tick = [&](int64_t t) {
+    REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, id, "plugin:inventory-export/refresh", "", t) == ORCHARD_OK);
+  };
+  h.Report(id, "DeviceInformation", di, t0);
+  h.Report(id, "SecurityInfo", si, t0);
   // Two of three sources: the tick still asks.
-  REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, id, "plugin:inventory-export/refresh", "", t0 + hour) == ORCHARD_OK);
+  tick(t0 + hour);
   CHECK(h.queued.size() == 3);
-  h.Report(id, "InstalledApplicationList", Fixture("inventory/InstalledApplicationList.ipad.plist"), t0);
-  // All three younger than 12 hours: skipped.
-  REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, id, "plugin:inventory-export/refresh", "", t0 + 11 * hour) == ORCHARD_OK);
+  // Those three are not answered yet: a tick adds nothing.
+  tick(t0 + 2 * hour);
+  CHECK(h.queued.size() == 3);
+  h.Report(id, "DeviceInformation", di, t0 + 3 * hour);
+  h.Report(id, "SecurityInfo", si, t0 + 3 * hour);
+  tick(t0 + 4 * hour);  // one of the three still missing: still outstanding
+  CHECK(h.queued.size() == 3);
+  h.Report(id, "InstalledApplicationList", apps, t0 + 3 * hour);
+  // All three answered and younger than 12 hours: skipped.
+  tick(t0 + 14 * hour);
   CHECK(h.queued.size() == 3);
   // Older: asked again.
-  REQUIRE(h.Deliver(ORCHARD_EVENT_SCHEDULE_TICK, id, "plugin:inventory-export/refresh", "", t0 + 13 * hour) == ORCHARD_OK);
+  tick(t0 + 16 * hour);
   CHECK(h.queued.size() == 6);
+  // An offline device is not asked every day ...
+  for (int day = 1; day < 7; ++day) tick(t0 + 16 * hour + day * 24 * hour);
+  CHECK(h.queued.size() == 6);
+  // ... but again once the unanswered request is a week old.
+  tick(t0 + 16 * hour + 7 * 24 * hour);
+  CHECK(h.queued.size() == 9);
 }
 
 TEST_CASE("inventory plugin exports only its entry point", "[inventory][plugin]") {
