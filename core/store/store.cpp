@@ -29,7 +29,7 @@ constexpr const char* kLog = "store";
 constexpr const char* kCfNames[] = {"default",  "enrollments", "cert_bindings", "serials",
                                     "queue",    "queue_index", "results",       "results_by_time",
                                     "events",   "counters",    "push_state",  "results_by_enrollment",
-                                    "latest_results", "automation", "enroll"};
+                                    "latest_results", "automation", "enroll", "ddm"};
 static_assert(sizeof(kCfNames) / sizeof(kCfNames[0]) == static_cast<size_t>(Cf::kCount));
 
 std::string EncodeInt64(int64_t v) {

@@ -53,6 +53,8 @@ enum class Cf : int {
                    // (key layout: docs/architecture.md)
   kEnroll,         // device CA: issued certificates (by sha256, serial and udid indexes) and
                    // one-time SCEP challenges (by hash); key layout in core/enroll/issued.h
+  kDdm,            // declarative device management: declarations, sets, assignments and
+                   // each enrollment's DeclarationsToken; key layout in core/ddm/declarations.h
   kCount
 };
 const char* CfName(Cf cf);
