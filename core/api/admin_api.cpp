@@ -3,6 +3,7 @@
 #include "api/api_common.h"
 #include "api/automation_api.h"
 #include "api/enroll_api.h"
+#include "api/ddm_api.h"
 
 #include <algorithm>
 #include <charconv>
@@ -197,7 +198,8 @@ AdminApi::AdminApi(const Options& options, const Deps& deps)
           deps.events, deps.runner, deps.automation, deps.policies, options.max_response_bytes,
           options.max_body_bytes, deps.plugins})),
       enroll_api_(std::make_unique<EnrollApi>(EnrollDeps{deps.issued, deps.challenges, options.max_response_bytes,
-                                                         options.max_body_bytes})) {}
+                                                         options.max_body_bytes})),
+      ddm_api_(std::make_unique<DdmApi>(DdmApiDeps{deps.ddm, options.max_response_bytes, options.max_body_bytes})) {}
 
 AdminApi::~AdminApi() = default;
 
@@ -237,7 +239,7 @@ std::string AdminApi::RouteLabel(const http::Request& r) {
   static const std::set<std::string> kRoutes = {"enqueue",  "push",   "pushcert",    "pushcerts",
                                                 "commands", "events", "enrollments", "consumers",
                                                 "policies", "compliance", "plugins",
-                                                "enroll", "certificates"};
+                                                "enroll", "certificates", "ddm"};
   if (!kRoutes.count(parts[1])) return "api_other";
   std::string label = "api_" + parts[1];
   if (parts[1] == "enrollments" && parts.size() >= 4) {
@@ -307,6 +309,7 @@ http::Response AdminApi::Handle(const http::Request& r) {
   if (what == "events" && p.size() == 2 && m == "GET") return ListEvents(r);
   if (auto automation = automation_api_->Handle(r, p)) return std::move(*automation);
   if (auto enroll = enroll_api_->Handle(r, p)) return std::move(*enroll);
+  if (auto ddm = ddm_api_->Handle(r, p)) return std::move(*ddm);
   if (what == "consumers" && p.size() == 2) return m == "GET" ? ListConsumers() : Error(405, "use GET");
   if (what == "consumers" && p.size() == 3)
     return m == "DELETE" ? UnregisterConsumer(p[2]) : Error(405, "use DELETE");

@@ -29,6 +29,7 @@
 #include "domain/commands.h"
 #include "enroll/challenges.h"
 #include "enroll/issued.h"
+#include "ddm/service.h"
 #include "plugin/plugin_set.h"
 #include "policy/policy_set.h"
 #include "domain/enrollments.h"
@@ -41,6 +42,7 @@ namespace orchard::api {
 
 class AutomationApi;
 class EnrollApi;
+class DdmApi;
 
 struct Options {
   std::string api_key;  // empty: the admin API answers 403 (disabled)
@@ -67,6 +69,7 @@ struct Deps {
   plugin::PluginSet* plugins;             // may be null (no plugins)
   enroll::IssuedCerts* issued = nullptr;  // the device CA's records; null: /v1/certificates answers 503
   enroll::Challenges* challenges = nullptr;  // one-time SCEP challenges; may be null
+  ddm::DdmService* ddm = nullptr;  // declarative device management; null: /v1/ddm answers 503
 };
 
 class AdminApi {
@@ -108,6 +111,7 @@ class AdminApi {
   Deps d_;
   std::unique_ptr<AutomationApi> automation_api_;
   std::unique_ptr<EnrollApi> enroll_api_;
+  std::unique_ptr<DdmApi> ddm_api_;
 };
 
 }  // namespace orchard::api

@@ -182,6 +182,9 @@ const std::map<std::string, Setter>& Keys() {
        IntSetter(1, 100000, [](Config* c, int64_t n) { c->max_user_channels = int(n); })},
       {"queue.max_deliveries",
        IntSetter(0, 1000, [](Config* c, int64_t n) { c->queue_max_deliveries = int(n); })},
+      {"ddm.keep_status_reports",
+       IntSetter(0, 1000, [](Config* c, int64_t n) { c->ddm_keep_status_reports = int(n); })},
+      {"ddm.enable_on_enroll", BoolSetter(&Config::ddm_enable_on_enroll)},
       {"retention.results_hours",
        IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->result_retention_hours = n; })},
       {"retention.events_hours",
@@ -383,7 +386,7 @@ Settings without a flag are read from the config file, among them the device
 protocol limits checkin.max_user_channels (default 32) and queue.max_deliveries
 (default 5), the automation settings policy.*, plugin.* (plugin.<name>.<key>
 lines are that plugin's config section), automation.*, device.silent_days
-and certificates.expiry_warn_days; see docs/operations.md. The enrollment
+certificates.expiry_warn_days and ddm.*; see docs/operations.md. The enrollment
 profile at /mdm/enroll reads enroll.public_url, enroll.token (or env
 ORCHARD_ENROLL_TOKEN), enroll.identity (scep | pkcs12),
 enroll.profile_signing_cert/_key/_chain, enroll.anchor_certs and the other

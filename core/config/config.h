@@ -67,6 +67,10 @@ struct Config {
   int max_user_channels = 32;
   // Deliveries of a command without any report for it before it is failed (0 = never).
   int queue_max_deliveries = 5;
+  // Declarative Device Management: raw status reports kept per enrollment.
+  int ddm_keep_status_reports = 10;
+  // Queue the DeclarativeManagement command at enrollment for channels without sets too.
+  bool ddm_enable_on_enroll = false;
 
   // Retention and housekeeping.
   int64_t result_retention_hours = 30 * 24;

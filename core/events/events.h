@@ -59,6 +59,11 @@ inline constexpr const char* kDeviceSilent = ORCHARD_EVENT_DEVICE_SILENT;
 inline constexpr const char* kCertificateExpiring = ORCHARD_EVENT_CERTIFICATE_EXPIRING;
 inline constexpr const char* kScheduleTick = ORCHARD_EVENT_SCHEDULE_TICK;
 inline constexpr const char* kPolicyRun = ORCHARD_EVENT_POLICY_RUN;
+inline constexpr const char* kDdmStatusChanged = ORCHARD_EVENT_DDM_STATUS_CHANGED;
+inline constexpr const char* kDdmDeclarationStatus = ORCHARD_EVENT_DDM_DECLARATION_STATUS;
+inline constexpr const char* kDdmStatusError = ORCHARD_EVENT_DDM_STATUS_ERROR;
+inline constexpr const char* kDdmCapabilitiesChanged = ORCHARD_EVENT_DDM_CAPABILITIES_CHANGED;
+inline constexpr const char* kDdmSynced = ORCHARD_EVENT_DDM_SYNCED;
 }  // namespace type
 
 // Whether anyone consumes events of a type. Writers of high-volume events

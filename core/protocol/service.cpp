@@ -133,8 +133,7 @@ DeviceResponse Service::HandleCheckin(const DeviceRequest& request) {
     return Fail(400, type,
                 "no handler for token service type '" + service + "' is configured");
   }
-  if (type == "DeclarativeManagement")
-    return Fail(400, type, "declarative management is not configured on this server");
+  if (type == "DeclarativeManagement") return Declarative(*msg);
   return Fail(400, "checkin", "unknown check-in MessageType '" + type + "'");
 }
 
@@ -461,6 +460,11 @@ DeviceResponse Service::TokenUpdate(const CheckinMessage& msg) {
               .time_ms = now,
               .enrollment_id = id,
               .payload_json = std::move(payload_json)});
+  // DDM: a channel with declarations gets its sync command with its enrollment.
+  if (first && d_.ddm != nullptr) {
+    Status ddm = d_.ddm->OnEnrolled(txn, e, now);
+    if (!ddm.ok()) return FromStatus(ddm, type);
+  }
   Status st = txn.Commit();
   if (!st.ok()) return FromStatus(st, type);
   log::Info(kLog, "event=token_update enrollment_id={} first={} awaiting_configuration={}", log::Quote(id),
@@ -547,6 +551,29 @@ DeviceResponse Service::SetBootstrapToken(const CheckinMessage& msg) {
   if (r.status == 200)
     log::Info(kLog, "event=bootstrap_token_set enrollment_id={} present={}", log::Quote(msg.ids.device_id),
               token != nullptr);
+  return r;
+}
+
+DeviceResponse Service::Declarative(const CheckinMessage& msg) {
+  const std::string& type = msg.message_type;
+  if (d_.ddm == nullptr) return Fail(400, type, "declarative management is not configured on this server");
+  const plist::Value* endpoint = msg.body.Find("Endpoint");
+  if (endpoint == nullptr || endpoint->AsString() == nullptr || endpoint->AsString()->empty())
+    return Fail(400, type, "Endpoint must be a non-empty string");
+  // declaration/<kind>/<Identifier>: 64-byte identifiers and a kind name fit easily.
+  constexpr size_t kMaxEndpointBytes = 512;
+  if (endpoint->AsString()->size() > kMaxEndpointBytes) return Fail(400, type, "Endpoint is too long");
+  DeclarativeRequest req;
+  req.enrollment_id = msg.ids.id;
+  req.device_id = msg.ids.device_id;
+  req.endpoint = *endpoint->AsString();
+  if (const plist::Value* data = msg.body.Find("Data")) {
+    if (data->AsData() == nullptr) return Fail(400, type, "Data must be <data>");
+    req.data = data->AsData()->bytes;
+    req.has_data = true;
+  }
+  DeviceResponse r = d_.ddm->Checkin(req);
+  if (r.kind.empty()) r.kind = type;
   return r;
 }
 

@@ -77,6 +77,27 @@ class IssuedCertLookup {
   virtual bool Revoked(const std::string& cert_sha256) = 0;
 };
 
+// A DeclarativeManagement check-in, after the identity was checked (the ddm
+// module answers it).
+struct DeclarativeRequest {
+  std::string enrollment_id;  // the channel (device or user)
+  std::string device_id;      // its device channel
+  std::string endpoint;       // "tokens", "declaration-items", "declaration/<kind>/<id>", "status"
+  std::string data;           // the decoded Data (status only); empty when absent
+  bool has_data = false;
+};
+class DeclarativeHandler {
+ public:
+  virtual ~DeclarativeHandler() = default;
+  // The device's answer: 200 with JSON (or empty for status), 404 for a
+  // declaration not in the channel's manifest, 400 for a bad endpoint or Data.
+  virtual DeviceResponse Checkin(const DeclarativeRequest& request) = 0;
+  // The channel e completed an enrollment (its first TokenUpdate after an
+  // Authenticate: the device's DDM state is gone). Called inside tx, which
+  // holds e's lock and writes e as enrolled; may queue a sync command in it.
+  virtual Status OnEnrolled(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) = 0;
+};
+
 struct ServiceOptions {
   plist::Limits limits;
   bool user_authenticate_digest = false;
@@ -104,6 +125,8 @@ struct Deps {
   const events::Interest* interest = nullptr;
   // Orchard's CA records (null: no CA, every certificate is "not issued by Orchard").
   IssuedCertLookup* issued = nullptr;
+  // Declarative Device Management (null: DeclarativeManagement check-ins get 400).
+  DeclarativeHandler* ddm = nullptr;
 };
 
 class Service {
@@ -148,6 +171,8 @@ class Service {
                        const std::string* bound_cert = nullptr, const Locked* locked = nullptr);
 
   DeviceResponse Authenticate(const CheckinMessage& msg, const auth::Identity& identity);
+  // DeclarativeManagement: Endpoint and Data checked, then handed to d_.ddm.
+  DeviceResponse Declarative(const CheckinMessage& msg);
   // The takeover checks of Authenticate (holding the enrollment lock): fills
   // *refusal (403 reason) when the certificate may not enroll this device;
   // emits enrollment.reenroll and writes approval state into txn either way.

@@ -23,6 +23,7 @@
 #include "enroll/ca.h"
 #include "enroll/challenges.h"
 #include "enroll/issued.h"
+#include "ddm/service.h"
 #include "enroll/scep.h"
 #include "protocol/service.h"
 #include "push/push.h"
@@ -192,11 +193,18 @@ class AppImpl : public App {
     so.reenroll = config_.enroll_reenroll == "allow"  ? protocol::ReenrollPolicy::kAllow
                   : config_.enroll_reenroll == "deny" ? protocol::ReenrollPolicy::kDeny
                                                       : protocol::ReenrollPolicy::kApprove;
+    ddm::DdmOptions ddo;
+    ddo.limits.max_declaration_bytes = config_.max_body_bytes;
+    ddo.status_limits.max_report_bytes = config_.max_body_bytes;
+    ddo.status_limits.keep_raw_reports = static_cast<size_t>(config_.ddm_keep_status_reports);
+    ddo.enable_on_enroll = config_.ddm_enable_on_enroll;
+    ddm_ = std::make_unique<ddm::DdmService>(
+        ddo, ddm::DdmDeps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_, commands_.get()});
     service_ = std::make_unique<protocol::Service>(
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_,
                            config_.events_device_idle == "always" ? nullptr : runner_.get(),
-                           issued_lookup_.get()});
+                           issued_lookup_.get(), ddm_.get()});
     scheduler_ = std::make_unique<automation::Scheduler>(automation::SchedulerOptions{}, store_.get(),
                                                          events_.get(), enrollments_.get());
     device_watch_ = std::make_unique<automation::DeviceWatch>(
@@ -236,7 +244,7 @@ class AppImpl : public App {
                      config_.api_max_response_bytes},
         api::Deps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_,
                   push_.get(), push_certs_.get(), commands_.get(), runner_.get(), automation_.get(),
-                  policies_.get(), plugins_.get(), issued_.get(), challenges_.get()});
+                  policies_.get(), plugins_.get(), issued_.get(), challenges_.get(), ddm_.get()});
     RegisterCollectors();
 
     if (config_.insecure_dev)
@@ -502,6 +510,7 @@ class AppImpl : public App {
   std::unique_ptr<EnrollRoute> enroll_route_;  // borrows the CA, challenges, issued records, push certificates
   std::unique_ptr<Renewals> renewals_;         // borrows the enroll route
   std::unique_ptr<push::PushService> push_;  // after what it borrows: destroyed first
+  std::unique_ptr<ddm::DdmService> ddm_;  // answers the service's DDM check-ins: destroyed after it
   std::unique_ptr<protocol::Service> service_;
   std::unique_ptr<domain::CommandService> commands_;
   // The automation host (destroyed before what it borrows).

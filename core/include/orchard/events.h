@@ -46,4 +46,12 @@
 #define ORCHARD_EVENT_SCHEDULE_TICK "schedule.tick" /* request_type: "<consumer>/<schedule>" */
 #define ORCHARD_EVENT_POLICY_RUN "policy.run"       /* request_type: "<consumer>"; run now */
 
+/* Declarative Device Management (enrollment_id: the channel that reported;
+ * docs/ddm.md). Written only when something changed. */
+#define ORCHARD_EVENT_DDM_STATUS_CHANGED "ddm.status.changed"           /* {item, value, previous} */
+#define ORCHARD_EVENT_DDM_DECLARATION_STATUS "ddm.declaration.status"   /* {identifier, kind, ...} */
+#define ORCHARD_EVENT_DDM_STATUS_ERROR "ddm.status.error"               /* {status_item, reasons} */
+#define ORCHARD_EVENT_DDM_CAPABILITIES_CHANGED "ddm.capabilities.changed"
+#define ORCHARD_EVENT_DDM_SYNCED "ddm.synced" /* every declaration of the manifest reported current */
+
 #endif /* ORCHARD_EVENTS_H */

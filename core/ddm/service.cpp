@@ -1,0 +1,440 @@
+#include "ddm/service.h"
+
+#include <algorithm>
+#include <set>
+
+#include "domain/tx.h"
+#include "log/log.h"
+#include "plist/plist.h"
+#include "util/encoding.h"
+
+namespace orchard::ddm {
+namespace {
+
+constexpr const char* kLog = "ddm";
+constexpr const char* kRequestType = "DeclarativeManagement";
+constexpr const char* kJson = "application/json";
+
+std::string StateKey(std::string_view enrollment_id) {
+  std::string k = "m";
+  k.push_back('\0');
+  k.append(enrollment_id);
+  return k;
+}
+
+std::string EncodeState(const EnrollmentDdm& s) {
+  plist::Value v;
+  v.Set("v", plist::Value::Integer(1));
+  v.Set("enabled", plist::Value::Bool(s.enabled));
+  v.Set("served_token", plist::Value::String(s.served_token));
+  v.Set("served_ms", plist::Value::Integer(s.served_ms));
+  v.Set("status_ms", plist::Value::Integer(s.status_ms));
+  v.Set("pending_command", plist::Value::String(s.pending_command));
+  v.Set("sync_queued_ms", plist::Value::Integer(s.sync_queued_ms));
+  v.Set("synced_token", plist::Value::String(s.synced_token));
+  return plist::ToJson(v);
+}
+
+int64_t IntOf(const plist::Value& v, const char* key) {
+  const plist::Value* f = v.Find(key);
+  return f != nullptr && f->AsInteger() != nullptr ? *f->AsInteger() : 0;
+}
+
+Result<EnrollmentDdm> DecodeState(std::string_view json) {
+  auto v = plist::ParseJson(json);
+  if (!v.ok() || !v->is(plist::Type::kDict)) return Status::Internal("ddm enrollment state is damaged");
+  EnrollmentDdm s;
+  s.enabled = v->GetBool("enabled", false);
+  s.served_token = std::string(v->GetString("served_token"));
+  s.served_ms = IntOf(*v, "served_ms");
+  s.status_ms = IntOf(*v, "status_ms");
+  s.pending_command = std::string(v->GetString("pending_command"));
+  s.sync_queued_ms = IntOf(*v, "sync_queued_ms");
+  s.synced_token = std::string(v->GetString("synced_token"));
+  return s;
+}
+
+protocol::DeviceResponse Answer(int status, std::string body, std::string error = {}) {
+  protocol::DeviceResponse r;
+  r.status = status;
+  if (!body.empty()) r.content_type = kJson;
+  r.body = std::move(body);
+  r.kind = kRequestType;
+  r.error = std::move(error);
+  return r;
+}
+
+protocol::DeviceResponse FromStatus(const orchard::Status& st) {
+  switch (st.code()) {
+    case Code::kInvalidArgument:
+      return Answer(400, {}, st.message());
+    case Code::kTooLarge:
+      return Answer(413, {}, st.message());
+    case Code::kResourceExhausted:
+      return Answer(503, {}, "server temporarily unable to store: " + st.message());
+    default:
+      return Answer(500, {}, "server error: " + st.message());
+  }
+}
+
+std::string ReasonsJson(const std::vector<Reason>& reasons) {
+  std::string out = "[";
+  for (size_t i = 0; i < reasons.size(); ++i) {
+    plist::Value r;
+    r.Set("code", plist::Value::String(reasons[i].code));
+    r.Set("description", plist::Value::String(reasons[i].description));
+    std::string one = plist::ToJson(r);
+    if (!reasons[i].details_json.empty()) {
+      one.pop_back();  // '}'
+      one += ",\"details\":" + reasons[i].details_json + "}";
+    }
+    out += (i ? "," : "") + one;
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+DdmService::DdmService(const DdmOptions& options, const DdmDeps& deps)
+    : options_(options),
+      d_(deps),
+      declarations_(deps.store, options.limits),
+      status_(deps.store, options.status_limits) {}
+
+Result<EnrollmentDdm> DdmService::State(std::string_view enrollment_id) {
+  auto raw = d_.store->Get(store::Cf::kDdm, StateKey(enrollment_id));
+  if (!raw.ok()) return raw.status();
+  if (!raw->has_value()) return EnrollmentDdm{};
+  return DecodeState(**raw);
+}
+
+orchard::Status DdmService::PutState(store::Batch& batch, std::string_view enrollment_id, const EnrollmentDdm& s) {
+  batch.Put(store::Cf::kDdm, StateKey(enrollment_id), EncodeState(s));
+  return orchard::Status::Ok();
+}
+
+// ---- writes ----
+
+Result<WriteOutcome> DdmService::Put(std::string_view json, std::string_view owner, bool notify) {
+  auto d = ParseDeclaration(json, options_.limits);
+  if (!d.ok()) return d.status();
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  bool changed = false;
+  const std::string identifier = d->identifier;
+  auto changes = declarations_.Put(tx.batch(), std::move(*d), owner, now, &changed);
+  if (!changes.ok()) return changes.status();
+  auto out = Finish(tx, *changes, notify, now);
+  if (!out.ok()) return out;
+  out->changed = changed;
+  auto stored = declarations_.Get(identifier);
+  if (stored.ok() && stored->has_value()) out->server_token = (*stored)->server_token;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::Touch(std::string_view identifier, bool notify) {
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  auto changes = declarations_.Touch(tx.batch(), identifier, now);
+  if (!changes.ok()) return changes.status();
+  auto out = Finish(tx, *changes, notify, now);
+  if (!out.ok()) return out;
+  out->changed = true;
+  auto stored = declarations_.Get(identifier);
+  if (stored.ok() && stored->has_value()) out->server_token = (*stored)->server_token;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::Delete(std::string_view identifier, bool notify) {
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  auto changes = declarations_.Delete(tx.batch(), identifier, now);
+  if (!changes.ok()) return changes.status();
+  auto out = Finish(tx, *changes, notify, now);
+  if (out.ok()) out->changed = true;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::SetAdd(std::string_view set, std::string_view identifier, bool notify) {
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  auto changes = declarations_.SetAdd(tx.batch(), set, identifier, now);
+  if (!changes.ok()) return changes.status();
+  const bool wrote = !tx.batch().empty();
+  auto out = Finish(tx, *changes, notify, now);
+  if (out.ok()) out->changed = wrote;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::SetRemove(std::string_view set, std::string_view identifier, bool notify) {
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  auto changes = declarations_.SetRemove(tx.batch(), set, identifier, now);
+  if (!changes.ok()) return changes.status();
+  const bool wrote = !tx.batch().empty();
+  auto out = Finish(tx, *changes, notify, now);
+  if (out.ok()) out->changed = wrote;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::Assign(std::string_view enrollment_id, std::string_view set, bool notify) {
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  auto changes = declarations_.Assign(tx.batch(), enrollment_id, set, now);
+  if (!changes.ok()) return changes.status();
+  const bool wrote = !tx.batch().empty();
+  auto out = Finish(tx, *changes, notify, now);
+  if (out.ok()) out->changed = wrote;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::Unassign(std::string_view enrollment_id, std::string_view set, bool notify) {
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  auto changes = declarations_.Unassign(tx.batch(), enrollment_id, set, now);
+  if (!changes.ok()) return changes.status();
+  const bool wrote = !tx.batch().empty();
+  auto out = Finish(tx, *changes, notify, now);
+  if (out.ok()) out->changed = wrote;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::Notify(const std::vector<std::string>& enrollment_ids) {
+  std::lock_guard lock(write_mu_);
+  const int64_t now = NowMillis();
+  std::vector<TokenChange> all;
+  for (const auto& id : enrollment_ids) {
+    auto m = declarations_.ManifestOf(id);
+    if (!m.ok()) return m.status();
+    all.push_back({id, m->declarations_token, m->changed_ms});
+  }
+  domain::Tx tx(d_.locks, d_.events);
+  return Finish(tx, all, true, now);
+}
+
+orchard::Status DdmService::QueueSync(domain::Tx& tx, const std::string& enrollment_id, const TokenChange& token,
+                                      int64_t now_ms, bool* queued) {
+  *queued = false;
+  auto e = d_.enrollments->Get(enrollment_id);
+  if (!e.ok()) return e.status();
+  // Only enrolled channels can be told; the others sync when they enroll (their
+  // token record is written all the same).
+  if (!e->has_value() || (*e)->state != store::EnrollmentState::kEnrolled || (*e)->blocked)
+    return orchard::Status::Ok();
+  auto state = State(enrollment_id);
+  if (!state.ok()) return state.status();
+  ORCHARD_RETURN_IF_ERROR(QueueSyncFor(tx, **e, std::move(*state), token, now_ms));
+  *queued = true;
+  return orchard::Status::Ok();
+}
+
+orchard::Status DdmService::QueueSyncFor(domain::Tx& tx, const store::Enrollment& e, EnrollmentDdm state,
+                                         const TokenChange& token, int64_t now_ms) {
+  // At most one pending: an older sync command the device has not been given
+  // (or answered NotNow) is replaced; one it holds now stays.
+  if (!state.pending_command.empty()) {
+    auto old = d_.queue->Find(e.id, state.pending_command);
+    if (!old.ok()) return old.status();
+    if (old->has_value() &&
+        ((*old)->entry.last_sent_ms == 0 || (*old)->entry.status == store::QueueStatus::kNotNow))
+      d_.queue->Remove(tx.batch(), e.id, **old);
+  }
+  Manifest m;
+  m.declarations_token = token.declarations_token;
+  m.changed_ms = token.changed_ms;
+  queue::NewCommand cmd;
+  cmd.command_uuid = NewUuid();
+  cmd.request_type = kRequestType;
+  cmd.origin = "ddm";
+  plist::Value command;
+  command.Set("RequestType", plist::Value::String(kRequestType));
+  command.Set("Data", plist::Value::DataValue(TokensResponseJson(m)));
+  plist::Value full;
+  full.Set("CommandUUID", plist::Value::String(cmd.command_uuid));
+  full.Set("Command", std::move(command));
+  cmd.plist = plist::ToXml(full);
+  ORCHARD_RETURN_IF_ERROR(d_.commands->EnqueueLocked(tx, e, cmd, now_ms));
+  state.pending_command = cmd.command_uuid;
+  state.sync_queued_ms = now_ms;
+  return PutState(tx.batch(), e.id, state);
+}
+
+orchard::Status DdmService::OnEnrolled(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) {
+  auto state = State(e.id);
+  if (!state.ok()) return state.status();
+  auto m = declarations_.ManifestOf(e.id);
+  if (!m.ok()) return m.status();
+  size_t items = 0;
+  for (Kind k : {Kind::kActivation, Kind::kConfiguration, Kind::kAsset, Kind::kManagement}) items += m->Of(k).size();
+  // The device holds nothing any more: what it was answered or reported is void.
+  EnrollmentDdm fresh;
+  fresh.pending_command = state->pending_command;
+  if (items == 0 && !options_.enable_on_enroll) {
+    if (state->enabled || !state->served_token.empty()) return PutState(tx.batch(), e.id, fresh);
+    return orchard::Status::Ok();
+  }
+  return QueueSyncFor(tx, e, std::move(fresh), {e.id, m->declarations_token, m->changed_ms}, now_ms);
+}
+
+Result<WriteOutcome> DdmService::Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify,
+                                        int64_t now_ms) {
+  WriteOutcome out;
+  out.tokens_changed = changes.size();
+  std::vector<std::string> ids;
+  ids.reserve(changes.size());
+  for (const auto& c : changes) ids.push_back(c.enrollment_id);
+  tx.LockAll(ids);
+  std::vector<std::string> queued;
+  for (const auto& c : changes) {
+    bool q = false;
+    ORCHARD_RETURN_IF_ERROR(QueueSync(tx, c.enrollment_id, c, now_ms, &q));
+    if (q) queued.push_back(c.enrollment_id);
+  }
+  ORCHARD_RETURN_IF_ERROR(tx.Commit());
+  out.commands_queued = queued.size();
+  if (notify && !queued.empty()) {
+    for (const auto& o : d_.commands->Wake(queued)) out.pushed += o.ok ? 1 : 0;
+  }
+  if (!changes.empty())
+    log::Info(kLog, "event=ddm_tokens_changed enrollments={} commands={} pushed={}", changes.size(), queued.size(),
+              out.pushed);
+  return out;
+}
+
+// ---- check-ins ----
+
+protocol::DeviceResponse DdmService::Served(const std::string& enrollment_id, const Manifest& m, std::string body) {
+  auto state = State(enrollment_id);
+  if (!state.ok()) return FromStatus(state.status());
+  if (!state->enabled || state->served_token != m.declarations_token) {
+    domain::Tx tx(d_.locks, d_.events);
+    tx.Lock(enrollment_id);
+    auto fresh = State(enrollment_id);  // under the lock
+    if (!fresh.ok()) return FromStatus(fresh.status());
+    fresh->enabled = true;
+    fresh->served_token = m.declarations_token;
+    fresh->served_ms = NowMillis();
+    orchard::Status st = PutState(tx.batch(), enrollment_id, *fresh);
+    if (st.ok()) st = tx.Commit();
+    if (!st.ok()) return FromStatus(st);
+  }
+  return Answer(200, std::move(body));
+}
+
+protocol::DeviceResponse DdmService::Checkin(const protocol::DeclarativeRequest& r) {
+  const std::string& ep = r.endpoint;
+  if (ep == "tokens" || ep == "declaration-items") {
+    if (r.has_data) return Answer(400, {}, ep + " takes no Data");
+    auto m = declarations_.ManifestOf(r.enrollment_id);
+    if (!m.ok()) return FromStatus(m.status());
+    return Served(r.enrollment_id, *m, ep == "tokens" ? TokensResponseJson(*m) : DeclarationItemsJson(*m));
+  }
+  if (ep == "status") return StatusCheckin(r);
+  constexpr std::string_view kDeclaration = "declaration/";
+  if (ep.compare(0, kDeclaration.size(), kDeclaration) == 0) {
+    if (r.has_data) return Answer(400, {}, "declaration takes no Data");
+    const std::string_view rest = std::string_view(ep).substr(kDeclaration.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) return Answer(400, {}, "Endpoint must be declaration/<kind>/<Identifier>");
+    auto kind = KindFromName(rest.substr(0, slash));
+    if (!kind) return Answer(400, {}, "unknown declaration kind in Endpoint");
+    const std::string_view id = rest.substr(slash + 1);
+    // Anything that cannot be an identifier is not in any manifest: the device drops it.
+    if (id.empty() || id.size() > options_.limits.max_identifier_bytes || id.find('/') != std::string_view::npos)
+      return Answer(404, {}, "no such declaration for this enrollment");
+    auto d = declarations_.Resolve(r.enrollment_id, *kind, id);
+    if (!d.ok()) return FromStatus(d.status());
+    if (!d->has_value()) return Answer(404, {}, "no such declaration for this enrollment");
+    return Answer(200, DeviceJson(**d));
+  }
+  return Answer(400, {}, "unknown DeclarativeManagement Endpoint");
+}
+
+protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRequest& r) {
+  if (!r.has_data) return Answer(400, {}, "status needs Data (a StatusReport)");
+  auto report = ParseStatusReport(r.data, status_.limits());
+  if (!report.ok()) return FromStatus(report.status());
+  const int64_t now = NowMillis();
+  domain::Tx tx(d_.locks, d_.events);
+  tx.Lock(r.enrollment_id);
+  auto applied = status_.Apply(tx.batch(), r.enrollment_id, *report, r.data, now);
+  if (!applied.ok()) return FromStatus(applied.status());
+  const std::string& id = r.enrollment_id;
+  for (const auto& c : applied->items) {
+    plist::Value p;
+    p.Set("item", plist::Value::String(c.item));
+    std::string json = plist::ToJson(p);
+    json.pop_back();
+    json += ",\"value\":" + (c.value.empty() ? std::string("null") : c.value);
+    json += ",\"previous\":" + (c.previous.empty() ? std::string("null") : c.previous);
+    json += ",\"removed\":" + std::string(c.value.empty() ? "true" : "false") + "}";
+    tx.Emit({.type = events::type::kDdmStatusChanged, .time_ms = now, .enrollment_id = id,
+             .payload_json = std::move(json)});
+  }
+  for (const auto& c : applied->declarations) {
+    plist::Value p;
+    p.Set("identifier", plist::Value::String(c.status.identifier));
+    p.Set("kind", plist::Value::String(KindName(c.status.kind)));
+    p.Set("server_token", plist::Value::String(c.status.server_token));
+    p.Set("active", plist::Value::Bool(c.status.active));
+    p.Set("valid", plist::Value::String(c.status.valid));
+    p.Set("removed", plist::Value::Bool(c.removed));
+    auto current = declarations_.Resolve(id, c.status.kind, c.status.identifier);
+    if (!current.ok()) return FromStatus(current.status());
+    p.Set("current", plist::Value::Bool(current->has_value() && (*current)->server_token == c.status.server_token));
+    std::string json = plist::ToJson(p);
+    json.pop_back();
+    json += ",\"reasons\":" + ReasonsJson(c.status.reasons) + "}";
+    tx.Emit({.type = events::type::kDdmDeclarationStatus, .time_ms = now, .enrollment_id = id,
+             .payload_json = std::move(json)});
+  }
+  for (const auto& e : applied->errors) {
+    plist::Value p;
+    p.Set("status_item", plist::Value::String(e.status_item));
+    std::string json = plist::ToJson(p);
+    json.pop_back();
+    json += ",\"reasons\":" + ReasonsJson(e.reasons) + "}";
+    tx.Emit({.type = events::type::kDdmStatusError, .time_ms = now, .enrollment_id = id,
+             .payload_json = std::move(json)});
+  }
+  if (applied->capabilities_changed)
+    tx.Emit({.type = events::type::kDdmCapabilitiesChanged, .time_ms = now, .enrollment_id = id, .payload_json = "{}"});
+
+  auto state = State(id);
+  if (!state.ok()) return FromStatus(state.status());
+  state->enabled = true;
+  state->status_ms = now;
+  // ddm.synced: once per DeclarationsToken, when the device reports every
+  // declaration of its manifest with the current ServerToken.
+  if (report->has_declarations) {
+    auto m = declarations_.ManifestOf(id);
+    if (!m.ok()) return FromStatus(m.status());
+    if (state->synced_token != m->declarations_token) {
+      std::set<std::pair<std::string, std::string>> reported;  // (identifier, server token)
+      for (const auto& ds : report->declarations) reported.insert({ds.identifier, ds.server_token});
+      bool all = true;
+      for (Kind k : {Kind::kActivation, Kind::kConfiguration, Kind::kAsset, Kind::kManagement})
+        for (const auto& item : m->Of(k)) all = all && reported.count({item.identifier, item.server_token}) == 1;
+      if (all) {
+        state->synced_token = m->declarations_token;
+        plist::Value p;
+        p.Set("declarations_token", plist::Value::String(m->declarations_token));
+        tx.Emit({.type = events::type::kDdmSynced, .time_ms = now, .enrollment_id = id,
+                 .payload_json = plist::ToJson(p)});
+      }
+    }
+  }
+  orchard::Status st = PutState(tx.batch(), id, *state);
+  if (st.ok()) st = tx.Commit();
+  if (!st.ok()) return FromStatus(st);
+  return Answer(200, {});
+}
+
+}  // namespace orchard::ddm

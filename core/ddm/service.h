@@ -1,0 +1,123 @@
+// DdmService: Declarative Device Management on top of the declaration and
+// status stores (docs/ddm.md).
+//
+// Writes (admin API today; policies and plugins next) are serialised by one
+// mutex: each computes the enrollments whose DeclarationsToken it changes,
+// locks them, and commits in ONE transaction the declaration store's writes,
+// the new token records and, for every such enrollment that is enrolled, a
+// DeclarativeManagement command whose Data is its TokensResponse (a newer
+// one replaces an undelivered older one: at most one is pending). After the
+// commit the enrollments are pushed (unless the write asked not to notify).
+//
+// Check-ins (protocol::DeclarativeHandler): tokens, declaration-items,
+// declaration/<kind>/<Identifier> (404 when not in the channel's manifest),
+// status (parsed, stored, turned into ddm.* events, all in one transaction
+// under the channel's lock).
+//
+// Thread-safety: safe for concurrent use. Borrows its dependencies.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ddm/declarations.h"
+#include "ddm/status.h"
+#include "domain/commands.h"
+#include "domain/enrollments.h"
+#include "events/events.h"
+#include "protocol/service.h"
+#include "queue/queue.h"
+#include "store/store.h"
+
+namespace orchard::ddm {
+
+struct DdmDeps {
+  store::Store* store;
+  events::EventLog* events;
+  queue::CommandQueue* queue;
+  domain::Enrollments* enrollments;
+  domain::EnrollmentLocks* locks;
+  domain::CommandService* commands;
+};
+
+struct DdmOptions {
+  Limits limits;
+  StatusLimits status_limits;
+  // Queue the sync command at enrollment even for a channel without sets
+  // (ddm.enable_on_enroll); otherwise only channels with sets get it.
+  bool enable_on_enroll = false;
+};
+
+// What a write did.
+struct WriteOutcome {
+  bool changed = false;        // the store changed
+  size_t tokens_changed = 0;   // enrollments whose DeclarationsToken changed
+  size_t commands_queued = 0;  // sync commands queued (enrolled ones among them)
+  size_t pushed = 0;           // of those, pushed
+  std::string server_token;    // Put and Touch: the declaration's ServerToken
+};
+
+// What Orchard keeps about an enrollment's DDM use (key m\0<enrollment>).
+struct EnrollmentDdm {
+  bool enabled = false;          // the channel has made a DeclarativeManagement check-in
+  std::string served_token;      // the DeclarationsToken last answered in tokens / declaration-items
+  int64_t served_ms = 0;
+  int64_t status_ms = 0;         // the last status report
+  std::string pending_command;   // the sync command queued last (may have been answered)
+  int64_t sync_queued_ms = 0;
+  std::string synced_token;      // the token for which ddm.synced was emitted last
+};
+
+class DdmService : public protocol::DeclarativeHandler {
+ public:
+  DdmService(const DdmOptions& options, const DdmDeps& deps);
+
+  DeclarationStore& declarations() { return declarations_; }
+  StatusStore& status() { return status_; }
+
+  // Admin writes; owner "admin", "policy:<name>" or "plugin:<name>".
+  // notify=false: tokens and sync commands are written, nothing is pushed.
+  Result<WriteOutcome> Put(std::string_view json, std::string_view owner, bool notify);
+  Result<WriteOutcome> Touch(std::string_view identifier, bool notify);
+  Result<WriteOutcome> Delete(std::string_view identifier, bool notify);
+  Result<WriteOutcome> SetAdd(std::string_view set, std::string_view identifier, bool notify);
+  Result<WriteOutcome> SetRemove(std::string_view set, std::string_view identifier, bool notify);
+  Result<WriteOutcome> Assign(std::string_view enrollment_id, std::string_view set, bool notify);
+  Result<WriteOutcome> Unassign(std::string_view enrollment_id, std::string_view set, bool notify);
+  // Queues (and pushes) a sync command for each enrolled id whatever changed.
+  Result<WriteOutcome> Notify(const std::vector<std::string>& enrollment_ids);
+
+  Result<EnrollmentDdm> State(std::string_view enrollment_id);
+
+  // protocol::DeclarativeHandler
+  protocol::DeviceResponse Checkin(const protocol::DeclarativeRequest& request) override;
+  // Forgets what the device held (served and synced tokens) and queues the
+  // sync command when the channel has sets (or enable_on_enroll).
+  orchard::Status OnEnrolled(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) override;
+
+ private:
+  // Commits the store writes in tx with a sync command for every changed
+  // enrollment, then pushes them when notify.
+  Result<WriteOutcome> Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify, int64_t now_ms);
+  // Queues the sync command for e (holding its lock in tx).
+  orchard::Status QueueSync(domain::Tx& tx, const std::string& enrollment_id, const TokenChange& token,
+                            int64_t now_ms, bool* queued);
+  // The same for the record e (read or being written under e's lock in tx).
+  orchard::Status QueueSyncFor(domain::Tx& tx, const store::Enrollment& e, EnrollmentDdm state,
+                               const TokenChange& token, int64_t now_ms);
+  protocol::DeviceResponse StatusCheckin(const protocol::DeclarativeRequest& request);
+  // Records that the channel was answered m's token (when it differs from the last one).
+  protocol::DeviceResponse Served(const std::string& enrollment_id, const Manifest& m, std::string body);
+  orchard::Status PutState(store::Batch& batch, std::string_view enrollment_id, const EnrollmentDdm& s);
+
+  DdmOptions options_;
+  DdmDeps d_;
+  DeclarationStore declarations_;
+  StatusStore status_;
+  std::mutex write_mu_;  // serialises declaration-store writes
+};
+
+}  // namespace orchard::ddm
