@@ -330,6 +330,12 @@ protocol::DeviceResponse DdmService::Served(const std::string& enrollment_id, co
 
 protocol::DeviceResponse DdmService::Checkin(const protocol::DeclarativeRequest& r) {
   const std::string& ep = r.endpoint;
+  // Only an enrolled channel speaks DDM (it got the command): a made-up user
+  // channel of an authenticated device must not create state here.
+  auto e = d_.enrollments->Get(r.enrollment_id);
+  if (!e.ok()) return FromStatus(e.status());
+  if (!e->has_value() || (*e)->state != store::EnrollmentState::kEnrolled)
+    return Answer(400, {}, "this channel is not enrolled");
   if (ep == "tokens" || ep == "declaration-items") {
     if (r.has_data) return Answer(400, {}, ep + " takes no Data");
     auto m = declarations_.ManifestOf(r.enrollment_id);

@@ -318,6 +318,17 @@ TEST_CASE("ddm: bad uploads and bad check-ins get clear errors", "[integration][
   CHECK(s.Api("GET", "/v1/ddm/declarations/missing").status == 404);
   CHECK(s.Api("GET", "/v1/ddm/declarations?limit=0").status == 400);
 
+  // A channel that never enrolled (a made-up user of this device) is refused, and nothing is kept for it.
+  Value ghost = Value::MakeDict();
+  ghost.Set("MessageType", Value::String("DeclarativeManagement"));
+  ghost.Set("UDID", Value::String(dev->udid()));
+  ghost.Set("UserID", Value::String("0000-NOT-A-USER"));
+  ghost.Set("Endpoint", Value::String("tokens"));
+  auto ghost_answer = dev->CheckIn(ghost);
+  REQUIRE(ghost_answer.ok());
+  CHECK(ghost_answer->status == 400);
+  CHECK_FALSE(s.Ok("GET", "/v1/ddm/enrollments/" + dev->udid() + ":0000-NOT-A-USER").GetBool("enabled", true));
+
   auto unknown = ddm.Call("bogus");
   REQUIRE(unknown.ok());
   CHECK(unknown->status == 400);
