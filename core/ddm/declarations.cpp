@@ -406,6 +406,23 @@ Result<std::vector<std::string>> EnrollmentsCarrying(store::Store* db, std::stri
   return enrollments;
 }
 
+// Writes d (its token computed) and the token records of the enrollments
+// whose manifests it changes; batch is untouched when it fails.
+Result<std::vector<TokenChange>> WriteDeclaration(store::Store* db, store::Batch& batch, const Declaration& d,
+                                                  int64_t now_ms) {
+  auto enrollments = EnrollmentsCarrying(db, d.identifier);
+  if (!enrollments.ok()) return enrollments.status();
+  Overlay ov;
+  ov.decl_id = d.identifier;
+  ov.decl = DeclInfo{d.kind, d.server_token};
+  store::Batch mine;
+  mine.Put(store::Cf::kDdm, DeclKey(d.identifier), EncodeDeclaration(d));
+  auto changes = UpdateTokens(db, mine, ov, std::move(*enrollments), now_ms);
+  if (!changes.ok()) return changes.status();
+  Append(batch, mine);
+  return changes;
+}
+
 }  // namespace
 
 // ---- kinds ----
@@ -726,18 +743,8 @@ Result<std::vector<TokenChange>> DeclarationStore::Put(store::Batch& batch, Decl
   d.created_ms = existing->has_value() ? (*existing)->created_ms : now_ms;
   d.modified_ms = now_ms;
   d.server_token = ServerTokenOf(d);
-
-  auto enrollments = EnrollmentsCarrying(store_, d.identifier);
-  if (!enrollments.ok()) return enrollments.status();
-  Overlay ov;
-  ov.decl_id = d.identifier;
-  ov.decl = DeclInfo{d.kind, d.server_token};
-  store::Batch mine;
-  mine.Put(store::Cf::kDdm, DeclKey(d.identifier), EncodeDeclaration(d));
-  auto changes = UpdateTokens(store_, mine, ov, std::move(*enrollments), now_ms);
-  if (!changes.ok()) return changes.status();
-  Append(batch, mine);
-  if (changed) *changed = true;
+  auto changes = WriteDeclaration(store_, batch, d, now_ms);
+  if (changes.ok() && changed) *changed = true;
   return changes;
 }
 
@@ -750,17 +757,7 @@ Result<std::vector<TokenChange>> DeclarationStore::Touch(store::Batch& batch, st
   ++d.revision;
   d.modified_ms = now_ms;
   d.server_token = ServerTokenOf(d);
-  auto enrollments = EnrollmentsCarrying(store_, d.identifier);
-  if (!enrollments.ok()) return enrollments.status();
-  Overlay ov;
-  ov.decl_id = d.identifier;
-  ov.decl = DeclInfo{d.kind, d.server_token};
-  store::Batch mine;
-  mine.Put(store::Cf::kDdm, DeclKey(d.identifier), EncodeDeclaration(d));
-  auto changes = UpdateTokens(store_, mine, ov, std::move(*enrollments), now_ms);
-  if (!changes.ok()) return changes.status();
-  Append(batch, mine);
-  return changes;
+  return WriteDeclaration(store_, batch, d, now_ms);
 }
 
 Result<std::vector<TokenChange>> DeclarationStore::Delete(store::Batch& batch, std::string_view identifier,
