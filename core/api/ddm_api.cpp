@@ -252,6 +252,8 @@ http::Response DdmApi::StatusRoute(const http::Request& r, const std::vector<std
   // declaration-status
   auto page = st.Declarations(id, after, limit);
   if (!page.ok()) return FromStatus(page.status());
+  auto manifest = d_.ddm->declarations().ManifestOf(id);
+  if (!manifest.ok()) return FromStatus(manifest.status());
   PageWriter w(d_.max_response_bytes, 'v', "declarations", Value());
   bool more = !page->next.empty();
   for (const auto& ds : page->items) {
@@ -262,9 +264,7 @@ http::Response DdmApi::StatusRoute(const http::Request& r, const std::vector<std
     v.Set("active", Value::Bool(ds.active));
     v.Set("valid", Value::String(ds.valid));
     v.Set("reasons", Reasons(ds.reasons));
-    auto current = d_.ddm->declarations().Resolve(id, ds.kind, ds.identifier);
-    if (!current.ok()) return FromStatus(current.status());
-    v.Set("current", Value::Bool(current->has_value() && (*current)->server_token == ds.server_token));
+    v.Set("current", Value::Bool(ddm::IsCurrent(*manifest, ds)));
     auto added = w.Add(std::move(v), ds.identifier);
     if (!added.ok()) return FromStatus(added.status());
     if (!*added) {

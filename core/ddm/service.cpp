@@ -115,95 +115,59 @@ orchard::Status DdmService::PutState(store::Batch& batch, std::string_view enrol
 
 // ---- writes ----
 
-Result<WriteOutcome> DdmService::Put(std::string_view json, std::string_view owner, bool notify) {
-  auto d = ParseDeclaration(json, options_.limits);
-  if (!d.ok()) return d.status();
+template <typename Write>
+Result<WriteOutcome> DdmService::Apply(bool notify, Write write) {
   std::lock_guard lock(write_mu_);
   const int64_t now = NowMillis();
   domain::Tx tx(d_.locks, d_.events);
-  bool changed = false;
-  const std::string identifier = d->identifier;
-  auto changes = declarations_.Put(tx.batch(), std::move(*d), owner, now, &changed);
+  auto changes = write(tx.batch(), now);
   if (!changes.ok()) return changes.status();
+  const bool wrote = !tx.batch().empty();  // an identical re-upload or a no-op membership writes nothing
   auto out = Finish(tx, *changes, notify, now);
+  if (out.ok()) out->changed = wrote;
+  return out;
+}
+
+Result<WriteOutcome> DdmService::Put(std::string_view json, std::string_view owner, bool notify) {
+  auto d = ParseDeclaration(json, options_.limits);
+  if (!d.ok()) return d.status();
+  const std::string identifier = d->identifier;
+  auto out = Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.Put(b, std::move(*d), owner, now); });
   if (!out.ok()) return out;
-  out->changed = changed;
   auto stored = declarations_.Get(identifier);
   if (stored.ok() && stored->has_value()) out->server_token = (*stored)->server_token;
   return out;
 }
 
 Result<WriteOutcome> DdmService::Touch(std::string_view identifier, bool notify) {
-  std::lock_guard lock(write_mu_);
-  const int64_t now = NowMillis();
-  domain::Tx tx(d_.locks, d_.events);
-  auto changes = declarations_.Touch(tx.batch(), identifier, now);
-  if (!changes.ok()) return changes.status();
-  auto out = Finish(tx, *changes, notify, now);
+  auto out = Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.Touch(b, identifier, now); });
   if (!out.ok()) return out;
-  out->changed = true;
   auto stored = declarations_.Get(identifier);
   if (stored.ok() && stored->has_value()) out->server_token = (*stored)->server_token;
   return out;
 }
 
 Result<WriteOutcome> DdmService::Delete(std::string_view identifier, bool notify) {
-  std::lock_guard lock(write_mu_);
-  const int64_t now = NowMillis();
-  domain::Tx tx(d_.locks, d_.events);
-  auto changes = declarations_.Delete(tx.batch(), identifier, now);
-  if (!changes.ok()) return changes.status();
-  auto out = Finish(tx, *changes, notify, now);
-  if (out.ok()) out->changed = true;
-  return out;
+  return Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.Delete(b, identifier, now); });
 }
 
 Result<WriteOutcome> DdmService::SetAdd(std::string_view set, std::string_view identifier, bool notify) {
-  std::lock_guard lock(write_mu_);
-  const int64_t now = NowMillis();
-  domain::Tx tx(d_.locks, d_.events);
-  auto changes = declarations_.SetAdd(tx.batch(), set, identifier, now);
-  if (!changes.ok()) return changes.status();
-  const bool wrote = !tx.batch().empty();
-  auto out = Finish(tx, *changes, notify, now);
-  if (out.ok()) out->changed = wrote;
-  return out;
+  return Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.SetAdd(b, set, identifier, now); });
 }
 
 Result<WriteOutcome> DdmService::SetRemove(std::string_view set, std::string_view identifier, bool notify) {
-  std::lock_guard lock(write_mu_);
-  const int64_t now = NowMillis();
-  domain::Tx tx(d_.locks, d_.events);
-  auto changes = declarations_.SetRemove(tx.batch(), set, identifier, now);
-  if (!changes.ok()) return changes.status();
-  const bool wrote = !tx.batch().empty();
-  auto out = Finish(tx, *changes, notify, now);
-  if (out.ok()) out->changed = wrote;
-  return out;
+  return Apply(notify,
+               [&](store::Batch& b, int64_t now) { return declarations_.SetRemove(b, set, identifier, now); });
 }
 
 Result<WriteOutcome> DdmService::Assign(std::string_view enrollment_id, std::string_view set, bool notify) {
-  std::lock_guard lock(write_mu_);
-  const int64_t now = NowMillis();
-  domain::Tx tx(d_.locks, d_.events);
-  auto changes = declarations_.Assign(tx.batch(), enrollment_id, set, now);
-  if (!changes.ok()) return changes.status();
-  const bool wrote = !tx.batch().empty();
-  auto out = Finish(tx, *changes, notify, now);
-  if (out.ok()) out->changed = wrote;
-  return out;
+  return Apply(notify,
+               [&](store::Batch& b, int64_t now) { return declarations_.Assign(b, enrollment_id, set, now); });
 }
 
 Result<WriteOutcome> DdmService::Unassign(std::string_view enrollment_id, std::string_view set, bool notify) {
-  std::lock_guard lock(write_mu_);
-  const int64_t now = NowMillis();
-  domain::Tx tx(d_.locks, d_.events);
-  auto changes = declarations_.Unassign(tx.batch(), enrollment_id, set, now);
-  if (!changes.ok()) return changes.status();
-  const bool wrote = !tx.batch().empty();
-  auto out = Finish(tx, *changes, notify, now);
-  if (out.ok()) out->changed = wrote;
-  return out;
+  return Apply(notify,
+               [&](store::Batch& b, int64_t now) { return declarations_.Unassign(b, enrollment_id, set, now); });
 }
 
 Result<WriteOutcome> DdmService::Notify(const std::vector<std::string>& enrollment_ids) {
@@ -373,6 +337,9 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
   auto applied = status_.Apply(tx.batch(), r.enrollment_id, *report, r.data, now);
   if (!applied.ok()) return FromStatus(applied.status());
   const std::string& id = r.enrollment_id;
+  // The channel's manifest, read once: "current" and ddm.synced compare against it.
+  auto manifest = declarations_.ManifestOf(id);
+  if (!manifest.ok()) return FromStatus(manifest.status());
   for (const auto& c : applied->items) {
     plist::Value p;
     p.Set("item", plist::Value::String(c.item));
@@ -392,9 +359,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
     p.Set("active", plist::Value::Bool(c.status.active));
     p.Set("valid", plist::Value::String(c.status.valid));
     p.Set("removed", plist::Value::Bool(c.removed));
-    auto current = declarations_.Resolve(id, c.status.kind, c.status.identifier);
-    if (!current.ok()) return FromStatus(current.status());
-    p.Set("current", plist::Value::Bool(current->has_value() && (*current)->server_token == c.status.server_token));
+    p.Set("current", plist::Value::Bool(IsCurrent(*manifest, c.status)));
     std::string json = plist::ToJson(p);
     json.pop_back();
     json += ",\"reasons\":" + ReasonsJson(c.status.reasons) + "}";
@@ -420,8 +385,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
   // ddm.synced: once per DeclarationsToken, when the device reports every
   // declaration of its manifest with the current ServerToken.
   if (report->has_declarations) {
-    auto m = declarations_.ManifestOf(id);
-    if (!m.ok()) return FromStatus(m.status());
+    const Manifest* m = &*manifest;
     if (state->synced_token != m->declarations_token) {
       std::set<std::pair<std::string, std::string>> reported;  // (identifier, server token)
       for (const auto& ds : report->declarations) reported.insert({ds.identifier, ds.server_token});

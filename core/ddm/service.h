@@ -99,6 +99,10 @@ class DdmService : public protocol::DeclarativeHandler {
   orchard::Status OnEnrolled(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) override;
 
  private:
+  // Runs one store write (write(batch, now) -> token changes) under write_mu_
+  // and Finish()es it; changed = whether it wrote anything.
+  template <typename Write>
+  Result<WriteOutcome> Apply(bool notify, Write write);
   // Commits the store writes in tx with a sync command for every changed
   // enrollment, then pushes them when notify.
   Result<WriteOutcome> Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify, int64_t now_ms);

@@ -690,4 +690,11 @@ Status StatusStore::Forget(store::Batch& batch, std::string_view enrollment_id) 
   return Status::Ok();
 }
 
+bool IsCurrent(const Manifest& m, const DeclarationStatus& s) {
+  const auto& items = m.Of(s.kind);
+  auto it = std::lower_bound(items.begin(), items.end(), s.identifier,
+                             [](const ManifestItem& item, const std::string& id) { return item.identifier < id; });
+  return it != items.end() && it->identifier == s.identifier && it->server_token == s.server_token;
+}
+
 }  // namespace orchard::ddm

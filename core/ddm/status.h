@@ -77,6 +77,10 @@ struct ParsedReport {
   std::vector<StatusError> errors;
 };
 
+// Whether s reports, for its kind and identifier, the ServerToken manifest m
+// has now ("current").
+bool IsCurrent(const Manifest& m, const DeclarationStatus& s);
+
 // Parses a StatusReport (the decoded Data of a status check-in). Unknown items
 // and enum values are kept; InvalidArgument for what is not a JSON object with
 // an object StatusItems (or none), invalid UTF-8, nesting over max_depth, an
