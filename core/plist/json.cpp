@@ -196,7 +196,8 @@ void AppendUtf8(std::string* out, uint32_t cp) {
 
 class JsonParser {
  public:
-  JsonParser(std::string_view in, int max_depth) : in_(in), max_depth_(max_depth) {}
+  JsonParser(std::string_view in, int max_depth, bool drop_nulls)
+      : in_(in), max_depth_(max_depth), drop_nulls_(drop_nulls) {}
 
   bool ParseDocument(Value* out) {
     SkipWs();
@@ -224,6 +225,12 @@ class JsonParser {
   bool FailUnexpected() {
     if (AtEnd()) return Fail("unexpected end of input", pos_);
     return Fail("unexpected character " + internal::QuoteForError(in_.substr(pos_, 1)), pos_);
+  }
+  // With drop_nulls, consumes a null literal (a member or element left out).
+  bool SkipNull() {
+    if (!drop_nulls_ || in_.substr(pos_, 4) != "null") return false;
+    pos_ += 4;
+    return true;
   }
   bool DepthOk(int depth, size_t open) {
     if (depth + 1 <= max_depth_) return true;
@@ -278,8 +285,12 @@ class JsonParser {
       return true;
     }
     while (true) {
-      a.emplace_back();
-      if (!ParseValue(depth + 1, &a.back())) return false;
+      if (SkipNull()) {
+        // left out
+      } else {
+        a.emplace_back();
+        if (!ParseValue(depth + 1, &a.back())) return false;
+      }
       SkipWs();
       if (Peek() == ',') {
         ++pos_;
@@ -325,9 +336,13 @@ class JsonParser {
         ++pos_;
         SkipWs();
         if ((Peek() == '{' || Peek() == '[') && !check_depth()) return false;
-        if (d.empty()) first_value_pos = pos_;
-        d.emplace_back(std::move(key), Value());
-        if (!ParseValue(depth + 1, &d.back().second)) return false;
+        if (SkipNull()) {
+          // left out
+        } else {
+          if (d.empty()) first_value_pos = pos_;
+          d.emplace_back(std::move(key), Value());
+          if (!ParseValue(depth + 1, &d.back().second)) return false;
+        }
         SkipWs();
         if (Peek() == ',') {
           ++pos_;
@@ -500,6 +515,7 @@ class JsonParser {
   std::string_view in_;
   size_t pos_ = 0;
   int max_depth_;
+  bool drop_nulls_;
   std::string error_;
 };
 
@@ -520,7 +536,7 @@ Result<Value> ParseJson(std::string_view json, const Limits& limits) {
   if (json.find_first_not_of(" \t\r\n") == std::string_view::npos) {
     return Status::InvalidArgument("json: empty body");
   }
-  JsonParser parser(json, internal::EffectiveMaxDepth(limits));
+  JsonParser parser(json, internal::EffectiveMaxDepth(limits), limits.drop_nulls);
   Value v;
   if (!parser.ParseDocument(&v)) return Status::InvalidArgument(parser.error());
   return v;

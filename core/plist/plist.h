@@ -94,6 +94,9 @@ class Value {
 struct Limits {
   size_t max_bytes = 8 * 1024 * 1024;  // whole document
   int max_depth = 64;                  // nested arrays/dicts
+  // ParseJson: a dict member or array element whose value is null is left
+  // out (as absent) instead of failing the parse; a null document still fails.
+  bool drop_nulls = false;
 };
 
 // Parses an XML plist (with or without XML declaration / DOCTYPE). Lenient about text
@@ -130,7 +133,8 @@ std::string ToXml(const Value& v);
 // written as U+FFFD, so such strings do not round-trip; control characters are escaped.
 std::string ToJson(const Value& v, bool pretty = false);
 // Parses JSON; integers without fraction/exponent that fit int64 become
-// Integer, other numbers Real; null is rejected (plists have no null).
+// Integer, other numbers Real; null is rejected (plists have no null) unless
+// limits.drop_nulls.
 Result<Value> ParseJson(std::string_view json, const Limits& limits = {});
 
 }  // namespace orchard::plist

@@ -971,3 +971,26 @@ TEST_CASE("CheckXmlStrings names the path of a string a device cannot read", "[p
   REQUIRE(j2.ok());
   CHECK(!CheckXmlStrings(*j2).ok());
 }
+
+TEST_CASE("plist json: null is refused unless drop_nulls leaves it out as absent", "[plist][json]") {
+  const std::string doc = R"({"item":"a","value":null,"list":[1,null,2],"nested":{"x":null},"$data":null})";
+  CHECK_FALSE(plist::ParseJson(doc).ok());
+  plist::Limits lim;
+  lim.drop_nulls = true;
+  auto v = plist::ParseJson(doc, lim);
+  REQUIRE(v.ok());
+  CHECK(v->GetString("item") == "a");
+  CHECK(v->Find("value") == nullptr);
+  REQUIRE(v->Find("list")->AsArray()->size() == 2);
+  CHECK(*v->Find("list")->AsArray()->at(1).AsInteger() == 2);
+  CHECK(v->Find("nested")->AsDict()->empty());
+  CHECK(v->Find("$data") == nullptr);
+  // A tagged leaf next to a dropped null is still a tagged leaf.
+  auto tagged = plist::ParseJson(R"({"x":null,"$data":"AAE="})", lim);
+  REQUIRE(tagged.ok());
+  REQUIRE(tagged->AsData() != nullptr);
+  CHECK(tagged->AsData()->bytes == std::string("\x00\x01", 2));
+  // A document that is null has no value to give.
+  CHECK_FALSE(plist::ParseJson("null", lim).ok());
+  CHECK_FALSE(plist::ParseJson(R"({"a":nul})", lim).ok());
+}
