@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "ddm/json.h"
+#include "ddm/schema.h"
 #include "log/log.h"
 #include "util/encoding.h"
 #include "util/record.h"
@@ -488,12 +489,16 @@ Result<Declaration> ParseDeclaration(std::string_view json, const Limits& limits
   auto kind = KindFor(type->text, limits);
   if (!kind.ok()) return kind.status();
   ORCHARD_RETURN_IF_ERROR(CheckIdentifier(identifier->text, limits.max_identifier_bytes));
+  // Against Apple's schema for the Type (none for other Types); unknown keys warn.
+  std::vector<std::string> warnings;
+  ORCHARD_RETURN_IF_ERROR(CheckPayload(type->text, *payload, &warnings));
   Declaration d;
   d.identifier = identifier->text;
   d.type = type->text;
   d.kind = *kind;
   d.payload_json = json::Canonical(*payload);
   d.server_token = ServerTokenOf(d);
+  d.warnings = std::move(warnings);
   return d;
 }
 

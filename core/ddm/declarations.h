@@ -63,6 +63,9 @@ struct Declaration {
   std::string owner;         // "admin", "policy:<name>", "plugin:<name>"
   int64_t created_ms = 0;
   int64_t modified_ms = 0;
+  // Not stored: what the last parse warned about (ParseDeclaration: the
+  // Payload's keys Apple's schema for the Type does not name).
+  std::vector<std::string> warnings;
 };
 
 // Canonical JSON: object keys sorted (bytewise), no whitespace, strings as
@@ -77,10 +80,12 @@ Result<std::string> CanonicalJson(std::string_view json, size_t max_depth = 32);
 // max_identifier_bytes, printable ASCII (0x21..0x7e) without '/' and not "."
 // or ".."; Type com.apple.<kind>.<something> (others refused unless
 // allow_other_types, then of kind configuration); Payload an object; no other
-// top-level keys. A given ServerToken is ignored (Orchard computes it). The
-// result has identifier, type, kind, payload_json and server_token (revision
-// 0) set. InvalidArgument naming the key otherwise; TooLarge over
-// max_declaration_bytes.
+// top-level keys; a Payload of a Type Apple publishes a schema for checked
+// against it (ddm/schema.h: "Payload.<key path>: ..."; unknown keys only
+// warn). A given ServerToken is ignored (Orchard computes it). The
+// result has identifier, type, kind, payload_json, server_token (revision
+// 0) and warnings set. InvalidArgument naming the key otherwise; TooLarge
+// over max_declaration_bytes.
 Result<Declaration> ParseDeclaration(std::string_view json, const Limits& limits);
 
 // The ServerToken of d's identifier, type, payload_json and revision.

@@ -13,6 +13,8 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <string>
+#include <tuple>
 
 #include "ddm/declarations.h"
 #include "support/orchardd_process.h"
@@ -210,16 +212,20 @@ void Leaves(Node* n, std::vector<Node*>* out) {
 // ---- parsing ----
 
 TEST_CASE("ddm: ParseDeclaration accepts each kind and computes the ServerToken", "[ddm]") {
-  const std::pair<const char*, Kind> kinds[] = {{"com.apple.activation.simple", Kind::kActivation},
-                                                {"com.apple.configuration.passcode.settings", Kind::kConfiguration},
-                                                {"com.apple.asset.credential.userpassword", Kind::kAsset},
-                                                {"com.apple.management.server-capabilities", Kind::kManagement}};
-  for (const auto& [type, kind] : kinds) {
-    auto d = Parse(DeclJson(type, "org.example.x", R"({ "B" : [1, true], "A" : "v" })"));
+  // Each with the keys Apple's schema requires (canonical) besides "A" and "B" (unknown: warnings).
+  const std::tuple<const char*, Kind, std::string> kinds[] = {
+      {"com.apple.activation.simple", Kind::kActivation, R"("StandardConfigurations":["c"])"},
+      {"com.apple.configuration.passcode.settings", Kind::kConfiguration, ""},
+      {"com.apple.asset.credential.userpassword", Kind::kAsset, R"("Reference":{"DataURL":"https://example.com/c"})"},
+      {"com.apple.management.server-capabilities", Kind::kManagement, R"("SupportedFeatures":{},"Version":"1")"}};
+  for (const auto& [type, kind, required] : kinds) {
+    const std::string more = required.empty() ? "" : "," + required;
+    auto d = Parse(DeclJson(type, "org.example.x", R"({ "B" : [1, true], "A" : "v")" + more + " }"));
     CHECK(d.type == type);
     CHECK(d.kind == kind);
     CHECK(d.identifier == "org.example.x");
-    CHECK(d.payload_json == R"({"A":"v","B":[1,true]})");
+    CHECK(d.payload_json == R"({"A":"v","B":[1,true])" + more + "}");
+    CHECK(d.warnings.size() == 2);
     CHECK(d.revision == 0);
     CHECK(IsHex64(d.server_token));
     CHECK(d.server_token == ddm::ServerTokenOf(d));
@@ -456,7 +462,13 @@ TEST_CASE("ddm: the DeclarationsToken does not depend on the order sets and assi
       {"com.apple.activation.simple", "act.1"},      {"com.apple.configuration.x", "cfg.b"},
       {"com.apple.configuration.x", "cfg.a"},        {"com.apple.asset.data", "asset.1"},
       {"com.apple.management.properties", "mgmt.1"}, {"com.apple.configuration.x", "cfg.c"}};
-  for (const auto& [type, id] : decls) h.Put(type, id, R"({"v":")" + id + "\"}");
+  for (const auto& [type, id] : decls) {
+    std::string payload = R"({"v":")" + id + "\"";
+    // The keys Apple's schemas require of these types.
+    if (type == "com.apple.activation.simple") payload += R"(,"StandardConfigurations":[])";
+    if (type == "com.apple.asset.data") payload += R"(,"Reference":{"DataURL":"https://example.com/a"})";
+    h.Put(type, id, payload + "}");
+  }
   std::mt19937 rng(42);
   std::set<std::string> tokens;
   for (int trial = 0; trial < 12; ++trial) {
@@ -672,7 +684,7 @@ TEST_CASE("ddm: each write reports the enrollments whose token it changes", "[dd
 TEST_CASE("ddm: Resolve finds a declaration only in the enrollment's manifest with its kind", "[ddm]") {
   Db h;
   h.Config("cfg", R"({"v":1})");
-  h.Put("com.apple.asset.data", "asset", R"({"v":2})");
+  h.Put("com.apple.asset.data", "asset", R"({"Reference":{"DataURL":"https://example.com/a"},"v":2})");
   h.Config("other", R"({"v":3})");
   h.SetAdd("A", "cfg");
   h.SetAdd("A", "asset");
