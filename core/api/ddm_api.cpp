@@ -18,6 +18,11 @@ Value Outcome(const ddm::WriteOutcome& o) {
   v.Set("commands_queued", Value::Integer(static_cast<int64_t>(o.commands_queued)));
   v.Set("pushed", Value::Integer(static_cast<int64_t>(o.pushed)));
   if (!o.server_token.empty()) v.Set("server_token", Value::String(o.server_token));
+  if (!o.warnings.empty()) {
+    Value w = Value::MakeArray();
+    for (const auto& s : o.warnings) w.AsArray()->push_back(Value::String(s));
+    v.Set("warnings", std::move(w));
+  }
   return v;
 }
 

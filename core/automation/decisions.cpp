@@ -78,7 +78,21 @@ void Decisions::Append(Decisions&& o) {
   move_all(pushes, o.pushes);
   move_all(kv, o.kv);
   move_all(compliance, o.compliance);
+  move_all(ddm, o.ddm);
   move_all(logs, o.logs);
+}
+
+const char* DdmOpName(DdmOp::Kind k) {
+  switch (k) {
+    case DdmOp::Kind::kPutDeclaration: return "put_declaration";
+    case DdmOp::Kind::kDeleteDeclaration: return "delete_declaration";
+    case DdmOp::Kind::kTouch: return "touch";
+    case DdmOp::Kind::kSetAdd: return "set_add";
+    case DdmOp::Kind::kSetRemove: return "set_remove";
+    case DdmOp::Kind::kAssign: return "assign";
+    case DdmOp::Kind::kUnassign: return "unassign";
+  }
+  return "unknown";
 }
 
 const char* RunErrorName(RunError e) {

@@ -64,6 +64,18 @@ struct KvWrite {
   std::optional<std::string> value;  // nullopt: delete
 };
 
+// A Declarative Device Management write (docs/ddm.md), applied by the host in
+// the run's transaction with the token changes and sync commands it causes.
+struct DdmOp {
+  enum class Kind : int { kPutDeclaration = 0, kDeleteDeclaration, kTouch, kSetAdd, kSetRemove, kAssign, kUnassign };
+  Kind kind = Kind::kPutDeclaration;
+  // kPutDeclaration: a = the declaration JSON; kDeleteDeclaration, kTouch:
+  // a = Identifier; kSetAdd, kSetRemove: a = set, b = Identifier; kAssign,
+  // kUnassign: a = enrollment id, b = set.
+  std::string a, b;
+};
+const char* DdmOpName(DdmOp::Kind k);  // "put_declaration", "set_add", ...
+
 struct ComplianceWrite {
   std::string enrollment_id;
   ComplianceState state;
@@ -83,11 +95,12 @@ struct Decisions {
   std::vector<std::string> pushes;  // enrollment ids to wake without a command
   std::vector<KvWrite> kv;          // in the consumer's own namespace
   std::vector<ComplianceWrite> compliance;
+  std::vector<DdmOp> ddm;
   std::vector<LogLine> logs;
 
   // Anything beyond log lines.
   bool HasEffects() const {
-    return !commands.empty() || !pushes.empty() || !kv.empty() || !compliance.empty();
+    return !commands.empty() || !pushes.empty() || !kv.empty() || !compliance.empty() || !ddm.empty();
   }
   bool empty() const { return !HasEffects() && logs.empty(); }
   void Clear() { *this = Decisions{}; }

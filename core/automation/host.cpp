@@ -97,6 +97,33 @@ Result<std::optional<std::string>> MemoryHost::RenewalProfile(const std::string&
   return std::optional<std::string>(*renewal_profile_);
 }
 
+void MemoryHost::PutDdmStatus(const std::string& id, const std::string& item, std::optional<plist::Value> value) {
+  std::lock_guard lock(mu_);
+  if (value) ddm_status_[{id, item}] = std::move(*value);
+  else ddm_status_.erase({id, item});
+}
+
+void MemoryHost::PutDdmDeclarationStatus(const std::string& id, const std::string& identifier,
+                                         std::optional<plist::Value> status) {
+  std::lock_guard lock(mu_);
+  if (status) ddm_declarations_[{id, identifier}] = std::move(*status);
+  else ddm_declarations_.erase({id, identifier});
+}
+
+Result<std::optional<plist::Value>> MemoryHost::DdmStatus(const std::string& id, const std::string& item) {
+  std::lock_guard lock(mu_);
+  auto it = ddm_status_.find({id, item});
+  if (it == ddm_status_.end()) return std::optional<plist::Value>();
+  return std::optional<plist::Value>(it->second);
+}
+
+Result<std::optional<plist::Value>> MemoryHost::DdmDeclarationStatus(const std::string& id, const std::string& decl) {
+  std::lock_guard lock(mu_);
+  auto it = ddm_declarations_.find({id, decl});
+  if (it == ddm_declarations_.end()) return std::optional<plist::Value>();
+  return std::optional<plist::Value>(it->second);
+}
+
 Result<std::optional<store::Enrollment>> MemoryHost::Device(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = devices_.find(id);

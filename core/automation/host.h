@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "automation/decisions.h"
+#include "domain/tx.h"
 #include "plist/plist.h"
 #include "store/records.h"
 #include "util/status.h"
@@ -53,6 +54,49 @@ class HostReader {
   virtual Result<std::optional<std::string>> RenewalProfile(const std::string& enrollment_id) {
     return Status::Unavailable("enrollment profiles are not available here");
   }
+  // The latest value a device reported over DDM for a status item (dotted
+  // name, e.g. "device.operating-system.version"); nullopt when never reported.
+  virtual Result<std::optional<plist::Value>> DdmStatus(const std::string& enrollment_id, const std::string& item) {
+    return Status::Unavailable("Declarative Device Management is not available here");
+  }
+  // A declaration's reported status {identifier, kind, server_token, active,
+  // valid, reasons, current}; nullopt when the device never reported it.
+  virtual Result<std::optional<plist::Value>> DdmDeclarationStatus(const std::string& enrollment_id,
+                                                                   const std::string& identifier) {
+    return Status::Unavailable("Declarative Device Management is not available here");
+  }
+};
+
+// DDM writes staged for one commit (DdmHost::Stage): holds the DDM write lock
+// until destroyed, so nothing else changes the declaration store between the
+// staging and the commit.
+class DdmStaged {
+ public:
+  virtual ~DdmStaged() = default;
+  // The enrollments whose sync commands Write queues: the caller must hold
+  // their locks in the transaction (together with its own).
+  virtual const std::vector<std::string>& enrollments() const = 0;
+  // Puts the staged store writes, the token records and a sync command for
+  // every changed enrolled enrollment into tx's batch.
+  virtual Status Write(domain::Tx& tx, int64_t now_ms) = 0;
+  // After the commit: pushes the enrollments that got a sync command.
+  virtual void Wake() = 0;
+};
+
+// Declarative Device Management for handlers (the ddm module implements it).
+class DdmHost {
+ public:
+  virtual ~DdmHost() = default;
+  virtual Result<std::optional<plist::Value>> Status(const std::string& enrollment_id, const std::string& item) = 0;
+  virtual Result<std::optional<plist::Value>> DeclarationStatus(const std::string& enrollment_id,
+                                                                const std::string& identifier) = 0;
+  // Applies ops in order, each seeing the ones before it, owned by owner
+  // ("policy:<name>", "plugin:<name>"). outcomes[i] is empty when op i was
+  // applied (or changed nothing), else why it was refused (an invalid
+  // declaration, a set op on a declaration that does not exist): a refused
+  // op is skipped, the others stand. Errors: storage failures only.
+  virtual Result<std::unique_ptr<DdmStaged>> Stage(const std::vector<const DdmOp*>& ops, const std::string& owner,
+                                                   int64_t now_ms, std::vector<std::string>* outcomes) = 0;
 };
 
 // Makes renewal profiles (the server wires the enroll module in).
@@ -94,6 +138,12 @@ class Overlay : public HostReader {
   Result<std::optional<std::string>> RenewalProfile(const std::string& id) override {
     return base_->RenewalProfile(id);
   }
+  Result<std::optional<plist::Value>> DdmStatus(const std::string& id, const std::string& item) override {
+    return base_->DdmStatus(id, item);
+  }
+  Result<std::optional<plist::Value>> DdmDeclarationStatus(const std::string& id, const std::string& decl) override {
+    return base_->DdmDeclarationStatus(id, decl);
+  }
   Result<std::optional<std::string>> KvGet(const std::string& ns, const std::string& key) override;
   Result<KvPairs> KvScan(const std::string& ns, const std::string& prefix, const std::string& after,
                          size_t limit) override;
@@ -121,6 +171,12 @@ class MemoryHost : public HostReader, public KvWriter {
   // What RenewalProfile answers for every device (unset: Unavailable).
   void SetRenewalProfile(std::string bytes);
   Result<std::optional<std::string>> RenewalProfile(const std::string& id) override;
+  // DDM status as a device reported it (the harness feeds ddm.* events here).
+  void PutDdmStatus(const std::string& id, const std::string& item, std::optional<plist::Value> value);
+  void PutDdmDeclarationStatus(const std::string& id, const std::string& identifier,
+                               std::optional<plist::Value> status);
+  Result<std::optional<plist::Value>> DdmStatus(const std::string& id, const std::string& item) override;
+  Result<std::optional<plist::Value>> DdmDeclarationStatus(const std::string& id, const std::string& decl) override;
   Status KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) override;
 
   Result<std::optional<store::Enrollment>> Device(const std::string& id) override;
@@ -139,6 +195,8 @@ class MemoryHost : public HostReader, public KvWriter {
   std::map<std::pair<std::string, std::string>, std::string> kv_;
   std::map<std::pair<std::string, std::string>, ComplianceState> compliance_;
   std::optional<std::string> renewal_profile_;
+  std::map<std::pair<std::string, std::string>, plist::Value> ddm_status_;        // (id, item)
+  std::map<std::pair<std::string, std::string>, plist::Value> ddm_declarations_;  // (id, identifier)
 };
 
 // What handlers see of a device and of a command result (Lua tables for

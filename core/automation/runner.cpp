@@ -334,6 +334,7 @@ bool Runner::RunBatch(Running* r, Lane* lane, std::vector<events::Event>& batch,
         rec.decisions.pushes.clear();
         rec.decisions.kv.clear();
         rec.decisions.compliance.clear();
+        rec.decisions.ddm.clear();
         r->parked++;
         log::Error(kLog, "event=consumer_event_parked consumer={} cursor={} type={} enrollment_id={} error={}",
                    c->name(), trigger, ev.type, ev.enrollment_id, RunErrorName(rec.outcome.error));

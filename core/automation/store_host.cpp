@@ -44,6 +44,30 @@ Value ComplianceJson(const std::string& id, const ComplianceState& s) {
 }
 
 // The part of a record every kind shares.
+// A DDM write as a decision record shows it.
+Value DdmOpJson(const DdmOp& op, const std::string& outcome, const std::string& error) {
+  Value v;
+  v.Set("op", Value::String(DdmOpName(op.kind)));
+  switch (op.kind) {
+    case DdmOp::Kind::kPutDeclaration: v.Set("declaration", Value::String(op.a)); break;
+    case DdmOp::Kind::kDeleteDeclaration:
+    case DdmOp::Kind::kTouch: v.Set("identifier", Value::String(op.a)); break;
+    case DdmOp::Kind::kSetAdd:
+    case DdmOp::Kind::kSetRemove:
+      v.Set("set", Value::String(op.a));
+      v.Set("identifier", Value::String(op.b));
+      break;
+    case DdmOp::Kind::kAssign:
+    case DdmOp::Kind::kUnassign:
+      v.Set("enrollment_id", Value::String(op.a));
+      v.Set("set", Value::String(op.b));
+      break;
+  }
+  v.Set("outcome", Value::String(outcome));
+  if (!error.empty()) v.Set("error", Value::String(error));
+  return v;
+}
+
 Value RecordHeader(const std::string& consumer, const std::string& cursor, const RunRecord& r, int64_t now) {
   Value v;
   v.Set("cursor", Value::String(cursor));
@@ -278,9 +302,28 @@ Status StoreCommitter::Commit(const LaneKey& lane, uint64_t checkpoint_seq, uint
     return Status::PermissionDenied("lane " + std::to_string(lane.lane) + " of " + lane.consumer +
                                     " is held under a newer lease");
   std::vector<std::string> ids;
-  for (const auto& r : runs)
-    if (!r.dry_run && !r.parked)
-      for (const auto& c : r.decisions.commands) ids.push_back(c.enrollment_id);
+  std::vector<const DdmOp*> ddm_ops;
+  for (const auto& r : runs) {
+    if (r.dry_run || r.parked) continue;
+    for (const auto& c : r.decisions.commands) ids.push_back(c.enrollment_id);
+    for (const auto& op : r.decisions.ddm) ddm_ops.push_back(&op);
+  }
+  // DDM writes are staged first (under the DDM write lock, held to the
+  // commit): the enrollments whose tokens they change get sync commands in
+  // this transaction, so their locks are taken with the others.
+  std::unique_ptr<DdmStaged> staged;
+  std::vector<std::string> ddm_outcomes(ddm_ops.size());
+  if (!ddm_ops.empty()) {
+    if (DdmHost* ddm = d_.automation->ddm()) {
+      auto st = ddm->Stage(ddm_ops, lane.consumer, NowMillis(), &ddm_outcomes);
+      if (!st.ok()) return st.status();
+      staged = std::move(*st);
+      ids.insert(ids.end(), staged->enrollments().begin(), staged->enrollments().end());
+    } else {
+      for (auto& o : ddm_outcomes) o = "Declarative Device Management is not configured";
+    }
+  }
+  size_t ddm_index = 0;
   domain::Tx tx(d_.locks, d_.events);
   tx.LockAll(ids);
   const int64_t now = NowMillis();
@@ -385,6 +428,20 @@ Status StoreCommitter::Commit(const LaneKey& lane, uint64_t checkpoint_seq, uint
       }
       rec.Set("compliance", std::move(cl));
     }
+    if (!r.decisions.ddm.empty()) {
+      Value dv = Value::MakeArray();
+      for (const auto& op : r.decisions.ddm) {
+        if (op.kind == DdmOp::Kind::kAssign || op.kind == DdmOp::Kind::kUnassign) devices.insert(op.a);
+        std::string outcome = r.dry_run ? "dry_run" : "applied";
+        std::string error;
+        if (!r.dry_run) {
+          error = ddm_outcomes[ddm_index++];
+          if (!error.empty()) outcome = "refused";
+        }
+        dv.AsArray()->push_back(DdmOpJson(op, outcome, error));
+      }
+      rec.Set("ddm", std::move(dv));
+    }
     if (!r.decisions.logs.empty()) rec.Set("logs", LogsJson(r.decisions.logs));
     if (r.dry_run) rec.Set("dry_run", Value::Bool(true));
     Value devs = Value::MakeArray();
@@ -396,8 +453,10 @@ Status StoreCommitter::Commit(const LaneKey& lane, uint64_t checkpoint_seq, uint
   }
   for (const auto& [name, delta] : counters)
     if (delta != 0) tx.batch().AddCounter(name, delta);
+  if (staged) ORCHARD_RETURN_IF_ERROR(staged->Write(tx, now));
   events::EventLog::PutLaneCheckpoint(tx.batch(), lane.consumer, lane.partition, lane.lane, {checkpoint_seq, epoch});
   ORCHARD_RETURN_IF_ERROR(tx.Commit());
+  if (staged) staged->Wake();
 
   // Committed: now the log lines and the pushes.
   for (const auto& r : runs) {

@@ -69,6 +69,17 @@ class AutomationStore : public HostReader, public FlagStore, public KvWriter {
   }
   // Where RenewalProfile comes from (borrowed; set once at start, before runs).
   void SetRenewalProfiles(RenewalProfiles* renewals) { renewals_ = renewals; }
+  Result<std::optional<plist::Value>> DdmStatus(const std::string& id, const std::string& item) override {
+    if (ddm_ == nullptr) return Status::Unavailable("Declarative Device Management is not configured");
+    return ddm_->Status(id, item);
+  }
+  Result<std::optional<plist::Value>> DdmDeclarationStatus(const std::string& id, const std::string& decl) override {
+    if (ddm_ == nullptr) return Status::Unavailable("Declarative Device Management is not configured");
+    return ddm_->DeclarationStatus(id, decl);
+  }
+  // Where DDM reads and writes go (borrowed; set once at start, before runs).
+  void SetDdm(DdmHost* ddm) { ddm_ = ddm; }
+  DdmHost* ddm() const { return ddm_; }
 
   // KvWriter: one WriteBatch, synced as the store is configured.
   Status KvWriteNow(const std::string& ns, const std::vector<KvWrite>& writes) override;
@@ -106,6 +117,7 @@ class AutomationStore : public HostReader, public FlagStore, public KvWriter {
   domain::Enrollments* enrollments_;
   queue::CommandQueue* queue_;
   RenewalProfiles* renewals_ = nullptr;
+  DdmHost* ddm_ = nullptr;
 };
 
 struct CommitterDeps {

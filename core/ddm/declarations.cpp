@@ -873,6 +873,12 @@ Result<std::vector<TokenChange>> DeclarationStore::Unassign(store::Batch& batch,
   return changes;
 }
 
+Status CheckIdentifierArg(std::string_view identifier, const Limits& limits) {
+  return CheckIdentifier(identifier, limits.max_identifier_bytes);
+}
+Status CheckSetArg(std::string_view set) { return CheckSet(set); }
+Status CheckEnrollmentArg(std::string_view enrollment_id) { return CheckEnrollmentId(enrollment_id); }
+
 Status DeclarationStore::Forget(store::Batch& batch, std::string_view enrollment_id) {
   ORCHARD_RETURN_IF_ERROR(CheckEnrollmentId(enrollment_id));
   auto sets = AllSuffixes(store_, Prefix("es", enrollment_id));

@@ -88,6 +88,13 @@ Result<std::string> CanonicalJson(std::string_view json, size_t max_depth = 32);
 // over max_declaration_bytes.
 Result<Declaration> ParseDeclaration(std::string_view json, const Limits& limits);
 
+// What writes check their arguments for before reading anything
+// (InvalidArgument naming the argument), so that a policy's or plugin's call
+// can be refused at once rather than when its run commits.
+Status CheckIdentifierArg(std::string_view identifier, const Limits& limits);
+Status CheckSetArg(std::string_view set);
+Status CheckEnrollmentArg(std::string_view enrollment_id);
+
 // The ServerToken of d's identifier, type, payload_json and revision.
 std::string ServerTokenOf(const Declaration& d);
 // The declaration as the device gets it: {"Identifier","Payload","ServerToken","Type"}.

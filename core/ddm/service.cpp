@@ -1,11 +1,13 @@
 #include "ddm/service.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "domain/tx.h"
 #include "log/log.h"
 #include "plist/plist.h"
+#include "store/pending_view.h"
 #include "util/encoding.h"
 
 namespace orchard::ddm {
@@ -132,8 +134,10 @@ Result<WriteOutcome> DdmService::Put(std::string_view json, std::string_view own
   auto d = ParseDeclaration(json, options_.limits);
   if (!d.ok()) return d.status();
   const std::string identifier = d->identifier;
+  std::vector<std::string> warnings = d->warnings;
   auto out = Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.Put(b, std::move(*d), owner, now); });
   if (!out.ok()) return out;
+  out->warnings = std::move(warnings);
   auto stored = declarations_.Get(identifier);
   if (stored.ok() && stored->has_value()) out->server_token = (*stored)->server_token;
   return out;
@@ -181,6 +185,150 @@ Result<WriteOutcome> DdmService::Notify(const std::vector<std::string>& enrollme
   }
   domain::Tx tx(d_.locks, d_.events);
   return Finish(tx, all, true, now);
+}
+
+// ---- policies and plugins (automation::DdmHost) ----
+
+orchard::Status CheckOp(const automation::DdmOp& op, const Limits& limits, std::vector<std::string>* warnings) {
+  using Kind = automation::DdmOp::Kind;
+  switch (op.kind) {
+    case Kind::kPutDeclaration: {
+      auto d = ParseDeclaration(op.a, limits);
+      if (!d.ok()) return d.status();
+      if (warnings) *warnings = std::move(d->warnings);
+      return orchard::Status::Ok();
+    }
+    case Kind::kDeleteDeclaration:
+    case Kind::kTouch: return CheckIdentifierArg(op.a, limits);
+    case Kind::kSetAdd:
+    case Kind::kSetRemove:
+      ORCHARD_RETURN_IF_ERROR(CheckSetArg(op.a));
+      return CheckIdentifierArg(op.b, limits);
+    case Kind::kAssign:
+    case Kind::kUnassign:
+      ORCHARD_RETURN_IF_ERROR(CheckEnrollmentArg(op.a));
+      return CheckSetArg(op.b);
+  }
+  return orchard::Status::InvalidArgument("unknown ddm write");
+}
+
+class DdmService::Staged : public automation::DdmStaged {
+ public:
+  Staged(DdmService* service, std::unique_lock<std::mutex> lock) : service_(service), lock_(std::move(lock)) {}
+
+  const std::vector<std::string>& enrollments() const override { return ids_; }
+
+  orchard::Status Write(domain::Tx& tx, int64_t now_ms) override {
+    for (const auto& op : batch_.ops()) {
+      switch (op.kind) {
+        case store::Batch::Op::kPut: tx.batch().Put(op.cf, op.key, op.value); break;
+        case store::Batch::Op::kDelete: tx.batch().Delete(op.cf, op.key); break;
+        case store::Batch::Op::kDeleteRange: tx.batch().DeleteRange(op.cf, op.key, op.value); break;
+        case store::Batch::Op::kMerge: return orchard::Status::Internal("ddm: a staged write holds a merge");
+      }
+    }
+    for (const auto& [id, change] : changes_) {
+      bool queued = false;
+      ORCHARD_RETURN_IF_ERROR(service_->QueueSync(tx, id, change, now_ms, &queued));
+      if (queued) queued_.push_back(id);
+    }
+    return orchard::Status::Ok();
+  }
+
+  void Wake() override {
+    size_t pushed = 0;
+    if (!queued_.empty())
+      for (const auto& o : service_->d_.commands->Wake(queued_)) pushed += o.ok ? 1 : 0;
+    if (!changes_.empty())
+      log::Info(kLog, "event=ddm_tokens_changed by=automation enrollments={} commands={} pushed={}", changes_.size(),
+                queued_.size(), pushed);
+  }
+
+  store::Batch batch_;
+  std::map<std::string, TokenChange> changes_;  // the last change of each enrollment
+  std::vector<std::string> ids_;
+
+ private:
+  DdmService* service_;
+  std::unique_lock<std::mutex> lock_;  // write_mu_, until the commit is over
+  std::vector<std::string> queued_;
+};
+
+Result<std::unique_ptr<automation::DdmStaged>> DdmService::Stage(const std::vector<const automation::DdmOp*>& ops,
+                                                                 const std::string& owner, int64_t now_ms,
+                                                                 std::vector<std::string>* outcomes) {
+  using Kind = automation::DdmOp::Kind;
+  auto staged = std::make_unique<Staged>(this, std::unique_lock<std::mutex>(write_mu_));
+  // Each write reads the store as the earlier ones left it in the batch.
+  store::PendingView view(d_.store, &staged->batch_);
+  DeclarationStore decls(&view, options_.limits);
+  store::Batch& b = staged->batch_;
+  outcomes->assign(ops.size(), std::string());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const automation::DdmOp& op = *ops[i];
+    Result<std::vector<TokenChange>> r = std::vector<TokenChange>();
+    switch (op.kind) {
+      case Kind::kPutDeclaration: {
+        auto d = ParseDeclaration(op.a, options_.limits);
+        r = d.ok() ? decls.Put(b, std::move(*d), owner, now_ms) : Result<std::vector<TokenChange>>(d.status());
+        break;
+      }
+      case Kind::kDeleteDeclaration: r = decls.Delete(b, op.a, now_ms); break;
+      case Kind::kTouch: r = decls.Touch(b, op.a, now_ms); break;
+      case Kind::kSetAdd: r = decls.SetAdd(b, op.a, op.b, now_ms); break;
+      case Kind::kSetRemove: r = decls.SetRemove(b, op.a, op.b, now_ms); break;
+      case Kind::kAssign: r = decls.Assign(b, op.a, op.b, now_ms); break;
+      case Kind::kUnassign: r = decls.Unassign(b, op.a, op.b, now_ms); break;
+    }
+    if (!r.ok()) {
+      const Code c = r.status().code();
+      if (c == Code::kInvalidArgument || c == Code::kNotFound || c == Code::kTooLarge) {
+        (*outcomes)[i] = r.status().message();  // this write is refused; the others stand
+        continue;
+      }
+      return r.status();
+    }
+    for (auto& change : *r) staged->changes_[change.enrollment_id] = std::move(change);
+  }
+  for (const auto& [id, change] : staged->changes_) staged->ids_.push_back(id);
+  return std::unique_ptr<automation::DdmStaged>(std::move(staged));
+}
+
+Result<std::optional<plist::Value>> DdmService::Status(const std::string& enrollment_id, const std::string& item) {
+  auto raw = status_.Item(enrollment_id, item);
+  if (!raw.ok()) return raw.status();
+  if (!raw->has_value()) return std::optional<plist::Value>();
+  plist::Limits lim;
+  lim.drop_nulls = true;
+  auto v = plist::ParseJson(**raw, lim);
+  if (!v.ok()) return std::optional<plist::Value>();  // a bare null: as absent
+  return std::optional<plist::Value>(std::move(*v));
+}
+
+Result<std::optional<plist::Value>> DdmService::DeclarationStatus(const std::string& enrollment_id,
+                                                                  const std::string& identifier) {
+  auto st = status_.Declaration(enrollment_id, identifier);
+  if (!st.ok()) return st.status();
+  if (!st->has_value()) return std::optional<plist::Value>();
+  auto manifest = declarations_.ManifestOf(enrollment_id);
+  if (!manifest.ok()) return manifest.status();
+  const ddm::DeclarationStatus& d = **st;
+  plist::Value v;
+  v.Set("identifier", plist::Value::String(d.identifier));
+  v.Set("kind", plist::Value::String(KindName(d.kind)));
+  v.Set("server_token", plist::Value::String(d.server_token));
+  v.Set("active", plist::Value::Bool(d.active));
+  v.Set("valid", plist::Value::String(d.valid));
+  v.Set("current", plist::Value::Bool(IsCurrent(*manifest, d)));
+  plist::Value reasons = plist::Value::MakeArray();
+  for (const auto& r : d.reasons) {
+    plist::Value rv;
+    rv.Set("code", plist::Value::String(r.code));
+    rv.Set("description", plist::Value::String(r.description));
+    reasons.AsArray()->push_back(std::move(rv));
+  }
+  v.Set("reasons", std::move(reasons));
+  return std::optional<plist::Value>(std::move(v));
 }
 
 orchard::Status DdmService::QueueSync(domain::Tx& tx, const std::string& enrollment_id, const TokenChange& token,

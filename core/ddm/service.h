@@ -1,8 +1,9 @@
 // DdmService: Declarative Device Management on top of the declaration and
 // status stores (docs/ddm.md).
 //
-// Writes (admin API today; policies and plugins next) are serialised by one
-// mutex: each computes the enrollments whose DeclarationsToken it changes,
+// Writes (admin API; policies and plugins through automation::DdmHost, in
+// their handler's transaction) are serialised by one mutex: each computes the
+// enrollments whose DeclarationsToken it changes,
 // locks them, and commits in ONE transaction the declaration store's writes,
 // the new token records and, for every such enrollment that is enrolled, a
 // DeclarativeManagement command whose Data is its TokensResponse (a newer
@@ -23,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "automation/host.h"
 #include "ddm/declarations.h"
 #include "ddm/status.h"
 #include "domain/commands.h"
@@ -58,6 +60,7 @@ struct WriteOutcome {
   size_t commands_queued = 0;  // sync commands queued (enrolled ones among them)
   size_t pushed = 0;           // of those, pushed
   std::string server_token;    // Put and Touch: the declaration's ServerToken
+  std::vector<std::string> warnings;  // Put: keys Apple's schema does not name (stored all the same)
 };
 
 // What Orchard keeps about an enrollment's DDM use (key m\0<enrollment>).
@@ -71,7 +74,15 @@ struct EnrollmentDdm {
   std::string synced_token;      // the token for which ddm.synced was emitted last
 };
 
-class DdmService : public protocol::DeclarativeHandler {
+// Checks a write a policy or plugin asks for, before it is recorded as a
+// decision: a declaration as ParseDeclaration checks it, identifiers, set
+// names and enrollment ids as the store's writes do. InvalidArgument naming
+// what is wrong (TooLarge for an oversized declaration). warnings (may be
+// null) gets what the schema check warned about (unknown payload keys).
+orchard::Status CheckOp(const automation::DdmOp& op, const Limits& limits = {},
+                        std::vector<std::string>* warnings = nullptr);
+
+class DdmService : public protocol::DeclarativeHandler, public automation::DdmHost {
  public:
   DdmService(const DdmOptions& options, const DdmDeps& deps);
 
@@ -92,6 +103,16 @@ class DdmService : public protocol::DeclarativeHandler {
 
   Result<EnrollmentDdm> State(std::string_view enrollment_id);
 
+  // automation::DdmHost: what policies and plugins read and write. Stage
+  // applies their writes over a pending batch (each sees the ones before it)
+  // under the write mutex, which the staged result holds until destroyed.
+  Result<std::optional<plist::Value>> Status(const std::string& enrollment_id, const std::string& item) override;
+  Result<std::optional<plist::Value>> DeclarationStatus(const std::string& enrollment_id,
+                                                        const std::string& identifier) override;
+  Result<std::unique_ptr<automation::DdmStaged>> Stage(const std::vector<const automation::DdmOp*>& ops,
+                                                       const std::string& owner, int64_t now_ms,
+                                                       std::vector<std::string>* outcomes) override;
+
   // protocol::DeclarativeHandler
   protocol::DeviceResponse Checkin(const protocol::DeclarativeRequest& request) override;
   // Forgets what the device held (served and synced tokens) and queues the
@@ -99,6 +120,7 @@ class DdmService : public protocol::DeclarativeHandler {
   orchard::Status OnEnrolled(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) override;
 
  private:
+  class Staged;
   // Runs one store write (write(batch, now) -> token changes) under write_mu_
   // and Finish()es it; changed = whether it wrote anything.
   template <typename Write>

@@ -18,6 +18,7 @@
 #include "automation/commands.h"
 #include "automation/decisions.h"
 #include "automation/host.h"
+#include "ddm/service.h"
 #include "log/log.h"
 #include "orchard/plugin.h"
 #include "plist/plist.h"
@@ -76,6 +77,7 @@ constexpr const char* kMinorAdded[] = {
     "host: log, enqueue, enqueue_plist, push, kv_get, kv_put, kv_delete, device, last_result, set_error; "
     "descriptor: name, version, event_types, lanes, init, on_event, shutdown",
     "host: kv_read, kv_scan, kv_write, http_respond, http_header; descriptor: schedules, schedule_count, on_http",
+    "host: ddm_write, ddm_status, ddm_declaration_status",
 };
 // The descriptor's size as of ABI 1.1 (through on_http).
 constexpr uint32_t kDescriptorSize11 =
@@ -728,6 +730,80 @@ orchard_status HostHttpHeader(orchard_http_response* resp, orchard_buf name, orc
   }
 }
 
+// ---- ABI 1.2: Declarative Device Management ----
+
+constexpr size_t kMaxDdmOpsPerRun = 1000;
+
+orchard_status HostDdmWrite(orchard_run* run, orchard_ddm_op op, orchard_buf a, orchard_buf b) {
+  if (run == nullptr) return ORCHARD_ERR_INVALID_ARGUMENT;
+  try {
+    using Kind = automation::DdmOp::Kind;
+    automation::DdmOp d;
+    switch (op) {
+      case ORCHARD_DDM_PUT_DECLARATION: d.kind = Kind::kPutDeclaration; break;
+      case ORCHARD_DDM_DELETE_DECLARATION: d.kind = Kind::kDeleteDeclaration; break;
+      case ORCHARD_DDM_TOUCH: d.kind = Kind::kTouch; break;
+      case ORCHARD_DDM_SET_ADD: d.kind = Kind::kSetAdd; break;
+      case ORCHARD_DDM_SET_REMOVE: d.kind = Kind::kSetRemove; break;
+      case ORCHARD_DDM_ASSIGN: d.kind = Kind::kAssign; break;
+      case ORCHARD_DDM_UNASSIGN: d.kind = Kind::kUnassign; break;
+      default:
+        return Fail(run, ORCHARD_ERR_INVALID_ARGUMENT, "ddm_write: unknown op " + std::to_string(static_cast<int>(op)));
+    }
+    const bool two = d.kind != Kind::kPutDeclaration && d.kind != Kind::kDeleteDeclaration && d.kind != Kind::kTouch;
+    if (!ReadBuf(a, &d.a) || (two && !ReadBuf(b, &d.b)))
+      return Fail(run, ORCHARD_ERR_INVALID_ARGUMENT, "ddm_write: bad buffer");
+    const std::string name = std::string("ddm_write ") + automation::DdmOpName(d.kind);
+    if (Status st = ddm::CheckOp(d); !st.ok())
+      return Fail(run, st.code() == Code::kTooLarge ? ORCHARD_ERR_LIMIT : ORCHARD_ERR_INVALID_ARGUMENT,
+                  name + ": " + st.message());
+    if (run->out->ddm.size() >= kMaxDdmOpsPerRun)
+      return Fail(run, ORCHARD_ERR_LIMIT, "a run may make at most " + std::to_string(kMaxDdmOpsPerRun) + " ddm writes");
+    run->out->ddm.push_back(std::move(d));
+    return ORCHARD_OK;
+  } catch (const std::exception& e) {
+    return Fail(run, ORCHARD_ERR_INTERNAL, e.what());
+  } catch (...) {
+    return ORCHARD_ERR_INTERNAL;
+  }
+}
+
+// ddm_status (item) and ddm_declaration_status (!item).
+orchard_status DdmRead(orchard_run* run, bool item, orchard_buf device, orchard_buf key, orchard_buf* json_out) {
+  if (run == nullptr || json_out == nullptr) return ORCHARD_ERR_INVALID_ARGUMENT;
+  const char* name = item ? "ddm_status" : "ddm_declaration_status";
+  try {
+    std::string dev, k;
+    if (!ReadBuf(device, &dev) || !ReadBuf(key, &k))
+      return Fail(run, ORCHARD_ERR_INVALID_ARGUMENT, std::string(name) + ": bad buffer");
+    dev = DeviceOf(run, dev);
+    if (dev.empty() || k.empty())
+      return Fail(run, ORCHARD_ERR_INVALID_ARGUMENT, std::string(name) + ": needs a device and a name");
+    auto r = item ? run->reader->DdmStatus(dev, k) : run->reader->DdmDeclarationStatus(dev, k);
+    if (!r.ok()) {
+      const Code c = r.status().code();
+      if (c == Code::kUnavailable) return Fail(run, ORCHARD_ERR_UNSUPPORTED, std::string(name) + ": " + r.status().message());
+      if (c == Code::kInvalidArgument) return ORCHARD_ERR_NOT_FOUND;  // an id that cannot exist
+      run->host_failure = true;
+      return Fail(run, ORCHARD_ERR_HOST, std::string(name) + ": " + r.status().ToString());
+    }
+    if (!r->has_value()) return ORCHARD_ERR_NOT_FOUND;
+    *json_out = Out(run, plist::ToJson(**r));
+    return ORCHARD_OK;
+  } catch (...) {
+    return ORCHARD_ERR_INTERNAL;
+  }
+}
+
+orchard_status HostDdmStatus(orchard_run* run, orchard_buf device, orchard_buf item, orchard_buf* json_out) {
+  return DdmRead(run, true, device, item, json_out);
+}
+
+orchard_status HostDdmDeclarationStatus(orchard_run* run, orchard_buf device, orchard_buf identifier,
+                                        orchard_buf* json_out) {
+  return DdmRead(run, false, device, identifier, json_out);
+}
+
 const orchard_host_api kHostApi = {
     sizeof(orchard_host_api),
     ORCHARD_PLUGIN_ABI_MAJOR,
@@ -747,6 +823,9 @@ const orchard_host_api kHostApi = {
     &HostKvWrite,
     &HostHttpRespond,
     &HostHttpHeader,
+    &HostDdmWrite,
+    &HostDdmStatus,
+    &HostDdmDeclarationStatus,
 };
 
 std::string MissingMinors(uint16_t wanted) {

@@ -102,6 +102,31 @@ void PrintDecisions(std::ostream& out, size_t line, const std::string& event, co
     if (!c.state.last_command_uuid.empty()) v.Set("last_command_uuid", Value::String(c.state.last_command_uuid));
     Emit(out, line, event, std::move(v));
   }
+  for (const auto& op : d.ddm) {
+    Value v;
+    v.Set("kind", Value::String("ddm"));
+    v.Set("op", Value::String(automation::DdmOpName(op.kind)));
+    switch (op.kind) {
+      case automation::DdmOp::Kind::kPutDeclaration: {
+        auto parsed = plist::ParseJson(op.a);
+        v.Set("declaration", parsed.ok() ? std::move(parsed.value()) : Value::String(op.a));
+        break;
+      }
+      case automation::DdmOp::Kind::kDeleteDeclaration:
+      case automation::DdmOp::Kind::kTouch: v.Set("identifier", Value::String(op.a)); break;
+      case automation::DdmOp::Kind::kSetAdd:
+      case automation::DdmOp::Kind::kSetRemove:
+        v.Set("set", Value::String(op.a));
+        v.Set("identifier", Value::String(op.b));
+        break;
+      case automation::DdmOp::Kind::kAssign:
+      case automation::DdmOp::Kind::kUnassign:
+        v.Set("enrollment_id", Value::String(op.a));
+        v.Set("set", Value::String(op.b));
+        break;
+    }
+    Emit(out, line, event, std::move(v));
+  }
   for (const auto& l : d.logs) {
     Value v;
     v.Set("kind", Value::String("log"));
@@ -143,7 +168,9 @@ int RunHarness(const std::string& policy_file, std::istream& events, std::ostrea
     if (!text.empty() && text.back() == '\r') text.pop_back();
     size_t first = text.find_first_not_of(" \t");
     if (first == std::string::npos || text[first] == '#') continue;
-    auto parsed = plist::ParseJson(text);
+    plist::Limits lim;
+    lim.drop_nulls = true;  // as the server reads event payloads: null = absent
+    auto parsed = plist::ParseJson(text, lim);
     if (!parsed.ok() || !parsed->is(plist::Type::kDict)) {
       err << "events line " << line << ": not a JSON object"
           << (parsed.ok() ? "" : ": " + parsed.status().message()) << "\n";
@@ -196,6 +223,18 @@ int RunHarness(const std::string& policy_file, std::istream& events, std::ostrea
       r.raw = plist::ToXml(payload);
       r.received_ms = clock_ms;
       host.PutResult(ev.enrollment_id, std::move(r));
+    }
+    // DDM status events also become what ddm.status / ddm.declaration_status read.
+    if (ev.type == events::type::kDdmStatusChanged && !ev.enrollment_id.empty()) {
+      const Value* value = payload.Find("value");
+      host.PutDdmStatus(ev.enrollment_id, std::string(payload.GetString("item")),
+                        value ? std::optional<Value>(*value) : std::nullopt);
+    }
+    if (ev.type == events::type::kDdmDeclarationStatus && !ev.enrollment_id.empty()) {
+      const Value* removed = payload.Find("removed");
+      const bool gone = removed && removed->AsBool() && *removed->AsBool();
+      host.PutDdmDeclarationStatus(ev.enrollment_id, std::string(payload.GetString("identifier")),
+                                   gone ? std::nullopt : std::optional<Value>(payload));
     }
     RunInput run{consumer, "0." + std::to_string(line), clock_ms, options.dry_run};
     automation::Decisions d;

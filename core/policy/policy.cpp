@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "automation/commands.h"
+#include "ddm/service.h"
 #include "policy/lua_plist.h"
 #include "util/encoding.h"
 
@@ -34,6 +35,7 @@ constexpr size_t kMaxValueBytes = 64 * 1024;
 constexpr size_t kMaxCommandsPerRun = 1000;
 constexpr size_t kMaxKvWritesPerRun = 10000;
 constexpr size_t kMaxScan = 1000;
+constexpr size_t kMaxDdmOpsPerRun = 1000;
 constexpr int64_t kMinIntervalMs = 60 * 1000;
 
 double Seconds(int64_t ms) { return static_cast<double>(ms) / 1000.0; }
@@ -49,6 +51,7 @@ struct Policy::Frame {
   std::string enrollment_id;                 // the device this run is about ("" if none)
   std::vector<int> refs;                     // handlers to call
   bool result_arg = false;                   // handlers get (ctx, result)
+  bool status_arg = false;                   // handlers get (ctx, event.payload) (on_status)
   automation::HostReader* host = nullptr;    // null while loading
   automation::Decisions decisions;
   size_t command_index = 0;
@@ -207,6 +210,7 @@ struct PolicyAccess {
       p->handlers_.push_back({kind, std::string(key, n), ref});
       if (kind == Policy::Handler::kEvent) p->info_.event_types.emplace(key, n);
       if (kind == Policy::Handler::kResult) p->info_.result_types.emplace(key, n);
+      if (kind == Policy::Handler::kStatus) p->info_.status_items.emplace(key, n);
       return true;
     } catch (const std::exception& e) {
       S(L).error = e.what();
@@ -391,6 +395,89 @@ struct PolicyAccess {
       }
       if (r->has_value()) {
         s.value = ResultValue(**r);
+        s.flag = true;
+      }
+      return true;
+    } catch (const std::exception& e) {
+      s.error = e.what();
+      return false;
+    }
+  }
+
+  // ----- ddm.* (C++ work only) -----
+
+  // The current run's frame for a ddm.* call; nullptr (s.error set) outside a handler.
+  static Policy::Frame* DdmFrame(lua_State* L, const char* fn) {
+    Policy::Frame* f = CurrentFrame(L);
+    if (f == nullptr || f->host == nullptr) {
+      S(L).error = std::string(fn) + ": only inside a handler (not while the policy loads)";
+      return nullptr;
+    }
+    return f;
+  }
+
+  // Checks the write (ddm::CheckOp: what the server would refuse it for) and
+  // records it; s.error names the function and what is wrong.
+  static bool DdmAdd(lua_State* L, Policy::Frame* f, const char* fn, automation::DdmOp op) {
+    auto& s = S(L);
+    try {
+      std::vector<std::string> warnings;
+      if (Status st = ddm::CheckOp(op, ddm::Limits{}, &warnings); !st.ok()) {
+        s.error = std::string(fn) + ": " + st.message();
+        return false;
+      }
+      for (const auto& w : warnings)  // unknown payload keys: stored all the same
+        if (f->decisions.logs.size() < 1000)
+          f->decisions.logs.push_back({automation::LogLevel::kWarn, std::string(fn) + ": " + w});
+      if (f->decisions.ddm.size() >= kMaxDdmOpsPerRun) {
+        Sandbox::From(L)->set_fault(RunError::kLimit);
+        s.error = "a run may make at most " + std::to_string(kMaxDdmOpsPerRun) + " ddm.* writes";
+        return false;
+      }
+      f->decisions.ddm.push_back(std::move(op));
+      return true;
+    } catch (const std::exception& e) {
+      s.error = e.what();
+      return false;
+    }
+  }
+
+  // The declaration table at idx as JSON, then DdmAdd.
+  static bool DdmDeclaration(lua_State* L, Policy::Frame* f, int idx) {
+    auto& s = S(L);
+    try {
+      plist::Value v;
+      if (!ToPlist(L, idx, &v, &s.error)) {
+        s.error = "ddm.put_declaration: " + s.error;
+        return false;
+      }
+      // An empty Lua table converts to an array: Payload = {} is meant as an object.
+      if (const plist::Value* payload = v.Find("Payload"))
+        if (payload->AsArray() && payload->AsArray()->empty()) v.Set("Payload", plist::Value::MakeDict());
+      return DdmAdd(L, f, "ddm.put_declaration", {automation::DdmOp::Kind::kPutDeclaration, plist::ToJson(v), {}});
+    } catch (const std::exception& e) {
+      s.error = e.what();
+      return false;
+    }
+  }
+
+  // s.flag: a value (s.value); item false: a declaration's status.
+  static bool DdmRead(lua_State* L, Policy::Frame* f, bool item, const char* id, size_t idn, const char* key,
+                      size_t keyn, bool* host_failure) {
+    auto& s = S(L);
+    try {
+      s.flag = false;
+      auto r = item ? f->host->DdmStatus(std::string(id, idn), std::string(key, keyn))
+                    : f->host->DdmDeclarationStatus(std::string(id, idn), std::string(key, keyn));
+      if (!r.ok()) {
+        if (r.status().code() == Code::kUnavailable || r.status().code() == Code::kInvalidArgument)
+          return true;  // no DDM here, or an id that cannot exist: nothing reported
+        *host_failure = true;
+        s.error = "reading DDM status: " + r.status().ToString();
+        return false;
+      }
+      if (r->has_value()) {
+        s.value = std::move(**r);
         s.flag = true;
       }
       return true;
@@ -681,6 +768,56 @@ int PolicyOn(lua_State* L, Policy::Handler::Kind kind) {
 }
 int PolicyOnEvent(lua_State* L) { return PolicyOn(L, Policy::Handler::kEvent); }
 int PolicyOnResult(lua_State* L) { return PolicyOn(L, Policy::Handler::kResult); }
+// policy:on_status(item, fn): fn(ctx, change) for ddm.status.changed events of
+// item ("a.b.c"; "a.b." for every item under a.b; "*" for all).
+int PolicyOnStatus(lua_State* L) { return PolicyOn(L, Policy::Handler::kStatus); }
+
+// ----- ddm.* -----
+
+int DdmPutDeclaration(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  Policy::Frame* f = PA::DdmFrame(L, "ddm.put_declaration");
+  if (f == nullptr || !PA::DdmDeclaration(L, f, 1)) return PA::Raise(L);
+  return 0;
+}
+
+// ddm writes taking one (Identifier) or two strings.
+int DdmWrite(lua_State* L, automation::DdmOp::Kind kind, const char* fn, int nargs) {
+  size_t na = 0, nb = 0;
+  const char* a = luaL_checklstring(L, 1, &na);
+  const char* b = nargs == 2 ? luaL_checklstring(L, 2, &nb) : "";
+  Policy::Frame* f = PA::DdmFrame(L, fn);
+  if (f == nullptr || !PA::DdmAdd(L, f, fn, {kind, std::string(a, na), std::string(b, nb)})) return PA::Raise(L);
+  return 0;
+}
+int DdmDeleteDeclaration(lua_State* L) {
+  return DdmWrite(L, automation::DdmOp::Kind::kDeleteDeclaration, "ddm.delete_declaration", 1);
+}
+int DdmTouch(lua_State* L) { return DdmWrite(L, automation::DdmOp::Kind::kTouch, "ddm.touch", 1); }
+int DdmSetAdd(lua_State* L) { return DdmWrite(L, automation::DdmOp::Kind::kSetAdd, "ddm.set_add", 2); }
+int DdmSetRemove(lua_State* L) { return DdmWrite(L, automation::DdmOp::Kind::kSetRemove, "ddm.set_remove", 2); }
+int DdmAssign(lua_State* L) { return DdmWrite(L, automation::DdmOp::Kind::kAssign, "ddm.assign", 2); }
+int DdmUnassign(lua_State* L) { return DdmWrite(L, automation::DdmOp::Kind::kUnassign, "ddm.unassign", 2); }
+
+int DdmReadFn(lua_State* L, bool item, const char* fn) {
+  size_t n = 0, kn = 0;
+  const char* id = luaL_checklstring(L, 1, &n);
+  const char* key = luaL_checklstring(L, 2, &kn);
+  Policy::Frame* f = PA::DdmFrame(L, fn);
+  if (f == nullptr) return PA::Raise(L);
+  bool host_failure = false;
+  if (!PA::DdmRead(L, f, item, id, n, key, kn, &host_failure)) return PA::Raise(L, host_failure);
+  if (!PA::S(L).flag) {
+    lua_pushnil(L);
+    return 1;
+  }
+  PushPlist(L, PA::S(L).value);
+  return 1;
+}
+// ddm.status(enrollment_id, item) -> the latest reported value | nil
+int DdmStatusFn(lua_State* L) { return DdmReadFn(L, true, "ddm.status"); }
+// ddm.declaration_status(enrollment_id, identifier) -> {active, valid, server_token, current, reasons, ...} | nil
+int DdmDeclarationStatusFn(lua_State* L) { return DdmReadFn(L, false, "ddm.declaration_status"); }
 
 int PolicyEvery(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -1159,6 +1296,7 @@ int OpenPolicyApi(lua_State* L) {
   lua_newtable(L);  // methods
   SetFn(L, "on", PolicyOnEvent);
   SetFn(L, "on_result", PolicyOnResult);
+  SetFn(L, "on_status", PolicyOnStatus);
   SetFn(L, "every", PolicyEvery);
   int methods = lua_gettop(L);
   lua_newtable(L);  // the object (empty: everything through the metatable)
@@ -1197,6 +1335,19 @@ int OpenPolicyApi(lua_State* L) {
   lua_setglobal(L, "log");
   lua_pushcfunction(L, LogInfo);
   lua_setglobal(L, "print");
+
+  lua_newtable(L);
+  SetFn(L, "put_declaration", DdmPutDeclaration);
+  SetFn(L, "delete_declaration", DdmDeleteDeclaration);
+  SetFn(L, "touch", DdmTouch);
+  SetFn(L, "set_add", DdmSetAdd);
+  SetFn(L, "set_remove", DdmSetRemove);
+  SetFn(L, "assign", DdmAssign);
+  SetFn(L, "unassign", DdmUnassign);
+  SetFn(L, "status", DdmStatusFn);
+  SetFn(L, "declaration_status", DdmDeclarationStatusFn);
+  PushReadOnlyProxy(L);
+  lua_setglobal(L, "ddm");
 
   lua_newtable(L);
   SetFn(L, "compare", VersionCompare);
@@ -1316,7 +1467,8 @@ int Trampoline(lua_State* L) {
   for (size_t i = 0; i < f->refs.size(); ++i) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->refs[i]);
     lua_pushvalue(L, 1);
-    lua_pushvalue(L, f->result_arg ? 3 : 2);
+    if (f->status_arg) lua_getfield(L, 2, "payload");
+    else lua_pushvalue(L, f->result_arg ? 3 : 2);
     lua_call(L, 2, 0);
   }
   return 0;
@@ -1371,6 +1523,7 @@ Result<std::unique_ptr<Policy>> Policy::Load(const std::string& default_name, st
 
 bool Policy::Wants(std::string_view type, std::string_view request_type) const {
   if (info_.event_types.count(std::string(type)) || info_.event_types.count("*")) return true;
+  if (type == events::type::kDdmStatusChanged && !info_.status_items.empty()) return true;
   if (IsResultEvent(type))
     return info_.result_types.count(std::string(request_type)) || info_.result_types.count("*");
   return false;
@@ -1428,6 +1581,16 @@ automation::RunOutcome Policy::HandleEvent(const RunInput& in, const events::Eve
   for (const auto& h : handlers_) {
     if (h.kind == Handler::kEvent && (h.key == event.type || h.key == "*")) f.refs.push_back(h.ref);
   }
+  std::vector<int> status_refs;
+  if (event.type == events::type::kDdmStatusChanged && !info_.status_items.empty()) {
+    const std::string_view item = payload.GetString("item");
+    for (const auto& h : handlers_) {
+      if (h.kind != Handler::kStatus) continue;
+      const bool prefix = !h.key.empty() && h.key.back() == '.';
+      if (h.key == "*" || h.key == item || (prefix && item.substr(0, h.key.size()) == h.key))
+        status_refs.push_back(h.ref);
+    }
+  }
   std::vector<int> result_refs;
   if (result) {
     for (const auto& h : handlers_) {
@@ -1442,6 +1605,14 @@ automation::RunOutcome Policy::HandleEvent(const RunInput& in, const events::Eve
   if (!f.refs.empty()) {
     o = Run(&f, fresh);
     fresh = false;
+  }
+  if (o.ok() && !status_refs.empty()) {
+    // on_status handlers get (ctx, {item, value, previous, removed}).
+    f.refs = std::move(status_refs);
+    f.status_arg = true;
+    o = Run(&f, fresh);
+    fresh = false;
+    f.status_arg = false;
   }
   if (o.ok() && !result_refs.empty()) {
     // on_result handlers get (ctx, result).

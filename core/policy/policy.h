@@ -6,9 +6,12 @@
 //   policy:on("enrollment.enrolled", function(ctx, event) ... end)
 //   policy:on_result("DeviceInformation", function(ctx, result) ... end)
 //   policy:every("6h", function(ctx) ... end, { splay = "1h" })
+//   policy:on_status("device.operating-system.version", function(ctx, change) ... end)
 // Handlers receive a ctx for this run only (docs/lua-api.md): the event, the
 // device, enqueue/push, the policy's key-value store, compliance state,
-// logging. Everything a run decides lands in a Decisions value; nothing is
+// logging; the global ddm table declares state (ddm.put_declaration,
+// ddm.assign, ...) and reads what devices report (ddm.status). Everything a
+// run decides lands in a Decisions value; nothing is
 // written by the policy itself. A run that raises, overruns its instruction
 // budget or memory cap, or passes its deadline decides nothing (log lines are
 // kept for diagnosis).
@@ -43,6 +46,7 @@ struct PolicyInfo {
   std::string source_sha256;
   std::set<std::string> event_types;   // from on()
   std::set<std::string> result_types;  // from on_result() ("*" = any)
+  std::set<std::string> status_items;  // from on_status() (DDM status items)
   std::vector<ScheduleInfo> schedules;
 };
 
@@ -106,8 +110,8 @@ class Policy {
 
  public:
   struct Handler {
-    enum Kind { kEvent, kResult, kSchedule } kind;
-    std::string key;  // event type, request type or schedule name
+    enum Kind { kEvent, kResult, kSchedule, kStatus } kind;
+    std::string key;  // event type, request type, schedule name or status item
     int ref;          // registry reference of the function
   };
 

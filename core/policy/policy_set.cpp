@@ -95,7 +95,9 @@ class PolicySet::Entry : public automation::Consumer {
     }
     plist::Value payload;
     if (!ev.payload_json.empty()) {
-      auto parsed = plist::ParseJson(ev.payload_json);
+      plist::Limits lim;
+      lim.drop_nulls = true;  // ddm.status.changed: null = absent (nil in Lua)
+      auto parsed = plist::ParseJson(ev.payload_json, lim);
       if (parsed.ok()) payload = std::move(parsed.value());
     }
     return p->HandleEvent(in, ev, payload, reader, out);

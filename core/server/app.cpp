@@ -200,6 +200,7 @@ class AppImpl : public App {
     ddo.enable_on_enroll = config_.ddm_enable_on_enroll;
     ddm_ = std::make_unique<ddm::DdmService>(
         ddo, ddm::DdmDeps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_, commands_.get()});
+    automation_->SetDdm(ddm_.get());  // policies' and plugins' ddm.* calls
     service_ = std::make_unique<protocol::Service>(
         so, protocol::Deps{store_.get(), events_.get(), queue_.get(), auth_.get(),
                            enrollments_.get(), &locks_,

@@ -50,6 +50,20 @@ function policy:on(event_type, handler) end
 ---@param handler fun(ctx: Ctx, result: Result)
 function policy:on_result(request_type, handler) end
 
+---Runs handler for ddm.status.changed events of a DDM status item: item
+---exactly, every item under a prefix ending in "." ("softwareupdate."), or
+---every item ("*").
+---@param item string
+---@param handler fun(ctx: Ctx, change: StatusChange)
+function policy:on_status(item, handler) end
+
+---What a ddm.status.changed event carries.
+---@class StatusChange
+---@field item string the dotted status item
+---@field value any the reported value (nil when removed)
+---@field previous any the value before (nil when absent)
+---@field removed boolean
+
 ---Runs handler periodically (event type "schedule.tick").
 ---@param interval Duration at least 1 minute
 ---@param handler fun(ctx: Ctx, event: Event)
@@ -355,6 +369,67 @@ mdm = {}
 ---@param opts? CommandOpts
 ---@return CommandTable
 function mdm.command(request_type, fields, opts) end
+
+-- -------------------------------------------------------------- ddm
+
+---A declaration for ddm.put_declaration (ServerToken is computed by Orchard).
+---@class DeclarationTable
+---@field Type string com.apple.{activation,configuration,asset,management}.<...>
+---@field Identifier string at most 64 printable bytes, no "/"
+---@field Payload table the declaration's payload ({} is an empty object)
+
+---A declaration's status as a device last reported it.
+---@class DeclarationStatus
+---@field identifier string
+---@field kind "activation"|"configuration"|"asset"|"management"
+---@field server_token string the ServerToken the device reported
+---@field active boolean
+---@field valid string "valid", "invalid", "unknown", ...
+---@field current boolean the reported ServerToken is the manifest's current one
+---@field reasons {code: string, description: string}[]
+
+---Declarative Device Management: writes commit with the run (in call order,
+---each seeing the ones before), with the tokens and sync commands they cause.
+---@class Ddm
+ddm = {}
+
+---Creates or replaces a declaration owned by this policy (checked at the call).
+---@param declaration DeclarationTable
+function ddm.put_declaration(declaration) end
+
+---@param identifier string
+function ddm.delete_declaration(identifier) end
+
+---A new revision (new ServerToken): devices fetch it again.
+---@param identifier string
+function ddm.touch(identifier) end
+
+---@param set string 1-64 letters, digits, '.', '_', '-'
+---@param identifier string
+function ddm.set_add(set, identifier) end
+
+---@param set string
+---@param identifier string
+function ddm.set_remove(set, identifier) end
+
+---@param enrollment_id string
+---@param set string
+function ddm.assign(enrollment_id, set) end
+
+---@param enrollment_id string
+---@param set string
+function ddm.unassign(enrollment_id, set) end
+
+---The latest value the channel reported for a status item, or nil.
+---@param enrollment_id string
+---@param item string e.g. "device.operating-system.version"
+---@return any
+function ddm.status(enrollment_id, item) end
+
+---@param enrollment_id string
+---@param identifier string
+---@return DeclarationStatus|nil
+function ddm.declaration_status(enrollment_id, identifier) end
 
 -- -------------------------------------------------------------- plist
 

@@ -60,7 +60,7 @@ extern "C" {
 
 /* The ABI version this header describes. */
 #define ORCHARD_PLUGIN_ABI_MAJOR 1
-#define ORCHARD_PLUGIN_ABI_MINOR 1
+#define ORCHARD_PLUGIN_ABI_MINOR 2
 
 /* The exported entry symbol's name. */
 #define ORCHARD_PLUGIN_ENTRY "orchard_plugin_init"
@@ -173,6 +173,18 @@ typedef struct orchard_event {
                                 XML plist (the payload rendered back; secrets removed) */
 } orchard_event;
 
+/* ABI 1.2: the Declarative Device Management writes of ddm_write
+ * (docs/ddm.md). The values are fixed; new ones are only added. */
+typedef enum orchard_ddm_op {
+  ORCHARD_DDM_PUT_DECLARATION = 0,    /* a = the declaration JSON {Type, Identifier, Payload} */
+  ORCHARD_DDM_DELETE_DECLARATION = 1, /* a = Identifier */
+  ORCHARD_DDM_TOUCH = 2,              /* a = Identifier: a new revision (new ServerToken) */
+  ORCHARD_DDM_SET_ADD = 3,            /* a = set, b = Identifier */
+  ORCHARD_DDM_SET_REMOVE = 4,         /* a = set, b = Identifier */
+  ORCHARD_DDM_ASSIGN = 5,             /* a = enrollment id, b = set */
+  ORCHARD_DDM_UNASSIGN = 6            /* a = enrollment id, b = set */
+} orchard_ddm_op;
+
 /* Flags for the enqueue functions. */
 #define ORCHARD_ENQUEUE_NO_PUSH 0x1u   /* queue without waking the device */
 #define ORCHARD_ENQUEUE_UNCHECKED 0x2u /* skip the RequestType schema (newer than Orchard's); shape still checked */
@@ -262,6 +274,35 @@ typedef struct orchard_host_api {
   orchard_status (*http_respond)(orchard_http_response* response, int32_t status, orchard_buf content_type,
                                  orchard_buf body);
   orchard_status (*http_header)(orchard_http_response* response, orchard_buf name, orchard_buf value);
+
+  /* ABI 1.2 */
+
+  /* A Declarative Device Management write (orchard_ddm_op), a decision like
+   * enqueue: the run's writes apply in call order when it commits, each
+   * seeing the ones before, together with the DeclarationsTokens they change
+   * and the DeclarativeManagement sync commands (then pushes) those need, in
+   * the plugin's transaction. Declarations are owned by "plugin:<name>".
+   * Checked at the call like the admin API checks them:
+   * ORCHARD_ERR_INVALID_ARGUMENT (the reason via the run's error) for a bad
+   * declaration, Identifier (1..64 printable bytes, no '/'), set name (1..64
+   * letters, digits, '.', '_', '-') or enrollment id; ORCHARD_ERR_LIMIT beyond
+   * 1000 writes per run. A write that is well-formed but cannot apply at the
+   * commit (set_add of a missing declaration) is skipped and shown refused in
+   * the decision record; the run's other decisions stand. b is ignored by the
+   * one-argument ops. */
+  orchard_status (*ddm_write)(orchard_run* run, orchard_ddm_op op, orchard_buf a, orchard_buf b);
+
+  /* The latest value a channel reported for a DDM status item (dotted name,
+   * e.g. "device.operating-system.version") as JSON (a string, number, bool,
+   * array or object); ORCHARD_ERR_NOT_FOUND when never reported. enrollment_id
+   * empty: the event's device. Committed state (not this run's writes). */
+  orchard_status (*ddm_status)(orchard_run* run, orchard_buf enrollment_id, orchard_buf item,
+                               orchard_buf* json_host_owned);
+  /* A declaration's reported status as a JSON object {identifier, kind,
+   * server_token, active, valid, current, reasons: [{code, description}]};
+   * ORCHARD_ERR_NOT_FOUND when the channel never reported it. */
+  orchard_status (*ddm_declaration_status)(orchard_run* run, orchard_buf enrollment_id, orchard_buf identifier,
+                                           orchard_buf* json_host_owned);
 
   /* New functions are added here, at the end, with a new minor. */
 } orchard_host_api;

@@ -123,6 +123,27 @@ class Run {
   void SetError(std::string_view message) const {
     if (ORCHARD_HOST_HAS(api_, set_error)) api_->set_error(run_, Buf(message));
   }
+  // ABI 1.2: Declarative Device Management (see orchard_host_api.ddm_write).
+  orchard_status DdmWrite(orchard_ddm_op op, std::string_view a, std::string_view b = {}) const {
+    if (!ORCHARD_HOST_HAS(api_, ddm_write)) return ORCHARD_ERR_UNSUPPORTED;
+    return api_->ddm_write(run_, op, Buf(a), Buf(b));
+  }
+  // ORCHARD_ERR_NOT_FOUND when the channel never reported the item.
+  orchard_status DdmStatus(std::string_view device, std::string_view item, std::string* json) const {
+    if (!ORCHARD_HOST_HAS(api_, ddm_status)) return ORCHARD_ERR_UNSUPPORTED;
+    orchard_buf v{nullptr, 0};
+    orchard_status st = api_->ddm_status(run_, Buf(device), Buf(item), &v);
+    if (st == ORCHARD_OK && json) json->assign(View(v));
+    return st;
+  }
+  orchard_status DdmDeclarationStatus(std::string_view device, std::string_view identifier,
+                                      std::string* json) const {
+    if (!ORCHARD_HOST_HAS(api_, ddm_declaration_status)) return ORCHARD_ERR_UNSUPPORTED;
+    orchard_buf v{nullptr, 0};
+    orchard_status st = api_->ddm_declaration_status(run_, Buf(device), Buf(identifier), &v);
+    if (st == ORCHARD_OK && json) json->assign(View(v));
+    return st;
+  }
 
   const orchard_host_api* api() const { return api_; }
   orchard_run* handle() const { return run_; }

@@ -4,6 +4,7 @@
 // StoreCommitter on RocksDB.
 #include <catch2/catch.hpp>
 
+#include <dlfcn.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -12,7 +13,9 @@
 #include <thread>
 
 #include "automation/store_host.h"
+#include "ddm/service.h"
 #include "domain/commands.h"
+#include "orchard/plugin.h"
 #include "plist/plist.h"
 #include "plugin/plugin_set.h"
 #include "support/orchardd_process.h"
@@ -299,8 +302,8 @@ TEST_CASE("plugin: refusals name the reason with an error code", "[plugin]") {
   const auto* minor = Find(list, "tp_minor");
   REQUIRE(minor);
   CHECK(minor->error == LoadError::kAbiMinor);
-  CHECK_THAT(minor->message, Catch::Contains("needs plugin ABI 1.7") && Catch::Contains("provides plugin ABI 1.1") &&
-                                 Catch::Contains("lacks what ABI 1.2 to 1.7 added"));
+  CHECK_THAT(minor->message, Catch::Contains("needs plugin ABI 1.7") && Catch::Contains("provides plugin ABI 1.2") &&
+                                 Catch::Contains("lacks what ABI 1.3 to 1.7 added"));
 
   const auto* noentry = Find(list, "tp_noentry");
   REQUIRE(noentry);
@@ -693,4 +696,90 @@ TEST_CASE("plugin: an ABI 1.1 plugin's schedules are registered and its ticks re
 
   plugins.Stop();
   CHECK(schedules.Of("plugin:full").empty());  // unloading removes them
+}
+
+// ---- ABI 1.2: Declarative Device Management ----
+
+TEST_CASE("plugin: ABI 1.2 DDM writes commit with the run and status reads answer", "[plugin][ddm]") {
+  Host h;
+  h.Enroll("D1");
+  h.Enroll("D2");
+  ddm::DdmService ddm_service(ddm::DdmOptions{},
+                              ddm::DdmDeps{h.db.get(), h.log.get(), &h.queue, &h.enrollments, &h.locks, &h.commands});
+  h.automation.SetDdm(&ddm_service);
+  // D1 reports OS 26.0; D2 reports nothing.
+  const std::string report = R"({"StatusItems":{"device":{"operating-system":{"version":"26.0"}}},"Errors":[]})";
+  auto parsed = ddm::ParseStatusReport(report, ddm::StatusLimits{});
+  REQUIRE(parsed.ok());
+  store::Batch b;
+  REQUIRE(ddm_service.status().Apply(b, "D1", *parsed, report, NowMillis()).ok());
+  REQUIRE(h.db->Write(b).ok());
+
+  Runner runner(Fast(), &h.source, &h.committer);
+  PluginDir dir({TP_DDM});
+  PluginSetOptions o;
+  o.dir = dir.path;
+  PluginSet plugins(o, &runner);
+  REQUIRE(plugins.Start().ok());
+  auto list = plugins.List();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].state == PluginState::kLoaded);
+  CHECK(list[0].abi == "1.2");
+  h.Emit(ORCHARD_EVENT_DDM_STATUS_CHANGED, "D1");
+  REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(20)));
+  const std::string c = "plugin:ddm";
+  CHECK(h.Kv(c, "os") == "\"26.0\"");
+  CHECK(h.Kv(c, "decl") == "none");
+  CHECK(h.Kv(c, "bad_writes") == "refused");
+  h.Emit(ORCHARD_EVENT_DDM_STATUS_CHANGED, "D2");
+  REQUIRE(runner.WaitCaughtUp(std::chrono::seconds(20)));
+  CHECK(h.Kv(c, "os") == "none");
+  auto update = ddm_service.declarations().Get("plug.update").value();
+  REQUIRE(update.has_value());
+  CHECK(update->owner == c);
+  auto m = ddm_service.declarations().ManifestOf("D1").value();
+  CHECK(m.configurations.size() == 1);
+  CHECK(m.activations.size() == 1);
+  CHECK(ddm_service.declarations().ManifestOf("D2")->configurations.empty());
+  size_t syncs = 0;
+  for (const auto& q : h.queue.List("D1", 10).value()) syncs += q.request_type == "DeclarativeManagement";
+  CHECK(syncs == 1);
+  for (const auto& q : h.queue.List("D2", 10).value()) CHECK(q.request_type != "DeclarativeManagement");
+  // Only D1's run wrote DDM.
+  CHECK(h.automation.Records("dl", c, "D2", "", 10)->items.size() == 1);
+  CHECK(h.automation.Records("dl", c, "D2", "", 10)->items[0].Find("ddm") == nullptr);
+  auto recs = h.automation.Records("dl", c, "D1", "", 10).value();
+  REQUIRE(recs.items.size() == 1);
+  const plist::Value* ops = recs.items[0].Find("ddm");
+  REQUIRE(ops != nullptr);
+  REQUIRE(ops->AsArray()->size() == 5);
+  for (const auto& op : *ops->AsArray()) CHECK(op.GetString("outcome") == "applied");
+  runner.Stop();
+}
+
+TEST_CASE("plugin: ORCHARD_HOST_HAS tells a 1.2 plugin that a 1.1 host lacks the DDM calls", "[plugin][ddm]") {
+  void* so = dlopen(TP_DDM, RTLD_NOW | RTLD_LOCAL);
+  REQUIRE(so != nullptr);
+  auto entry = reinterpret_cast<orchard_plugin_entry_fn>(dlsym(so, ORCHARD_PLUGIN_ENTRY));
+  REQUIRE(entry != nullptr);
+  // A 1.1 host's table ends before ddm_write: the plugin refuses itself.
+  orchard_host_api old{};
+  old.size = offsetof(orchard_host_api, ddm_write);
+  old.abi_major = ORCHARD_PLUGIN_ABI_MAJOR;
+  old.abi_minor = 1;
+  const orchard_plugin_descriptor* desc = nullptr;
+  CHECK(entry(&old, &desc) == ORCHARD_ERR_UNSUPPORTED);
+  CHECK(desc == nullptr);
+  // A full table with the DDM calls set: it loads.
+  orchard_host_api full{};
+  full.size = sizeof(orchard_host_api);
+  full.abi_major = ORCHARD_PLUGIN_ABI_MAJOR;
+  full.abi_minor = ORCHARD_PLUGIN_ABI_MINOR;
+  full.ddm_write = [](orchard_run*, orchard_ddm_op, orchard_buf, orchard_buf) { return ORCHARD_OK; };
+  full.ddm_status = [](orchard_run*, orchard_buf, orchard_buf, orchard_buf*) { return ORCHARD_OK; };
+  full.ddm_declaration_status = [](orchard_run*, orchard_buf, orchard_buf, orchard_buf*) { return ORCHARD_OK; };
+  REQUIRE(entry(&full, &desc) == ORCHARD_OK);
+  REQUIRE(desc != nullptr);
+  CHECK(desc->abi_minor == 2);
+  dlclose(so);
 }

@@ -510,3 +510,140 @@ TEST_CASE("policy: confirming an unchanged compliance state writes nothing", "[p
   CHECK(r.last.compliance.empty());      // compliant -> compliant: no write, no record
   CHECK_FALSE(r.last.HasEffects());
 }
+
+TEST_CASE("policy ddm: writes become decisions in call order, checked at the call", "[policy][ddm]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("ddm.status.changed", function(ctx, ev)
+      ddm.put_declaration {
+        Type = "com.apple.configuration.softwareupdate.enforcement.specific",
+        Identifier = "min-os.cfg",
+        Payload = { TargetOSVersion = "26.1", TargetLocalDateTime = "2026-12-15T18:00:00" },
+      }
+      ddm.put_declaration { Type = "com.apple.configuration.x", Identifier = "empty", Payload = {} }
+      ddm.set_add("min-os.ios", "min-os.cfg")
+      ddm.assign(ctx.enrollment_id, "min-os.ios")
+      ddm.unassign(ctx.enrollment_id, "old-set")
+      ddm.set_remove("old-set", "old.cfg")
+      ddm.touch("min-os.cfg")
+      ddm.delete_declaration("old.cfg")
+    end)
+  )");
+  REQUIRE(r.Handle(Ev("ddm.status.changed")).ok());
+  using K = automation::DdmOp::Kind;
+  const auto& ops = r.last.ddm;
+  REQUIRE(ops.size() == 8);
+  CHECK(ops[0].kind == K::kPutDeclaration);
+  auto decl = plist::ParseJson(ops[0].a).value();
+  CHECK(decl.GetString("Identifier") == "min-os.cfg");
+  CHECK(decl.Find("Payload")->GetString("TargetOSVersion") == "26.1");
+  CHECK(plist::ParseJson(ops[1].a)->Find("Payload")->is(plist::Type::kDict));  // {} is an object here
+  CHECK((ops[2].kind == K::kSetAdd && ops[2].a == "min-os.ios" && ops[2].b == "min-os.cfg"));
+  CHECK((ops[3].kind == K::kAssign && ops[3].a == "DEV-1" && ops[3].b == "min-os.ios"));
+  CHECK((ops[4].kind == K::kUnassign && ops[5].kind == K::kSetRemove));
+  CHECK((ops[6].kind == K::kTouch && ops[6].a == "min-os.cfg"));
+  CHECK((ops[7].kind == K::kDeleteDeclaration && ops[7].a == "old.cfg"));
+  CHECK(r.last.HasEffects());
+}
+
+TEST_CASE("policy ddm: an invalid declaration or name raises at the call and the run decides nothing",
+          "[policy][ddm]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("a", function(ctx) ddm.set_add("ok", "x") ; ddm.put_declaration { Type = "com.apple.configuration.x", Identifier = "a/b", Payload = {} } end)
+    policy:on("b", function(ctx) ddm.put_declaration { Type = "org.example.thing", Identifier = "x", Payload = {} } end)
+    policy:on("c", function(ctx) ddm.put_declaration { Type = "com.apple.configuration.x", Identifier = "x" } end)
+    policy:on("d", function(ctx) ddm.set_add("bad set name", "x") end)
+    policy:on("e", function(ctx) ddm.assign("", "s") end)
+    policy:on("f", function(ctx) local ok, err = pcall(ddm.put_declaration, { Type = 1 }) ; log.info(tostring(ok), err) end)
+  )");
+  auto a = r.Handle(Ev("a"));
+  CHECK(a.error == RunError::kScript);
+  CHECK(a.message.find("Identifier") != std::string::npos);
+  CHECK(r.last.ddm.empty());
+  auto b = r.Handle(Ev("b"));
+  CHECK(b.message.find("Type") != std::string::npos);
+  auto c = r.Handle(Ev("c"));
+  CHECK(c.message.find("Payload") != std::string::npos);
+  auto d = r.Handle(Ev("d"));
+  CHECK(d.message.find("ddm.set_add: set \"bad set name\": 1 to 64 letters") != std::string::npos);
+  auto e = r.Handle(Ev("e"));
+  CHECK(e.message.find("ddm.assign: enrollment id: must not be empty") != std::string::npos);
+  // A script may catch a refused call.
+  REQUIRE(r.Handle(Ev("f")).ok());
+  REQUIRE(r.last.logs.size() == 1);
+  CHECK(r.last.logs[0].message.rfind("false ddm.put_declaration:", 0) == 0);
+  CHECK(r.last.ddm.empty());
+}
+
+TEST_CASE("policy ddm: writes are refused while the policy loads", "[policy][ddm]") {
+  auto loaded = policy::Policy::Load("x", "ddm.set_add('s', 'x')", "x.lua", {});
+  REQUIRE_FALSE(loaded.ok());
+  CHECK(loaded.status().message().find("only inside a handler") != std::string::npos);
+}
+
+TEST_CASE("policy ddm: on_status matches items exactly, by prefix or all, and reads status", "[policy][ddm]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on_status("device.operating-system.version", function(ctx, s)
+      log.info("os", s.item, s.value, tostring(s.previous))
+    end)
+    policy:on_status("softwareupdate.", function(ctx, s) log.info("su", s.item, tostring(s.value)) end)
+    policy:on("ddm.declaration.status", function(ctx, ev)
+      local st = ddm.declaration_status(ctx.enrollment_id, ev.payload.identifier)
+      log.info("decl", tostring(st and st.valid), tostring(ddm.status(ctx.enrollment_id, "device.operating-system.version")))
+    end)
+  )");
+  CHECK(r.p->Wants("ddm.status.changed", ""));
+  CHECK(r.p->info().status_items.count("softwareupdate."));
+  Value os;
+  os.Set("item", Value::String("device.operating-system.version"));
+  os.Set("value", Value::String("26.0"));
+  REQUIRE(r.Handle(Ev("ddm.status.changed"), os).ok());
+  REQUIRE(r.last.logs.size() == 1);
+  CHECK(r.last.logs[0].message == "os device.operating-system.version 26.0 nil");
+  Value su;
+  su.Set("item", Value::String("softwareupdate.install-state"));
+  su.Set("value", Value::String("downloading"));
+  REQUIRE(r.Handle(Ev("ddm.status.changed"), su).ok());
+  REQUIRE(r.last.logs.size() == 1);
+  CHECK(r.last.logs[0].message == "su softwareupdate.install-state downloading");
+  Value other;
+  other.Set("item", Value::String("softwareupdate"));  // not under "softwareupdate."
+  REQUIRE(r.Handle(Ev("ddm.status.changed"), other).ok());
+  CHECK(r.last.logs.empty());
+  Value passcode;
+  passcode.Set("item", Value::String("passcode.is-compliant"));
+  REQUIRE(r.Handle(Ev("ddm.status.changed"), passcode).ok());
+  CHECK(r.last.logs.empty());
+
+  // Reads see what the host has (the server: what the device reported).
+  r.host.PutDdmStatus("DEV-1", "device.operating-system.version", Value::String("26.1"));
+  Value st;
+  st.Set("identifier", Value::String("min-os.cfg"));
+  st.Set("valid", Value::String("valid"));
+  r.host.PutDdmDeclarationStatus("DEV-1", "min-os.cfg", st);
+  Value ev;
+  ev.Set("identifier", Value::String("min-os.cfg"));
+  REQUIRE(r.Handle(Ev("ddm.declaration.status"), ev).ok());
+  REQUIRE(r.last.logs.size() == 1);
+  CHECK(r.last.logs[0].message == "decl valid 26.1");
+  ev.Set("identifier", Value::String("unknown"));
+  REQUIRE(r.Handle(Ev("ddm.declaration.status", "DEV-2"), ev).ok());
+  CHECK(r.last.logs[0].message == "decl nil nil");
+}
+
+TEST_CASE("policy ddm: an unknown payload key is a warning in the run's log, the write stands", "[policy][ddm]") {
+  Runner r;
+  r.p = Load(R"(
+    policy:on("a", function(ctx)
+      ddm.put_declaration { Type = "com.apple.configuration.passcode.settings", Identifier = "pc",
+                            Payload = { RequirePasscode = true, NoSuchKey = 1 } }
+    end)
+  )");
+  REQUIRE(r.Handle(Ev("a")).ok());
+  CHECK(r.last.ddm.size() == 1);
+  REQUIRE(r.last.logs.size() == 1);
+  CHECK(r.last.logs[0].level == automation::LogLevel::kWarn);
+  CHECK(r.last.logs[0].message.find("ddm.put_declaration: Payload.NoSuchKey") == 0);
+}

@@ -284,7 +284,7 @@ TEST_CASE("lua stubs: every ctx method the engine registers is declared and vice
   CHECK(Join(stubs.methods.at("Ctx")) == Join(engine));
 }
 
-TEST_CASE("lua stubs: policy, log, version, plist and plist.data functions match the engine",
+TEST_CASE("lua stubs: policy, log, version, plist, plist.data and ddm functions match the engine",
           "[policy][stubs]") {
   auto regs =
       Registrations(Body(ReadSource("core/policy/policy.cpp"), "int OpenPolicyApi(lua_State* L)"));
@@ -296,7 +296,7 @@ TEST_CASE("lua stubs: policy, log, version, plist and plist.data functions match
                          std::regex(R"(strcmp\(k, \"(\w+)\"\))"));
   const std::map<std::string, std::string> read_through = {
       {"policy", "policy"}, {"log", "log"}, {"version", "version"},
-      {"plist", "plist"},   {"mdm", "mdm"}, {"PlistData", "plist.data('x')"}};
+      {"plist", "plist"},   {"mdm", "mdm"}, {"PlistData", "plist.data('x')"}, {"ddm", "ddm"}};
   const auto& stubs = TheStubs();
   for (const auto& [group, expr] : read_through) {
     INFO(group);
