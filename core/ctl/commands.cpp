@@ -1044,23 +1044,56 @@ void NoteUnknownPolicy(Context& ctx, const std::string& name) {
                  Printable(name).c_str());
 }
 
-// The "policy" command's actions ("orchardctl policy ACTION ...").
-struct PolicyAction {
+// An action of a command that has several ("orchardctl policy ACTION ...",
+// "orchardctl ddm ACTION ...").
+struct Action {
   const char* name;
-  const char* synopsis;                              // the arguments after "policy ACTION"
+  const char* synopsis;                              // the arguments after "COMMAND ACTION"
   std::vector<std::string> flags;                    // which of the command's flags it takes
   int (*run)(Context& ctx, const ParsedArgs& args);  // args: positionals after the action
 };
-const std::vector<PolicyAction>& PolicyActions();
+
+int ActionUsage(Context& ctx, const char* command, const std::vector<Action>& actions,
+                const std::string& action, const std::string& message) {
+  std::fprintf(ctx.err, "orchardctl %s %s: %s\n", command, action.c_str(), message.c_str());
+  for (const auto& act : actions)
+    if (action == act.name)
+      std::fprintf(ctx.err, "usage: orchardctl %s %s%s%s\n", command, act.name,
+                   *act.synopsis ? " " : "", act.synopsis);
+  std::fprintf(ctx.err, "run \"orchardctl help %s\" for details\n", command);
+  return kExitUsage;
+}
+
+// Finds the action named by the first positional, refuses the command's flags
+// that do not belong to it, and runs it with the positionals after its name.
+int RunAction(Context& ctx, const char* command, const std::vector<Action>& actions,
+              const ParsedArgs& a) {
+  std::string names;
+  for (const auto& act : actions) names += (names.empty() ? "" : ", ") + std::string(act.name);
+  if (a.positionals.empty()) return Usage(ctx, command, "give an action: " + names);
+  const std::string& action = a.positionals[0];
+  const Action* act = nullptr;
+  for (const auto& x : actions)
+    if (action == x.name) act = &x;
+  if (!act) return Usage(ctx, command, "unknown action \"" + action + "\" (" + names + ")");
+  for (const auto& given : a.flags) {
+    const std::string& flag = given.first;
+    const bool global = std::any_of(GlobalFlags().begin(), GlobalFlags().end(),
+                                    [&](const FlagSpec& s) { return s.name == flag; });
+    if (!global && std::find(act->flags.begin(), act->flags.end(), flag) == act->flags.end())
+      return ActionUsage(ctx, command, actions, action,
+                         "--" + flag + " does not apply to " + command + " " + action);
+  }
+  ParsedArgs rest = a;
+  rest.positionals.erase(rest.positionals.begin());
+  return act->run(ctx, rest);
+}
+
+// The "policy" command's actions.
+const std::vector<Action>& PolicyActions();
 
 int PolicyUsage(Context& ctx, const std::string& action, const std::string& message) {
-  std::fprintf(ctx.err, "orchardctl policy %s: %s\n", action.c_str(), message.c_str());
-  for (const auto& act : PolicyActions())
-    if (action == act.name)
-      std::fprintf(ctx.err, "usage: orchardctl policy %s%s%s\n", act.name, *act.synopsis ? " " : "",
-                   act.synopsis);
-  std::fputs("run \"orchardctl help policy\" for details\n", ctx.err);
-  return kExitUsage;
+  return ActionUsage(ctx, "policy", PolicyActions(), action, message);
 }
 
 int RunPolicyList(Context& ctx, const ParsedArgs& a) {
@@ -1381,8 +1414,8 @@ int RunPolicyTest(Context& ctx, const ParsedArgs& a) {
   }
 }
 
-const std::vector<PolicyAction>& PolicyActions() {
-  static const std::vector<PolicyAction> kActions = {
+const std::vector<Action>& PolicyActions() {
+  static const std::vector<Action> kActions = {
       {"list", "", {}, RunPolicyList},
       {"show", "NAME", {}, RunPolicyShow},
       {"reload", "[NAME]", {}, RunPolicyReload},
@@ -1404,25 +1437,7 @@ const std::vector<PolicyAction>& PolicyActions() {
 }
 
 int RunPolicy(Context& ctx, const ParsedArgs& a) {
-  std::string names;
-  for (const auto& act : PolicyActions())
-    names += (names.empty() ? "" : ", ") + std::string(act.name);
-  if (a.positionals.empty()) return Usage(ctx, "policy", "give an action: " + names);
-  const std::string& action = a.positionals[0];
-  const PolicyAction* act = nullptr;
-  for (const auto& x : PolicyActions())
-    if (action == x.name) act = &x;
-  if (!act) return Usage(ctx, "policy", "unknown action \"" + action + "\" (" + names + ")");
-  for (const auto& given : a.flags) {
-    const std::string& flag = given.first;
-    const bool global = std::any_of(GlobalFlags().begin(), GlobalFlags().end(),
-                                    [&](const FlagSpec& s) { return s.name == flag; });
-    if (!global && std::find(act->flags.begin(), act->flags.end(), flag) == act->flags.end())
-      return PolicyUsage(ctx, action, "--" + flag + " does not apply to policy " + action);
-  }
-  ParsedArgs rest = a;
-  rest.positionals.erase(rest.positionals.begin());
-  return act->run(ctx, rest);
+  return RunAction(ctx, "policy", PolicyActions(), a);
 }
 
 int RunCompliance(Context& ctx, const ParsedArgs& a) {
@@ -1483,6 +1498,459 @@ int RunCompliance(Context& ctx, const ParsedArgs& a) {
   MoreHint(ctx, next, "devices");
   return kExitOk;
 }
+
+// ---- declarative device management --------------------------------------------
+
+// The "ddm" command's actions, over /v1/ddm (docs/ddm.md "Admin API").
+const std::vector<Action>& DdmActions();
+
+int DdmUsage(Context& ctx, const std::string& action, const std::string& message) {
+  return ActionUsage(ctx, "ddm", DdmActions(), action, message);
+}
+
+constexpr int64_t kDdmPageMax = 1000;  // the largest page the /v1/ddm listings give
+
+std::string DdmPath(const std::string& route, const std::string& key) {
+  return "/v1/ddm/" + route + "/" + PathSegment(key);
+}
+
+Query NoNotify(const ParsedArgs& a) {
+  Query q;
+  if (a.Has("nonotify")) q.emplace_back("nonotify", "1");
+  return q;
+}
+
+// Sends one of the DDM writes and prints its outcome ({changed, tokens_changed,
+// commands_queued, pushed, server_token}) under a headline; "(no change)" when
+// nothing was written. sync: the notify route, whose "changed" means nothing.
+int DdmWrite(Context& ctx, const ParsedArgs& a, const std::string& method, const std::string& path,
+             const std::string& body, const std::string& content_type, const std::string& headline,
+             Query q, bool sync = false) {
+  Reply reply;
+  int rc = Send(ctx, method, path, q, body, content_type, &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  Value shown = reply.json;
+  std::string text = headline;
+  if (sync)
+    shown.Erase("changed");  // a sync request writes no declaration or set
+  else if (!shown.GetBool("changed", true))
+    text += " (no change)";
+  text += "\n" + RenderKeyValues(shown);
+  const Value* queued = reply.json.Find("commands_queued");
+  if (a.Has("nonotify") && queued && queued->AsInteger() && *queued->AsInteger() > 0)
+    text += "not pushed (--nonotify): the devices sync at their next check-in\n";
+  Print(ctx, text);
+  return kExitOk;
+}
+
+// Reads --limit N, --all and --cursor C of a DDM listing (as for devices).
+bool DdmPaging(Context& ctx, const ParsedArgs& a, const char* action, Paging* paging, int* rc) {
+  if (Status st = ReadPaging(a, kDdmPageMax, paging); !st.ok()) {
+    *rc = DdmUsage(ctx, action, st.message());
+    return false;
+  }
+  return true;
+}
+
+// One column of names from a listing array (sets, set members).
+std::string NameTable(const char* header, const Value& listing, const char* key) {
+  Table t({header});
+  if (const Value* list = listing.Find(key); list && list->AsArray())
+    for (const auto& n : *list->AsArray()) t.AddRow({ScalarText(n)});
+  return t.rows() == 0 ? "" : t.Render();
+}
+
+std::string Plural(int64_t n, const char* one, const char* many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+int RunDdmDeclarations(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty())
+    return DdmUsage(ctx, "declarations",
+                    "unexpected argument " + a.positionals[0] + " (use \"ddm get ID\" for one)");
+  Paging paging;
+  int bad = 0;
+  if (!DdmPaging(ctx, a, "declarations", &paging, &bad)) return bad;
+  Value listing;
+  std::string next;
+  int rc = FetchPages(ctx, "/v1/ddm/declarations", {}, "declarations", paging.page_max,
+                      paging.max_items, paging.cursor, &listing, &next);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, listing);
+    return kExitOk;
+  }
+  Table t({"IDENTIFIER", "TYPE", "TOKEN", "OWNER", "MODIFIED"});
+  for (const auto& d : *listing.Find("declarations")->AsArray())
+    t.AddRow({Field(d, "identifier"), Field(d, "type"), Field(d, "server_token").substr(0, 12),
+              Field(d, "owner"), Field(d, "modified_at")});
+  Print(ctx, t.rows() == 0 ? std::string("no declarations\n") : t.Render());
+  MoreHint(ctx, next, "declarations");
+  return kExitOk;
+}
+
+int RunDdmGet(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1)
+    return DdmUsage(ctx, "get", "give exactly one declaration identifier");
+  Query q;
+  if (a.Has("summary")) q.emplace_back("format", "summary");
+  Reply reply;
+  int rc = Send(ctx, "GET", DdmPath("declarations", a.positionals[0]), q, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  // The declaration itself is a JSON document: printed as such either way.
+  if (ctx.json || !a.Has("summary"))
+    PrintJson(ctx, reply.json);
+  else
+    Print(ctx, RenderKeyValues(reply.json));
+  return kExitOk;
+}
+
+int RunDdmPut(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1)
+    return DdmUsage(ctx, "put", "give exactly one declaration file ('-' reads stdin)");
+  const std::string& file = a.positionals[0];
+  auto body = ReadInput(file);
+  if (!body.ok()) return DdmUsage(ctx, "put", body.status().message());
+  if (body->find_first_not_of(" \t\r\n") == std::string::npos)
+    return DdmUsage(ctx, "put", (file == "-" ? std::string("stdin") : file) + " is empty");
+  // Only to name it in the headline: the server checks the declaration.
+  auto parsed = plist::ParseJson(*body, kReplyLimits);
+  std::string identifier = parsed.ok() ? std::string(parsed->GetString("Identifier")) : "";
+  return DdmWrite(ctx, a, "PUT", "/v1/ddm/declarations", *body, "application/json",
+                  "stored declaration " + Printable(identifier.empty() ? file : identifier),
+                  NoNotify(a));
+}
+
+int RunDdmDelete(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1)
+    return DdmUsage(ctx, "delete", "give exactly one declaration identifier");
+  const std::string& id = a.positionals[0];
+  return DdmWrite(ctx, a, "DELETE", DdmPath("declarations", id), "", "",
+                  "deleted declaration " + Printable(id) + " (and removed it from every set)",
+                  NoNotify(a));
+}
+
+int RunDdmTouch(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1)
+    return DdmUsage(ctx, "touch", "give exactly one declaration identifier");
+  const std::string& id = a.positionals[0];
+  return DdmWrite(ctx, a, "POST", DdmPath("declarations", id) + "/touch", "", "",
+                  "touched declaration " + Printable(id) + " (new server token, same content)",
+                  NoNotify(a));
+}
+
+int RunDdmSets(Context& ctx, const ParsedArgs& a) {
+  if (!a.positionals.empty())
+    return DdmUsage(ctx, "sets",
+                    "unexpected argument " + a.positionals[0] + " (use \"ddm set SET\" for one)");
+  if (a.Has("enrollment") && a.Has("declaration"))
+    return DdmUsage(ctx, "sets", "give --enrollment or --declaration, not both");
+  std::string path = "/v1/ddm/sets", empty = "no sets\n";
+  for (const char* flag : {"enrollment", "declaration"}) {
+    if (!a.Has(flag)) continue;
+    const std::string key = a.Get(flag);
+    if (key.empty()) return DdmUsage(ctx, "sets", std::string("--") + flag + " needs a value");
+    const bool enrollment = std::string_view(flag) == "enrollment";
+    path = DdmPath(enrollment ? "enrollment-sets" : "declaration-sets", key);
+    empty = enrollment ? "no sets assigned to " + Printable(key) + "\n"
+                       : "no set carries declaration " + Printable(key) + "\n";
+  }
+  Paging paging;
+  int bad = 0;
+  if (!DdmPaging(ctx, a, "sets", &paging, &bad)) return bad;
+  Value listing;
+  std::string next;
+  int rc = FetchPages(ctx, path, {}, "sets", paging.page_max, paging.max_items, paging.cursor,
+                      &listing, &next);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, listing);
+    return kExitOk;
+  }
+  const std::string table = NameTable("SET", listing, "sets");
+  Print(ctx, table.empty() ? empty : table);
+  MoreHint(ctx, next, "sets");
+  return kExitOk;
+}
+
+// A set's declarations and the enrollments assigned it (two listings).
+int RunDdmSet(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return DdmUsage(ctx, "set", "give exactly one set name");
+  const std::string& set = a.positionals[0];
+  int64_t max_items = 0;
+  if (a.Has("limit") && (!ParseCount(a.Get("limit"), &max_items) || max_items < 1))
+    return DdmUsage(ctx, "set", "--limit must be a positive integer");
+  Value declarations, enrollments;
+  std::string next_declarations, next_enrollments;
+  int rc = FetchPages(ctx, DdmPath("set-declarations", set), {}, "declarations", kDdmPageMax,
+                      max_items, "", &declarations, &next_declarations);
+  if (rc != kExitOk) return rc;
+  rc = FetchPages(ctx, DdmPath("set-enrollments", set), {}, "enrollment_ids", kDdmPageMax,
+                  max_items, "", &enrollments, &next_enrollments);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    Value out;
+    out.Set("set", Value::String(set));
+    out.Set("declarations", *declarations.Find("declarations"));
+    out.Set("enrollment_ids", *enrollments.Find("enrollment_ids"));
+    PrintJson(ctx, out);
+  } else {
+    const std::string d = NameTable("DECLARATION", declarations, "declarations");
+    const std::string e = NameTable("ENROLLMENT", enrollments, "enrollment_ids");
+    Print(ctx, (d.empty() ? "set " + Printable(set) + " has no declarations\n" : d) + "\n" +
+                   (e.empty() ? "no enrollment is assigned set " + Printable(set) + "\n" : e));
+  }
+  if (!next_declarations.empty()) std::fprintf(ctx.err, "more declarations than --limit\n");
+  if (!next_enrollments.empty()) std::fprintf(ctx.err, "more enrollments than --limit\n");
+  return kExitOk;
+}
+
+// set-add, set-remove, assign, unassign: PUT or DELETE of one membership.
+int DdmMembership(Context& ctx, const ParsedArgs& a, const char* action) {
+  const std::string name = action;
+  const bool set_side = name == "set-add" || name == "set-remove";
+  const bool add = name == "set-add" || name == "assign";
+  if (a.positionals.size() != 2)
+    return DdmUsage(ctx, name,
+                    set_side ? "give a set name and a declaration identifier"
+                             : "give an enrollment id and a set name");
+  const std::string& first = a.positionals[0];
+  const std::string& second = a.positionals[1];
+  Query q = NoNotify(a);
+  q.emplace_back(set_side ? "declaration" : "set", second);
+  std::string headline;
+  if (set_side)
+    headline = add ? "added declaration " + Printable(second) + " to set " + Printable(first)
+                   : "removed declaration " + Printable(second) + " from set " + Printable(first);
+  else
+    headline = add ? "assigned set " + Printable(second) + " to " + Printable(first)
+                   : "unassigned set " + Printable(second) + " from " + Printable(first);
+  return DdmWrite(ctx, a, add ? "PUT" : "DELETE",
+                  DdmPath(set_side ? "set-declarations" : "enrollment-sets", first), "", "",
+                  headline, q);
+}
+
+int RunDdmSetAdd(Context& ctx, const ParsedArgs& a) { return DdmMembership(ctx, a, "set-add"); }
+int RunDdmSetRemove(Context& ctx, const ParsedArgs& a) {
+  return DdmMembership(ctx, a, "set-remove");
+}
+int RunDdmAssign(Context& ctx, const ParsedArgs& a) { return DdmMembership(ctx, a, "assign"); }
+int RunDdmUnassign(Context& ctx, const ParsedArgs& a) { return DdmMembership(ctx, a, "unassign"); }
+
+// The reasons of a status as "Code: Description; ...".
+std::string ReasonsText(const Value& v) {
+  std::string out;
+  if (const Value* list = v.Find("reasons"); list && list->AsArray())
+    for (const auto& r : *list->AsArray()) {
+      std::string one = Field(r, "code");
+      if (const std::string d = Field(r, "description"); !d.empty())
+        one += (one.empty() ? "" : ": ") + FirstLine(d);
+      out += (out.empty() ? "" : "; ") + one;
+    }
+  return out;
+}
+
+int RunDdmStatus(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return DdmUsage(ctx, "status", "give exactly one enrollment id");
+  const std::string& id = a.positionals[0];
+  Reply state;
+  int rc = Send(ctx, "GET", DdmPath("enrollments", id), {}, "", "", &state);
+  if (rc != kExitOk) return rc;
+  Value statuses;
+  std::string next;
+  rc = FetchPages(ctx, DdmPath("declaration-status", id), {}, "declarations", kDdmPageMax, 0, "",
+                  &statuses, &next);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    Value out;
+    out.Set("state", std::move(state.json));
+    out.Set("declaration_status", *statuses.Find("declarations"));
+    PrintJson(ctx, out);
+    return kExitOk;
+  }
+  std::string text = RenderKeyValues(state.json);
+  if (!state.json.GetBool("enabled", false))
+    text += "note: " + Printable(id) + " has not made a DeclarativeManagement check-in yet\n";
+  Table t({"IDENTIFIER", "KIND", "ACTIVE", "VALID", "CURRENT", "REASONS"});
+  for (const auto& d : *statuses.Find("declarations")->AsArray())
+    t.AddRow({Field(d, "identifier"), Field(d, "kind"), YesNo(d, "active"), Field(d, "valid"),
+              YesNo(d, "current"), ReasonsText(d)});
+  text += "\n" + (t.rows() == 0 ? std::string("no declaration status reported\n") : t.Render());
+  Print(ctx, text);
+  return kExitOk;
+}
+
+int RunDdmValues(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return DdmUsage(ctx, "values", "give exactly one enrollment id");
+  const std::string& id = a.positionals[0];
+  Query q;
+  if (a.Has("prefix")) q.emplace_back("prefix", a.Get("prefix"));
+  Paging paging;
+  int bad = 0;
+  if (!DdmPaging(ctx, a, "values", &paging, &bad)) return bad;
+  Value listing;
+  std::string next;
+  int rc = FetchPages(ctx, DdmPath("status-values", id), q, "values", paging.page_max,
+                      paging.max_items, paging.cursor, &listing, &next);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, listing);
+    return kExitOk;
+  }
+  Table t({"ITEM", "VALUE"});
+  for (const auto& v : *listing.Find("values")->AsArray()) {
+    const Value* value = v.Find("value");
+    t.AddRow({Field(v, "item"), value ? ScalarText(*value) : ""});
+  }
+  if (t.rows() == 0)
+    Print(ctx, "no status values from " + Printable(id) +
+                   (a.Has("prefix") ? " under " + Printable(a.Get("prefix")) : std::string()) +
+                   "\n");
+  else
+    Print(ctx, t.Render());
+  MoreHint(ctx, next, "values");
+  return kExitOk;
+}
+
+int RunDdmErrors(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return DdmUsage(ctx, "errors", "give exactly one enrollment id");
+  const std::string& id = a.positionals[0];
+  Reply reply;
+  int rc = Send(ctx, "GET", DdmPath("status-errors", id), {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  Table t({"STATUS ITEM", "CODE", "DESCRIPTION"});
+  if (const Value* list = reply.json.Find("errors"); list && list->AsArray())
+    for (const auto& e : *list->AsArray()) {
+      const Value* reasons = e.Find("reasons");
+      if (!reasons || !reasons->AsArray() || reasons->AsArray()->empty()) {
+        t.AddRow({Field(e, "status_item")});
+        continue;
+      }
+      for (const auto& r : *reasons->AsArray())
+        t.AddRow({Field(e, "status_item"), Field(r, "code"), FirstLine(Field(r, "description"))});
+    }
+  Print(ctx, t.rows() == 0 ? "no status errors reported by " + Printable(id) + "\n" : t.Render());
+  return kExitOk;
+}
+
+int RunDdmReport(Context& ctx, const ParsedArgs& a) {
+  if (a.positionals.size() != 1) return DdmUsage(ctx, "report", "give exactly one enrollment id");
+  const std::string& id = a.positionals[0];
+  Query q;
+  if (a.Has("limit")) {
+    int64_t n = 0;
+    if (!ParseCount(a.Get("limit"), &n) || n < 1 || n > 100)
+      return DdmUsage(ctx, "report", "--limit must be an integer from 1 to 100");
+    q.emplace_back("limit", a.Get("limit"));
+  }
+  Reply reply;
+  int rc = Send(ctx, "GET", DdmPath("status-report", id), q, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  if (ctx.json) {
+    PrintJson(ctx, reply.json);
+    return kExitOk;
+  }
+  std::string text;
+  if (const Value* list = reply.json.Find("reports"); list && list->AsArray())
+    for (const auto& r : *list->AsArray()) {
+      const Value* report = r.Find("report");
+      text += (text.empty() ? "" : "\n") + std::string("report received ") +
+              Printable(Field(r, "received_at")) + ":\n" +
+              (report ? plist::ToJson(*report, /*pretty=*/true) : std::string("-")) + "\n";
+    }
+  Print(ctx, text.empty() ? "no status reports stored for " + Printable(id) + "\n" : text);
+  return kExitOk;
+}
+
+int RunDdmPreview(Context& ctx, const ParsedArgs& a) {
+  const auto bad = [&] {
+    return DdmUsage(ctx, "preview",
+                    "give an enrollment id and what to preview: tokens, declaration-items or "
+                    "declaration/KIND/IDENTIFIER");
+  };
+  if (a.positionals.size() != 2 && a.positionals.size() != 4) return bad();
+  const std::string& id = a.positionals[0];
+  std::vector<std::string> what = {a.positionals[1]};
+  if (a.positionals.size() == 4) {  // "declaration KIND IDENTIFIER"
+    what.push_back(a.positionals[2]);
+    what.push_back(a.positionals[3]);
+  } else if (what[0].rfind("declaration/", 0) == 0) {
+    const std::string rest = what[0].substr(12);
+    const size_t slash = rest.find('/');
+    if (slash == std::string::npos || slash == 0 || slash + 1 == rest.size()) return bad();
+    what = {"declaration", rest.substr(0, slash), rest.substr(slash + 1)};
+  }
+  const bool ok = what.size() == 1 ? what[0] == "tokens" || what[0] == "declaration-items"
+                                   : what[0] == "declaration";
+  if (!ok) return bad();
+  std::string path = DdmPath("preview", id);
+  for (const auto& segment : what) path += "/" + PathSegment(segment);
+  Reply reply;
+  int rc = Send(ctx, "GET", path, {}, "", "", &reply);
+  if (rc != kExitOk) return rc;
+  PrintJson(ctx, reply.json);  // exactly what the device would get
+  return kExitOk;
+}
+
+int RunDdmSync(Context& ctx, const ParsedArgs& a) {
+  std::vector<std::string> ids;
+  for (const auto& p : a.positionals)
+    for (auto& id : SplitList(p)) ids.push_back(std::move(id));
+  if (ids.empty()) return DdmUsage(ctx, "sync", "give one or more enrollment ids");
+  Value list = Value::MakeArray();
+  for (const auto& id : ids) list.AsArray()->push_back(Value::String(id));
+  Value body;
+  body.Set("enrollment_ids", std::move(list));
+  return DdmWrite(ctx, a, "POST", "/v1/ddm/notify", plist::ToJson(body), "application/json",
+                  "requested a sync of " +
+                      Plural(static_cast<int64_t>(ids.size()), "enrollment", "enrollments"),
+                  {}, /*sync=*/true);
+}
+
+const std::vector<Action>& DdmActions() {
+  static const std::vector<Action> kActions = {
+      {"declarations",
+       "[--limit N] [--all | --cursor C]",
+       {"limit", "all", "cursor"},
+       RunDdmDeclarations},
+      {"get", "IDENTIFIER [--summary]", {"summary"}, RunDdmGet},
+      {"put", "FILE|- [--nonotify]", {"nonotify"}, RunDdmPut},
+      {"delete", "IDENTIFIER [--nonotify]", {"nonotify"}, RunDdmDelete},
+      {"touch", "IDENTIFIER [--nonotify]", {"nonotify"}, RunDdmTouch},
+      {"sets",
+       "[--enrollment ID | --declaration IDENTIFIER] [--limit N] [--all | --cursor C]",
+       {"enrollment", "declaration", "limit", "all", "cursor"},
+       RunDdmSets},
+      {"set", "SET [--limit N]", {"limit"}, RunDdmSet},
+      {"set-add", "SET IDENTIFIER [--nonotify]", {"nonotify"}, RunDdmSetAdd},
+      {"set-remove", "SET IDENTIFIER [--nonotify]", {"nonotify"}, RunDdmSetRemove},
+      {"assign", "ENROLLMENT SET [--nonotify]", {"nonotify"}, RunDdmAssign},
+      {"unassign", "ENROLLMENT SET [--nonotify]", {"nonotify"}, RunDdmUnassign},
+      {"status", "ENROLLMENT", {}, RunDdmStatus},
+      {"values",
+       "ENROLLMENT [--prefix P] [--limit N] [--all | --cursor C]",
+       {"prefix", "limit", "all", "cursor"},
+       RunDdmValues},
+      {"errors", "ENROLLMENT", {}, RunDdmErrors},
+      {"report", "ENROLLMENT [--limit N]", {"limit"}, RunDdmReport},
+      {"preview",
+       "ENROLLMENT tokens|declaration-items|declaration/KIND/IDENTIFIER",
+       {},
+       RunDdmPreview},
+      {"sync", "ENROLLMENT[,ENROLLMENT...] ...", {}, RunDdmSync},
+  };
+  return kActions;
+}
+
+int RunDdm(Context& ctx, const ParsedArgs& a) { return RunAction(ctx, "ddm", DdmActions(), a); }
 
 }  // namespace
 
@@ -1704,6 +2172,59 @@ const std::vector<CommandSpec>& Commands() {
        "  --cursor C     start at this page cursor (printed when --limit stops early)\n",
        {{"status", true}, {"limit", true}, {"all", false}, {"cursor", true}},
        RunCompliance},
+      {"ddm",
+       "ACTION [arguments]",
+       "declarative device management: declarations, sets, assignments, status, sync",
+       "actions:\n"
+       "  declarations [--limit N] [--all | --cursor C]\n"
+       "                             every declaration: identifier, type, server token (its\n"
+       "                             start), owner, last change\n"
+       "  get IDENTIFIER [--summary] the declaration as devices get it (JSON); --summary: the\n"
+       "                             listing's fields\n"
+       "  put FILE|- [--nonotify]    store a declaration (a JSON file, '-' reads stdin); an\n"
+       "                             identical upload changes nothing\n"
+       "  delete IDENTIFIER [--nonotify]\n"
+       "                             delete it (it leaves every set)\n"
+       "  touch IDENTIFIER [--nonotify]\n"
+       "                             a new server token, same content: devices fetch it again\n"
+       "  sets [--enrollment ID | --declaration IDENTIFIER] [--limit N] [--all | --cursor C]\n"
+       "                             every set name, or the sets assigned to an enrollment, or\n"
+       "                             the sets carrying a declaration\n"
+       "  set SET [--limit N]        a set's declarations and the enrollments assigned it\n"
+       "  set-add SET IDENTIFIER [--nonotify]\n"
+       "  set-remove SET IDENTIFIER [--nonotify]\n"
+       "                             put a declaration in a set, or take it out\n"
+       "  assign ENROLLMENT SET [--nonotify]\n"
+       "  unassign ENROLLMENT SET [--nonotify]\n"
+       "                             give an enrollment a set, or take it away\n"
+       "  status ENROLLMENT          its DDM state (tokens, in sync, pending sync command) and\n"
+       "                             the status of each declaration it reported\n"
+       "  values ENROLLMENT [--prefix P] [--limit N] [--all | --cursor C]\n"
+       "                             the status items it reported, and their values\n"
+       "  errors ENROLLMENT          the errors of its latest status report that had any\n"
+       "  report ENROLLMENT [--limit N]\n"
+       "                             its raw status reports, newest first (default 1, at most\n"
+       "                             100)\n"
+       "  preview ENROLLMENT tokens|declaration-items|declaration/KIND/IDENTIFIER\n"
+       "                             exactly what the device would be answered (JSON)\n"
+       "  sync ENROLLMENT[,ENROLLMENT...] ...\n"
+       "                             queue and push a DeclarativeManagement sync command, up to\n"
+       "                             1000 enrollments, whatever changed\n"
+       "options:\n"
+       "  --nonotify      queue the sync commands a write causes, but send no push\n"
+       "  --limit N       list at most N (default: every page); with --all, N is the page size\n"
+       "  --cursor C      start at this page cursor (printed when --limit stops early)\n"
+       "writes print changed, tokens_changed (enrollments whose declarations token changed),\n"
+       "commands_queued, pushed and server_token. More: docs/ddm.md\n",
+       {{"limit", true},
+        {"all", false},
+        {"cursor", true},
+        {"nonotify", false},
+        {"summary", false},
+        {"enrollment", true},
+        {"declaration", true},
+        {"prefix", true}},
+       RunDdm},
       {"plugins", "", "the plugins the server loaded or refused: version, status, errors, lag",
        "  status: loaded (running as consumer plugin:NAME), refused (a check failed before\n"
        "  it ran: file permissions, entry symbol, ABI version) or error (its entry point or\n"
