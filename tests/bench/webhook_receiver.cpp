@@ -176,7 +176,7 @@ void HookReceiver::Serve(Loop* loop) {
     const bool want = !c->out.empty();
     if (want != c->want_write) {
       epoll_event ev{};
-      ev.events = EPOLLIN | (want ? EPOLLOUT : 0);
+      ev.events = EPOLLIN | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u);
       ev.data.fd = c->fd;
       epoll_ctl(loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
       c->want_write = want;
