@@ -1,0 +1,170 @@
+// kill -9 while a declaration change fans out to thousands of enrollments: a
+// child process (this binary re-executed with a hidden test, so nothing
+// RocksDB started is inherited across fork) edits a declaration in a set
+// assigned to every enrollment, again and again; the parent kills it at a
+// random moment, reopens the store and checks every enrollment: exactly one
+// pending DeclarativeManagement command, whose TokensResponse carries the
+// DeclarationsToken its manifest has now, and whose UUID is the one the
+// enrollment's DDM state names.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "ddm/service.h"
+#include "domain/commands.h"
+#include "plist/plist.h"
+#include "support/orchardd_process.h"
+#include "support/recording_push.h"
+#include "util/encoding.h"
+
+using namespace orchard;
+
+namespace {
+
+#ifdef __SANITIZE_ADDRESS__
+constexpr int kEnrollments = 2000;  // instrumented: the same paths, fewer of them
+constexpr int kTrials = 2;
+#else
+constexpr int kEnrollments = 10000;
+constexpr int kTrials = 3;
+#endif
+
+// The services on one store.
+struct Services {
+  std::unique_ptr<store::Store> db;
+  std::unique_ptr<events::EventLog> log;
+  std::unique_ptr<queue::CommandQueue> queue;
+  std::unique_ptr<domain::Enrollments> enrollments;
+  domain::EnrollmentLocks locks;
+  testing::RecordingPush push;
+  std::unique_ptr<domain::CommandService> commands;
+  std::unique_ptr<ddm::DdmService> ddm;
+
+  explicit Services(const std::string& path) {
+    auto s = store::Store::Open({.path = path});
+    REQUIRE(s.ok());
+    db = std::move(s.value());
+    log = std::move(events::EventLog::Open(db.get()).value());
+    queue = std::make_unique<queue::CommandQueue>(db.get());
+    enrollments = std::make_unique<domain::Enrollments>(db.get());
+    commands = std::make_unique<domain::CommandService>(
+        domain::CommandDeps{log.get(), queue.get(), enrollments.get(), &locks, &push});
+    ddm = std::make_unique<ddm::DdmService>(
+        ddm::DdmOptions{}, ddm::DdmDeps{db.get(), log.get(), queue.get(), enrollments.get(), &locks, commands.get()});
+  }
+};
+
+std::string Id(int i) { return "ENR-" + std::to_string(100000 + i); }
+
+std::string Declaration(int revision) {
+  return R"({"Type":"com.apple.configuration.passcode.settings","Identifier":"cfg.passcode",)"
+         R"("Payload":{"RequirePasscode":true,"MinimumLength":)" +
+         std::to_string(4 + revision % 10) + R"(,"MaximumFailedAttempts":)" + std::to_string(2 + revision % 9) +
+         "}}";
+}
+
+// Enrolled channels, all assigned the set "all" holding cfg.passcode.
+void Seed(const std::string& path) {
+  Services s(path);
+  store::Batch b;
+  for (int i = 0; i < kEnrollments; ++i) {
+    store::Enrollment e;
+    e.id = Id(i);
+    e.udid = e.id;
+    e.state = store::EnrollmentState::kEnrolled;
+    e.push_token = "tok";
+    e.push_magic = "magic";
+    s.enrollments->Put(b, std::nullopt, e);
+  }
+  REQUIRE(s.db->Write(b).ok());
+  REQUIRE(s.ddm->Put(Declaration(0), "admin", false).ok());
+  REQUIRE(s.ddm->SetAdd("all", "cfg.passcode", false).ok());
+  for (int i = 0; i < kEnrollments; ++i) REQUIRE(s.ddm->Assign(Id(i), "all", false).ok());
+}
+
+}  // namespace
+
+// The writer (see the top): ORCHARD_DDM_KILL9_DIR is the store,
+// ORCHARD_DDM_KILL9_FD gets 4 bytes (the revision) after each acknowledged edit.
+TEST_CASE("ddm kill -9 writer child", "[.ddmkill9child]") {
+  const char* dir = std::getenv("ORCHARD_DDM_KILL9_DIR");
+  const char* fd_text = std::getenv("ORCHARD_DDM_KILL9_FD");
+  if (!dir || !fd_text) return;  // only meaningful when started by the test below
+  const int fd = std::atoi(fd_text);
+  Services s(dir);
+  for (uint32_t revision = 1;; ++revision) {
+    auto out = s.ddm->Put(Declaration(static_cast<int>(revision)), "admin", false);
+    REQUIRE(out.ok());
+    if (write(fd, &revision, sizeof revision) != sizeof revision) _exit(3);
+  }
+}
+
+TEST_CASE("ddm: kill -9 during a fan-out leaves consistent tokens and one pending sync command each",
+          "[ddm][fault]") {
+  const std::string root = testing::MakeTempDir("orchard-ddm-kill9");
+  const std::string seed = root + "/seed";
+  Seed(seed);
+  std::mt19937 rng(4242);
+  for (int trial = 0; trial < kTrials; ++trial) {
+    const std::string db = root + "/db" + std::to_string(trial);
+    std::filesystem::copy(seed, db, std::filesystem::copy_options::recursive);
+    int pipefd[2];
+    REQUIRE(pipe(pipefd) == 0);
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      close(pipefd[0]);
+      setenv("ORCHARD_DDM_KILL9_DIR", db.c_str(), 1);
+      setenv("ORCHARD_DDM_KILL9_FD", std::to_string(pipefd[1]).c_str(), 1);
+      execl("/proc/self/exe", "ddm_fault_test", "ddm kill -9 writer child", nullptr);
+      _exit(127);
+    }
+    close(pipefd[1]);
+    // After the first acknowledged edit, kill it somewhere inside a later one.
+    int64_t acked = -1;
+    uint32_t n = 0;
+    while (acked < 1 && read(pipefd[0], &n, sizeof n) == sizeof n) acked = n;
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300000));
+    kill(pid, SIGKILL);
+    while (read(pipefd[0], &n, sizeof n) == sizeof n) acked = n;
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    INFO("trial " << trial << ": acknowledged revision " << acked);
+    REQUIRE(acked >= 1);
+
+    Services s(db);
+    auto d = s.ddm->declarations().Get("cfg.passcode").value();
+    REQUIRE(d.has_value());
+    // The store holds an acknowledged revision or the one in flight, never less.
+    auto payload = plist::ParseJson(d->payload_json).value();
+    CHECK((*payload.Find("MinimumLength")->AsInteger() == 4 + acked % 10 ||
+           *payload.Find("MinimumLength")->AsInteger() == 4 + (acked + 1) % 10));
+    size_t checked = 0;
+    for (int i = 0; i < kEnrollments; ++i) {
+      const std::string id = Id(i);
+      auto m = s.ddm->declarations().ManifestOf(id).value();
+      REQUIRE(m.configurations.size() == 1);
+      CHECK(m.configurations[0].server_token == d->server_token);
+      std::vector<store::QueueEntry> syncs;
+      for (auto& q : s.queue->List(id, 100).value())
+        if (q.request_type == "DeclarativeManagement") syncs.push_back(std::move(q));
+      INFO("enrollment " << id);
+      REQUIRE(syncs.size() == 1);
+      auto cmd = plist::ParseXml(syncs[0].plist).value();
+      CHECK(cmd.Find("Command")->Find("Data")->AsData()->bytes == ddm::TokensResponseJson(m));
+      CHECK(s.ddm->State(id)->pending_command == syncs[0].command_uuid);
+      ++checked;
+    }
+    CHECK(checked == static_cast<size_t>(kEnrollments));
+  }
+  std::filesystem::remove_all(root);
+}
