@@ -11,8 +11,7 @@
 #include "automation/scheduler.h"
 #include "automation/store_host.h"
 #include "domain/commands.h"
-#include "support/orchardd_process.h"
-#include "support/recording_push.h"
+#include "support/store_world.h"
 #include "util/encoding.h"
 
 using namespace orchard;
@@ -22,36 +21,19 @@ namespace {
 
 using testing::RecordingPush;
 
-struct Host {
-  std::string dir = testing::MakeTempDir("orchard-automation");
-  std::unique_ptr<store::Store> db = std::move(store::Store::Open({.path = dir + "/db"}).value());
-  std::unique_ptr<events::EventLog> log = std::move(events::EventLog::Open(db.get()).value());
-  queue::CommandQueue queue{db.get()};
-  domain::Enrollments enrollments{db.get()};
-  domain::EnrollmentLocks locks;
-  RecordingPush push;
-  domain::CommandService commands{{log.get(), &queue, &enrollments, &locks, &push}};
+struct Host : testing::StoreWorld {
   AutomationStore automation{db.get(), &enrollments, &queue};
   StoreCommitter committer{{&automation, log.get(), &commands, &enrollments, &locks}};
 
-  ~Host() {
-    db.reset();
-    std::filesystem::remove_all(dir);
-  }
+  Host() : StoreWorld("orchard-automation") {}
   void Enroll(const std::string& id, int64_t last_seen_ms = 0, int64_t cert_not_after_ms = 0, bool blocked = false) {
-    store::Enrollment e;
-    e.id = id;
-    e.udid = id;
-    e.state = store::EnrollmentState::kEnrolled;
-    e.push_token = "tok";
-    e.push_magic = "magic";
-    e.last_seen_ms = last_seen_ms ? last_seen_ms : NowMillis();
+    store::Enrollment e = Enrolled(id);
+    e.serial.clear();
+    if (last_seen_ms) e.last_seen_ms = last_seen_ms;
     e.cert_not_after_ms = cert_not_after_ms;
     e.cert_sha256 = "abc";
     e.blocked = blocked;
-    store::Batch b;
-    enrollments.Put(b, std::nullopt, e);
-    REQUIRE(db->Write(b).ok());
+    Put(e);
   }
   std::vector<events::Event> Events(const std::string& type = "") {
     std::vector<events::Event> out;

@@ -5,14 +5,10 @@
 // after the commit. Real RocksDB.
 #include <catch2/catch.hpp>
 
-#include <filesystem>
-
 #include "automation/store_host.h"
 #include "ddm/service.h"
 #include "domain/commands.h"
-#include "support/orchardd_process.h"
-#include "support/recording_push.h"
-#include "util/encoding.h"
+#include "support/store_world.h"
 
 using namespace orchard;
 using automation::DdmOp;
@@ -21,36 +17,12 @@ using automation::RunRecord;
 
 namespace {
 
-struct Host {
-  std::string dir = testing::MakeTempDir("orchard-ddm-automation");
-  std::unique_ptr<store::Store> db = std::move(store::Store::Open({.path = dir + "/db"}).value());
-  std::unique_ptr<events::EventLog> log = std::move(events::EventLog::Open(db.get()).value());
-  queue::CommandQueue queue{db.get()};
-  domain::Enrollments enrollments{db.get()};
-  domain::EnrollmentLocks locks;
-  testing::RecordingPush push;
-  domain::CommandService commands{{log.get(), &queue, &enrollments, &locks, &push}};
+struct Host : testing::StoreWorld {
   ddm::DdmService ddm{ddm::DdmOptions{}, ddm::DdmDeps{db.get(), log.get(), &queue, &enrollments, &locks, &commands}};
   automation::AutomationStore automation{db.get(), &enrollments, &queue};
   automation::StoreCommitter committer{{&automation, log.get(), &commands, &enrollments, &locks}};
 
-  Host() { automation.SetDdm(&ddm); }
-  ~Host() {
-    db.reset();
-    std::filesystem::remove_all(dir);
-  }
-  void Enroll(const std::string& id) {
-    store::Enrollment e;
-    e.id = id;
-    e.udid = id;
-    e.state = store::EnrollmentState::kEnrolled;
-    e.push_token = "tok";
-    e.push_magic = "magic";
-    e.last_seen_ms = NowMillis();
-    store::Batch b;
-    enrollments.Put(b, std::nullopt, e);
-    REQUIRE(db->Write(b).ok());
-  }
+  Host() : StoreWorld("orchard-ddm-automation") { automation.SetDdm(&ddm); }
   std::vector<store::QueueEntry> Syncs(const std::string& id) {
     std::vector<store::QueueEntry> out;
     for (auto& q : queue.List(id, 100).value())

@@ -19,11 +19,8 @@
 #include <thread>
 
 #include "ddm/service.h"
-#include "domain/commands.h"
 #include "plist/plist.h"
-#include "support/orchardd_process.h"
-#include "support/recording_push.h"
-#include "util/encoding.h"
+#include "support/store_world.h"
 
 using namespace orchard;
 
@@ -37,29 +34,15 @@ constexpr int kEnrollments = 10000;
 constexpr int kTrials = 3;
 #endif
 
-// The services on one store.
+// The services on one store, with DDM.
 struct Services {
-  std::unique_ptr<store::Store> db;
-  std::unique_ptr<events::EventLog> log;
-  std::unique_ptr<queue::CommandQueue> queue;
-  std::unique_ptr<domain::Enrollments> enrollments;
-  domain::EnrollmentLocks locks;
-  testing::RecordingPush push;
-  std::unique_ptr<domain::CommandService> commands;
+  std::unique_ptr<testing::StoreWorld> w;
   std::unique_ptr<ddm::DdmService> ddm;
-
-  explicit Services(const std::string& path) {
-    auto s = store::Store::Open({.path = path});
-    REQUIRE(s.ok());
-    db = std::move(s.value());
-    log = std::move(events::EventLog::Open(db.get()).value());
-    queue = std::make_unique<queue::CommandQueue>(db.get());
-    enrollments = std::make_unique<domain::Enrollments>(db.get());
-    commands = std::make_unique<domain::CommandService>(
-        domain::CommandDeps{log.get(), queue.get(), enrollments.get(), &locks, &push});
+  explicit Services(const std::string& path) : w(testing::StoreWorld::At(path)) {
     ddm = std::make_unique<ddm::DdmService>(
-        ddm::DdmOptions{}, ddm::DdmDeps{db.get(), log.get(), queue.get(), enrollments.get(), &locks, commands.get()});
+        ddm::DdmOptions{}, ddm::DdmDeps{w->db.get(), w->log.get(), &w->queue, &w->enrollments, &w->locks, &w->commands});
   }
+  ~Services() { ddm.reset(); }
 };
 
 std::string Id(int i) { return "ENR-" + std::to_string(100000 + i); }
@@ -75,16 +58,8 @@ std::string Declaration(int revision) {
 void Seed(const std::string& path) {
   Services s(path);
   store::Batch b;
-  for (int i = 0; i < kEnrollments; ++i) {
-    store::Enrollment e;
-    e.id = Id(i);
-    e.udid = e.id;
-    e.state = store::EnrollmentState::kEnrolled;
-    e.push_token = "tok";
-    e.push_magic = "magic";
-    s.enrollments->Put(b, std::nullopt, e);
-  }
-  REQUIRE(s.db->Write(b).ok());
+  for (int i = 0; i < kEnrollments; ++i) s.w->enrollments.Put(b, std::nullopt, testing::StoreWorld::Enrolled(Id(i)));
+  REQUIRE(s.w->db->Write(b).ok());
   REQUIRE(s.ddm->Put(Declaration(0), "admin", false).ok());
   REQUIRE(s.ddm->SetAdd("all", "cfg.passcode", false).ok());
   for (int i = 0; i < kEnrollments; ++i) REQUIRE(s.ddm->Assign(Id(i), "all", false).ok());
@@ -155,7 +130,7 @@ TEST_CASE("ddm: kill -9 during a fan-out leaves consistent tokens and one pendin
       REQUIRE(m.configurations.size() == 1);
       CHECK(m.configurations[0].server_token == d->server_token);
       std::vector<store::QueueEntry> syncs;
-      for (auto& q : s.queue->List(id, 100).value())
+      for (auto& q : s.w->queue.List(id, 100).value())
         if (q.request_type == "DeclarativeManagement") syncs.push_back(std::move(q));
       INFO("enrollment " << id);
       REQUIRE(syncs.size() == 1);

@@ -18,8 +18,7 @@
 #include "orchard/plugin.h"
 #include "plist/plist.h"
 #include "plugin/plugin_set.h"
-#include "support/orchardd_process.h"
-#include "support/recording_push.h"
+#include "support/store_world.h"
 #include "util/encoding.h"
 
 using namespace orchard;
@@ -36,36 +35,12 @@ namespace {
 using testing::RecordingPush;
 
 // The automation host on a real RocksDB in a temp dir.
-struct Host {
-  std::string dir = testing::MakeTempDir("orchard-plugin");
-  std::unique_ptr<store::Store> db = std::move(store::Store::Open({.path = dir + "/db"}).value());
-  std::unique_ptr<events::EventLog> log = std::move(events::EventLog::Open(db.get()).value());
-  queue::CommandQueue queue{db.get()};
-  domain::Enrollments enrollments{db.get()};
-  domain::EnrollmentLocks locks;
-  RecordingPush push;
-  domain::CommandService commands{{log.get(), &queue, &enrollments, &locks, &push}};
+struct Host : testing::StoreWorld {
   AutomationStore automation{db.get(), &enrollments, &queue};
   StoreCommitter committer{{&automation, log.get(), &commands, &enrollments, &locks}};
   LogSource source{log.get()};
 
-  ~Host() {
-    db.reset();
-    fs::remove_all(dir);
-  }
-  void Enroll(const std::string& id) {
-    store::Enrollment e;
-    e.id = id;
-    e.udid = id;
-    e.serial = "SER-" + id;
-    e.state = store::EnrollmentState::kEnrolled;
-    e.push_token = "tok";
-    e.push_magic = "magic";
-    e.last_seen_ms = NowMillis();
-    store::Batch b;
-    enrollments.Put(b, std::nullopt, e);
-    REQUIRE(db->Write(b).ok());
-  }
+  Host() : StoreWorld("orchard-plugin") {}
   void Emit(const std::string& type, const std::string& device) {
     events::Transaction tx(log.get());
     events::Event ev;
