@@ -619,6 +619,12 @@ http::Response AdminApi::GetEnrollment(const std::string& id) {
   }
   auto depth = d_.queue->Count(id);
   if (depth.ok()) v.Set("queue_depth", Value::Integer(static_cast<int64_t>(*depth)));
+  if (d_.ddm != nullptr) {  // only where DDM is configured
+    auto ddm = DdmEnrollmentJson(*d_.ddm, id);
+    if (ddm.ok()) v.Set("ddm", std::move(*ddm));
+    else log::Warn(kLog, "event=enrollment_ddm_unreadable enrollment_id={} error={}", LogSafe(id),
+                   log::Quote(ddm.status().message()));
+  }
   return BoundedJson(std::move(v), options_.max_response_bytes);
 }
 

@@ -298,13 +298,20 @@ http::Response DdmApi::Notify(const http::Request& r) {
   return Write(d_.ddm->Notify(ids));
 }
 
-http::Response DdmApi::Enrollment(const std::string& id) {
-  auto state = d_.ddm->State(id);
-  if (!state.ok()) return FromStatus(state.status());
-  auto m = d_.ddm->declarations().ManifestOf(id);
-  if (!m.ok()) return FromStatus(m.status());
+Result<Value> DdmEnrollmentJson(ddm::DdmService& ddm, const std::string& id) {
+  auto state = ddm.State(id);
+  if (!state.ok()) return state.status();
+  auto m = ddm.declarations().ManifestOf(id);
+  if (!m.ok()) return m.status();
+  size_t sets = 0;
+  for (std::string after;;) {
+    auto page = ddm.declarations().EnrollmentSets(id, after, 1000);
+    if (!page.ok()) return page.status();
+    sets += page->items.size();
+    if (page->next.empty()) break;
+    after = page->next;
+  }
   Value v;
-  v.Set("enrollment_id", Value::String(id));
   v.Set("enabled", Value::Bool(state->enabled));
   v.Set("declarations_token", Value::String(m->declarations_token));
   v.Set("token_changed_at", Time(m->changed_ms));
@@ -312,6 +319,7 @@ http::Response DdmApi::Enrollment(const std::string& id) {
   v.Set("served_at", Time(state->served_ms));
   v.Set("in_sync", Value::Bool(state->served_token == m->declarations_token));
   v.Set("synced_token", Value::String(state->synced_token));
+  v.Set("synced_at", Time(state->synced_ms));
   v.Set("last_status_at", Time(state->status_ms));
   v.Set("sync_command", Value::String(state->pending_command));
   v.Set("sync_queued_at", Time(state->sync_queued_ms));
@@ -319,6 +327,16 @@ http::Response DdmApi::Enrollment(const std::string& id) {
   for (ddm::Kind k : {ddm::Kind::kActivation, ddm::Kind::kConfiguration, ddm::Kind::kAsset, ddm::Kind::kManagement})
     n += m->Of(k).size();
   v.Set("declarations", Value::Integer(static_cast<int64_t>(n)));
+  v.Set("sets", Value::Integer(static_cast<int64_t>(sets)));
+  return v;
+}
+
+http::Response DdmApi::Enrollment(const std::string& id) {
+  auto ddm = DdmEnrollmentJson(*d_.ddm, id);
+  if (!ddm.ok()) return FromStatus(ddm.status());
+  Value v;
+  v.Set("enrollment_id", Value::String(id));
+  for (auto& [key, value] : *ddm->AsDict()) v.Set(key, std::move(value));
   return Json(200, v);
 }
 

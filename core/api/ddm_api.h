@@ -15,8 +15,17 @@
 
 #include "ddm/service.h"
 #include "http/server.h"
+#include "plist/plist.h"
+#include "util/status.h"
 
 namespace orchard::api {
+
+// The DDM state of an enrollment as the admin API shows it (GET
+// /v1/ddm/enrollments/{id}, and "ddm" in GET /v1/enrollments/{id}):
+// {enabled, declarations_token, token_changed_at, served_token, served_at,
+// in_sync, synced_token, synced_at, last_status_at, sync_command,
+// sync_queued_at, declarations, sets}. Reads only.
+Result<plist::Value> DdmEnrollmentJson(ddm::DdmService& ddm, const std::string& enrollment_id);
 
 struct DdmApiDeps {
   ddm::DdmService* ddm;  // may be null: every route answers 503

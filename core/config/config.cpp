@@ -185,6 +185,7 @@ const std::map<std::string, Setter>& Keys() {
       {"ddm.keep_status_reports",
        IntSetter(0, 1000, [](Config* c, int64_t n) { c->ddm_keep_status_reports = int(n); })},
       {"ddm.enable_on_enroll", BoolSetter(&Config::ddm_enable_on_enroll)},
+      {"ddm.keep_assignments", BoolSetter(&Config::ddm_keep_assignments)},
       {"retention.results_hours",
        IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->result_retention_hours = n; })},
       {"retention.events_hours",

@@ -71,6 +71,8 @@ struct Config {
   int ddm_keep_status_reports = 10;
   // Queue the DeclarativeManagement command at enrollment for channels without sets too.
   bool ddm_enable_on_enroll = false;
+  // Keep a channel's DDM assignments and stored status when it checks out.
+  bool ddm_keep_assignments = false;
 
   // Retention and housekeeping.
   int64_t result_retention_hours = 30 * 24;

@@ -704,12 +704,17 @@ int RunDevice(Context& ctx, const ParsedArgs& a) {
     PrintJson(ctx, reply.json);
     return kExitOk;
   }
-  // The push state (a nested object) gets its own indented section.
+  // The push state and the DDM state (nested objects) get their own indented sections.
   Value enrollment = reply.json;
   std::optional<Value> push;
   if (const Value* p = enrollment.Find("push"); p && p->AsDict()) {
     push = *p;
     enrollment.Erase("push");
+  }
+  std::optional<Value> ddm;
+  if (const Value* d = enrollment.Find("ddm"); d && d->AsDict()) {
+    ddm = *d;
+    enrollment.Erase("ddm");
   }
   std::string text = RenderKeyValues(enrollment) + "\n";
   if (!push) {
@@ -722,6 +727,11 @@ int RunDevice(Context& ctx, const ParsedArgs& a) {
       text += "note: APNs declared the push token invalid (" +
               Printable(Field(*push, "token_invalid_reason")) +
               "); no pushes until the device sends a new TokenUpdate\n";
+  }
+  if (ddm) {
+    text += "ddm:\n";
+    std::istringstream lines(RenderKeyValues(*ddm));
+    for (std::string line; std::getline(lines, line);) text += "  " + line + "\n";
   }
   Print(ctx, text);
   return kExitOk;

@@ -34,6 +34,7 @@ std::string EncodeState(const EnrollmentDdm& s) {
   v.Set("pending_command", plist::Value::String(s.pending_command));
   v.Set("sync_queued_ms", plist::Value::Integer(s.sync_queued_ms));
   v.Set("synced_token", plist::Value::String(s.synced_token));
+  v.Set("synced_ms", plist::Value::Integer(s.synced_ms));
   return plist::ToJson(v);
 }
 
@@ -53,6 +54,7 @@ Result<EnrollmentDdm> DecodeState(std::string_view json) {
   s.pending_command = std::string(v->GetString("pending_command"));
   s.sync_queued_ms = IntOf(*v, "sync_queued_ms");
   s.synced_token = std::string(v->GetString("synced_token"));
+  s.synced_ms = IntOf(*v, "synced_ms");
   return s;
 }
 
@@ -120,6 +122,7 @@ orchard::Status DdmService::PutState(store::Batch& batch, std::string_view enrol
 template <typename Write>
 Result<WriteOutcome> DdmService::Apply(bool notify, Write write) {
   std::lock_guard lock(write_mu_);
+  SettleCheckouts();
   const int64_t now = NowMillis();
   domain::Tx tx(d_.locks, d_.events);
   auto changes = write(tx.batch(), now);
@@ -176,6 +179,7 @@ Result<WriteOutcome> DdmService::Unassign(std::string_view enrollment_id, std::s
 
 Result<WriteOutcome> DdmService::Notify(const std::vector<std::string>& enrollment_ids) {
   std::lock_guard lock(write_mu_);
+  SettleCheckouts();
   const int64_t now = NowMillis();
   std::vector<TokenChange> all;
   for (const auto& id : enrollment_ids) {
@@ -228,6 +232,9 @@ class DdmService::Staged : public automation::DdmStaged {
       }
     }
     for (const auto& [id, change] : changes_) {
+      auto redone = service_->Redo(tx, id);
+      if (!redone.ok()) return redone.status();
+      if (*redone) continue;
       bool queued = false;
       ORCHARD_RETURN_IF_ERROR(service_->QueueSync(tx, id, change, now_ms, &queued));
       if (queued) queued_.push_back(id);
@@ -259,6 +266,7 @@ Result<std::unique_ptr<automation::DdmStaged>> DdmService::Stage(const std::vect
                                                                  std::vector<std::string>* outcomes) {
   using Kind = automation::DdmOp::Kind;
   auto staged = std::make_unique<Staged>(this, std::unique_lock<std::mutex>(write_mu_));
+  SettleCheckouts();
   // Each write reads the store as the earlier ones left it in the batch.
   store::PendingView view(d_.store, &staged->batch_);
   DeclarationStore decls(&view, options_.limits);
@@ -395,6 +403,72 @@ orchard::Status DdmService::OnEnrolled(domain::Tx& tx, const store::Enrollment& 
   return QueueSyncFor(tx, e, std::move(fresh), {e.id, m->declarations_token, m->changed_ms}, now_ms);
 }
 
+orchard::Status DdmService::OnCheckedOut(domain::Tx& tx, const store::Enrollment& e, int64_t /*now_ms*/) {
+  auto state = State(e.id);
+  if (!state.ok()) return state.status();
+  // Its profile is gone and its DDM state with it. The sync command queued
+  // last is remembered: OnEnrolled replaces it if it was never delivered.
+  EnrollmentDdm fresh;
+  fresh.pending_command = state->pending_command;
+  fresh.sync_queued_ms = state->sync_queued_ms;
+  if (!options_.keep_assignments) {
+    {
+      std::lock_guard lock(checkout_mu_);
+      checked_out_[e.id] = e.checked_out_ms;  // before the commit: see SettleCheckouts
+    }
+    ORCHARD_RETURN_IF_ERROR(declarations_.Forget(tx.batch(), e.id));
+    ORCHARD_RETURN_IF_ERROR(status_.Forget(tx.batch(), e.id));
+  }
+  if (fresh.pending_command.empty()) tx.batch().Delete(store::Cf::kDdm, StateKey(e.id));
+  else ORCHARD_RETURN_IF_ERROR(PutState(tx.batch(), e.id, fresh));
+  log::Info(kLog, "event=ddm_checked_out enrollment_id={} assignments={}", log::Quote(e.id),
+            options_.keep_assignments ? "kept" : "dropped");
+  return orchard::Status::Ok();
+}
+
+orchard::Status DdmService::OnSyncAcknowledged(domain::Tx& tx, const std::string& enrollment_id,
+                                               const std::string& command_uuid, int64_t /*now_ms*/) {
+  auto state = State(enrollment_id);
+  if (!state.ok()) return state.status();
+  if (state->enabled) return orchard::Status::Ok();
+  state->enabled = true;
+  log::Info(kLog, "event=ddm_enabled enrollment_id={} command_uuid={}", log::Quote(enrollment_id),
+            log::Quote(command_uuid));
+  return PutState(tx.batch(), enrollment_id, *state);
+}
+
+void DdmService::SettleCheckouts() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(checkout_mu_);
+    for (const auto& [id, at] : checked_out_) ids.push_back(id);
+    checked_out_.clear();
+  }
+  if (ids.empty()) return;
+  // Each check-out's transaction holds its enrollment's lock until it ends.
+  domain::Tx wait(d_.locks, d_.events);
+  wait.LockAll(ids);
+}
+
+Result<bool> DdmService::Redo(domain::Tx& tx, const std::string& enrollment_id) {
+  int64_t at = 0;
+  {
+    std::lock_guard lock(checkout_mu_);
+    auto it = checked_out_.find(enrollment_id);
+    if (it == checked_out_.end()) return false;
+    at = it->second;
+  }
+  auto e = d_.enrollments->Get(enrollment_id);
+  if (!e.ok()) return e.status();
+  if (!e->has_value() || (*e)->checked_out_ms != at) return false;  // that check-out did not commit
+  store::PendingView view(d_.store, &tx.batch());
+  DeclarationStore pending(&view, options_.limits);
+  ORCHARD_RETURN_IF_ERROR(pending.Forget(tx.batch(), enrollment_id));
+  log::Info(kLog, "event=ddm_write_after_checkout enrollment_id={} detail=\"its assignments dropped again\"",
+            log::Quote(enrollment_id));
+  return true;
+}
+
 Result<WriteOutcome> DdmService::Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify,
                                         int64_t now_ms) {
   WriteOutcome out;
@@ -405,6 +479,9 @@ Result<WriteOutcome> DdmService::Finish(domain::Tx& tx, const std::vector<TokenC
   tx.LockAll(ids);
   std::vector<std::string> queued;
   for (const auto& c : changes) {
+    auto redone = Redo(tx, c.enrollment_id);
+    if (!redone.ok()) return redone.status();
+    if (*redone) continue;
     bool q = false;
     ORCHARD_RETURN_IF_ERROR(QueueSync(tx, c.enrollment_id, c, now_ms, &q));
     if (q) queued.push_back(c.enrollment_id);
@@ -542,6 +619,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
         for (const auto& item : m->Of(k)) all = all && reported.count({item.identifier, item.server_token}) == 1;
       if (all) {
         state->synced_token = m->declarations_token;
+        state->synced_ms = now;
         plist::Value p;
         p.Set("declarations_token", plist::Value::String(m->declarations_token));
         tx.Emit({.type = events::type::kDdmSynced, .time_ms = now, .enrollment_id = id,

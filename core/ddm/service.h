@@ -10,6 +10,9 @@
 // one replaces an undelivered older one: at most one is pending). After the
 // commit the enrollments are pushed (unless the write asked not to notify).
 //
+// Check-outs drop an enrollment's keys under its lock, without the mutex
+// (SettleCheckouts and Redo keep a concurrent write from undoing that).
+//
 // Check-ins (protocol::DeclarativeHandler): tokens, declaration-items,
 // declaration/<kind>/<Identifier> (404 when not in the channel's manifest),
 // status (parsed, stored, turned into ddm.* events, all in one transaction
@@ -18,6 +21,7 @@
 // Thread-safety: safe for concurrent use. Borrows its dependencies.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,6 +55,9 @@ struct DdmOptions {
   // Queue the sync command at enrollment even for a channel without sets
   // (ddm.enable_on_enroll); otherwise only channels with sets get it.
   bool enable_on_enroll = false;
+  // Keep a channel's assignments (and its stored status) when it checks out
+  // (ddm.keep_assignments); otherwise the check-out drops them.
+  bool keep_assignments = false;
 };
 
 // What a write did.
@@ -65,13 +72,16 @@ struct WriteOutcome {
 
 // What Orchard keeps about an enrollment's DDM use (key m\0<enrollment>).
 struct EnrollmentDdm {
-  bool enabled = false;          // the channel has made a DeclarativeManagement check-in
+  // The channel has turned DDM on: it acknowledged the DeclarativeManagement
+  // command or made a DeclarativeManagement check-in (until it checks out).
+  bool enabled = false;
   std::string served_token;      // the DeclarationsToken last answered in tokens / declaration-items
   int64_t served_ms = 0;
   int64_t status_ms = 0;         // the last status report
   std::string pending_command;   // the sync command queued last (may have been answered)
   int64_t sync_queued_ms = 0;
   std::string synced_token;      // the token for which ddm.synced was emitted last
+  int64_t synced_ms = 0;         // when it was emitted
 };
 
 // Checks a write a policy or plugin asks for, before it is recorded as a
@@ -118,6 +128,17 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
   // Forgets what the device held (served and synced tokens) and queues the
   // sync command when the channel has sets (or enable_on_enroll).
   orchard::Status OnEnrolled(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) override;
+  // The device dropped its DDM state: what it was served, reported and synced
+  // is forgotten (the pending sync command is remembered for OnEnrolled to
+  // replace). Unless keep_assignments, its assignments, token record and
+  // stored status are dropped as well (a re-enrollment starts clean). Does not
+  // take write_mu_ (the caller holds e's lock, and writes take write_mu_ before
+  // enrollment locks): a write that read e's assignments before this commits
+  // and writes e's token record after it is caught in Finish (see Redo).
+  orchard::Status OnCheckedOut(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) override;
+  // Sets enabled (the first acknowledged sync command turns DDM on).
+  orchard::Status OnSyncAcknowledged(domain::Tx& tx, const std::string& enrollment_id,
+                                     const std::string& command_uuid, int64_t now_ms) override;
 
  private:
   class Staged;
@@ -138,12 +159,24 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
   // Records that the channel was answered m's token (when it differs from the last one).
   protocol::DeviceResponse Served(const std::string& enrollment_id, const Manifest& m, std::string body);
   orchard::Status PutState(store::Batch& batch, std::string_view enrollment_id, const EnrollmentDdm& s);
+  // Check-outs against writes (OnCheckedOut drops an enrollment's keys without
+  // write_mu_). A write holding write_mu_ first settles the check-outs recorded
+  // so far: waits for their transactions to end, so it reads what they left.
+  // A check-out recorded after that may have committed between the write's
+  // reads and its commit; holding the enrollment's lock, Redo then drops again
+  // whatever the write put for it into tx's batch (the write is ordered before
+  // the check-out) and reports true: no sync command for it.
+  void SettleCheckouts();
+  Result<bool> Redo(domain::Tx& tx, const std::string& enrollment_id);
 
   DdmOptions options_;
   DdmDeps d_;
   DeclarationStore declarations_;
   StatusStore status_;
   std::mutex write_mu_;  // serialises declaration-store writes
+  std::mutex checkout_mu_;  // guards checked_out_; never held while waiting for another lock
+  // Check-outs that dropped data since the running write settled: id -> checked_out_ms.
+  std::map<std::string, int64_t> checked_out_;
 };
 
 }  // namespace orchard::ddm

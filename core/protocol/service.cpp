@@ -493,13 +493,85 @@ DeviceResponse Service::UpdateKnown(const CheckinMessage& msg, const std::string
   return Empty(type);
 }
 
+Result<std::vector<std::string>> Service::UserChannels(const std::string& device_id) {
+  // User channel ids are "<device id>:<suffix>" and a device id has no ':'.
+  const std::string prefix = device_id + ":";
+  std::vector<std::string> ids;
+  auto it = d_.store->Scan(store::Cf::kEnrollments, prefix, store::PrefixEnd(prefix));
+  for (; it->Valid(); it->Next()) ids.emplace_back(it->key());
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return ids;
+}
+
 DeviceResponse Service::CheckOut(const CheckinMessage& msg) {
-  auto r = UpdateKnown(msg, msg.ids.id, events::type::kEnrollmentCheckedOut, [](store::Enrollment& e) {
+  const std::string& type = msg.message_type;
+  const std::string& id = msg.ids.id;
+  const bool device = id == msg.ids.device_id;
+  // A device's CheckOut (its profile is gone) ends its user channels too. They
+  // are listed before locking; a channel is only created under its device's
+  // lock, so the list read again under the locks can only differ when one was
+  // created in between: then list and lock again.
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    std::vector<std::string> channels;
+    if (device) {
+      auto listed = UserChannels(id);
+      if (!listed.ok()) return FromStatus(listed.status(), type);
+      channels = std::move(*listed);
+    }
+    domain::Tx txn(d_.locks, d_.events);
+    std::vector<std::string> ids = channels;
+    ids.push_back(id);
+    txn.LockAll(ids);
+    if (device) {
+      auto again = UserChannels(id);
+      if (!again.ok()) return FromStatus(again.status(), type);
+      if (*again != channels) {
+        if (attempt < kAttempts) continue;
+        return Fail(503, type, "user channels of the device changed during its CheckOut; retry");
+      }
+    }
+    auto prev = d_.enrollments->Get(id);
+    if (!prev.ok()) return FromStatus(prev.status(), type);
+    if (!prev->has_value()) return Fail(400, type, "unknown enrollment " + id);
+    const int64_t now = NowMillis();
+    store::Enrollment e = **prev;
+    e.last_seen_ms = now;
     e.state = store::EnrollmentState::kCheckedOut;
-    e.checked_out_ms = e.last_seen_ms;
-  });
-  if (r.status == 200) log::Info(kLog, "event=checkout enrollment_id={}", log::Quote(msg.ids.id));
-  return r;
+    e.checked_out_ms = now;
+    d_.enrollments->Put(txn.batch(), *prev, e);
+    txn.Emit({.type = events::type::kEnrollmentCheckedOut, .time_ms = now, .enrollment_id = id,
+              .payload_json = EventPayload(msg.body)});
+    if (d_.ddm != nullptr) {
+      Status ddm = d_.ddm->OnCheckedOut(txn, e, now);
+      if (!ddm.ok()) return FromStatus(ddm, type);
+    }
+    std::vector<std::string> ended;
+    for (const std::string& cid : channels) {
+      auto c = d_.enrollments->Get(cid);
+      if (!c.ok()) return FromStatus(c.status(), type);
+      if (!c->has_value() || (*c)->state != store::EnrollmentState::kEnrolled) continue;
+      store::Enrollment u = **c;
+      u.state = store::EnrollmentState::kCheckedOut;
+      u.checked_out_ms = now;
+      d_.enrollments->Put(txn.batch(), *c, u);
+      plist::Value payload = WithoutSecrets(msg.body);
+      payload.Set("DeviceCheckOut", plist::Value::Bool(true));
+      txn.Emit({.type = events::type::kEnrollmentCheckedOut, .time_ms = now, .enrollment_id = cid,
+                .payload_json = plist::ToJson(payload)});
+      if (d_.ddm != nullptr) {
+        Status ddm = d_.ddm->OnCheckedOut(txn, u, now);
+        if (!ddm.ok()) return FromStatus(ddm, type);
+      }
+      ended.push_back(cid);
+    }
+    Status st = txn.Commit();
+    if (!st.ok()) return FromStatus(st, type);
+    log::Info(kLog, "event=checkout enrollment_id={} user_channels_ended={}", log::Quote(id), ended.size());
+    for (const auto& cid : ended)
+      log::Info(kLog, "event=checkout enrollment_id={} reason=device_checked_out", log::Quote(cid));
+    return Empty(type);
+  }
 }
 
 DeviceResponse Service::UserAuthenticate(const CheckinMessage& msg) {
@@ -687,6 +759,10 @@ DeviceResponse Service::HandleReport(const DeviceRequest& request) {
         if (r.status == "Acknowledged" && res.request_type == "CertificateList") {
           Status warned = WarnReportedCertificates(txn, id, r.body, now);
           if (!warned.ok()) return FromStatus(warned, r.status);
+        }
+        if (r.status == "Acknowledged" && res.request_type == "DeclarativeManagement" && d_.ddm != nullptr) {
+          Status ddm = d_.ddm->OnSyncAcknowledged(txn, id, r.command_uuid, now);
+          if (!ddm.ok()) return FromStatus(ddm, r.status);
         }
         if (r.status == "Error") event_type = events::type::kCommandError;
         if (r.status == "CommandFormatError") event_type = events::type::kCommandFormatError;

@@ -96,6 +96,15 @@ class DeclarativeHandler {
   // Authenticate: the device's DDM state is gone). Called inside tx, which
   // holds e's lock and writes e as enrolled; may queue a sync command in it.
   virtual Status OnEnrolled(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) = 0;
+  // The channel e checked out: its own CheckOut, or its device's (a device's
+  // CheckOut ends its enrolled user channels too). Called inside tx, which
+  // holds e's lock and writes e as checked out.
+  virtual Status OnCheckedOut(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) = 0;
+  // The channel acknowledged a DeclarativeManagement command (the device has
+  // turned DDM on). Called inside tx, which holds the channel's lock and
+  // stores the command's result.
+  virtual Status OnSyncAcknowledged(domain::Tx& tx, const std::string& enrollment_id,
+                                    const std::string& command_uuid, int64_t now_ms) = 0;
 };
 
 struct ServiceOptions {
@@ -188,7 +197,11 @@ class Service {
   // Lock, read (400 if unknown), change, write with one event, commit.
   DeviceResponse UpdateKnown(const CheckinMessage& msg, const std::string& id, const char* event_type,
                              const std::function<void(store::Enrollment&)>& change);
+  // Checks out the channel; a device channel's CheckOut also checks out its
+  // enrolled user channels (locked with it; DDM hook for each).
   DeviceResponse CheckOut(const CheckinMessage& msg);
+  // The ids of device_id's user channels ("<device id>:<suffix>"), sorted.
+  Result<std::vector<std::string>> UserChannels(const std::string& device_id);
   DeviceResponse SetBootstrapToken(const CheckinMessage& msg);
   DeviceResponse GetBootstrapToken(const CheckinMessage& msg);
   DeviceResponse UserAuthenticate(const CheckinMessage& msg);

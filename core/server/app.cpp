@@ -198,6 +198,7 @@ class AppImpl : public App {
     ddo.status_limits.max_report_bytes = config_.max_body_bytes;
     ddo.status_limits.keep_raw_reports = static_cast<size_t>(config_.ddm_keep_status_reports);
     ddo.enable_on_enroll = config_.ddm_enable_on_enroll;
+    ddo.keep_assignments = config_.ddm_keep_assignments;
     ddm_ = std::make_unique<ddm::DdmService>(
         ddo, ddm::DdmDeps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_, commands_.get()});
     automation_->SetDdm(ddm_.get());  // policies' and plugins' ddm.* calls

@@ -736,6 +736,7 @@ TEST_CASE("orchardctl device shows the push state recorded from APNs", "[integra
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("\npush: none recorded\n") != std::string::npos);
+  CHECK(r.out.find("\nddm:\n  enabled:") != std::string::npos);  // the channel's DDM state, its own section
 
   // Without a push certificate for the device's topic the push fails clearly.
   r = server.Ctl(std::string("push ") + kUdid);

@@ -29,6 +29,7 @@ using orchard::testing::IsStrictUtf8;
 using orchard::testing::MakeTempDir;
 using orchard::testing::OrchardProcess;
 using orchard::testing::TestCa;
+using orchard::testing::WriteFile;
 namespace sim = orchard::sim;
 
 constexpr char kKey[] = "ddm-it-api-key-0000000000000001";
@@ -53,8 +54,10 @@ struct Server {
   std::unique_ptr<TestCa> ca = TestCa::Create("Device CA (ddm it)");
   std::unique_ptr<OrchardProcess> proc;
 
-  Server() {
+  // config: orchard.conf lines ("" for none).
+  explicit Server(const std::string& config = "") {
     REQUIRE(ca->WriteCertPem(dir + "/device-ca.pem"));
+    REQUIRE(WriteFile(dir + "/orchard.conf", config));
     Start();
   }
   ~Server() {
@@ -64,7 +67,8 @@ struct Server {
   }
   void Start() {
     proc = std::make_unique<OrchardProcess>(
-        dir + "/data", std::vector<std::string>{"--device-ca", dir + "/device-ca.pem", "--api-key", kKey});
+        dir + "/data", std::vector<std::string>{"--device-ca", dir + "/device-ca.pem", "--api-key", kKey, "--config",
+                                                dir + "/orchard.conf"});
     REQUIRE(proc->Start());
   }
   HttpResult Api(const std::string& method, const std::string& path, const std::string& body = "") {
@@ -76,7 +80,8 @@ struct Server {
     REQUIRE(r.status == 200);
     return Json(r.body);
   }
-  std::unique_ptr<sim::Device> Enroll(uint64_t seed) {
+  // Authenticated only (no TokenUpdate yet).
+  std::unique_ptr<sim::Device> Authenticated(uint64_t seed) {
     sim::SimConfig c;
     c.base_url = proc->url();
     c.cert_mode = sim::CertMode::kHeader;
@@ -86,8 +91,18 @@ struct Server {
     auto d = sim::Device::Create(c, st, ca->Issue(io));
     REQUIRE(d.ok());
     REQUIRE((*d)->Authenticate().ok());
-    REQUIRE((*d)->TokenUpdate().ok());
     return std::move(d.value());
+  }
+  std::unique_ptr<sim::Device> Enroll(uint64_t seed) {
+    auto d = Authenticated(seed);
+    REQUIRE(d->TokenUpdate().ok());
+    return d;
+  }
+  // The "ddm" object of GET /v1/enrollments/{id}.
+  Value EnrollmentDdm(const std::string& id) {
+    Value e = Ok("GET", "/v1/enrollments/" + id);
+    REQUIRE(e.Find("ddm") != nullptr);
+    return *e.Find("ddm");
   }
   // The DeclarativeManagement commands queued for an enrollment.
   size_t SyncCommands(const std::string& id) {
@@ -359,3 +374,194 @@ TEST_CASE("ddm: bad uploads and bad check-ins get clear errors", "[integration][
 }
 
 }  // namespace
+
+namespace {
+
+// Puts cfg.passcode into set "pc" and assigns it to id.
+void AssignPasscode(Server& s, const std::string& id) {
+  s.Ok("PUT", "/v1/ddm/declarations", Passcode(6));
+  s.Ok("PUT", "/v1/ddm/set-declarations/pc?declaration=cfg.passcode");
+  s.Ok("PUT", "/v1/ddm/enrollment-sets/" + id + "?set=pc");
+}
+
+std::string PreviewToken(Server& s, const std::string& id) {
+  return std::string(
+      s.Ok("GET", "/v1/ddm/preview/" + id + "/tokens").Find("SyncTokens")->GetString("DeclarationsToken"));
+}
+
+std::vector<std::string> SetsOf(Server& s, const std::string& id) {
+  const Value page = s.Ok("GET", "/v1/ddm/enrollment-sets/" + id);
+  std::vector<std::string> out;
+  for (const Value& v : *page.Find("sets")->AsArray()) out.emplace_back(*v.AsString());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("ddm: CheckOut drops the assignments and status, and enrolling again starts clean", "[integration][ddm]") {
+  Server s;
+  auto dev = s.Enroll(0xdd41);
+  auto never = s.Enroll(0xdd42);  // never assigned anything: the empty manifest
+  const std::string id = dev->udid();
+  const std::string user = id + ":A1B2C3D4-0000-4000-8000-000000000001";
+  REQUIRE(dev->UserTokenUpdate("A1B2C3D4-0000-4000-8000-000000000001", "alice", "Alice A").ok());
+  AssignPasscode(s, id);
+  s.Ok("PUT", "/v1/ddm/enrollment-sets/" + user + "?set=pc");
+  sim::DdmClient ddm(dev.get());
+  REQUIRE(ddm.Sync(RunSessionForSync(*dev)).ok());
+  REQUIRE(ddm.Report(R"({"device":{"operating-system":{"version":"26.0"}}})").ok());
+  const std::string empty = PreviewToken(s, never->udid());
+  CHECK(PreviewToken(s, id) != empty);
+  Value before = s.EnrollmentDdm(id);
+  CHECK(before.GetBool("enabled", false));
+  CHECK(Int(before, "sets") == 1);
+
+  REQUIRE(dev->CheckOut().ok());
+
+  // The device channel and its user channel: checked out, nothing assigned, the empty manifest.
+  for (const std::string& ch : {id, user}) {
+    INFO(ch);
+    CHECK(s.Ok("GET", "/v1/enrollments/" + ch).GetString("state") == "checked_out");
+    CHECK(SetsOf(s, ch).empty());
+    CHECK(PreviewToken(s, ch) == empty);
+    CHECK(s.Events("enrollment.checked_out", ch) == 1);
+    Value state = s.EnrollmentDdm(ch);
+    CHECK_FALSE(state.GetBool("enabled", true));
+    CHECK(Int(state, "sets") == 0);
+    CHECK(Int(state, "declarations") == 0);
+    CHECK(state.GetString("served_token").empty());
+  }
+  CHECK(s.Ok("GET", "/v1/ddm/set-enrollments/pc").Find("enrollment_ids")->AsArray()->empty());
+  CHECK(s.Ok("GET", "/v1/ddm/status-values/" + id).Find("values")->AsArray()->empty());
+  CHECK(s.Ok("GET", "/v1/ddm/declaration-status/" + id).Find("declarations")->AsArray()->empty());
+  CHECK(s.Ok("GET", "/v1/ddm/status-report/" + id).Find("reports")->AsArray()->empty());
+  // The declarations and the set stay (other enrollments may get them).
+  CHECK(s.Api("GET", "/v1/ddm/declarations/cfg.passcode").status == 200);
+
+  // Enrolling again: no sets, so no sync command, and DDM is off until it is turned on again.
+  REQUIRE(dev->Authenticate().ok());
+  REQUIRE(dev->TokenUpdate().ok());
+  CHECK(s.SyncCommands(id) == 0);
+  CHECK_FALSE(s.EnrollmentDdm(id).GetBool("enabled", true));
+  sim::DdmClient fresh(dev.get());
+  auto synced = fresh.Sync();
+  REQUIRE(synced.ok());
+  CHECK(synced->fetched == 0);
+  CHECK(fresh.token() == empty);
+}
+
+TEST_CASE("ddm: with ddm.keep_assignments a device keeps its sets through CheckOut and syncs when it enrolls again",
+          "[integration][ddm]") {
+  Server s("ddm.keep_assignments = on\n");
+  auto dev = s.Enroll(0xdd51);
+  const std::string id = dev->udid();
+  AssignPasscode(s, id);
+  sim::DdmClient ddm(dev.get());
+  REQUIRE(ddm.Sync(RunSessionForSync(*dev)).ok());
+  const std::string token = PreviewToken(s, id);
+  REQUIRE(ddm.token() == token);
+
+  REQUIRE(dev->CheckOut().ok());
+  CHECK(SetsOf(s, id) == std::vector<std::string>{"pc"});
+  CHECK(PreviewToken(s, id) == token);
+  CHECK_FALSE(s.EnrollmentDdm(id).GetBool("enabled", true));  // the device dropped its DDM state
+
+  REQUIRE(dev->Authenticate().ok());
+  REQUIRE(dev->TokenUpdate().ok());
+  CHECK(s.SyncCommands(id) == 1);
+  sim::DdmClient wiped(dev.get());
+  auto again = wiped.Sync(RunSessionForSync(*dev));
+  REQUIRE(again.ok());
+  CHECK(again->fetched == 1);
+  CHECK(wiped.token() == token);
+  CHECK(s.EnrollmentDdm(id).GetBool("in_sync", false));
+}
+
+TEST_CASE("ddm: the enrollment API shows the channel's DDM state before and after a sync", "[integration][ddm]") {
+  Server s;
+  auto dev = s.Enroll(0xdd61);
+  const std::string id = dev->udid();
+  Value none = s.EnrollmentDdm(id);
+  CHECK_FALSE(none.GetBool("enabled", true));
+  CHECK_FALSE(none.GetBool("in_sync", true));
+  CHECK(Int(none, "sets") == 0);
+  CHECK(Int(none, "declarations") == 0);
+  CHECK(none.GetString("sync_command").empty());
+  CHECK(none.GetString("served_at").empty());
+  CHECK(none.GetString("declarations_token") == PreviewToken(s, id));
+
+  s.Ok("PUT", "/v1/ddm/declarations", kActivation);
+  AssignPasscode(s, id);
+  s.Ok("PUT", "/v1/ddm/set-declarations/pc?declaration=act.base");
+  Value queued = s.EnrollmentDdm(id);
+  CHECK(Int(queued, "sets") == 1);
+  CHECK(Int(queued, "declarations") == 2);
+  CHECK_FALSE(queued.GetString("sync_command").empty());
+  CHECK_FALSE(queued.GetString("sync_queued_at").empty());
+  CHECK_FALSE(queued.GetBool("enabled", true));
+  CHECK(queued.GetString("declarations_token") == PreviewToken(s, id));
+  // The same object as /v1/ddm/enrollments/{id} (which adds the id).
+  Value direct = s.Ok("GET", "/v1/ddm/enrollments/" + id);
+  CHECK(direct.GetString("enrollment_id") == id);
+  for (const char* k : {"declarations_token", "sync_command", "sync_queued_at", "token_changed_at"})
+    CHECK(direct.GetString(k) == queued.GetString(k));
+
+  // The device acknowledges the command: DDM is on before it asks for anything.
+  const std::string data = RunSessionForSync(*dev);
+  REQUIRE_FALSE(data.empty());
+  Value acked = s.EnrollmentDdm(id);
+  CHECK(acked.GetBool("enabled", false));
+  CHECK_FALSE(acked.GetBool("in_sync", true));
+  CHECK(acked.GetString("served_at").empty());
+
+  sim::DdmClient ddm(dev.get());
+  REQUIRE(ddm.Sync(data).ok());
+  Value synced = s.EnrollmentDdm(id);
+  CHECK(synced.GetBool("in_sync", false));
+  CHECK(synced.GetString("served_token") == PreviewToken(s, id));
+  CHECK(synced.GetString("synced_token") == PreviewToken(s, id));
+  CHECK_FALSE(synced.GetString("served_at").empty());
+  CHECK_FALSE(synced.GetString("synced_at").empty());
+  CHECK_FALSE(synced.GetString("last_status_at").empty());
+}
+
+TEST_CASE("ddm: NotNow to the sync command during Setup Assistant never holds back DeviceConfigured",
+          "[integration][ddm]") {
+  Server s;
+  auto dev = s.Authenticated(0xdd71);
+  const std::string id = dev->udid();
+  AssignPasscode(s, id);  // assigned before the enrollment completes: no command yet
+  CHECK(s.SyncCommands(id) == 0);
+  REQUIRE(dev->TokenUpdate(/*awaiting_configuration=*/true).ok());
+  CHECK(s.Ok("GET", "/v1/enrollments/" + id).GetBool("awaiting_configuration", false));
+  CHECK(s.SyncCommands(id) == 1);
+  const std::string configured =
+      R"(<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>CommandUUID</key>)"
+      R"(<string>dc-0001</string><key>Command</key><dict><key>RequestType</key><string>DeviceConfigured</string>)"
+      R"(</dict></dict></plist>)";
+  REQUIRE(s.Api("PUT", "/v1/enqueue/" + id + "?nopush=1", configured).status == 200);
+
+  // Setup Assistant: the device answers NotNow to DDM; DeviceConfigured still comes in this session.
+  dev->responder().SetBehavior("DeclarativeManagement", sim::Behavior::kNotNow);
+  dev->ClearReceived();
+  REQUIRE(dev->RunSession().ok());
+  REQUIRE(dev->received().size() == 2);
+  CHECK(dev->received()[0].request_type == "DeclarativeManagement");
+  CHECK(dev->received()[0].answered == sim::ReportStatus::kNotNow);
+  CHECK(dev->received()[1].request_type == "DeviceConfigured");
+  CHECK(dev->received()[1].answered == sim::ReportStatus::kAcknowledged);
+  CHECK(s.Ok("GET", "/v1/enrollments/" + id + "/results/dc-0001").GetString("status") == "Acknowledged");
+  CHECK(s.SyncCommands(id) == 1);
+  CHECK_FALSE(s.EnrollmentDdm(id).GetBool("enabled", true));
+
+  // The next session offers the sync command again.
+  dev->responder().ClearBehaviors();
+  const std::string data = RunSessionForSync(*dev);
+  REQUIRE_FALSE(data.empty());
+  CHECK(s.SyncCommands(id) == 0);
+  CHECK(s.EnrollmentDdm(id).GetBool("enabled", false));
+  sim::DdmClient ddm(dev.get());
+  auto synced = ddm.Sync(data);
+  REQUIRE(synced.ok());
+  CHECK(synced->fetched == 1);
+}

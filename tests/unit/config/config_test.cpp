@@ -221,3 +221,20 @@ TEST_CASE("enrollment profile settings are read, and bad ones name the key", "[c
   bad("enroll.anchor_certs = /nonexistent.pem\n", "enroll.anchor_certs");
   bad("enroll.challenge_ttl_seconds = 5\n", "enroll.challenge_ttl_seconds");
 }
+
+TEST_CASE("config: ddm keys parse, and bad values name the key", "[config][ddm]") {
+  const config::Config defaults;
+  CHECK(defaults.ddm_keep_status_reports == 10);
+  CHECK_FALSE(defaults.ddm_enable_on_enroll);
+  CHECK_FALSE(defaults.ddm_keep_assignments);
+  config::Config c;
+  REQUIRE(config::ParseFile("ddm.keep_assignments = on\nddm.enable_on_enroll = on\nddm.keep_status_reports = 0\n", "f",
+                            &c)
+              .ok());
+  CHECK(c.ddm_keep_assignments);
+  CHECK(c.ddm_enable_on_enroll);
+  CHECK(c.ddm_keep_status_reports == 0);
+  auto st = config::ParseFile("ddm.keep_assignments = sometimes\n", "f", &c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("ddm.keep_assignments") != std::string::npos);
+}

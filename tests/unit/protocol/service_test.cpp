@@ -36,7 +36,7 @@ struct Harness {
 
   explicit Harness(bool digest = false) : Harness(DigestOptions(digest)) {}
   explicit Harness(const protocol::ServiceOptions& o, const events::Interest* interest = nullptr,
-                   protocol::IssuedCertLookup* issued = nullptr) {
+                   protocol::IssuedCertLookup* issued = nullptr, protocol::DeclarativeHandler* ddm = nullptr) {
     REQUIRE(ca->WriteCertPem(dir + "/ca.pem"));
     store = std::move(store::Store::Open({.path = dir + "/db"}).value());
     events = std::move(events::EventLog::Open(store.get()).value());
@@ -45,7 +45,7 @@ struct Harness {
     auth = std::move(auth::Authenticator::Create({.device_ca_files = {dir + "/ca.pem"}}).value());
     service = std::make_unique<protocol::Service>(
         o, protocol::Deps{store.get(), events.get(), queue.get(), auth.get(), enrollments.get(), &locks,
-                          interest, issued});
+                          interest, issued, ddm});
   }
   ~Harness() {
     service.reset();
@@ -1015,4 +1015,125 @@ TEST_CASE("identity renewal: a certificate Orchard renewed for the device replac
   auto refused = h.Send(third, Report("DEV", "Idle"), false);
   CHECK(refused.status == 403);
   CHECK(refused.error.find("revoked") != std::string::npos);
+}
+
+namespace {
+
+// Records the DDM hooks the protocol layer calls (and whether each ran with
+// the record already written as it should be).
+struct RecordingDdm : protocol::DeclarativeHandler {
+  std::vector<std::string> enrolled, checked_out, acknowledged;
+  bool fail_checkout = false;
+  protocol::DeviceResponse Checkin(const protocol::DeclarativeRequest&) override { return {}; }
+  Status OnEnrolled(domain::Tx&, const store::Enrollment& e, int64_t) override {
+    enrolled.push_back(e.id);
+    return Status::Ok();
+  }
+  Status OnCheckedOut(domain::Tx& tx, const store::Enrollment& e, int64_t now_ms) override {
+    if (fail_checkout) return Status::Internal("ddm hook failed");
+    CHECK(e.state == store::EnrollmentState::kCheckedOut);
+    CHECK(e.checked_out_ms == now_ms);
+    tx.batch().Put(store::Cf::kMeta, "test-checkout/" + e.id, "1");  // commits with the check-out or not at all
+    checked_out.push_back(e.id);
+    return Status::Ok();
+  }
+  Status OnSyncAcknowledged(domain::Tx&, const std::string& id, const std::string& uuid, int64_t) override {
+    acknowledged.push_back(id + "/" + uuid);
+    return Status::Ok();
+  }
+};
+
+Value UserMsg(Value v, const char* user_id, const char* short_name = nullptr) {
+  v.Set("UserID", S(user_id));
+  if (short_name) v.Set("UserShortName", S(short_name));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("protocol ddm hooks: a device CheckOut also checks out its user channels, each hooked in the transaction",
+          "[protocol][ddm]") {
+  RecordingDdm ddm;
+  Harness h(protocol::ServiceOptions{}, nullptr, nullptr, &ddm);
+  auto dev = h.ca->Issue();
+  auto other = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, UserMsg(TokenUpdate("U"), "USER-1"), true).status == 200);
+  REQUIRE(h.Send(dev, UserMsg(TokenUpdate("U"), "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "bob"), true).status == 200);
+  REQUIRE(h.Send(other, Authenticate("V", "SERIAL2"), true).status == 200);
+  REQUIRE(h.Send(other, TokenUpdate("V"), true).status == 200);
+  REQUIRE(h.Send(other, UserMsg(TokenUpdate("V"), "USER-1"), true).status == 200);
+  CHECK(ddm.enrolled == std::vector<std::string>{"U", "U:USER-1", "U:bob", "V", "V:USER-1"});
+  auto state = [&](const char* id) { return h.enrollments->Get(id).value()->state; };
+  using State = store::EnrollmentState;
+
+  // A user channel's own CheckOut ends only that channel.
+  const Value user_checkout = UserMsg(Msg({{"MessageType", S("CheckOut")}, {"UDID", S("U")}}), "USER-1");
+  REQUIRE(h.Send(dev, user_checkout, true).status == 200);
+  CHECK(ddm.checked_out == std::vector<std::string>{"U:USER-1"});
+  CHECK(state("U") == State::kEnrolled);
+  CHECK(state("U:bob") == State::kEnrolled);
+
+  // A failing hook fails the CheckOut: nothing is stored.
+  ddm.fail_checkout = true;
+  const Value checkout = Msg({{"MessageType", S("CheckOut")}, {"UDID", S("U")}});
+  CHECK(h.Send(dev, checkout, true).status == 500);
+  CHECK(state("U") == State::kEnrolled);
+  CHECK(state("U:bob") == State::kEnrolled);
+  ddm.fail_checkout = false;
+
+  // The device's CheckOut ends its enrolled user channels with it; another device's stay.
+  const size_t seen = h.Events().size();
+  REQUIRE(h.Send(dev, checkout, true).status == 200);
+  CHECK(ddm.checked_out == std::vector<std::string>{"U:USER-1", "U", "U:bob"});
+  for (const char* id : {"U", "U:bob", "U:USER-1"}) {
+    INFO(id);
+    CHECK(state(id) == State::kCheckedOut);
+    CHECK(h.enrollments->Get(id).value()->checked_out_ms > 0);
+  }
+  CHECK(state("V") == State::kEnrolled);
+  CHECK(state("V:USER-1") == State::kEnrolled);
+  for (const char* id : {"U", "U:bob", "U:USER-1"})
+    CHECK(h.store->Get(store::Cf::kMeta, std::string("test-checkout/") + id).value().has_value());
+  auto events = h.Events();
+  std::vector<std::pair<std::string, bool>> checked_out;  // enrollment, DeviceCheckOut
+  for (size_t i = seen; i < events.size(); ++i) {
+    if (events[i].type != "enrollment.checked_out") continue;
+    auto payload = plist::ParseJson(events[i].payload_json).value();
+    checked_out.emplace_back(events[i].enrollment_id, payload.GetBool("DeviceCheckOut", false));
+  }
+  CHECK(checked_out == std::vector<std::pair<std::string, bool>>{{"U", false}, {"U:bob", true}});
+
+  // Enrolling again: the user channels' first TokenUpdate enrolls them again.
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, UserMsg(TokenUpdate("U"), "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "bob"), true).status == 200);
+  CHECK(state("U:bob") == State::kEnrolled);
+  CHECK(ddm.enrolled.back() == "U:bob");
+  CHECK(ddm.enrolled.size() == 7);
+}
+
+TEST_CASE("protocol ddm hooks: an acknowledged DeclarativeManagement command is told to the handler", "[protocol][ddm]") {
+  RecordingDdm ddm;
+  Harness h(protocol::ServiceOptions{}, nullptr, nullptr, &ddm);
+  auto dev = h.ca->Issue();
+  REQUIRE(h.Send(dev, Authenticate("U"), true).status == 200);
+  REQUIRE(h.Send(dev, TokenUpdate("U"), true).status == 200);
+  h.Enqueue("U", "DM1", "DeclarativeManagement");
+  h.Enqueue("U", "DI1", "DeviceInformation");
+  h.Enqueue("U", "DM2", "DeclarativeManagement");
+  CHECK(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "DM1");
+  CHECK(UuidOf(h.Send(dev, Report("U", "NotNow", "DM1"), false)) == "DI1");
+  CHECK(ddm.acknowledged.empty());  // NotNow is not an acknowledgement
+  CHECK(UuidOf(h.Send(dev, Report("U", "Acknowledged", "DI1"), false)) == "DM2");
+  CHECK(ddm.acknowledged.empty());
+  CHECK(h.Send(dev, Report("U", "Error", "DM2"), false).status == 200);
+  CHECK(ddm.acknowledged.empty());
+  CHECK(UuidOf(h.Send(dev, Report("U", "Idle"), false)) == "DM1");  // the next session
+  CHECK(h.Send(dev, Report("U", "Acknowledged", "DM1"), false).status == 200);
+  CHECK(ddm.acknowledged == std::vector<std::string>{"U/DM1"});
+  // A repeated report is not a second acknowledgement.
+  CHECK(h.Send(dev, Report("U", "Acknowledged", "DM1"), false).status == 200);
+  CHECK(ddm.acknowledged.size() == 1);
 }
