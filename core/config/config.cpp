@@ -186,6 +186,12 @@ const std::map<std::string, Setter>& Keys() {
        IntSetter(0, 1000, [](Config* c, int64_t n) { c->ddm_keep_status_reports = int(n); })},
       {"ddm.enable_on_enroll", BoolSetter(&Config::ddm_enable_on_enroll)},
       {"ddm.keep_assignments", BoolSetter(&Config::ddm_keep_assignments)},
+      {"ddm.references",
+       [](const std::string& k, const std::string& v, Config* c) {
+         if (v != "off" && v != "warn" && v != "refuse") return Bad(k, "expected off, warn or refuse, got '" + v + "'");
+         c->ddm_references = v;
+         return Status::Ok();
+       }},
       {"retention.results_hours",
        IntSetter(1, 24 * 3650, [](Config* c, int64_t n) { c->result_retention_hours = n; })},
       {"retention.events_hours",

@@ -73,6 +73,9 @@ struct Config {
   bool ddm_enable_on_enroll = false;
   // Keep a channel's DDM assignments and stored status when it checks out.
   bool ddm_keep_assignments = false;
+  // ddm.references: off | warn | refuse: a write leaving a set with an
+  // unsatisfied reference between declarations.
+  std::string ddm_references = "warn";
 
   // Retention and housekeeping.
   int64_t result_retention_hours = 30 * 24;

@@ -7,6 +7,7 @@
 #include "domain/tx.h"
 #include "log/log.h"
 #include "plist/plist.h"
+#include "ddm/references.h"
 #include "store/pending_view.h"
 #include "util/encoding.h"
 
@@ -119,17 +120,66 @@ orchard::Status DdmService::PutState(store::Batch& batch, std::string_view enrol
 
 // ---- writes ----
 
+Result<std::vector<std::string>> DdmService::ScopeSets(DeclarationStore& store, const RefScope& scope) {
+  if (options_.references == ReferenceCheck::kOff) return std::vector<std::string>();
+  if (!scope.set.empty()) return std::vector<std::string>{scope.set};
+  std::vector<std::string> sets;
+  if (scope.identifier.empty()) return sets;
+  std::string after;
+  do {
+    auto page = store.DeclarationSets(scope.identifier, after, 1000);
+    if (!page.ok()) return page.status();
+    sets.insert(sets.end(), page->items.begin(), page->items.end());
+    after = page->next;
+  } while (!after.empty() && sets.size() < 10000);
+  return sets;
+}
+
+Result<std::vector<std::string>> DdmService::NewReferenceProblems(DeclarationStore& before, DeclarationStore& after,
+                                                                  const std::vector<std::string>& sets) {
+  std::vector<std::string> added;
+  for (const auto& set : sets) {
+    auto was = UnsatisfiedReferences(before, set);
+    if (!was.ok()) return was.status();
+    auto now = UnsatisfiedReferences(after, set);
+    if (!now.ok()) return now.status();
+    for (auto& p : *now)
+      if (std::find(was->begin(), was->end(), p) == was->end()) added.push_back(std::move(p));
+  }
+  return added;
+}
+
 template <typename Write>
-Result<WriteOutcome> DdmService::Apply(bool notify, Write write) {
+Result<WriteOutcome> DdmService::Apply(bool notify, const RefScope& scope, Write write) {
   std::lock_guard lock(write_mu_);
   SettleCheckouts();
   const int64_t now = NowMillis();
+  // The sets whose references this write can change, read before it (a
+  // delete takes the declaration's memberships with it).
+  auto sets = ScopeSets(declarations_, scope);
+  if (!sets.ok()) return sets.status();
   domain::Tx tx(d_.locks, d_.events);
   auto changes = write(tx.batch(), now);
   if (!changes.ok()) return changes.status();
   const bool wrote = !tx.batch().empty();  // an identical re-upload or a no-op membership writes nothing
+  std::vector<std::string> problems;
+  if (wrote && !sets->empty()) {
+    store::PendingView view(d_.store, &tx.batch());
+    DeclarationStore after(&view, options_.limits);
+    auto added = NewReferenceProblems(declarations_, after, *sets);
+    if (!added.ok()) return added.status();
+    problems = std::move(*added);
+    if (!problems.empty() && options_.references == ReferenceCheck::kRefuse) {
+      std::string msg = "references: ";
+      for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
+      return orchard::Status::InvalidArgument(msg);  // nothing is committed
+    }
+  }
   auto out = Finish(tx, *changes, notify, now);
-  if (out.ok()) out->changed = wrote;
+  if (out.ok()) {
+    out->changed = wrote;
+    out->warnings = std::move(problems);
+  }
   return out;
 }
 
@@ -138,16 +188,18 @@ Result<WriteOutcome> DdmService::Put(std::string_view json, std::string_view own
   if (!d.ok()) return d.status();
   const std::string identifier = d->identifier;
   std::vector<std::string> warnings = d->warnings;
-  auto out = Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.Put(b, std::move(*d), owner, now); });
+  auto out = Apply(notify, {identifier, {}},
+                   [&](store::Batch& b, int64_t now) { return declarations_.Put(b, std::move(*d), owner, now); });
   if (!out.ok()) return out;
-  out->warnings = std::move(warnings);
+  out->warnings.insert(out->warnings.begin(), warnings.begin(), warnings.end());
   auto stored = declarations_.Get(identifier);
   if (stored.ok() && stored->has_value()) out->server_token = (*stored)->server_token;
   return out;
 }
 
 Result<WriteOutcome> DdmService::Touch(std::string_view identifier, bool notify) {
-  auto out = Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.Touch(b, identifier, now); });
+  auto out = Apply(notify, {std::string(identifier), {}},
+                   [&](store::Batch& b, int64_t now) { return declarations_.Touch(b, identifier, now); });
   if (!out.ok()) return out;
   auto stored = declarations_.Get(identifier);
   if (stored.ok() && stored->has_value()) out->server_token = (*stored)->server_token;
@@ -155,25 +207,27 @@ Result<WriteOutcome> DdmService::Touch(std::string_view identifier, bool notify)
 }
 
 Result<WriteOutcome> DdmService::Delete(std::string_view identifier, bool notify) {
-  return Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.Delete(b, identifier, now); });
+  return Apply(notify, {std::string(identifier), {}},
+               [&](store::Batch& b, int64_t now) { return declarations_.Delete(b, identifier, now); });
 }
 
 Result<WriteOutcome> DdmService::SetAdd(std::string_view set, std::string_view identifier, bool notify) {
-  return Apply(notify, [&](store::Batch& b, int64_t now) { return declarations_.SetAdd(b, set, identifier, now); });
+  return Apply(notify, {{}, std::string(set)},
+               [&](store::Batch& b, int64_t now) { return declarations_.SetAdd(b, set, identifier, now); });
 }
 
 Result<WriteOutcome> DdmService::SetRemove(std::string_view set, std::string_view identifier, bool notify) {
-  return Apply(notify,
+  return Apply(notify, {{}, std::string(set)},
                [&](store::Batch& b, int64_t now) { return declarations_.SetRemove(b, set, identifier, now); });
 }
 
 Result<WriteOutcome> DdmService::Assign(std::string_view enrollment_id, std::string_view set, bool notify) {
-  return Apply(notify,
+  return Apply(notify, {},
                [&](store::Batch& b, int64_t now) { return declarations_.Assign(b, enrollment_id, set, now); });
 }
 
 Result<WriteOutcome> DdmService::Unassign(std::string_view enrollment_id, std::string_view set, bool notify) {
-  return Apply(notify,
+  return Apply(notify, {},
                [&](store::Batch& b, int64_t now) { return declarations_.Unassign(b, enrollment_id, set, now); });
 }
 
@@ -267,26 +321,51 @@ Result<std::unique_ptr<automation::DdmStaged>> DdmService::Stage(const std::vect
   using Kind = automation::DdmOp::Kind;
   auto staged = std::make_unique<Staged>(this, std::unique_lock<std::mutex>(write_mu_));
   SettleCheckouts();
-  // Each write reads the store as the earlier ones left it in the batch.
+  // Each write reads the store as the earlier ones left it in the staged
+  // batch, and writes into a batch of its own (over a view of that one), kept
+  // only if the write is not refused.
   store::PendingView view(d_.store, &staged->batch_);
   DeclarationStore decls(&view, options_.limits);
-  store::Batch& b = staged->batch_;
+  store::Batch b;
+  store::PendingView op_view(&view, &b);
+  DeclarationStore op_decls(&op_view, options_.limits);
   outcomes->assign(ops.size(), std::string());
   for (size_t i = 0; i < ops.size(); ++i) {
     const automation::DdmOp& op = *ops[i];
+    b.Clear();
+    RefScope scope;
+    if (op.kind == Kind::kSetAdd || op.kind == Kind::kSetRemove) scope.set = op.a;
+    if (op.kind == Kind::kDeleteDeclaration || op.kind == Kind::kTouch) scope.identifier = op.a;
     Result<std::vector<TokenChange>> r = std::vector<TokenChange>();
+    std::optional<Declaration> put;
+    if (op.kind == Kind::kPutDeclaration) {
+      auto d = ParseDeclaration(op.a, options_.limits);
+      if (d.ok()) scope.identifier = d->identifier, put = std::move(*d);
+      else r = d.status();
+    }
+    auto sets = r.ok() ? ScopeSets(decls, scope) : Result<std::vector<std::string>>(std::vector<std::string>());
+    if (!sets.ok()) return sets.status();
     switch (op.kind) {
-      case Kind::kPutDeclaration: {
-        auto d = ParseDeclaration(op.a, options_.limits);
-        r = d.ok() ? decls.Put(b, std::move(*d), owner, now_ms) : Result<std::vector<TokenChange>>(d.status());
+      case Kind::kPutDeclaration:
+        if (put) r = decls.Put(b, std::move(*put), owner, now_ms);
         break;
-      }
       case Kind::kDeleteDeclaration: r = decls.Delete(b, op.a, now_ms); break;
       case Kind::kTouch: r = decls.Touch(b, op.a, now_ms); break;
       case Kind::kSetAdd: r = decls.SetAdd(b, op.a, op.b, now_ms); break;
       case Kind::kSetRemove: r = decls.SetRemove(b, op.a, op.b, now_ms); break;
       case Kind::kAssign: r = decls.Assign(b, op.a, op.b, now_ms); break;
       case Kind::kUnassign: r = decls.Unassign(b, op.a, op.b, now_ms); break;
+    }
+    if (r.ok() && !b.empty() && !sets->empty()) {
+      auto added = NewReferenceProblems(decls, op_decls, *sets);
+      if (!added.ok()) return added.status();
+      for (const auto& p : *added)
+        log::Info(kLog, "event=ddm_reference_unsatisfied owner={} detail={}", log::Quote(owner), log::Quote(p));
+      if (!added->empty() && options_.references == ReferenceCheck::kRefuse) {
+        std::string msg = "references: ";
+        for (size_t k = 0; k < added->size(); ++k) msg += (k ? "; " : "") + (*added)[k];
+        r = orchard::Status::InvalidArgument(msg);
+      }
     }
     if (!r.ok()) {
       const Code c = r.status().code();
@@ -295,6 +374,11 @@ Result<std::unique_ptr<automation::DdmStaged>> DdmService::Stage(const std::vect
         continue;
       }
       return r.status();
+    }
+    for (const auto& o : b.ops()) {
+      if (o.kind == store::Batch::Op::kPut) staged->batch_.Put(o.cf, o.key, o.value);
+      else if (o.kind == store::Batch::Op::kDelete) staged->batch_.Delete(o.cf, o.key);
+      else return orchard::Status::Internal("ddm: a staged write holds a range delete or a merge");
     }
     for (auto& change : *r) staged->changes_[change.enrollment_id] = std::move(change);
   }

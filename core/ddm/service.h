@@ -30,6 +30,7 @@
 
 #include "automation/host.h"
 #include "ddm/declarations.h"
+#include "ddm/references.h"
 #include "ddm/status.h"
 #include "domain/commands.h"
 #include "domain/enrollments.h"
@@ -58,6 +59,11 @@ struct DdmOptions {
   // Keep a channel's assignments (and its stored status) when it checks out
   // (ddm.keep_assignments); otherwise the check-out drops them.
   bool keep_assignments = false;
+  // Writes that leave a set with an unsatisfied reference (an activation
+  // naming a configuration the set does not carry, a configuration naming an
+  // asset): warned about (the admin API's "warnings"), refused, or not checked
+  // (ddm.references).
+  ReferenceCheck references = ReferenceCheck::kWarn;
 };
 
 // What a write did.
@@ -67,7 +73,9 @@ struct WriteOutcome {
   size_t commands_queued = 0;  // sync commands queued (enrolled ones among them)
   size_t pushed = 0;           // of those, pushed
   std::string server_token;    // Put and Touch: the declaration's ServerToken
-  std::vector<std::string> warnings;  // Put: keys Apple's schema does not name (stored all the same)
+  // Put: keys Apple's schema does not name; any write: references it left
+  // unsatisfied in a set (ddm.references = warn). Stored all the same.
+  std::vector<std::string> warnings;
 };
 
 // What Orchard keeps about an enrollment's DDM use (key m\0<enrollment>).
@@ -142,10 +150,22 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
 
  private:
   class Staged;
-  // Runs one store write (write(batch, now) -> token changes) under write_mu_
-  // and Finish()es it; changed = whether it wrote anything.
+  // Which sets a write's reference check looks at: `set` (a membership
+  // write), else the sets carrying `identifier` (a declaration written or
+  // deleted), else none (assignments).
+  struct RefScope {
+    std::string identifier;
+    std::string set;
+  };
+  Result<std::vector<std::string>> ScopeSets(DeclarationStore& store, const RefScope& scope);
+  // The unsatisfied references in sets that `after` has and `before` had not.
+  Result<std::vector<std::string>> NewReferenceProblems(DeclarationStore& before, DeclarationStore& after,
+                                                        const std::vector<std::string>& sets);
+  // Runs one store write (write(batch, now) -> token changes) under write_mu_,
+  // checks the references in scope, and Finish()es it; changed = whether it
+  // wrote anything.
   template <typename Write>
-  Result<WriteOutcome> Apply(bool notify, Write write);
+  Result<WriteOutcome> Apply(bool notify, const RefScope& scope, Write write);
   // Commits the store writes in tx with a sync command for every changed
   // enrollment, then pushes them when notify.
   Result<WriteOutcome> Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify, int64_t now_ms);

@@ -199,6 +199,9 @@ class AppImpl : public App {
     ddo.status_limits.keep_raw_reports = static_cast<size_t>(config_.ddm_keep_status_reports);
     ddo.enable_on_enroll = config_.ddm_enable_on_enroll;
     ddo.keep_assignments = config_.ddm_keep_assignments;
+    ddo.references = config_.ddm_references == "off"      ? ddm::ReferenceCheck::kOff
+                     : config_.ddm_references == "refuse" ? ddm::ReferenceCheck::kRefuse
+                                                          : ddm::ReferenceCheck::kWarn;
     ddm_ = std::make_unique<ddm::DdmService>(
         ddo, ddm::DdmDeps{store_.get(), events_.get(), queue_.get(), enrollments_.get(), &locks_, commands_.get()});
     automation_->SetDdm(ddm_.get());  // policies' and plugins' ddm.* calls

@@ -237,4 +237,11 @@ TEST_CASE("config: ddm keys parse, and bad values name the key", "[config][ddm]"
   auto st = config::ParseFile("ddm.keep_assignments = sometimes\n", "f", &c);
   REQUIRE_FALSE(st.ok());
   CHECK(st.message().find("ddm.keep_assignments") != std::string::npos);
+  CHECK(defaults.ddm_references == "warn");
+  REQUIRE(config::ParseFile("ddm.references = refuse\n", "f", &c).ok());
+  CHECK(c.ddm_references == "refuse");
+  auto refs = config::ParseFile("ddm.references = strict\n", "f", &c);
+  REQUIRE_FALSE(refs.ok());
+  CHECK(refs.message().find("ddm.references") != std::string::npos);
+  CHECK(refs.message().find("expected off, warn or refuse") != std::string::npos);
 }
