@@ -46,6 +46,10 @@ std::optional<Kind> KindFromName(std::string_view name);
 // The kind of a Type "com.apple.<kind>.<more>"; nullopt for any other Type.
 std::optional<Kind> KindOfType(std::string_view type);
 
+// What a write leaving a set with an unsatisfied reference between
+// declarations gets (ddm.references; docs/ddm.md "References").
+enum class ReferenceCheck { kOff = 0, kWarn, kRefuse };
+
 struct Limits {
   size_t max_identifier_bytes = 64;           // Identifier (Apple: "should not exceed 64 octets")
   size_t max_declaration_bytes = 1024 * 1024;  // the uploaded JSON

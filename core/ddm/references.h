@@ -14,8 +14,6 @@
 
 namespace orchard::ddm {
 
-enum class ReferenceCheck { kOff = 0, kWarn, kRefuse };
-
 struct Reference {
   std::string identifier;  // what is referenced
   Kind kind;               // the kind it must have

@@ -30,7 +30,6 @@
 
 #include "automation/host.h"
 #include "ddm/declarations.h"
-#include "ddm/references.h"
 #include "ddm/status.h"
 #include "domain/commands.h"
 #include "domain/enrollments.h"
