@@ -8,10 +8,6 @@
 // enrollment's DDM state names.
 #include <catch2/catch.hpp>
 
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -20,6 +16,7 @@
 
 #include "ddm/service.h"
 #include "plist/plist.h"
+#include "support/kill9.h"
 #include "support/store_world.h"
 
 using namespace orchard;
@@ -67,18 +64,16 @@ void Seed(const std::string& path) {
 
 }  // namespace
 
-// The writer (see the top): ORCHARD_DDM_KILL9_DIR is the store,
-// ORCHARD_DDM_KILL9_FD gets 4 bytes (the revision) after each acknowledged edit.
+// The writer (see the top): edits the declaration in a loop, acknowledging
+// each revision once it is committed.
 TEST_CASE("ddm kill -9 writer child", "[.ddmkill9child]") {
-  const char* dir = std::getenv("ORCHARD_DDM_KILL9_DIR");
-  const char* fd_text = std::getenv("ORCHARD_DDM_KILL9_FD");
-  if (!dir || !fd_text) return;  // only meaningful when started by the test below
-  const int fd = std::atoi(fd_text);
+  const char* dir = testing::Kill9Dir();
+  if (!dir) return;  // only meaningful when started by the test below
   Services s(dir);
   for (uint32_t revision = 1;; ++revision) {
     auto out = s.ddm->Put(Declaration(static_cast<int>(revision)), "admin", false);
     REQUIRE(out.ok());
-    if (write(fd, &revision, sizeof revision) != sizeof revision) _exit(3);
+    testing::Kill9Ack(revision);
   }
 }
 
@@ -91,28 +86,9 @@ TEST_CASE("ddm: kill -9 during a fan-out leaves consistent tokens and one pendin
   for (int trial = 0; trial < kTrials; ++trial) {
     const std::string db = root + "/db" + std::to_string(trial);
     std::filesystem::copy(seed, db, std::filesystem::copy_options::recursive);
-    int pipefd[2];
-    REQUIRE(pipe(pipefd) == 0);
-    const pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      close(pipefd[0]);
-      setenv("ORCHARD_DDM_KILL9_DIR", db.c_str(), 1);
-      setenv("ORCHARD_DDM_KILL9_FD", std::to_string(pipefd[1]).c_str(), 1);
-      execl("/proc/self/exe", "ddm_fault_test", "ddm kill -9 writer child", nullptr);
-      _exit(127);
-    }
-    close(pipefd[1]);
     // After the first acknowledged edit, kill it somewhere inside a later one.
-    int64_t acked = -1;
-    uint32_t n = 0;
-    while (acked < 1 && read(pipefd[0], &n, sizeof n) == sizeof n) acked = n;
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300000));
-    kill(pid, SIGKILL);
-    while (read(pipefd[0], &n, sizeof n) == sizeof n) acked = n;
-    close(pipefd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    const int64_t acked =
+        testing::Kill9Child("ddm kill -9 writer child", db, 1, std::chrono::microseconds(rng() % 300000));
     INFO("trial " << trial << ": acknowledged revision " << acked);
     REQUIRE(acked >= 1);
 

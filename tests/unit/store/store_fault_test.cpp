@@ -19,6 +19,7 @@
 #include "queue/queue.h"
 #include "store/records.h"
 #include "store/store.h"
+#include "support/kill9.h"
 #include "support/orchardd_process.h"
 #include "unit/store/fault_fs.h"
 #include "util/encoding.h"
@@ -162,10 +163,8 @@ TEST_CASE("store: an incomplete last write-ahead log record (a write cut short) 
 // the parent is inherited across fork. Writes 4 bytes (the key number) to the
 // file descriptor ORCHARD_KILL9_FD after each acknowledged write, until killed.
 TEST_CASE("kill -9 writer child", "[.kill9child]") {
-  const char* dir = std::getenv("ORCHARD_KILL9_DIR");
-  const char* fd_text = std::getenv("ORCHARD_KILL9_FD");
-  if (!dir || !fd_text) return;  // only meaningful when started by the test below
-  const int fd = std::atoi(fd_text);
+  const char* dir = testing::Kill9Dir();
+  if (!dir) return;  // only meaningful when started by the test below
   auto s = store::Store::Open({.path = dir});
   REQUIRE(s.ok());
   // 50 KB - 1 MB: large command results. Far more than a page, so that the
@@ -176,7 +175,7 @@ TEST_CASE("kill -9 writer child", "[.kill9child]") {
     store::Batch b;
     b.Put(store::Cf::kEnrollments, Key(static_cast<int>(i)), values[i % values.size()]);
     REQUIRE((*s)->Write(b).ok());
-    if (write(fd, &i, sizeof i) != sizeof i) _exit(3);
+    testing::Kill9Ack(i);
   }
 }
 
@@ -192,29 +191,9 @@ TEST_CASE("store: every kill -9 during large writes restarts with all acknowledg
 #endif
   for (int trial = 0; trial < kTrials; ++trial) {
     const std::string db = d.path + "/db" + std::to_string(trial);
-    int pipefd[2];
-    REQUIRE(pipe(pipefd) == 0);
-    const pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      close(pipefd[0]);
-      setenv("ORCHARD_KILL9_DIR", db.c_str(), 1);
-      setenv("ORCHARD_KILL9_FD", std::to_string(pipefd[1]).c_str(), 1);
-      execl("/proc/self/exe", "store_fault_test", "kill -9 writer child", nullptr);
-      _exit(127);
-    }
-    close(pipefd[1]);
-    // Once the child has acknowledged a few writes, kill it at a random moment
-    // (the delay picks the instant of the crash; nothing waits on it).
-    int64_t acked = -1;
-    uint32_t n = 0;
-    while (acked < 2 && read(pipefd[0], &n, sizeof n) == sizeof n) acked = n;
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));
-    kill(pid, SIGKILL);
-    while (read(pipefd[0], &n, sizeof n) == sizeof n) acked = n;  // acks sent before it died
-    close(pipefd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    // Once the child has acknowledged a few writes, kill it at a random moment.
+    const int64_t acked =
+        testing::Kill9Child("kill -9 writer child", db, 2, std::chrono::microseconds(rng() % 20000));
     REQUIRE(acked >= 0);
 
     auto s = store::Store::Open({.path = db});
