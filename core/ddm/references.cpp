@@ -56,7 +56,15 @@ std::vector<Reference> ReferencesOf(const Declaration& d) {
   return out;
 }
 
-Result<std::vector<std::string>> UnsatisfiedReferences(DeclarationStore& store, std::string_view set, size_t max) {
+std::vector<std::string> Capped(std::vector<std::string> problems, std::string_view set, size_t max) {
+  if (problems.size() <= max) return problems;
+  const size_t left_out = problems.size() - max;
+  problems.resize(max);
+  problems.push_back("set " + std::string(set) + ": " + std::to_string(left_out) + " more");
+  return problems;
+}
+
+Result<std::vector<std::string>> UnsatisfiedReferences(DeclarationStore& store, std::string_view set) {
   std::vector<std::string> members;
   std::string after;
   while (members.size() < kMaxMembers) {
@@ -79,7 +87,6 @@ Result<std::vector<std::string>> UnsatisfiedReferences(DeclarationStore& store, 
     if ((*d)->kind == Kind::kActivation || (*d)->kind == Kind::kConfiguration) referring.push_back(std::move(**d));
   }
   std::vector<std::string> out;
-  size_t left_out = 0;
   for (const auto& d : referring) {
     for (const auto& ref : ReferencesOf(d)) {
       auto it = kinds.find(ref.identifier);
@@ -91,15 +98,10 @@ Result<std::vector<std::string>> UnsatisfiedReferences(DeclarationStore& store, 
       } else {
         continue;
       }
-      if (out.size() >= max) {
-        ++left_out;
-        continue;
-      }
       out.push_back("set " + std::string(set) + ": " + KindName(d.kind) + " " + d.identifier + " references " +
                     KindName(ref.kind) + " " + ref.identifier + ", but " + problem);
     }
   }
-  if (left_out > 0) out.push_back("set " + std::string(set) + ": " + std::to_string(left_out) + " more");
   return out;
 }
 

@@ -24,11 +24,12 @@ std::vector<Reference> ReferencesOf(const Declaration& d);
 
 // The references members of `set` make that the set does not satisfy (the
 // referenced declaration is not in the set, or is of another kind), as
-// messages naming the set, the member and the reference. Reads through
-// store (which may be a view with pending writes). At most `max` messages
-// (then one more saying how many were left out); scans at most 10000
-// members of the set.
-Result<std::vector<std::string>> UnsatisfiedReferences(DeclarationStore& store, std::string_view set,
-                                                       size_t max = 20);
+// messages naming the set, the member and the reference, each once, in member
+// and payload order. Reads through store (which may be a view with pending
+// writes); scans at most 10000 members of the set.
+Result<std::vector<std::string>> UnsatisfiedReferences(DeclarationStore& store, std::string_view set);
+
+// At most max of problems, then one line saying how many were left out.
+std::vector<std::string> Capped(std::vector<std::string> problems, std::string_view set, size_t max = 20);
 
 }  // namespace orchard::ddm

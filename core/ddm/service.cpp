@@ -139,12 +139,17 @@ Result<std::vector<std::string>> DdmService::NewReferenceProblems(DeclarationSto
                                                                   const std::vector<std::string>& sets) {
   std::vector<std::string> added;
   for (const auto& set : sets) {
+    // Whole lists (not capped): a capped one would make problems that only
+    // scrolled into view look new.
     auto was = UnsatisfiedReferences(before, set);
     if (!was.ok()) return was.status();
     auto now = UnsatisfiedReferences(after, set);
     if (!now.ok()) return now.status();
+    std::set<std::string> old(was->begin(), was->end());
+    std::vector<std::string> fresh;
     for (auto& p : *now)
-      if (std::find(was->begin(), was->end(), p) == was->end()) added.push_back(std::move(p));
+      if (!old.count(p)) fresh.push_back(std::move(p));
+    for (auto& p : Capped(std::move(fresh), set)) added.push_back(std::move(p));
   }
   return added;
 }
@@ -175,7 +180,9 @@ Result<WriteOutcome> DdmService::Apply(bool notify, const RefScope& scope, Write
       return orchard::Status::InvalidArgument(msg);  // nothing is committed
     }
   }
-  auto out = Finish(tx, *changes, notify, now);
+  std::vector<std::string> extra;  // an assignment's channel, locked and redone even without a token change
+  if (wrote && !scope.enrollment.empty()) extra.push_back(scope.enrollment);
+  auto out = Finish(tx, *changes, notify, now, extra);
   if (out.ok()) {
     out->changed = wrote;
     out->warnings = std::move(problems);
@@ -222,12 +229,12 @@ Result<WriteOutcome> DdmService::SetRemove(std::string_view set, std::string_vie
 }
 
 Result<WriteOutcome> DdmService::Assign(std::string_view enrollment_id, std::string_view set, bool notify) {
-  return Apply(notify, {},
+  return Apply(notify, {{}, {}, std::string(enrollment_id)},
                [&](store::Batch& b, int64_t now) { return declarations_.Assign(b, enrollment_id, set, now); });
 }
 
 Result<WriteOutcome> DdmService::Unassign(std::string_view enrollment_id, std::string_view set, bool notify) {
-  return Apply(notify, {},
+  return Apply(notify, {{}, {}, std::string(enrollment_id)},
                [&](store::Batch& b, int64_t now) { return declarations_.Unassign(b, enrollment_id, set, now); });
 }
 
@@ -293,6 +300,13 @@ class DdmService::Staged : public automation::DdmStaged {
       ORCHARD_RETURN_IF_ERROR(service_->QueueSync(tx, id, change, now_ms, &queued));
       if (queued) queued_.push_back(id);
     }
+    // Assigned or unassigned without a token change: a check-out that raced
+    // the write must still win.
+    for (const auto& id : assigned_) {
+      if (changes_.count(id)) continue;
+      auto redone = service_->Redo(tx, id);
+      if (!redone.ok()) return redone.status();
+    }
     return orchard::Status::Ok();
   }
 
@@ -307,7 +321,8 @@ class DdmService::Staged : public automation::DdmStaged {
 
   store::Batch batch_;
   std::map<std::string, TokenChange> changes_;  // the last change of each enrollment
-  std::vector<std::string> ids_;
+  std::set<std::string> assigned_;              // the targets of accepted assign / unassign writes
+  std::vector<std::string> ids_;                // to lock: both of the above
 
  private:
   DdmService* service_;
@@ -381,8 +396,11 @@ Result<std::unique_ptr<automation::DdmStaged>> DdmService::Stage(const std::vect
       else return orchard::Status::Internal("ddm: a staged write holds a range delete or a merge");
     }
     for (auto& change : *r) staged->changes_[change.enrollment_id] = std::move(change);
+    if ((op.kind == Kind::kAssign || op.kind == Kind::kUnassign) && !b.empty()) staged->assigned_.insert(op.a);
   }
   for (const auto& [id, change] : staged->changes_) staged->ids_.push_back(id);
+  for (const auto& id : staged->assigned_)
+    if (!staged->changes_.count(id)) staged->ids_.push_back(id);
   return std::unique_ptr<automation::DdmStaged>(std::move(staged));
 }
 
@@ -554,13 +572,20 @@ Result<bool> DdmService::Redo(domain::Tx& tx, const std::string& enrollment_id) 
 }
 
 Result<WriteOutcome> DdmService::Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify,
-                                        int64_t now_ms) {
+                                        int64_t now_ms, const std::vector<std::string>& extra) {
   WriteOutcome out;
   out.tokens_changed = changes.size();
   std::vector<std::string> ids;
-  ids.reserve(changes.size());
+  ids.reserve(changes.size() + extra.size());
   for (const auto& c : changes) ids.push_back(c.enrollment_id);
+  ids.insert(ids.end(), extra.begin(), extra.end());
   tx.LockAll(ids);
+  for (const auto& id : extra) {
+    if (std::any_of(changes.begin(), changes.end(), [&](const TokenChange& c) { return c.enrollment_id == id; }))
+      continue;  // redone below
+    auto redone = Redo(tx, id);
+    if (!redone.ok()) return redone.status();
+  }
   std::vector<std::string> queued;
   for (const auto& c : changes) {
     auto redone = Redo(tx, c.enrollment_id);

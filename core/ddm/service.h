@@ -155,6 +155,7 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
   struct RefScope {
     std::string identifier;
     std::string set;
+    std::string enrollment;  // an assignment's channel (locked with the write; see Redo)
   };
   Result<std::vector<std::string>> ScopeSets(DeclarationStore& store, const RefScope& scope);
   // The unsatisfied references in sets that `after` has and `before` had not.
@@ -167,7 +168,9 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
   Result<WriteOutcome> Apply(bool notify, const RefScope& scope, Write write);
   // Commits the store writes in tx with a sync command for every changed
   // enrollment, then pushes them when notify.
-  Result<WriteOutcome> Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify, int64_t now_ms);
+  // extra: channels to lock and Redo as well (an assignment without a token change).
+  Result<WriteOutcome> Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify, int64_t now_ms,
+                              const std::vector<std::string>& extra = {});
   // Queues the sync command for e (holding its lock in tx).
   orchard::Status QueueSync(domain::Tx& tx, const std::string& enrollment_id, const TokenChange& token,
                             int64_t now_ms, bool* queued);

@@ -320,6 +320,7 @@ class JsonParser {
     };
     Dict d;
     size_t first_value_pos = 0;
+    size_t members = 0;  // in the text, dropped nulls included
     SkipWs();
     if (Peek() == '}') {
       ++pos_;
@@ -336,6 +337,7 @@ class JsonParser {
         ++pos_;
         SkipWs();
         if ((Peek() == '{' || Peek() == '[') && !check_depth()) return false;
+        ++members;
         if (SkipNull()) {
           // left out
         } else {
@@ -357,7 +359,7 @@ class JsonParser {
         return Fail("expected ',' or '}'", pos_);
       }
     }
-    if (d.size() == 1) {
+    if (members == 1 && d.size() == 1) {  // a tag is an object with that one member
       std::string& k = d[0].first;
       if (k == "$data" || k == "$date") {
         const std::string* s = d[0].second.AsString();

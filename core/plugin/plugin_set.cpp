@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <set>
 #include <shared_mutex>
@@ -754,9 +755,12 @@ orchard_status HostDdmWrite(orchard_run* run, orchard_ddm_op op, orchard_buf a, 
     if (!ReadBuf(a, &d.a) || (two && !ReadBuf(b, &d.b)))
       return Fail(run, ORCHARD_ERR_INVALID_ARGUMENT, "ddm_write: bad buffer");
     const std::string name = std::string("ddm_write ") + automation::DdmOpName(d.kind);
-    if (Status st = ddm::CheckOp(d); !st.ok())
-      return Fail(run, st.code() == Code::kTooLarge ? ORCHARD_ERR_LIMIT : ORCHARD_ERR_INVALID_ARGUMENT,
-                  name + ": " + st.message());
+    // The declaration's size is checked when the run commits, against the
+    // server's limit (max_body_bytes): a refused write is recorded, the run stands.
+    ddm::Limits limits;
+    limits.max_declaration_bytes = std::numeric_limits<size_t>::max();
+    if (Status st = ddm::CheckOp(d, limits); !st.ok())
+      return Fail(run, ORCHARD_ERR_INVALID_ARGUMENT, name + ": " + st.message());
     if (run->out->ddm.size() >= kMaxDdmOpsPerRun)
       return Fail(run, ORCHARD_ERR_LIMIT, "a run may make at most " + std::to_string(kMaxDdmOpsPerRun) + " ddm writes");
     run->out->ddm.push_back(std::move(d));

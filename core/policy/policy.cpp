@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 
@@ -410,7 +411,11 @@ struct PolicyAccess {
   static Policy::Frame* DdmFrame(lua_State* L, const char* fn) {
     Policy::Frame* f = CurrentFrame(L);
     if (f == nullptr || f->host == nullptr) {
-      S(L).error = std::string(fn) + ": only inside a handler (not while the policy loads)";
+      try {
+        S(L).error = std::string(fn) + ": only inside a handler (not while the policy loads)";
+      } catch (const std::exception&) {
+        S(L).error.clear();  // out of memory: the Lua error says little, but nothing unwinds
+      }
       return nullptr;
     }
     return f;
@@ -418,11 +423,17 @@ struct PolicyAccess {
 
   // Checks the write (ddm::CheckOp: what the server would refuse it for) and
   // records it; s.error names the function and what is wrong.
-  static bool DdmAdd(lua_State* L, Policy::Frame* f, const char* fn, automation::DdmOp op) {
+  static bool DdmAdd(lua_State* L, Policy::Frame* f, const char* fn, automation::DdmOp::Kind kind, const char* a,
+                     size_t na, const char* b, size_t nb) {
     auto& s = S(L);
     try {
+      automation::DdmOp op{kind, std::string(a, na), std::string(b, nb)};
       std::vector<std::string> warnings;
-      if (Status st = ddm::CheckOp(op, ddm::Limits{}, &warnings); !st.ok()) {
+      // The declaration's size is checked when the run commits, against the
+      // server's limit (max_body_bytes); the rest here.
+      ddm::Limits limits;
+      limits.max_declaration_bytes = std::numeric_limits<size_t>::max();
+      if (Status st = ddm::CheckOp(op, limits, &warnings); !st.ok()) {
         s.error = std::string(fn) + ": " + st.message();
         return false;
       }
@@ -454,7 +465,9 @@ struct PolicyAccess {
       // An empty Lua table converts to an array: Payload = {} is meant as an object.
       if (const plist::Value* payload = v.Find("Payload"))
         if (payload->AsArray() && payload->AsArray()->empty()) v.Set("Payload", plist::Value::MakeDict());
-      return DdmAdd(L, f, "ddm.put_declaration", {automation::DdmOp::Kind::kPutDeclaration, plist::ToJson(v), {}});
+      const std::string json = plist::ToJson(v);
+      return DdmAdd(L, f, "ddm.put_declaration", automation::DdmOp::Kind::kPutDeclaration, json.data(), json.size(),
+                    "", 0);
     } catch (const std::exception& e) {
       s.error = e.what();
       return false;
@@ -787,7 +800,7 @@ int DdmWrite(lua_State* L, automation::DdmOp::Kind kind, const char* fn, int nar
   const char* a = luaL_checklstring(L, 1, &na);
   const char* b = nargs == 2 ? luaL_checklstring(L, 2, &nb) : "";
   Policy::Frame* f = PA::DdmFrame(L, fn);
-  if (f == nullptr || !PA::DdmAdd(L, f, fn, {kind, std::string(a, na), std::string(b, nb)})) return PA::Raise(L);
+  if (f == nullptr || !PA::DdmAdd(L, f, fn, kind, a, na, b, nb)) return PA::Raise(L);
   return 0;
 }
 int DdmDeleteDeclaration(lua_State* L) {

@@ -297,6 +297,39 @@ TEST_CASE("ddm lifecycle: a write staged before a check-out and committed after 
   h.CheckTokenRecord("E1");
 }
 
+TEST_CASE("ddm lifecycle: an assignment that changes no token, staged before a check-out, is dropped again",
+          "[ddm][lifecycle]") {
+  Host h;
+  TwoSets(h);
+  h.Enroll("E1");
+  REQUIRE(h.ddm->Assign("E1", "a", false).ok());
+  // An empty set: assigning it changes nothing of E1's manifest or token.
+  automation::DdmOp op{automation::DdmOp::Kind::kAssign, "E1", "empty"};
+  std::vector<std::string> outcomes;
+  auto staged = h.ddm->Stage({&op}, "policy:p", NowMillis(), &outcomes);
+  REQUIRE(staged.ok());
+  REQUIRE(outcomes[0].empty());
+  // Locked with the write all the same (a check-out must not slip in between).
+  REQUIRE((*staged)->enrollments() == std::vector<std::string>{"E1"});
+  h.CheckOut("E1");
+  {
+    domain::Tx tx(&h.locks, h.log.get());
+    tx.LockAll((*staged)->enrollments());
+    REQUIRE((*staged)->Write(tx, NowMillis()).ok());
+    REQUIRE(tx.Commit().ok());
+    staged->reset();
+  }
+  CHECK(h.Sets("E1").empty());
+  CHECK(h.ddm->declarations().SetEnrollments("empty", "", 100)->items.empty());
+  // The admin path: the same with an assignment through the API's write.
+  h.Enroll("E2");
+  REQUIRE(h.ddm->Assign("E2", "a", false).ok());
+  auto direct = h.ddm->Assign("E2", "empty", false);
+  REQUIRE(direct.ok());
+  CHECK(direct->tokens_changed == 0);
+  CHECK(h.Sets("E2") == std::vector<std::string>{"a", "empty"});
+}
+
 TEST_CASE("ddm lifecycle: a write that starts while a check-out is uncommitted waits for it", "[ddm][lifecycle]") {
   Host h;
   TwoSets(h);
