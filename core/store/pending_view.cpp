@@ -8,10 +8,6 @@
 namespace orchard::store {
 namespace {
 
-bool InRange(std::string_view key, std::string_view lower, std::string_view upper) {
-  return key >= lower && (upper.empty() || key < upper);
-}
-
 // A DeleteRange op's upper key is literal (never "to the end").
 bool RangeCovers(const Batch::Op& op, std::string_view key) {
   return std::string_view(op.key) <= key && key < std::string_view(op.value);
@@ -37,56 +33,21 @@ struct PendingState {
   std::vector<std::pair<std::string, std::string>> ranges;  // [first, second)
 };
 
-PendingState BuildPending(const Batch& batch, Cf cf, std::string_view lower,
-                          std::string_view upper) {
-  using Kind = PendingState::Kind;
-  PendingState state;
-  auto set = [&](const Batch::Op& op, Kind kind) {
-    if (!InRange(op.key, lower, upper)) return;
-    state.entries.insert_or_assign(
-        op.key, PendingState::Entry{kind, kind == Kind::kPut ? op.value : std::string()});
-  };
-  for (const auto& op : batch.ops()) {
-    if (op.cf != cf) continue;
-    switch (op.kind) {
-      case Batch::Op::kPut:
-        set(op, Kind::kPut);
-        break;
-      case Batch::Op::kDelete:
-        set(op, Kind::kDeleted);
-        break;
-      case Batch::Op::kMerge:
-        set(op, Kind::kMerge);
-        break;
-      case Batch::Op::kDeleteRange: {
-        // Clip to the scan's bounds; an empty result covers nothing.
-        std::string_view begin = op.key, end = op.value;
-        if (begin < lower) begin = lower;
-        if (!upper.empty() && upper < end) end = upper;
-        if (begin >= end) break;
-        // Earlier point ops in the range are hidden; later ones override the range.
-        state.entries.erase(state.entries.lower_bound(begin), state.entries.lower_bound(end));
-        state.ranges.emplace_back(std::string(begin), std::string(end));
-        break;
-      }
-    }
-  }
-  // Sorted by start, a forward cursor answers "covered?" in amortised O(1);
-  // coalescing overlapping and touching ranges keeps the list short.
-  auto& ranges = state.ranges;
-  std::sort(ranges.begin(), ranges.end());
+// Sorts and coalesces overlapping and touching ranges: sorted by start, a
+// forward cursor answers "covered?" in amortised O(1).
+void Coalesce(std::vector<std::pair<std::string, std::string>>* ranges) {
+  std::sort(ranges->begin(), ranges->end());
   size_t out = 0;
-  for (size_t i = 0; i < ranges.size(); ++i) {
-    if (out > 0 && ranges[i].first <= ranges[out - 1].second) {
-      if (ranges[i].second > ranges[out - 1].second)
-        ranges[out - 1].second = std::move(ranges[i].second);
+  for (size_t i = 0; i < ranges->size(); ++i) {
+    auto& r = (*ranges)[i];
+    if (out > 0 && r.first <= (*ranges)[out - 1].second) {
+      if (r.second > (*ranges)[out - 1].second) (*ranges)[out - 1].second = std::move(r.second);
     } else {
-      if (out != i) ranges[out] = std::move(ranges[i]);
+      if (out != i) (*ranges)[out] = std::move(r);
       ++out;
     }
   }
-  ranges.resize(out);
-  return state;
+  ranges->resize(out);
 }
 
 class MergingIterator : public Iterator {
@@ -179,26 +140,45 @@ class MergingIterator : public Iterator {
 
 }  // namespace
 
-Result<std::optional<std::string>> PendingView::Get(Cf cf, std::string_view key) {
+void PendingView::Index() {
   const auto& ops = pending_->ops();
-  for (auto it = ops.rbegin(); it != ops.rend(); ++it) {
-    if (it->cf != cf) continue;
-    switch (it->kind) {
-      case Batch::Op::kPut:
-        if (it->key == key) return std::optional<std::string>(it->value);
-        break;
-      case Batch::Op::kDelete:
-        if (it->key == key) return std::optional<std::string>();
-        break;
-      case Batch::Op::kMerge:
-        if (it->key == key) return MergeUnsupported(cf, key);
-        break;
-      case Batch::Op::kDeleteRange:
-        if (RangeCovers(*it, key)) return std::optional<std::string>();
-        break;
-    }
+  if (pending_->generation() != generation_ || ops.size() < indexed_) {
+    generation_ = pending_->generation();
+    indexed_ = 0;
+    last_.clear();
+    ranges_.clear();
   }
-  return base_->Get(cf, key);
+  for (; indexed_ < ops.size(); ++indexed_) {
+    const auto& op = ops[indexed_];
+    if (op.kind == Batch::Op::kDeleteRange) ranges_.push_back(indexed_);
+    else last_[op.cf].insert_or_assign(op.key, indexed_);
+  }
+}
+
+std::optional<size_t> PendingView::Last(Cf cf, std::string_view key) const {
+  std::optional<size_t> at;
+  if (auto c = last_.find(cf); c != last_.end())
+    if (auto k = c->second.find(key); k != c->second.end()) at = k->second;
+  // A range delete after the key's last op (or with no op) hides it.
+  const auto& ops = pending_->ops();
+  for (auto r = ranges_.rbegin(); r != ranges_.rend() && (!at || *r > *at); ++r)
+    if (ops[*r].cf == cf && RangeCovers(ops[*r], key)) return kDeleted;
+  return at;
+}
+
+Result<std::optional<std::string>> PendingView::Get(Cf cf, std::string_view key) {
+  Index();
+  const auto at = Last(cf, key);
+  if (!at) return base_->Get(cf, key);
+  if (*at == kDeleted) return std::optional<std::string>();
+  const auto& op = pending_->ops()[*at];
+  switch (op.kind) {
+    case Batch::Op::kPut: return std::optional<std::string>(op.value);
+    case Batch::Op::kDelete: return std::optional<std::string>();
+    case Batch::Op::kMerge: return MergeUnsupported(cf, key);
+    case Batch::Op::kDeleteRange: break;  // not indexed per key
+  }
+  return std::optional<std::string>();
 }
 
 Status PendingView::Write(Batch& batch) {
@@ -206,7 +186,37 @@ Status PendingView::Write(Batch& batch) {
 }
 
 std::unique_ptr<Iterator> PendingView::Scan(Cf cf, std::string_view lower, std::string_view upper) {
-  PendingState pending = BuildPending(*pending_, cf, lower, upper);
+  Index();
+  using Kind = PendingState::Kind;
+  PendingState pending;
+  const auto& ops = pending_->ops();
+  const bool empty_range = !upper.empty() && upper <= lower;  // nothing is in [lower, upper)
+  if (auto c = last_.find(cf); c != last_.end() && !empty_range) {
+    auto end = upper.empty() ? c->second.end() : c->second.lower_bound(upper);
+    for (auto it = c->second.lower_bound(lower); it != end; ++it) {
+      const auto at = Last(cf, it->first);
+      if (!at) continue;
+      if (*at == kDeleted) {
+        pending.entries.emplace(it->first, PendingState::Entry{Kind::kDeleted, {}});
+        continue;
+      }
+      const auto& op = ops[*at];
+      const Kind kind = op.kind == Batch::Op::kPut ? Kind::kPut
+                        : op.kind == Batch::Op::kMerge ? Kind::kMerge
+                                                       : Kind::kDeleted;
+      pending.entries.emplace(it->first, PendingState::Entry{kind, kind == Kind::kPut ? op.value : std::string()});
+    }
+  }
+  // Range deletes hide base keys (and pending keys they follow: see Last).
+  for (size_t r : ranges_) {
+    const auto& op = ops[r];
+    if (op.cf != cf) continue;
+    std::string_view begin = op.key, end = op.value;  // clipped to the scan's bounds
+    if (begin < lower) begin = lower;
+    if (!upper.empty() && upper < end) end = upper;
+    if (begin < end) pending.ranges.emplace_back(std::string(begin), std::string(end));
+  }
+  Coalesce(&pending.ranges);
   return std::make_unique<MergingIterator>(base_->Scan(cf, lower, upper), std::move(pending), cf);
 }
 

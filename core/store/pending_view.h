@@ -24,8 +24,10 @@
 // append to the batch while another thread reads through the view.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -38,7 +40,8 @@ class PendingView : public Store {
  public:
   PendingView(Store* base, const Batch* pending) : base_(base), pending_(pending) {}
 
-  // The value after the pending ops; base->Get when no pending op touches the
+  // The value after the pending ops (O(log n) through an index of the batch,
+  // kept up to date incrementally); base->Get when no pending op touches the
   // key. Errors: base errors; FailedPrecondition when the last pending op on
   // the key is a Merge.
   Result<std::optional<std::string>> Get(Cf cf, std::string_view key) override;
@@ -47,8 +50,8 @@ class PendingView : public Store {
   Status Write(Batch& batch) override;
   // Merges base->Scan(cf, lower, upper) lazily with the pending ops in
   // [lower, upper): keys in order, each once, with the pending effects. The
-  // pending part is copied once per call (O(pending ops)); base keys are never
-  // materialised. status() is the base iterator's, or FailedPrecondition when
+  // pending keys in range are copied once per call (O(log n + k) through the
+  // view's index of the batch); base keys are never materialised. status() is the base iterator's, or FailedPrecondition when
   // iteration stopped at a key whose value depends on a pending Merge.
   std::unique_ptr<Iterator> Scan(Cf cf, std::string_view lower, std::string_view upper) override;
   // Always FailedPrecondition: answering needs reverse iteration over the base
@@ -61,8 +64,20 @@ class PendingView : public Store {
   Health health() const override { return base_->health(); }
 
  private:
+  // Brings the index up to the batch's current ops (incremental: ops only grow
+  // within one generation of the batch; a Clear starts over).
+  void Index();
+  // The last op on (cf, key) that counts, after range deletes: its index, or
+  // nullopt when none (kDeleted when a later range delete covers it).
+  static constexpr size_t kDeleted = static_cast<size_t>(-1);
+  std::optional<size_t> Last(Cf cf, std::string_view key) const;
+
   Store* base_;
   const Batch* pending_;
+  uint64_t generation_ = 0;
+  size_t indexed_ = 0;
+  std::map<Cf, std::map<std::string, size_t, std::less<>>> last_;  // cf -> key -> index of its last op
+  std::vector<size_t> ranges_;  // indexes of the DeleteRange ops, in batch order
 };
 
 }  // namespace orchard::store

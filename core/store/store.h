@@ -128,10 +128,17 @@ class Batch {
   size_t Count() const { return ops_.size(); }
   bool empty() const { return ops_.empty(); }
   const std::vector<Op>& ops() const { return ops_; }
-  void Clear() { ops_.clear(); }
+  void Clear() {
+    ops_.clear();
+    ++generation_;
+  }
+  // Bumped by Clear: ops only ever grow within one generation (what a reader
+  // indexing the batch incrementally relies on).
+  uint64_t generation() const { return generation_; }
 
  private:
   std::vector<Op> ops_;
+  uint64_t generation_ = 0;
 };
 
 // Forward-only iterator over [lower, upper) of one column family.

@@ -178,6 +178,29 @@ TEST_CASE("PendingView Get follows the last pending op on a key", "[store][pendi
   CHECK_FALSE(GetOk(*t.db, Cf::kMeta, "new").has_value());
 }
 
+TEST_CASE("PendingView re-indexes a batch that was cleared and filled again", "[store][pending_view]") {
+  TempDb t;
+  Batch base;
+  base.Put(Cf::kMeta, "a", "base-a");
+  WriteOk(*t.db, base);
+  Batch pending;
+  store::PendingView view(t.db.get(), &pending);
+  pending.Put(Cf::kMeta, "a", "one");
+  pending.Put(Cf::kMeta, "b", "one");
+  CHECK(GetOk(view, Cf::kMeta, "a") == "one");
+  // Cleared and refilled with more ops than before, between two reads.
+  pending.Clear();
+  pending.Put(Cf::kMeta, "c", "two");
+  pending.Put(Cf::kMeta, "d", "two");
+  pending.Put(Cf::kMeta, "e", "two");
+  CHECK(GetOk(view, Cf::kMeta, "a") == "base-a");
+  CHECK_FALSE(GetOk(view, Cf::kMeta, "b").has_value());
+  CHECK(GetOk(view, Cf::kMeta, "c") == "two");
+  std::vector<std::string> keys;
+  for (auto it = view.Scan(Cf::kMeta, "", ""); it->Valid(); it->Next()) keys.emplace_back(it->key());
+  CHECK(keys == std::vector<std::string>{"a", "c", "d", "e"});
+}
+
 TEST_CASE("PendingView DeleteRange hides base keys until a later Put", "[store][pending_view]") {
   TempDb t;
   Batch base;
