@@ -57,6 +57,7 @@
 #include "automation/scheduler.h"
 #include "automation/store_host.h"
 #include "bench/bench_common.h"
+#include "bench/counting_push.h"
 #include "domain/commands.h"
 #include "domain/enrollments.h"
 #include "domain/tx.h"
@@ -167,28 +168,7 @@ policy:on_result("DeviceInformation", function(ctx, result)
 end)
 )";
 
-// Pushes are accepted and counted, not sent: the APNs client has its own
-// benchmark (scripts/bench-push), and orchardd's PushService only queues them
-// here too (a push never waits for APNs on the committing thread).
-class CountingPush : public push::PushProvider {
- public:
-  std::vector<push::Outcome> Push(const std::vector<push::Target>& targets) override {
-    pushes_.fetch_add(targets.size());
-    std::vector<push::Outcome> out(targets.size());
-    for (size_t i = 0; i < targets.size(); ++i) {
-      out[i].enrollment_id = targets[i].enrollment_id;
-      out[i].ok = true;
-    }
-    return out;
-  }
-  Result<std::optional<store::PushState>> State(const std::string&) override {
-    return std::optional<store::PushState>{};
-  }
-  uint64_t pushes() const { return pushes_.load(); }
-
- private:
-  std::atomic<uint64_t> pushes_{0};
-};
+using orchard::bench::CountingPush;
 
 // One fresh store with every service the device path and the host need.
 struct World {

@@ -34,7 +34,6 @@
 // summary rows (--summary, TSV). Not a ctest test; not run in CI.
 #include "bench/ddm_bench.h"
 
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +53,7 @@
 #include "automation/runner.h"
 #include "automation/scheduler.h"
 #include "automation/store_host.h"
+#include "bench/counting_push.h"
 #include "ddm/declarations.h"
 #include "ddm/service.h"
 #include "domain/commands.h"
@@ -95,24 +95,6 @@ double Interference::OtherSeconds() const {
 }
 
 std::string Interference::Text() const { return Fmt("%.2f s", OtherSeconds()); }
-
-std::string MachineLine() {
-  struct utsname u {};
-  uname(&u);
-  std::string model;
-  std::ifstream cpu("/proc/cpuinfo");
-  for (std::string line; std::getline(cpu, line);)
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  double gib = 0;
-  std::ifstream mem("/proc/meminfo");
-  for (std::string line; std::getline(mem, line);)
-    if (line.rfind("MemTotal:", 0) == 0) gib = std::strtod(line.c_str() + 9, nullptr) / 1048576.0;
-  return Fmt("machine: %s, %u CPUs, %.1f GiB RAM, %s %s", model.c_str(), std::thread::hardware_concurrency(), gib,
-             u.sysname, u.release);
-}
 
 // ---------------------------------------------------------------- fixtures
 
@@ -246,26 +228,7 @@ namespace {
 
 // ---------------------------------------------------------------- in-process world
 
-// Pushes are accepted and counted, not sent (APNs has its own benchmark).
-class CountingPush : public push::PushProvider {
- public:
-  std::vector<push::Outcome> Push(const std::vector<push::Target>& targets) override {
-    pushes_.fetch_add(targets.size());
-    std::vector<push::Outcome> out(targets.size());
-    for (size_t i = 0; i < targets.size(); ++i) {
-      out[i].enrollment_id = targets[i].enrollment_id;
-      out[i].ok = true;
-    }
-    return out;
-  }
-  Result<std::optional<store::PushState>> State(const std::string&) override {
-    return std::optional<store::PushState>{};
-  }
-  uint64_t pushes() const { return pushes_.load(); }
-
- private:
-  std::atomic<uint64_t> pushes_{0};
-};
+using orchard::bench::CountingPush;
 
 // One fresh store with the services the DDM paths need, wired as orchardd wires them.
 struct World {

@@ -75,8 +75,6 @@ class Interference {
 };
 std::string Fmt(const char* format, ...) __attribute__((format(printf, 1, 2)));
 const char* PassFail(bool met);
-// "machine: <cpu>, N CPUs, X GiB RAM, Linux <release>".
-std::string MachineLine();
 
 // ---- subcommands ----
 int SeedHttp(const Flags& f);   // the orchardd data dir of the HTTP part (50-declaration manifest)
