@@ -706,6 +706,22 @@ Result<Manifest> DeclarationStore::ManifestOf(std::string_view enrollment_id) {
   return m;
 }
 
+Result<Manifest> DeclarationStore::TokenOf(std::string_view enrollment_id) {
+  ORCHARD_RETURN_IF_ERROR(CheckEnrollmentId(enrollment_id));
+  auto stored = store_->Get(store::Cf::kDdm, TokenKey(enrollment_id));
+  if (!stored.ok()) return stored.status();
+  Manifest m;
+  if (!stored->has_value()) {
+    m.declarations_token = EmptyManifestToken();
+    return m;
+  }
+  auto t = DecodeToken(**stored);
+  if (!t) return ManifestOf(enrollment_id);
+  m.declarations_token = std::move(t->declarations_token);
+  m.changed_ms = t->changed_ms;
+  return m;
+}
+
 Result<std::optional<Declaration>> DeclarationStore::Resolve(std::string_view enrollment_id, Kind kind,
                                                              std::string_view identifier) {
   if (!CheckEnrollmentId(enrollment_id).ok() || !IsKeyPart(identifier)) return std::optional<Declaration>();

@@ -155,6 +155,12 @@ class DeclarationStore {
   // The enrollment's manifest as of now (computed from its sets; its
   // changed_ms from the stored token record, 0 when none is stored).
   Result<Manifest> ManifestOf(std::string_view enrollment_id);
+  // The enrollment's DeclarationsToken and when it changed, as the writes
+  // keep them (the token record, written with every change in the change's
+  // batch): one read, what `tokens` answers. An enrollment without a record
+  // has the empty manifest's token (changed_ms 0). The manifest's item lists
+  // are left empty. A record that does not decode falls back to ManifestOf.
+  Result<Manifest> TokenOf(std::string_view enrollment_id);
   // The declaration `identifier` of `kind` when it is in the enrollment's
   // manifest; nullopt when it is not (another enrollment's, removed, or of
   // another kind): the device is answered 404.

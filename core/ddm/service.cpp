@@ -636,7 +636,9 @@ protocol::DeviceResponse DdmService::Checkin(const protocol::DeclarativeRequest&
     return Answer(400, {}, "this channel is not enrolled");
   if (ep == "tokens" || ep == "declaration-items") {
     if (r.has_data) return Answer(400, {}, ep + " takes no Data");
-    auto m = declarations_.ManifestOf(r.enrollment_id);
+    // tokens: the stored token record (one read; every write keeps it in
+    // the change's batch); declaration-items needs the manifest itself.
+    auto m = ep == "tokens" ? declarations_.TokenOf(r.enrollment_id) : declarations_.ManifestOf(r.enrollment_id);
     if (!m.ok()) return FromStatus(m.status());
     return Served(r.enrollment_id, *m, ep == "tokens" ? TokensResponseJson(*m) : DeclarationItemsJson(*m));
   }

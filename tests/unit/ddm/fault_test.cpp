@@ -113,6 +113,7 @@ TEST_CASE("ddm: kill -9 during a fan-out leaves consistent tokens and one pendin
       auto cmd = plist::ParseXml(syncs[0].plist).value();
       CHECK(cmd.Find("Command")->Find("Data")->AsData()->bytes == ddm::TokensResponseJson(m));
       CHECK(s.ddm->State(id)->pending_command == syncs[0].command_uuid);
+      CHECK(s.ddm->declarations().TokenOf(id)->declarations_token == m.declarations_token);  // `tokens`
       ++checked;
     }
     CHECK(checked == static_cast<size_t>(kEnrollments));

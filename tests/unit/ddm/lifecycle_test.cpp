@@ -110,6 +110,7 @@ struct Host {
       REQUIRE(out.ok());
       INFO((assign ? "assign " : "unassign ") << set);
       CHECK((out->tokens_changed == 1) == (Token(id) != before));
+      CHECK(ddm->declarations().TokenOf(id)->declarations_token == Token(id));  // what `tokens` answers
     };
     for (const auto& s : sets) step(false, s);
     for (const auto& s : sets) step(true, s);
