@@ -355,12 +355,18 @@ Result<std::vector<StatusError>> DecodeErrors(std::string_view bytes) {
 struct StatusMeta {
   int64_t last_report_ms = 0;
   uint64_t next_seq = 0;
+  // The oldest raw report that may still be stored: raw reports are deleted
+  // by key from here, never found by scanning (a scan over a queue whose head
+  // is deleted walks every tombstone until compaction). nullopt in a record
+  // written before the field existed: found once with a seek.
+  std::optional<uint64_t> raw_from;
 };
 std::string EncodeMeta(const StatusMeta& m) {
   RecordWriter w;
   w.PutVarint(kVersion);
   w.PutSigned(m.last_report_ms);
   w.PutVarint(m.next_seq);
+  w.PutVarint(m.raw_from ? *m.raw_from + 1 : 0);  // 0: unknown (the record ended)
   return w.Take();
 }
 Result<StatusMeta> DecodeMeta(std::string_view bytes) {
@@ -369,8 +375,39 @@ Result<StatusMeta> DecodeMeta(std::string_view bytes) {
   StatusMeta m;
   m.last_report_ms = r.GetSigned();
   m.next_seq = r.GetVarint();
-  if (r.corrupt()) return Corrupt("status meta");
+  if (uint64_t from = r.GetVarint(); from > 0) m.raw_from = from - 1;
+  if (r.corrupt() || (m.raw_from && *m.raw_from > m.next_seq)) return Corrupt("status meta");
   return m;
+}
+
+Result<StatusMeta> ReadMeta(store::Store* db, std::string_view enrollment_id) {
+  StatusMeta meta;
+  auto m = db->Get(store::Cf::kDdm, MetaKey(enrollment_id));
+  if (!m.ok()) return m.status();
+  if (m->has_value()) {
+    auto decoded = DecodeMeta(**m);
+    if (!decoded.ok()) return decoded.status();
+    meta = *decoded;
+  }
+  return meta;
+}
+
+// The sequence number in a raw report's key (its last 8 bytes, big-endian).
+uint64_t RawSeqOf(std::string_view key) {
+  uint64_t seq = 0;
+  for (size_t i = key.size() - 8; i < key.size(); ++i) seq = (seq << 8) | static_cast<uint8_t>(key[i]);
+  return seq;
+}
+
+// The oldest raw report's sequence number: meta's, or (an older record) the
+// first stored key's; next_seq when none is stored.
+Result<uint64_t> RawFrom(store::Store* db, std::string_view enrollment_id, const StatusMeta& meta) {
+  if (meta.raw_from) return *meta.raw_from;
+  const std::string rp = RawPrefix(enrollment_id);
+  auto it = db->Scan(store::Cf::kDdm, rp, store::PrefixEnd(rp));
+  if (it->Valid() && it->key().size() == rp.size() + 8) return std::min(RawSeqOf(it->key()), meta.next_seq);
+  ORCHARD_RETURN_IF_ERROR(it->status());
+  return meta.next_seq;
 }
 
 std::string EncodeRaw(int64_t received_ms, std::string_view json) {
@@ -558,31 +595,21 @@ Result<ApplyResult> StatusStore::Apply(store::Batch& batch, std::string_view enr
   res.errors = report.errors;
   if (!report.errors.empty()) out.Put(store::Cf::kDdm, ErrorsKey(enrollment_id), EncodeErrors(report.errors));
 
-  // Raw reports and meta.
-  StatusMeta meta;
-  auto m = store_->Get(store::Cf::kDdm, MetaKey(enrollment_id));
-  if (!m.ok()) return m.status();
-  if (m->has_value()) {
-    auto decoded = DecodeMeta(**m);
-    if (!decoded.ok()) return decoded.status();
-    meta = *decoded;
-  }
-  const std::string rp = RawPrefix(enrollment_id);
-  std::deque<std::string> raw_keys;  // oldest first
-  auto it = store_->Scan(store::Cf::kDdm, rp, store::PrefixEnd(rp));
-  for (; it->Valid(); it->Next()) raw_keys.emplace_back(it->key());
-  ORCHARD_RETURN_IF_ERROR(it->status());
-  if (limits_.keep_raw_reports > 0) {
-    raw_keys.push_back(RawKey(enrollment_id, meta.next_seq));
-    out.Put(store::Cf::kDdm, raw_keys.back(), EncodeRaw(now_ms, raw_json));
-  }
-  while (raw_keys.size() > limits_.keep_raw_reports) {
-    out.Delete(store::Cf::kDdm, raw_keys.front());
-    raw_keys.pop_front();
-  }
-  ++meta.next_seq;
-  meta.last_report_ms = now_ms;
-  out.Put(store::Cf::kDdm, MetaKey(enrollment_id), EncodeMeta(meta));
+  // Raw reports and meta: the newest keep_raw_reports are kept, the rest
+  // deleted by key (RawFrom).
+  auto meta = ReadMeta(store_, enrollment_id);
+  if (!meta.ok()) return meta.status();
+  auto raw_from = RawFrom(store_, enrollment_id, *meta);
+  if (!raw_from.ok()) return raw_from.status();
+  if (limits_.keep_raw_reports > 0)
+    out.Put(store::Cf::kDdm, RawKey(enrollment_id, meta->next_seq), EncodeRaw(now_ms, raw_json));
+  ++meta->next_seq;
+  const uint64_t keep_from = meta->next_seq - std::min<uint64_t>(meta->next_seq, limits_.keep_raw_reports);
+  // At most one delete per report, more only after keep_raw_reports shrank.
+  for (uint64_t seq = *raw_from; seq < keep_from; ++seq) out.Delete(store::Cf::kDdm, RawKey(enrollment_id, seq));
+  meta->raw_from = std::max(*raw_from, keep_from);
+  meta->last_report_ms = now_ms;
+  out.Put(store::Cf::kDdm, MetaKey(enrollment_id), EncodeMeta(*meta));
 
   for (const store::Batch::Op& op : out.ops()) {
     if (op.kind == store::Batch::Op::kPut) batch.Put(op.cf, op.key, op.value);
@@ -656,9 +683,15 @@ Result<Page<DeclarationStatus>> StatusStore::Declarations(std::string_view enrol
 Result<std::vector<StatusStore::RawReport>> StatusStore::RawReports(std::string_view enrollment_id, size_t limit) {
   ORCHARD_RETURN_IF_ERROR(CheckEnrollment(enrollment_id));
   ORCHARD_RETURN_IF_ERROR(CheckLimit(limit));
+  auto meta = ReadMeta(store_, enrollment_id);
+  if (!meta.ok()) return meta.status();
+  auto raw_from = RawFrom(store_, enrollment_id, *meta);
+  if (!raw_from.ok()) return raw_from.status();
   const std::string rp = RawPrefix(enrollment_id);
+  // From the newest `limit` on (keys are dense up to next_seq), past no tombstone.
+  const uint64_t first = std::max(*raw_from, meta->next_seq - std::min<uint64_t>(meta->next_seq, limit));
   std::deque<std::string> values;  // the newest `limit`, oldest first
-  auto it = store_->Scan(store::Cf::kDdm, rp, store::PrefixEnd(rp));
+  auto it = store_->Scan(store::Cf::kDdm, RawKey(enrollment_id, first), store::PrefixEnd(rp));
   for (; it->Valid(); it->Next()) {
     values.emplace_back(it->value());
     if (values.size() > limit) values.pop_front();

@@ -21,7 +21,7 @@
 //   sx\0<enrollment>\0<identifier>          DeclarationStatus record
 //   sz\0<enrollment>                        the errors of the latest report that had any
 //   sr\0<enrollment>\0<seq(8, big-endian)>  a raw report (the last keep_raw_reports kept)
-//   sm\0<enrollment>                        StatusMeta (last report time, next raw seq)
+//   sm\0<enrollment>                        StatusMeta (last report time, next and oldest raw seq)
 //
 // Thread-safety: callers hold the enrollment's lock around Apply and its commit.
 #pragma once

@@ -737,6 +737,57 @@ TEST_CASE("ddm status apply: errors are returned and the latest ones kept", "[dd
   CHECK((*kept)[0].status_item == "z");
 }
 
+TEST_CASE("ddm status apply: old raw reports are deleted by key, one per report, leaving exactly the kept ones",
+          "[ddm][status]") {
+  TempDb t;
+  StatusLimits l;
+  l.keep_raw_reports = 3;
+  StatusStore s(t.db.get(), l);
+  auto raw_keys = [&](const std::string& e) {
+    const std::string prefix = std::string("sr\0", 3) + e + std::string(1, '\0');
+    size_t n = 0;
+    auto it = t.db->Scan(store::Cf::kDdm, prefix, store::PrefixEnd(prefix));
+    for (; it->Valid(); it->Next()) ++n;
+    REQUIRE(it->status().ok());
+    return n;
+  };
+  for (int i = 1; i <= 200; ++i) {
+    // Apply's own batch: one put of the new report, at most one delete.
+    ParsedReport r;
+    r.items.emplace_back("n", std::to_string(i));
+    store::Batch b;
+    REQUIRE(s.Apply(b, "E1", r, R"({"StatusItems":{"n":)" + std::to_string(i) + "}}", 1000 + i).ok());
+    size_t raw_deletes = 0;
+    for (const auto& op : b.ops())
+      if (op.kind == store::Batch::Op::kDelete && op.key.compare(0, 2, "sr") == 0) ++raw_deletes;
+    CHECK(raw_deletes == (i > 3 ? 1u : 0u));
+    REQUIRE(t.db->Write(b).ok());
+  }
+  CHECK(raw_keys("E1") == 3);
+  auto raw = s.RawReports("E1", 10);
+  REQUIRE(raw.ok());
+  REQUIRE(raw->size() == 3);
+  CHECK((*raw)[0].received_ms == 1200);
+  CHECK((*raw)[2].received_ms == 1198);
+  // Lowering the cap deletes the surplus at once; raising it keeps what is there.
+  StatusLimits one = l;
+  one.keep_raw_reports = 1;
+  StatusStore s1(t.db.get(), one);
+  ApplyJson(t, s1, "E1", R"({"StatusItems":{"n":201}})", 1201);
+  CHECK(raw_keys("E1") == 1);
+  StatusLimits five = l;
+  five.keep_raw_reports = 5;
+  StatusStore s5(t.db.get(), five);
+  ApplyJson(t, s5, "E1", R"({"StatusItems":{"n":202}})", 1202);
+  CHECK(raw_keys("E1") == 2);
+  raw = s5.RawReports("E1", 10);
+  REQUIRE(raw.ok());
+  REQUIRE(raw->size() == 2);
+  CHECK((*raw)[0].received_ms == 1202);
+  CHECK((*raw)[1].received_ms == 1201);
+  CHECK(raw_keys("E2") == 0);
+}
+
 TEST_CASE("ddm status apply: raw reports are capped at keep_raw_reports and listed newest first", "[ddm][status]") {
   TempDb t;
   StatusLimits l;
