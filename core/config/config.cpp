@@ -184,6 +184,8 @@ const std::map<std::string, Setter>& Keys() {
        IntSetter(0, 1000, [](Config* c, int64_t n) { c->queue_max_deliveries = int(n); })},
       {"ddm.keep_status_reports",
        IntSetter(0, 1000, [](Config* c, int64_t n) { c->ddm_keep_status_reports = int(n); })},
+      {"ddm.manifest_cache_items",
+       IntSetter(0, 100000000, [](Config* c, int64_t n) { c->ddm_manifest_cache_items = static_cast<size_t>(n); })},
       {"ddm.enable_on_enroll", BoolSetter(&Config::ddm_enable_on_enroll)},
       {"ddm.keep_assignments", BoolSetter(&Config::ddm_keep_assignments)},
       {"ddm.references",

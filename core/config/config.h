@@ -71,6 +71,8 @@ struct Config {
   int ddm_keep_status_reports = 10;
   // Queue the DeclarativeManagement command at enrollment for channels without sets too.
   bool ddm_enable_on_enroll = false;
+  // Manifest cache budget in manifest items (ddm/declarations.h); 0: none.
+  size_t ddm_manifest_cache_items = 200000;
   // Keep a channel's DDM assignments and stored status when it checks out.
   bool ddm_keep_assignments = false;
   // ddm.references: off | warn | refuse: a write leaving a set with an

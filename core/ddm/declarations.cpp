@@ -1,6 +1,8 @@
 #include "ddm/declarations.h"
 
 #include <algorithm>
+#include <deque>
+#include <mutex>
 #include <unordered_map>
 
 #include "ddm/json.h"
@@ -38,6 +40,12 @@ std::string Prefix(std::string_view tag, std::string_view a) { return Key(tag, a
 
 std::string DeclKey(std::string_view id) { return Key("d", id); }
 std::string TokenKey(std::string_view enrollment) { return Key("t", enrollment); }
+std::string VersionKey(std::string_view set) { return Key("sv", set); }
+
+// A new content version for each of sets (see the header: manifest cache).
+void BumpVersions(store::Batch& batch, const std::vector<std::string>& sets) {
+  for (const auto& s : sets) batch.Put(store::Cf::kDdm, VersionKey(s), NewUuid());
+}
 
 std::string PayloadOf(const Declaration& d) { return d.payload_json.empty() ? "{}" : d.payload_json; }
 
@@ -411,13 +419,15 @@ Result<std::vector<std::string>> EnrollmentsCarrying(store::Store* db, std::stri
 // whose manifests it changes; batch is untouched when it fails.
 Result<std::vector<TokenChange>> WriteDeclaration(store::Store* db, store::Batch& batch, const Declaration& d,
                                                   int64_t now_ms) {
-  auto enrollments = EnrollmentsCarrying(db, d.identifier);
+  std::vector<std::string> sets;
+  auto enrollments = EnrollmentsCarrying(db, d.identifier, &sets);
   if (!enrollments.ok()) return enrollments.status();
   Overlay ov;
   ov.decl_id = d.identifier;
   ov.decl = DeclInfo{d.kind, d.server_token};
   store::Batch mine;
   mine.Put(store::Cf::kDdm, DeclKey(d.identifier), EncodeDeclaration(d));
+  BumpVersions(mine, sets);
   auto changes = UpdateTokens(db, mine, ov, std::move(*enrollments), now_ms);
   if (!changes.ok()) return changes.status();
   Append(batch, mine);
@@ -599,9 +609,110 @@ std::string DeclarationItemsJson(const Manifest& m) {
   return s;
 }
 
+// ---- manifest cache ----
+
+// Manifests by cache key (DeclarationStore::CacheKey), within a budget of
+// items; the oldest entries go first. Thread-safe.
+class ManifestCache {
+ public:
+  explicit ManifestCache(size_t budget_items) : budget_(budget_items) {}
+
+  std::shared_ptr<const Manifest> Find(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    if (it == map_.end()) {
+      ++misses_;
+      return nullptr;
+    }
+    ++hits_;
+    return it->second;
+  }
+
+  void Insert(const std::string& key, std::shared_ptr<const Manifest> m) {
+    const size_t cost = ItemsOf(*m);
+    if (cost > budget_) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (map_.count(key)) return;
+    while (items_ + cost > budget_ && !order_.empty()) {
+      auto old = map_.find(order_.front());
+      items_ -= ItemsOf(*old->second);
+      map_.erase(old);
+      order_.pop_front();
+    }
+    map_.emplace(key, std::move(m));
+    order_.push_back(key);
+    items_ += cost;
+  }
+
+  DeclarationStore::CacheStats Stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {hits_, misses_, map_.size(), items_};
+  }
+
+ private:
+  static size_t ItemsOf(const Manifest& m) {
+    return 1 + m.activations.size() + m.configurations.size() + m.assets.size() + m.management.size();
+  }
+
+  const size_t budget_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const Manifest>> map_;
+  std::deque<std::string> order_;  // keys, oldest first
+  size_t items_ = 0;
+  uint64_t hits_ = 0, misses_ = 0;
+};
+
 // ---- DeclarationStore ----
 
-DeclarationStore::DeclarationStore(store::Store* store, Limits limits) : store_(store), limits_(limits) {}
+DeclarationStore::DeclarationStore(store::Store* store, Limits limits, size_t cache_items)
+    : store_(store), limits_(limits) {
+  if (cache_items > 0) cache_ = std::make_unique<ManifestCache>(cache_items);
+}
+
+DeclarationStore::~DeclarationStore() = default;
+
+DeclarationStore::CacheStats DeclarationStore::cache_stats() const {
+  return cache_ ? cache_->Stats() : CacheStats{};
+}
+
+Result<std::string> DeclarationStore::CacheKey(const std::vector<std::string>& sets) {
+  std::string key;
+  for (const auto& s : sets) {
+    auto v = store_->Get(store::Cf::kDdm, VersionKey(s));
+    if (!v.ok()) return v.status();
+    key.append(s);
+    key.push_back('\0');
+    if (v->has_value()) key.append(**v);
+    key.push_back('\0');
+  }
+  return key;
+}
+
+Result<std::shared_ptr<const Manifest>> DeclarationStore::SharedManifestOf(std::string_view enrollment_id) {
+  ORCHARD_RETURN_IF_ERROR(CheckEnrollmentId(enrollment_id));
+  const Overlay none;
+  ManifestCalc calc(store_, none);
+  auto sets = calc.SetsOf(enrollment_id);
+  if (!sets.ok()) return sets.status();
+  std::string key;
+  if (cache_) {
+    auto k = CacheKey(*sets);
+    if (!k.ok()) return k.status();
+    if (auto hit = cache_->Find(*k)) return hit;
+    key = std::move(*k);
+  }
+  auto m = calc.Build(*sets);
+  if (!m.ok()) return m.status();
+  auto shared = std::make_shared<const Manifest>(std::move(*m));
+  if (cache_) {
+    // Only what was consistent: no change to these sets committed while the
+    // manifest was read (each writes new versions).
+    auto after = CacheKey(*sets);
+    if (!after.ok()) return after.status();
+    if (*after == key) cache_->Insert(key, shared);
+  }
+  return shared;
+}
 
 bool DeclarationStore::ValidSetName(std::string_view set) {
   if (set.empty() || set.size() > kMaxSetNameBytes) return false;
@@ -691,13 +802,9 @@ Result<Page<std::string>> DeclarationStore::SetEnrollments(std::string_view set,
 }
 
 Result<Manifest> DeclarationStore::ManifestOf(std::string_view enrollment_id) {
-  ORCHARD_RETURN_IF_ERROR(CheckEnrollmentId(enrollment_id));
-  const Overlay none;
-  ManifestCalc calc(store_, none);
-  auto sets = calc.SetsOf(enrollment_id);
-  if (!sets.ok()) return sets.status();
-  auto m = calc.Build(*sets);
-  if (!m.ok()) return m.status();
+  auto shared = SharedManifestOf(enrollment_id);
+  if (!shared.ok()) return shared.status();
+  Result<Manifest> m = Manifest(**shared);
   auto stored = store_->Get(store::Cf::kDdm, TokenKey(enrollment_id));
   if (!stored.ok()) return stored.status();
   if (stored->has_value()) {
@@ -797,6 +904,7 @@ Result<std::vector<TokenChange>> DeclarationStore::Delete(store::Batch& batch, s
     mine.Delete(store::Cf::kDdm, Key("ds", identifier, s));
     mine.Delete(store::Cf::kDdm, Key("sd", s, identifier));
   }
+  BumpVersions(mine, sets);
   auto changes = UpdateTokens(store_, mine, ov, std::move(*enrollments), now_ms);
   if (!changes.ok()) return changes.status();
   Append(batch, mine);
@@ -824,6 +932,7 @@ Result<std::vector<TokenChange>> DeclarationStore::SetAdd(store::Batch& batch, s
   Append(batch, mine);
   batch.Put(store::Cf::kDdm, Key("sd", set, identifier), "");
   batch.Put(store::Cf::kDdm, Key("ds", identifier, set), "");
+  BumpVersions(batch, {std::string(set)});
   return changes;
 }
 
@@ -846,6 +955,7 @@ Result<std::vector<TokenChange>> DeclarationStore::SetRemove(store::Batch& batch
   Append(batch, mine);
   batch.Delete(store::Cf::kDdm, Key("sd", set, identifier));
   batch.Delete(store::Cf::kDdm, Key("ds", identifier, set));
+  BumpVersions(batch, {std::string(set)});
   return changes;
 }
 

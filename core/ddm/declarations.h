@@ -20,6 +20,16 @@
 //   se\0<set>\0<enrollment>      set -> enrollment
 //   t\0<enrollment>              the enrollment's last DeclarationsToken and
 //                                when it changed (TokenRecord)
+//   sv\0<set>                    the set's content version: a fresh random
+//                                value written with every change to the set's
+//                                declarations or to a declaration in it
+//
+// Manifest cache: manifests are cached in memory per distinct set list (many
+// enrollments share one), keyed by the sets' names and content versions as
+// committed. A change writes new versions in its batch, so once it commits no
+// read finds the old entry: the cache needs no invalidation and cannot serve
+// a manifest older than what the store holds. An entry is only added when the
+// versions read after building it equal those read before.
 //
 // Writes go into a caller's batch and report the enrollments whose
 // DeclarationsToken they changed, so the caller can queue the sync command
@@ -29,6 +39,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -136,9 +147,17 @@ struct Page {
   std::string next;  // pass as `after` for the next page; empty: no more
 };
 
+class ManifestCache;
+
 class DeclarationStore {
  public:
-  explicit DeclarationStore(store::Store* store, Limits limits = {});
+  // cache_items: the manifest cache's budget, in manifest items (identifier
+  // and ServerToken pairs, about 200 bytes each) summed over the cached
+  // manifests; 0: no cache (the stores DdmService makes over pending batches).
+  explicit DeclarationStore(store::Store* store, Limits limits = {}, size_t cache_items = 0);
+  ~DeclarationStore();
+  DeclarationStore(const DeclarationStore&) = delete;
+  DeclarationStore& operator=(const DeclarationStore&) = delete;
 
   const Limits& limits() const { return limits_; }
 
@@ -155,6 +174,14 @@ class DeclarationStore {
   // The enrollment's manifest as of now (computed from its sets; its
   // changed_ms from the stored token record, 0 when none is stored).
   Result<Manifest> ManifestOf(std::string_view enrollment_id);
+  // The same items and DeclarationsToken, shared with the manifest cache (no
+  // copy); changed_ms is 0 (ManifestOf and TokenOf read it).
+  Result<std::shared_ptr<const Manifest>> SharedManifestOf(std::string_view enrollment_id);
+  struct CacheStats {
+    uint64_t hits = 0, misses = 0;
+    size_t entries = 0, items = 0;
+  };
+  CacheStats cache_stats() const;
   // The enrollment's DeclarationsToken and when it changed, as the writes
   // keep them (the token record, written with every change in the change's
   // batch): one read, what `tokens` answers. An enrollment without a record
@@ -196,8 +223,12 @@ class DeclarationStore {
   static bool ValidSetName(std::string_view set);
 
  private:
+  // The cache key of a sorted set list: each set's name and content version.
+  Result<std::string> CacheKey(const std::vector<std::string>& sets);
+
   store::Store* store_;
   Limits limits_;
+  std::unique_ptr<ManifestCache> cache_;  // null: no cache
 };
 
 }  // namespace orchard::ddm

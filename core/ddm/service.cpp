@@ -103,7 +103,7 @@ std::string ReasonsJson(const std::vector<Reason>& reasons) {
 DdmService::DdmService(const DdmOptions& options, const DdmDeps& deps)
     : options_(options),
       d_(deps),
-      declarations_(deps.store, options.limits),
+      declarations_(deps.store, options.limits, options.manifest_cache_items),
       status_(deps.store, options.status_limits) {}
 
 Result<EnrollmentDdm> DdmService::State(std::string_view enrollment_id) {
@@ -420,7 +420,7 @@ Result<std::optional<plist::Value>> DdmService::DeclarationStatus(const std::str
   auto st = status_.Declaration(enrollment_id, identifier);
   if (!st.ok()) return st.status();
   if (!st->has_value()) return std::optional<plist::Value>();
-  auto manifest = declarations_.ManifestOf(enrollment_id);
+  auto manifest = declarations_.SharedManifestOf(enrollment_id);
   if (!manifest.ok()) return manifest.status();
   const ddm::DeclarationStatus& d = **st;
   plist::Value v;
@@ -429,7 +429,7 @@ Result<std::optional<plist::Value>> DdmService::DeclarationStatus(const std::str
   v.Set("server_token", plist::Value::String(d.server_token));
   v.Set("active", plist::Value::Bool(d.active));
   v.Set("valid", plist::Value::String(d.valid));
-  v.Set("current", plist::Value::Bool(IsCurrent(*manifest, d)));
+  v.Set("current", plist::Value::Bool(IsCurrent(**manifest, d)));
   plist::Value reasons = plist::Value::MakeArray();
   for (const auto& r : d.reasons) {
     plist::Value rv;
@@ -638,9 +638,14 @@ protocol::DeviceResponse DdmService::Checkin(const protocol::DeclarativeRequest&
     if (r.has_data) return Answer(400, {}, ep + " takes no Data");
     // tokens: the stored token record (one read; every write keeps it in
     // the change's batch); declaration-items needs the manifest itself.
-    auto m = ep == "tokens" ? declarations_.TokenOf(r.enrollment_id) : declarations_.ManifestOf(r.enrollment_id);
+    if (ep == "tokens") {
+      auto m = declarations_.TokenOf(r.enrollment_id);
+      if (!m.ok()) return FromStatus(m.status());
+      return Served(r.enrollment_id, *m, TokensResponseJson(*m));
+    }
+    auto m = declarations_.SharedManifestOf(r.enrollment_id);
     if (!m.ok()) return FromStatus(m.status());
-    return Served(r.enrollment_id, *m, ep == "tokens" ? TokensResponseJson(*m) : DeclarationItemsJson(*m));
+    return Served(r.enrollment_id, **m, DeclarationItemsJson(**m));
   }
   if (ep == "status") return StatusCheckin(r);
   constexpr std::string_view kDeclaration = "declaration/";
@@ -674,7 +679,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
   if (!applied.ok()) return FromStatus(applied.status());
   const std::string& id = r.enrollment_id;
   // The channel's manifest, read once: "current" and ddm.synced compare against it.
-  auto manifest = declarations_.ManifestOf(id);
+  auto manifest = declarations_.SharedManifestOf(id);
   if (!manifest.ok()) return FromStatus(manifest.status());
   for (const auto& c : applied->items) {
     plist::Value p;
@@ -695,7 +700,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
     p.Set("active", plist::Value::Bool(c.status.active));
     p.Set("valid", plist::Value::String(c.status.valid));
     p.Set("removed", plist::Value::Bool(c.removed));
-    p.Set("current", plist::Value::Bool(IsCurrent(*manifest, c.status)));
+    p.Set("current", plist::Value::Bool(IsCurrent(**manifest, c.status)));
     std::string json = plist::ToJson(p);
     json.pop_back();
     json += ",\"reasons\":" + ReasonsJson(c.status.reasons) + "}";
@@ -721,7 +726,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
   // ddm.synced: once per DeclarationsToken, when the device reports every
   // declaration of its manifest with the current ServerToken.
   if (report->has_declarations) {
-    const Manifest* m = &*manifest;
+    const Manifest* m = manifest->get();
     if (state->synced_token != m->declarations_token) {
       std::set<std::pair<std::string, std::string>> reported;  // (identifier, server token)
       for (const auto& ds : report->declarations) reported.insert({ds.identifier, ds.server_token});

@@ -58,6 +58,8 @@ struct DdmOptions {
   // Keep a channel's assignments (and its stored status) when it checks out
   // (ddm.keep_assignments); otherwise the check-out drops them.
   bool keep_assignments = false;
+  // The manifest cache's budget (DeclarationStore; ddm.manifest_cache_items).
+  size_t manifest_cache_items = 200000;
   // Writes that leave a set with an unsatisfied reference (an activation
   // naming a configuration the set does not carry, a configuration naming an
   // asset): warned about (the admin API's "warnings"), refused, or not checked

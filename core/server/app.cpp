@@ -198,6 +198,7 @@ class AppImpl : public App {
     ddo.status_limits.max_report_bytes = config_.max_body_bytes;
     ddo.status_limits.keep_raw_reports = static_cast<size_t>(config_.ddm_keep_status_reports);
     ddo.enable_on_enroll = config_.ddm_enable_on_enroll;
+    ddo.manifest_cache_items = config_.ddm_manifest_cache_items;
     ddo.keep_assignments = config_.ddm_keep_assignments;
     ddo.references = config_.ddm_references == "off"      ? ddm::ReferenceCheck::kOff
                      : config_.ddm_references == "refuse" ? ddm::ReferenceCheck::kRefuse

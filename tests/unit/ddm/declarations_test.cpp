@@ -6,6 +6,7 @@
 #include <rocksdb/db.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 
 #include "ddm/declarations.h"
@@ -912,4 +914,144 @@ TEST_CASE("ddm: one Put fans out to 10000 enrollments across 100 distinct set li
     REQUIRE(it != changes.end());
     CHECK(it->declarations_token == m.declarations_token);
   }
+}
+
+TEST_CASE("ddm manifest cache: one entry per set list, and every committed change is seen at once", "[ddm][cache]") {
+  Db h;  // h.ds has no cache: the reference
+  ddm::DeclarationStore cached(h.db.get(), {}, 1000);
+  auto shared = [&](const std::string& e) {
+    auto m = cached.SharedManifestOf(e);
+    INFO(m.status().ToString());
+    REQUIRE(m.ok());
+    return *m;
+  };
+  auto same = [&](const std::string& e) {
+    const ddm::Manifest ref = h.Manifest(e);
+    const auto got = shared(e);
+    CHECK(got->declarations_token == ref.declarations_token);
+    for (Kind k : {Kind::kActivation, Kind::kConfiguration, Kind::kAsset, Kind::kManagement}) {
+      REQUIRE(got->Of(k).size() == ref.Of(k).size());
+      for (size_t i = 0; i < ref.Of(k).size(); ++i) {
+        CHECK(got->Of(k)[i].identifier == ref.Of(k)[i].identifier);
+        CHECK(got->Of(k)[i].server_token == ref.Of(k)[i].server_token);
+      }
+    }
+  };
+  h.Config("d1", R"({"v":1})");
+  h.Config("d2", R"({"v":2})");
+  h.SetAdd("A", "d1");
+  h.SetAdd("B", "d2");
+  h.Assign("e1", "A");
+  h.Assign("e1", "B");
+  h.Assign("e2", "B");
+  h.Assign("e2", "A");  // the same list as e1, assigned in another order
+  h.Assign("e3", "A");
+
+  const auto first = shared("e1");
+  CHECK(cached.cache_stats().misses == 1);
+  CHECK(shared("e1") == first);  // the same object: a hit
+  CHECK(shared("e2") == first);  // same set list, same entry
+  CHECK(cached.cache_stats().hits == 2);
+  CHECK(cached.cache_stats().entries == 1);
+  same("e3");
+  CHECK(cached.cache_stats().entries == 2);
+
+  // Each kind of write, committed through another store on the same database.
+  h.Config("d1", R"({"v":10})");
+  same("e1");
+  same("e3");
+  h.Touch("d2");
+  same("e1");
+  h.Config("d3", R"({"v":3})");
+  h.SetAdd("A", "d3");
+  same("e1");
+  same("e3");
+  h.SetRemove("A", "d1");
+  same("e1");
+  same("e3");
+  h.Delete("d3");
+  same("e1");
+  same("e3");
+  h.Unassign("e1", "B");
+  same("e1");  // now e3's list
+  CHECK(shared("e1") == shared("e3"));
+  // ManifestOf (a copy, with the record's change time) agrees.
+  auto copy = cached.ManifestOf("e1");
+  REQUIRE(copy.ok());
+  CHECK(copy->declarations_token == h.Token("e1"));
+  CHECK(copy->changed_ms == h.Manifest("e1").changed_ms);
+}
+
+TEST_CASE("ddm manifest cache: the budget bounds the cached items, oldest entries first", "[ddm][cache]") {
+  Db h;
+  ddm::DeclarationStore cached(h.db.get(), {}, 7);  // items + 1 per manifest
+  for (int i = 0; i < 4; ++i) {
+    const std::string d = "d" + std::to_string(i), set = "S" + std::to_string(i);
+    h.Config(d, R"({"v":1})");
+    h.Config(d + "x", R"({"v":2})");
+    h.SetAdd(set, d);
+    h.SetAdd(set, d + "x");
+    h.Assign("e" + std::to_string(i), set);
+  }
+  h.Config("big", R"({"v":3})");
+  for (int i = 0; i < 4; ++i) h.SetAdd("BIG", "d" + std::to_string(i)), h.SetAdd("BIG", "d" + std::to_string(i) + "x");
+  h.SetAdd("BIG", "big");
+  h.Assign("eb", "BIG");
+  for (int i = 0; i < 4; ++i) REQUIRE(cached.SharedManifestOf("e" + std::to_string(i)).ok());
+  auto s = cached.cache_stats();
+  CHECK(s.entries == 2);  // 3 items each: two fit in 7
+  CHECK(s.items == 6);
+  REQUIRE(cached.SharedManifestOf("e3").ok());
+  CHECK(cached.cache_stats().hits == 1);
+  REQUIRE(cached.SharedManifestOf("e0").ok());  // evicted: a miss
+  CHECK(cached.cache_stats().hits == 1);
+  // A manifest over the whole budget (10 items) is served, never cached.
+  auto big = cached.SharedManifestOf("eb");
+  REQUIRE(big.ok());
+  CHECK((*big)->configurations.size() == 9);
+  CHECK(cached.cache_stats().items <= 7);
+  REQUIRE(cached.SharedManifestOf("eb").ok());
+  CHECK(cached.cache_stats().hits == 1);
+}
+
+TEST_CASE("ddm manifest cache: readers racing a writer never keep a stale manifest", "[ddm][cache]") {
+  Db h;
+  ddm::DeclarationStore cached(h.db.get(), {}, 100000);
+  for (int i = 0; i < 20; ++i) h.Config("d" + std::to_string(i), R"({"v":0})");
+  h.SetAdd("A", "d0");
+  h.Assign("e1", "A");
+  h.Assign("e2", "A");
+  std::atomic<bool> stop{false};
+  std::atomic<int> read_errors{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r)
+    readers.emplace_back([&, r] {
+      while (!stop.load()) {
+        if (!cached.SharedManifestOf(r == 0 ? "e1" : "e2").ok()) ++read_errors;
+      }
+    });
+  std::mt19937 rng(7);
+  for (int step = 0; step < 300; ++step) {
+    const std::string d = "d" + std::to_string(rng() % 20);
+    switch (rng() % 3) {
+      case 0: h.SetAdd("A", d); break;
+      case 1: h.SetRemove("A", d); break;
+      default: h.Config(d, R"({"v":)" + std::to_string(step) + "}"); break;
+    }
+    if (step % 50 == 49) {
+      // Between writes nothing commits: a read now must match the store.
+      auto got = cached.SharedManifestOf("e1");
+      REQUIRE(got.ok());
+      CHECK((*got)->declarations_token == h.Token("e1"));
+    }
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  CHECK(read_errors == 0);
+  for (const char* e : {"e1", "e2"}) {
+    auto got = cached.SharedManifestOf(e);
+    REQUIRE(got.ok());
+    CHECK((*got)->declarations_token == h.Token(e));
+  }
+  CHECK(cached.cache_stats().hits + cached.cache_stats().misses > 0);
 }
