@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -377,15 +378,44 @@ void Batch::AddCounter(std::string_view name, int64_t delta) {
 Status RocksStore::Write(Batch& batch) {
   if (batch.empty()) return Status::Ok();
   rocksdb::WriteBatch wb;
+  // Counter deltas (merges) are summed per counter and written as one merge
+  // each: a fan-out adds one per command, and every merge operand costs a
+  // memtable insert and is folded again by each read until compaction. A put
+  // or delete of a counter first writes the sum so far (order kept).
+  std::map<std::string, int64_t> deltas;
+  auto flush_delta = [&](std::string key) -> rocksdb::Status {  // a copy: the map's key is erased
+    auto d = deltas.find(key);
+    if (d == deltas.end()) return rocksdb::Status::OK();
+    const int64_t sum = d->second;
+    deltas.erase(d);
+    return sum == 0 ? rocksdb::Status::OK() : wb.Merge(handle(Cf::kCounters), key, EncodeInt64(sum));
+  };
   for (const auto& op : batch.ops()) {
     auto* h = handle(op.cf);
     rocksdb::Status s;
+    if (op.cf == Cf::kCounters && op.kind == Batch::Op::kMerge && op.value.size() == sizeof(int64_t)) {
+      deltas[op.key] += DecodeInt64(rocksdb::Slice(op.value));
+      continue;
+    }
+    if (op.cf == Cf::kCounters && !deltas.empty()) {
+      if (op.kind == Batch::Op::kDeleteRange) {
+        for (auto d = deltas.lower_bound(op.key); s.ok() && d != deltas.end() && d->first < op.value;)
+          s = flush_delta((d++)->first);
+      } else {
+        s = flush_delta(op.key);
+      }
+      if (!s.ok()) return FromRocks(s, "batch");
+    }
     switch (op.kind) {
       case Batch::Op::kPut: s = wb.Put(h, op.key, op.value); break;
       case Batch::Op::kDelete: s = wb.Delete(h, op.key); break;
       case Batch::Op::kMerge: s = wb.Merge(h, op.key, op.value); break;
       case Batch::Op::kDeleteRange: s = wb.DeleteRange(h, op.key, op.value); break;
     }
+    if (!s.ok()) return FromRocks(s, "batch");
+  }
+  while (!deltas.empty()) {
+    auto s = flush_delta(deltas.begin()->first);
     if (!s.ok()) return FromRocks(s, "batch");
   }
   auto s = db_->Write(write_options_, &wb);

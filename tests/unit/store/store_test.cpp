@@ -117,6 +117,35 @@ TEST_CASE("counters add atomically across batches and survive reopen", "[store]"
   CHECK(t.db->GetCounter("missing").value() == 0);
 }
 
+TEST_CASE("counter deltas in one batch are summed per counter, in order with puts and deletes of it", "[store]") {
+  TempDb t;
+  store::Batch b;
+  for (int i = 0; i < 100000; ++i) b.AddCounter("many", 1);
+  b.AddCounter("cancel", 5);
+  b.AddCounter("cancel", -5);
+  b.AddCounter("reset", 7);
+  b.Put(store::Cf::kCounters, "reset", std::string("\x02\0\0\0\0\0\0\0", 8));  // the put wins over the 7 before it
+  b.AddCounter("reset", 1);                                                            // and this adds to it
+  b.AddCounter("gone", 4);
+  b.Delete(store::Cf::kCounters, "gone");
+  b.AddCounter("r1", 2);
+  b.AddCounter("r2", 2);
+  b.DeleteRange(store::Cf::kCounters, "r1", "r2");  // takes r1's delta, not r2's
+  b.AddCounter("many", -1);
+  REQUIRE(t.db->Write(b).ok());
+  CHECK(t.db->GetCounter("many").value() == 99999);
+  CHECK(t.db->GetCounter("cancel").value() == 0);
+  CHECK(t.db->GetCounter("reset").value() == 3);
+  CHECK(t.db->GetCounter("gone").value() == 0);
+  CHECK(t.db->GetCounter("r1").value() == 0);
+  CHECK(t.db->GetCounter("r2").value() == 2);
+  store::Batch more;
+  more.AddCounter("many", 1);
+  REQUIRE(t.db->Write(more).ok());
+  t.Reopen();
+  CHECK(t.db->GetCounter("many").value() == 100000);
+}
+
 TEST_CASE("queue: FIFO within priority, find, remove, clear, depth", "[queue]") {
   TempDb t;
   queue::CommandQueue q(t.db.get());
