@@ -296,9 +296,7 @@ class DdmService::Staged : public automation::DdmStaged {
       auto redone = service_->Redo(tx, id);
       if (!redone.ok()) return redone.status();
       if (*redone) continue;
-      bool queued = false;
-      ORCHARD_RETURN_IF_ERROR(service_->QueueSync(tx, id, change, now_ms, &queued));
-      if (queued) queued_.push_back(id);
+      ORCHARD_RETURN_IF_ERROR(service_->QueueSync(tx, id, change, now_ms, &queued_));
     }
     // Assigned or unassigned without a token change: a check-out that raced
     // the write must still win.
@@ -327,7 +325,7 @@ class DdmService::Staged : public automation::DdmStaged {
  private:
   DdmService* service_;
   std::unique_lock<std::mutex> lock_;  // write_mu_, until the commit is over
-  std::vector<std::string> queued_;
+  std::vector<store::Enrollment> queued_;
 };
 
 Result<std::unique_ptr<automation::DdmStaged>> DdmService::Stage(const std::vector<const automation::DdmOp*>& ops,
@@ -442,8 +440,7 @@ Result<std::optional<plist::Value>> DdmService::DeclarationStatus(const std::str
 }
 
 orchard::Status DdmService::QueueSync(domain::Tx& tx, const std::string& enrollment_id, const TokenChange& token,
-                                      int64_t now_ms, bool* queued) {
-  *queued = false;
+                                      int64_t now_ms, std::vector<store::Enrollment>* queued) {
   auto e = d_.enrollments->Get(enrollment_id);
   if (!e.ok()) return e.status();
   // Only enrolled channels can be told; the others sync when they enroll (their
@@ -453,7 +450,7 @@ orchard::Status DdmService::QueueSync(domain::Tx& tx, const std::string& enrollm
   auto state = State(enrollment_id);
   if (!state.ok()) return state.status();
   ORCHARD_RETURN_IF_ERROR(QueueSyncFor(tx, **e, std::move(*state), token, now_ms));
-  *queued = true;
+  queued->push_back(std::move(**e));
   return orchard::Status::Ok();
 }
 
@@ -473,6 +470,7 @@ orchard::Status DdmService::QueueSyncFor(domain::Tx& tx, const store::Enrollment
   m.changed_ms = token.changed_ms;
   queue::NewCommand cmd;
   cmd.command_uuid = NewUuid();
+  cmd.fresh_uuid = true;
   cmd.request_type = kRequestType;
   cmd.origin = "ddm";
   plist::Value command;
@@ -586,14 +584,12 @@ Result<WriteOutcome> DdmService::Finish(domain::Tx& tx, const std::vector<TokenC
     auto redone = Redo(tx, id);
     if (!redone.ok()) return redone.status();
   }
-  std::vector<std::string> queued;
+  std::vector<store::Enrollment> queued;
   for (const auto& c : changes) {
     auto redone = Redo(tx, c.enrollment_id);
     if (!redone.ok()) return redone.status();
     if (*redone) continue;
-    bool q = false;
-    ORCHARD_RETURN_IF_ERROR(QueueSync(tx, c.enrollment_id, c, now_ms, &q));
-    if (q) queued.push_back(c.enrollment_id);
+    ORCHARD_RETURN_IF_ERROR(QueueSync(tx, c.enrollment_id, c, now_ms, &queued));
   }
   ORCHARD_RETURN_IF_ERROR(tx.Commit());
   out.commands_queued = queued.size();

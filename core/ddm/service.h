@@ -173,9 +173,10 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
   // extra: channels to lock and Redo as well (an assignment without a token change).
   Result<WriteOutcome> Finish(domain::Tx& tx, const std::vector<TokenChange>& changes, bool notify, int64_t now_ms,
                               const std::vector<std::string>& extra = {});
-  // Queues the sync command for e (holding its lock in tx).
+  // Queues the sync command for the enrollment (holding its lock in tx) when
+  // it is enrolled; its record is appended to queued then (to be woken).
   orchard::Status QueueSync(domain::Tx& tx, const std::string& enrollment_id, const TokenChange& token,
-                            int64_t now_ms, bool* queued);
+                            int64_t now_ms, std::vector<store::Enrollment>* queued);
   // The same for the record e (read or being written under e's lock in tx).
   orchard::Status QueueSyncFor(domain::Tx& tx, const store::Enrollment& e, EnrollmentDdm state,
                                const TokenChange& token, int64_t now_ms);

@@ -13,12 +13,15 @@ Result<push::Target> CommandService::TargetOf(const store::Enrollment& e) {
 
 Status CommandService::EnqueueLocked(Tx& tx, const store::Enrollment& e, const queue::NewCommand& cmd,
                                      int64_t now) {
-  // A CommandUUID names one command of an enrollment: not reused while its result is kept.
-  auto used = d_.queue->GetResult(e.id, cmd.command_uuid);
-  if (!used.ok()) return used.status();
-  if (used->has_value())
-    return Status::AlreadyExists("command " + cmd.command_uuid + " was already used for " + e.id +
-                                 " (its result is stored); use a new CommandUUID");
+  // A CommandUUID names one command of an enrollment: not reused while its
+  // result is kept (one just generated cannot have been).
+  if (!cmd.fresh_uuid) {
+    auto used = d_.queue->GetResult(e.id, cmd.command_uuid);
+    if (!used.ok()) return used.status();
+    if (used->has_value())
+      return Status::AlreadyExists("command " + cmd.command_uuid + " was already used for " + e.id +
+                                   " (its result is stored); use a new CommandUUID");
+  }
   ORCHARD_RETURN_IF_ERROR(d_.queue->Enqueue(tx.batch(), e.id, cmd, now));
   std::string payload;
   if (cmd.origin != "api" || !cmd.trigger.empty()) {
@@ -92,6 +95,28 @@ std::vector<push::Outcome> CommandService::Wake(const std::vector<std::string>& 
       target_of.push_back(i);
     }
   }
+  return Push(std::move(out), targets, target_of);
+}
+
+std::vector<push::Outcome> CommandService::Wake(const std::vector<store::Enrollment>& enrollments) {
+  std::vector<push::Outcome> out(enrollments.size());
+  std::vector<push::Target> targets;
+  std::vector<size_t> target_of;
+  for (size_t i = 0; i < enrollments.size(); ++i) {
+    out[i].enrollment_id = enrollments[i].id;
+    if (auto t = TargetOf(enrollments[i]); !t.ok()) {
+      out[i].error = t.status().message();
+    } else {
+      targets.push_back(std::move(t.value()));
+      target_of.push_back(i);
+    }
+  }
+  return Push(std::move(out), targets, target_of);
+}
+
+std::vector<push::Outcome> CommandService::Push(std::vector<push::Outcome> out,
+                                                const std::vector<push::Target>& targets,
+                                                const std::vector<size_t>& target_of) {
   if (!targets.empty()) {
     auto outcomes = d_.push->Push(targets);
     for (size_t i = 0; i < outcomes.size() && i < target_of.size(); ++i) out[target_of[i]] = std::move(outcomes[i]);

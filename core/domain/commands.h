@@ -54,10 +54,16 @@ class CommandService {
 
   // Wakes enrollments (after their commands committed). One Outcome per id.
   std::vector<push::Outcome> Wake(const std::vector<std::string>& ids);
+  // The same for enrollments the caller read in the transaction that queued
+  // their commands (no second read). One Outcome per enrollment.
+  std::vector<push::Outcome> Wake(const std::vector<store::Enrollment>& enrollments);
   // The push target of an enrollment, or why it cannot be pushed.
   static Result<push::Target> TargetOf(const store::Enrollment& e);
 
  private:
+  // Pushes targets; target_of[i] is the index in out of targets[i].
+  std::vector<push::Outcome> Push(std::vector<push::Outcome> out, const std::vector<push::Target>& targets,
+                                  const std::vector<size_t>& target_of);
   CommandDeps d_;
 };
 

@@ -147,10 +147,12 @@ Status CommandQueue::Enqueue(store::Batch& batch, const std::string& id, const N
     return Status::InvalidArgument("RequestType is too long: " + std::to_string(cmd.request_type.size()) +
                                    " bytes (at most " + std::to_string(kMaxRequestTypeBytes) + ")");
   std::string index_key = Prefix(id) + cmd.command_uuid;
-  auto existing = store_->Get(store::Cf::kQueueIndex, index_key);
-  if (!existing.ok()) return existing.status();
-  if (existing->has_value())
-    return Status::AlreadyExists("command " + cmd.command_uuid + " is already queued for " + id);
+  if (!cmd.fresh_uuid) {
+    auto existing = store_->Get(store::Cf::kQueueIndex, index_key);
+    if (!existing.ok()) return existing.status();
+    if (existing->has_value())
+      return Status::AlreadyExists("command " + cmd.command_uuid + " is already queued for " + id);
+  }
   store::QueueEntry e;
   e.command_uuid = cmd.command_uuid;
   e.request_type = cmd.request_type;

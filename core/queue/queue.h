@@ -37,6 +37,10 @@ struct NewCommand {
   int priority = 0;   // 0..255, higher first
   std::string origin = "api";  // "api", "policy:<name>", "plugin:<name>"
   std::string trigger;         // automation: the event cursor that decided it
+  // The CommandUUID was just generated (NewUuid, 122 random bits) by the
+  // caller: the checks that it is not queued or used already are skipped
+  // (they cost two reads per command in a fan-out).
+  bool fresh_uuid = false;
 };
 
 // A queue entry together with its key suffix (needed to update or remove it).
