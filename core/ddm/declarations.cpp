@@ -99,6 +99,16 @@ bool IsKeyPart(std::string_view s) { return !s.empty() && s.find('\0') == std::s
 
 // ---- records ----
 
+// The value of sd\0<set>\0<identifier>: the declaration's kind and
+// ServerToken, so a manifest is computed from index scans alone. Kept by
+// every write of the declaration; an empty value (older records) is read from
+// the declaration record instead.
+std::string EncodeMember(Kind kind, std::string_view server_token) {
+  std::string v(1, static_cast<char>('0' + static_cast<int>(kind)));
+  v.append(server_token);
+  return v;
+}
+
 std::string EncodeDeclaration(const Declaration& d) {
   RecordWriter w;
   w.PutVarint(kDeclarationVersion);
@@ -325,10 +335,21 @@ class ManifestCalc {
   Result<const std::vector<std::string>*> SetDeclarations(const std::string& set) {
     auto hit = set_decls_.find(set);
     if (hit != set_decls_.end()) return &hit->second;
-    auto ids = AllSuffixes(db_, Prefix("sd", set));
-    if (!ids.ok()) return ids.status();
-    if (!ov_.member_set.empty() && ov_.member_set == set) ApplyChange(&*ids, ov_.member_id, ov_.member_present);
-    return &set_decls_.emplace(set, std::move(*ids)).first->second;
+    // The members' kinds and ServerTokens come with the keys (EncodeMember);
+    // the declaration the overlay changes is taken from the overlay.
+    const std::string prefix = Prefix("sd", set);
+    std::vector<std::string> ids;
+    auto it = db_->Scan(store::Cf::kDdm, prefix, store::PrefixEnd(prefix));
+    for (; it->Valid(); it->Next()) {
+      std::string id(it->key().substr(prefix.size()));
+      const std::string_view v = it->value();
+      if (v.size() > 1 && v[0] >= '0' && v[0] <= '3' && id != ov_.decl_id && !infos_.count(id))
+        infos_.emplace(id, DeclInfo{static_cast<Kind>(v[0] - '0'), std::string(v.substr(1))});
+      ids.push_back(std::move(id));
+    }
+    ORCHARD_RETURN_IF_ERROR(it->status());
+    if (!ov_.member_set.empty() && ov_.member_set == set) ApplyChange(&ids, ov_.member_id, ov_.member_present);
+    return &set_decls_.emplace(set, std::move(ids)).first->second;
   }
 
   Result<const std::optional<DeclInfo>*> Info(const std::string& id) {
@@ -427,6 +448,7 @@ Result<std::vector<TokenChange>> WriteDeclaration(store::Store* db, store::Batch
   ov.decl = DeclInfo{d.kind, d.server_token};
   store::Batch mine;
   mine.Put(store::Cf::kDdm, DeclKey(d.identifier), EncodeDeclaration(d));
+  for (const auto& s : sets) mine.Put(store::Cf::kDdm, Key("sd", s, d.identifier), EncodeMember(d.kind, d.server_token));
   BumpVersions(mine, sets);
   auto changes = UpdateTokens(db, mine, ov, std::move(*enrollments), now_ms);
   if (!changes.ok()) return changes.status();
@@ -930,7 +952,8 @@ Result<std::vector<TokenChange>> DeclarationStore::SetAdd(store::Batch& batch, s
   auto changes = UpdateTokens(store_, mine, ov, std::move(enrollments), now_ms);
   if (!changes.ok()) return changes.status();
   Append(batch, mine);
-  batch.Put(store::Cf::kDdm, Key("sd", set, identifier), "");
+  batch.Put(store::Cf::kDdm, Key("sd", set, identifier),
+            EncodeMember((*existing)->kind, (*existing)->server_token));
   batch.Put(store::Cf::kDdm, Key("ds", identifier, set), "");
   BumpVersions(batch, {std::string(set)});
   return changes;

@@ -14,7 +14,8 @@
 //
 // Storage (Cf::kDdm; NUL-separated keys, identifiers contain dots):
 //   d\0<identifier>              Declaration record
-//   sd\0<set>\0<identifier>      set -> declaration
+//   sd\0<set>\0<identifier>      set -> declaration; value: kind digit and
+//                                ServerToken (manifests from scans alone)
 //   ds\0<identifier>\0<set>      declaration -> set
 //   es\0<enrollment>\0<set>      enrollment -> set
 //   se\0<set>\0<enrollment>      set -> enrollment

@@ -13,7 +13,7 @@
 //       The start-up fixture: the 65 declarations and 21 sets of the list
 //       design (ddm_bench.h) and 3 sets assigned to each of N enrollments.
 //   bench_ddm token-cost [--work DIR] [--declarations 10000] [--sets 10] [--repeat 5] [--calls 20]
-//       DeclarationStore::ManifestOf (the manifest and its DeclarationsToken)
+//       DeclarationStore::ManifestOf cold, then SharedManifestOf (manifest cache) and TokenOf
 //       of one enrollment whose sets hold 10,000 declarations, on a real
 //       RocksDB: "cold" = the first call after the store is opened (block
 //       cache empty; the files are in the OS page cache), "second call" = the
@@ -469,7 +469,7 @@ int TokenCost(const Flags& f) {
   }
   // Each round: open the store (empty block cache), one call (cold), then `calls` more.
   const Interference others;
-  std::vector<double> cold_ms, warm_ms, raw_ms, hash_ms;
+  std::vector<double> cold_ms, warm_ms, record_ms, raw_ms, hash_ms;
   std::string token;
   size_t items = 0;
   for (int r = 0; r < repeat; ++r) {
@@ -479,7 +479,8 @@ int TokenCost(const Flags& f) {
       return 1;
     }
     store::Store* db = opened->get();
-    orchard::ddm::DeclarationStore decls(db);
+    // With the manifest cache as orchardd has it (its default budget).
+    orchard::ddm::DeclarationStore decls(db, {}, orchard::ddm::DdmOptions{}.manifest_cache_items);
     uint64_t t = NowNs();
     auto m = decls.ManifestOf(enrollment);
     cold_ms.push_back(SecondsSince(t) * 1e3);
@@ -495,10 +496,23 @@ int TokenCost(const Flags& f) {
     token = m->declarations_token;
     for (int c = 0; c < calls; ++c) {
       t = NowNs();
-      auto again = decls.ManifestOf(enrollment);
+      auto again = decls.SharedManifestOf(enrollment);  // the token, as the status check-in reads it
       warm_ms.push_back(SecondsSince(t) * 1e3);
-      if (!again.ok() || again->declarations_token != token) {
+      if (!again.ok() || (*again)->declarations_token != token) {
         std::fprintf(stderr, "bench_ddm token-cost: a second call failed or differed\n");
+        return 1;
+      }
+    }
+    if (decls.cache_stats().hits < static_cast<uint64_t>(calls)) {
+      std::fprintf(stderr, "bench_ddm token-cost: the later calls missed the manifest cache\n");
+      return 1;
+    }
+    for (int c = 0; c < calls; ++c) {
+      t = NowNs();
+      auto record = decls.TokenOf(enrollment);  // what `tokens` answers from
+      record_ms.push_back(SecondsSince(t) * 1e3);
+      if (!record.ok() || record->declarations_token != token) {
+        std::fprintf(stderr, "bench_ddm token-cost: the token record differed from the manifest's token\n");
         return 1;
       }
     }
@@ -526,25 +540,29 @@ int TokenCost(const Flags& f) {
                    keys, ids.size(), bytes);
     (void)again;
   }
-  const double cold = Median(cold_ms), warm = Median(warm_ms), raw = Median(raw_ms), hash = Median(hash_ms);
-  std::printf("token cost: ManifestOf over %zu declarations (%d sets), real RocksDB, %d rounds of open + 1 + %d calls\n",
-              items, sets, repeat, calls);
-  std::printf("  cold (first call after open)   median %8.3f ms  min %8.3f  max %8.3f\n", cold,
-              *std::min_element(cold_ms.begin(), cold_ms.end()), *std::max_element(cold_ms.begin(), cold_ms.end()));
-  std::printf("  second call (no manifest cache) median %8.3f ms  min %8.3f  p90 %8.3f\n", warm,
-              *std::min_element(warm_ms.begin(), warm_ms.end()), Percentile(warm_ms, 0.9));
+  const double cold = Median(cold_ms), warm = Median(warm_ms), record = Median(record_ms), raw = Median(raw_ms),
+               hash = Median(hash_ms);
+  std::printf("token cost: manifest over %zu declarations (%d sets), real RocksDB, manifest cache on, %d rounds of "
+              "open + 1 + %d + %d calls\n",
+              items, sets, repeat, calls, calls);
+  std::printf("  cold (ManifestOf, first call after open: computed, cached) median %8.3f ms  min %8.3f  max %8.3f\n",
+              cold, *std::min_element(cold_ms.begin(), cold_ms.end()), *std::max_element(cold_ms.begin(), cold_ms.end()));
+  std::printf("  cached (SharedManifestOf, the later calls)                 median %8.3f ms  min %8.3f  p90 %8.3f\n",
+              warm, *std::min_element(warm_ms.begin(), warm_ms.end()), Percentile(warm_ms, 0.9));
+  std::printf("  token record (TokenOf, what `tokens` reads)               median %8.3f ms  min %8.3f  p90 %8.3f\n",
+              record, *std::min_element(record_ms.begin(), record_ms.end()), Percentile(record_ms, 0.9));
   std::printf("  baseline: the same keys read raw %8.3f ms (scans + %zu point reads), SHA-256 token alone %8.3f ms\n", raw,
               ids.size(), hash);
   if (f.Has("json"))
-    AppendLine(f.Get("json"), Fmt("{\"kind\":\"token_cost\",\"declarations\":%zu,\"cold_ms\":%.3f,\"second_ms\":%.3f,"
-                                  "\"raw_reads_ms\":%.3f,\"hash_ms\":%.3f}",
-                                  items, cold, warm, raw, hash));
+    AppendLine(f.Get("json"), Fmt("{\"kind\":\"token_cost\",\"declarations\":%zu,\"cold_ms\":%.3f,\"cached_ms\":%.4f,"
+                                  "\"token_record_ms\":%.4f,\"raw_reads_ms\":%.3f,\"hash_ms\":%.3f}",
+                                  items, cold, warm, record, raw, hash));
   const std::string base = Fmt("raw reads %.2f ms, hash %.3f ms", raw, hash);
   std::printf("  other processes used %s of CPU during these measurements\n", others.Text().c_str());
   SummaryRow(summary, Fmt("token over %zu declarations, cold", items), Fmt("%.2f ms", cold), "<= 5 ms",
              PassFail(cold <= 5.0), base, others.Text());
-  SummaryRow(summary, Fmt("token over %zu declarations, second call (no cache exists)", items), Fmt("%.2f ms", warm),
-             "<= 0.05 ms", PassFail(warm <= 0.05), base, others.Text());
+  SummaryRow(summary, Fmt("token over %zu declarations, cached", items), Fmt("%.4f ms", warm), "<= 0.05 ms",
+             PassFail(warm <= 0.05), base, others.Text());
   fs::remove_all(dir, ec);
   return 0;
 }

@@ -1055,3 +1055,29 @@ TEST_CASE("ddm manifest cache: readers racing a writer never keep a stale manife
   }
   CHECK(cached.cache_stats().hits + cached.cache_stats().misses > 0);
 }
+
+TEST_CASE("ddm: a set member without its kind and ServerToken in the index is read from the declaration", "[ddm]") {
+  Db h;
+  h.Config("d1", R"({"v":1})");
+  h.Put("com.apple.management.properties", "d2", R"({"v":2})");
+  h.SetAdd("A", "d1");
+  h.SetAdd("A", "d2");
+  h.Assign("e1", "A");
+  const ddm::Manifest ref = h.Manifest("e1");
+  // As an index written before the value carried them: empty values.
+  store::Batch b;
+  for (const char* id : {"d1", "d2"}) b.Put(store::Cf::kDdm, std::string("sd\0A\0", 5) + id, "");
+  REQUIRE(h.db->Write(b).ok());
+  h.Reopen();
+  const ddm::Manifest m = h.Manifest("e1");
+  CHECK(m.declarations_token == ref.declarations_token);
+  REQUIRE(m.management.size() == 1);
+  CHECK(m.management[0].server_token == h.Get("d2").server_token);
+  REQUIRE(m.configurations.size() == 1);
+  // The next write of the declaration fills the value in again.
+  h.Config("d1", R"({"v":10})");
+  auto v = h.db->Get(store::Cf::kDdm, std::string("sd\0A\0d1", 7));
+  REQUIRE(v.ok());
+  REQUIRE(v->has_value());
+  CHECK(**v == "1" + h.Get("d1").server_token);
+}
