@@ -515,6 +515,13 @@ orchard::Status DdmService::OnCheckedOut(domain::Tx& tx, const store::Enrollment
     {
       std::lock_guard lock(checkout_mu_);
       checked_out_[e.id] = e.checked_out_ms;  // before the commit: see SettleCheckouts
+      // Without writes nothing settles them: past kCheckoutsKept, entries whose
+      // check-out began kCheckoutHorizonMs before this one go (their
+      // transactions have ended: committed, or failed).
+      if (checked_out_.size() > kCheckoutsKept)
+        std::erase_if(checked_out_, [&](const auto& entry) {
+          return entry.second < e.checked_out_ms - kCheckoutHorizonMs;
+        });
     }
     ORCHARD_RETURN_IF_ERROR(declarations_.Forget(tx.batch(), e.id));
     ORCHARD_RETURN_IF_ERROR(status_.Forget(tx.batch(), e.id));

@@ -106,6 +106,11 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
   DdmService(const DdmOptions& options, const DdmDeps& deps);
 
   DeclarationStore& declarations() { return declarations_; }
+  // Check-outs recorded and not yet settled by a write (bounded: OnCheckedOut).
+  size_t unsettled_checkouts() {
+    std::lock_guard lock(checkout_mu_);
+    return checked_out_.size();
+  }
   StatusStore& status() { return status_; }
 
   // Admin writes; owner "admin", "policy:<name>" or "plugin:<name>".
@@ -202,6 +207,12 @@ class DdmService : public protocol::DeclarativeHandler, public automation::DdmHo
   std::mutex checkout_mu_;  // guards checked_out_; never held while waiting for another lock
   // Check-outs that dropped data since the running write settled: id -> checked_out_ms.
   std::map<std::string, int64_t> checked_out_;
+  // Bound on checked_out_ when no write settles it (OnCheckedOut): beyond this
+  // many entries, those a minute older than the newest go. A check-out
+  // transaction holds its enrollment's lock for a few milliseconds; one still
+  // open a minute later would escape Redo, the price of the bound.
+  static constexpr size_t kCheckoutsKept = 1024;
+  static constexpr int64_t kCheckoutHorizonMs = 60 * 1000;
 };
 
 }  // namespace orchard::ddm

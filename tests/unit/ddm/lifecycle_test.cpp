@@ -6,6 +6,7 @@
 // Real RocksDB; the check-out is the transaction the protocol layer makes.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 
@@ -375,4 +376,29 @@ TEST_CASE("ddm lifecycle: a check-out that does not commit drops nothing", "[ddm
   CHECK(h.Sets("E1") == std::vector<std::string>{"a", "b"});
   CHECK(h.Syncs("E1").size() == 1);  // still enrolled: told
   h.CheckTokenRecord("E1");
+}
+
+TEST_CASE("ddm lifecycle: check-outs without any write leave a bounded record, and a write settles it",
+          "[ddm][lifecycle]") {
+  Host h;
+  // 3,000 check-outs 100 ms apart (5 minutes) and no DDM write: only the
+  // last minute's are kept once more than 1,024 are recorded.
+  constexpr int kCheckouts = 3000;
+  size_t most = 0;
+  for (int i = 0; i < kCheckouts; ++i) {
+    store::Enrollment e;
+    e.id = "C" + std::to_string(i);
+    e.udid = e.id;
+    e.state = store::EnrollmentState::kCheckedOut;
+    e.checked_out_ms = 1'000'000 + int64_t{i} * 100;
+    domain::Tx tx(&h.locks, h.log.get());
+    tx.Lock(e.id);
+    REQUIRE(h.ddm->OnCheckedOut(tx, e, e.checked_out_ms).ok());
+    REQUIRE(tx.Commit().ok());
+    most = std::max(most, h.ddm->unsettled_checkouts());
+  }
+  CHECK(most <= 1025);
+  CHECK(h.ddm->unsettled_checkouts() >= 600);  // the last minute's at least
+  REQUIRE(h.ddm->Assign("E1", "a", false).ok());  // a write settles them all
+  CHECK(h.ddm->unsettled_checkouts() == 0);
 }
