@@ -10,6 +10,7 @@
 #include "log/log.h"
 #include "util/encoding.h"
 #include "util/record.h"
+#include "util/utf8.h"
 
 namespace orchard::ddm {
 namespace {
@@ -68,7 +69,7 @@ Status CheckIdentifier(std::string_view id, size_t max_bytes) {
 
 Result<Kind> KindFor(std::string_view type, const Limits& limits) {
   if (type.empty()) return Status::InvalidArgument("Type: must not be empty");
-  if (!json::IsValidUtf8(type)) return Status::InvalidArgument("Type: invalid UTF-8");
+  if (!IsValidUtf8(type)) return Status::InvalidArgument("Type: invalid UTF-8");
   if (auto k = KindOfType(type)) return *k;
   if (limits.allow_other_types) return Kind::kConfiguration;
   return Status::InvalidArgument(

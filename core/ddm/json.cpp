@@ -6,57 +6,12 @@
 #include <numeric>
 #include <utility>
 
+#include "util/utf8.h"
+
 namespace orchard::ddm::json {
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
-
-// Length (1-4) of the well-formed UTF-8 sequence at s[i] (Unicode Table 3-7:
-// no overlong forms, no surrogates, at most U+10FFFF), 0 when it is not one.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char b0 = byte(i);
-  if (b0 < 0x80) return 1;
-  size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    n = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    n = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    n = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    const unsigned char b = byte(i + k);
-    if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return 0;
-  }
-  return n;
-}
-
-void AppendUtf8(std::string* out, uint32_t cp) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
 
 // Recursive descent over the text; recursion is bounded by max_depth (at most
 // kMaxDepth). Never throws on input.
@@ -248,7 +203,7 @@ class Parser {
         const unsigned char c = static_cast<unsigned char>(in_[i]);
         if (c == '"' || c == '\\' || c < 0x20) break;
         if (c >= 0x80) {
-          const size_t n = Utf8SequenceLength(in_, i);
+          const size_t n = Utf8Length(in_, i);
           if (n == 0) return Fail("invalid UTF-8 in string", i);
           i += n;
           continue;
@@ -453,15 +408,6 @@ std::string Excerpt(std::string_view s) {
   if (s.size() > 40) out.append("...");
   out.push_back('"');
   return out;
-}
-
-bool IsValidUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t n = Utf8SequenceLength(s, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
 }
 
 }  // namespace orchard::ddm::json

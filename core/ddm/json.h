@@ -81,6 +81,4 @@ void AppendQuoted(std::string* out, std::string_view s);
 // ASCII (and '"', '\\') as \xNN.
 std::string Excerpt(std::string_view s);
 
-bool IsValidUtf8(std::string_view s);
-
 }  // namespace orchard::ddm::json

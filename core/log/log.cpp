@@ -5,6 +5,8 @@
 
 #include <atomic>
 
+#include "util/utf8.h"
+
 namespace orchard::log {
 namespace {
 
@@ -33,36 +35,6 @@ constexpr char kHex[] = "0123456789abcdef";
 void AppendHexByte(std::string* out, unsigned char c) {
   const char esc[4] = {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
   out->append(esc, 4);
-}
-
-bool Continuation(unsigned char c) { return (c & 0xC0) == 0x80; }
-
-// Length of the well-formed UTF-8 sequence starting at s[i] (2..4), or 0 if
-// s[i] does not start one (invalid lead byte, bad or missing continuation,
-// overlong form, surrogate, above U+10FFFF).
-size_t Utf8Length(std::string_view s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  const auto c1 = static_cast<unsigned char>(s[i + 1]);
-  if (c1 < lo || c1 > hi) return 0;
-  for (size_t k = 2; k < n; ++k)
-    if (!Continuation(static_cast<unsigned char>(s[i + k]))) return 0;
-  return n;
 }
 
 // Well-formed characters that still must not reach a log raw: C1 controls

@@ -11,6 +11,7 @@
 
 #include "plist/plist.h"
 #include "plist/plist_internal.h"
+#include "util/utf8.h"
 #include "util/encoding.h"
 
 namespace orchard::plist {
@@ -34,7 +35,7 @@ void AppendJsonString(std::string* out, std::string_view s) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       uint32_t cp = 0;
-      const size_t n = internal::DecodeUtf8(s, i, &cp);
+      const size_t n = DecodeUtf8(s, i, &cp);
       if (n > 0) {
         i += n - 1;  // a well-formed sequence is copied as is
         continue;
@@ -174,24 +175,6 @@ int HexDigit(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-void AppendUtf8(std::string* out, uint32_t cp) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 class JsonParser {

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "plist/plist_internal.h"
+#include "util/utf8.h"
 
 namespace orchard::plist {
 
@@ -382,45 +383,6 @@ void DedupeKeys(Dict* d) {
   d->erase(d->begin() + static_cast<std::ptrdiff_t>(w), d->end());
 }
 
-size_t DecodeUtf8(std::string_view s, size_t i, uint32_t* cp) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c0 = byte(i);
-  if (c0 < 0x80) {
-    *cp = c0;
-    return 1;
-  }
-  size_t n = 0;
-  uint32_t v = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c0 >= 0xC2 && c0 <= 0xDF) {
-    n = 2;
-    v = c0 & 0x1F;
-  } else if (c0 >= 0xE0 && c0 <= 0xEF) {
-    n = 3;
-    v = c0 & 0x0F;
-    if (c0 == 0xE0) lo = 0xA0;  // overlong
-    if (c0 == 0xED) hi = 0x9F;  // UTF-16 surrogates
-  } else if (c0 >= 0xF0 && c0 <= 0xF4) {
-    n = 4;
-    v = c0 & 0x07;
-    if (c0 == 0xF0) lo = 0x90;  // overlong
-    if (c0 == 0xF4) hi = 0x8F;  // above U+10FFFF
-  } else {
-    return 0;
-  }
-  if (s.size() - i < n) return 0;
-  const unsigned char c1 = byte(i + 1);
-  if (c1 < lo || c1 > hi) return 0;
-  v = v << 6 | (c1 & 0x3F);
-  for (size_t k = 2; k < n; ++k) {
-    const unsigned char ck = byte(i + k);
-    if ((ck & 0xC0) != 0x80) return 0;
-    v = v << 6 | (ck & 0x3F);
-  }
-  *cp = v;
-  return n;
-}
-
 std::string CodePointName(uint32_t cp) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string digits;
@@ -517,7 +479,7 @@ class StringChecker {
   Status CheckText(std::string_view s, const char* what) {
     for (size_t i = 0; i < s.size();) {
       uint32_t cp = 0;
-      const size_t n = internal::DecodeUtf8(s, i, &cp);
+      const size_t n = DecodeUtf8(s, i, &cp);
       if (n == 0) {
         return Status::InvalidArgument(std::string(what) + " at " + Path() +
                                        " is not valid UTF-8 (byte " + std::to_string(i) + ")");

@@ -46,10 +46,6 @@ void DedupeKeys(Dict* d);
 // Quotes s for an error message: at most 40 bytes, non-printable bytes as \xNN.
 std::string QuoteForError(std::string_view s);
 
-// Decodes the well-formed UTF-8 sequence starting at s[i] (Unicode Table 3-7: no overlong
-// forms, no surrogates, at most U+10FFFF). Returns its length (1-4) and sets *cp, or 0 when
-// the bytes there are not a well-formed sequence. Requires i < s.size().
-size_t DecodeUtf8(std::string_view s, size_t i, uint32_t* cp);
 // XML 1.0 "Char": #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
 inline bool IsXmlChar(uint32_t cp) {
   return cp == 0x9 || cp == 0xA || cp == 0xD || (cp >= 0x20 && cp <= 0xD7FF) ||

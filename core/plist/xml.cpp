@@ -9,6 +9,7 @@
 
 #include "plist/plist.h"
 #include "plist/plist_internal.h"
+#include "util/utf8.h"
 #include "util/encoding.h"
 
 namespace orchard::plist {
@@ -422,7 +423,7 @@ class XmlTextChecker {
   // One character of text; advances past it.
   Status Char() {
     uint32_t cp = 0;
-    const size_t n = internal::DecodeUtf8(s_, i_, &cp);
+    const size_t n = DecodeUtf8(s_, i_, &cp);
     if (n == 0) {
       static constexpr char kHex[] = "0123456789abcdef";
       const unsigned char b = static_cast<unsigned char>(s_[i_]);
