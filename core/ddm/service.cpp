@@ -681,9 +681,14 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
   auto applied = status_.Apply(tx.batch(), r.enrollment_id, *report, r.data, now);
   if (!applied.ok()) return FromStatus(applied.status());
   const std::string& id = r.enrollment_id;
-  // The channel's manifest, read once: "current" and ddm.synced compare against it.
-  auto manifest = declarations_.SharedManifestOf(id);
-  if (!manifest.ok()) return FromStatus(manifest.status());
+  // The channel's manifest, read once and only for a report about
+  // declarations: "current" and ddm.synced compare against it.
+  std::shared_ptr<const Manifest> manifest;
+  if (report->has_declarations) {  // (declaration statuses come only with management.declarations)
+    auto m = declarations_.SharedManifestOf(id);
+    if (!m.ok()) return FromStatus(m.status());
+    manifest = std::move(*m);
+  }
   for (const auto& c : applied->items) {
     plist::Value p;
     p.Set("item", plist::Value::String(c.item));
@@ -703,7 +708,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
     p.Set("active", plist::Value::Bool(c.status.active));
     p.Set("valid", plist::Value::String(c.status.valid));
     p.Set("removed", plist::Value::Bool(c.removed));
-    p.Set("current", plist::Value::Bool(IsCurrent(**manifest, c.status)));
+    p.Set("current", plist::Value::Bool(IsCurrent(*manifest, c.status)));
     std::string json = plist::ToJson(p);
     json.pop_back();
     json += ",\"reasons\":" + ReasonsJson(c.status.reasons) + "}";
@@ -729,7 +734,7 @@ protocol::DeviceResponse DdmService::StatusCheckin(const protocol::DeclarativeRe
   // ddm.synced: once per DeclarationsToken, when the device reports every
   // declaration of its manifest with the current ServerToken.
   if (report->has_declarations) {
-    const Manifest* m = manifest->get();
+    const Manifest* m = manifest.get();
     if (state->synced_token != m->declarations_token) {
       std::set<std::pair<std::string, std::string>> reported;  // (identifier, server token)
       for (const auto& ds : report->declarations) reported.insert({ds.identifier, ds.server_token});

@@ -402,3 +402,20 @@ TEST_CASE("ddm lifecycle: check-outs without any write leave a bounded record, a
   REQUIRE(h.ddm->Assign("E1", "a", false).ok());  // a write settles them all
   CHECK(h.ddm->unsettled_checkouts() == 0);
 }
+
+TEST_CASE("ddm lifecycle: a status report reads the manifest only when it reports declarations", "[ddm][lifecycle]") {
+  Host h;
+  TwoSets(h);
+  h.Enroll("E1");
+  REQUIRE(h.ddm->Assign("E1", "a", false).ok());
+  auto reads = [&] {
+    const auto s = h.ddm->declarations().cache_stats();
+    return s.hits + s.misses;
+  };
+  const uint64_t before = reads();
+  REQUIRE(h.Checkin("E1", "status", R"({"StatusItems":{"device":{"operating-system":{"version":"26.1"}}}})").status ==
+          200);
+  CHECK(reads() == before);
+  REQUIRE(h.Checkin("E1", "status", kReport).status == 200);
+  CHECK(reads() == before + 1);
+}
