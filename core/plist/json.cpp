@@ -11,8 +11,8 @@
 
 #include "plist/plist.h"
 #include "plist/plist_internal.h"
-#include "util/utf8.h"
 #include "util/encoding.h"
+#include "util/utf8.h"
 
 namespace orchard::plist {
 namespace {

@@ -16,8 +16,9 @@
 //       DeclarationStore::ManifestOf cold, then SharedManifestOf (manifest cache) and TokenOf
 //       of one enrollment whose sets hold 10,000 declarations, on a real
 //       RocksDB: "cold" = the first call after the store is opened (block
-//       cache empty; the files are in the OS page cache), "second call" = the
-//       calls after it. Baseline: the same keys read raw (scans + point reads).
+//       cache and manifest cache empty; the files are in the OS page cache),
+//       "cached" = the calls after it, "token record" = TokenOf. Baseline: the
+//       same keys read raw (scans + point reads).
 //   bench_ddm fanout [--work DIR] [--enrollments 100000] [--lists 100]
 //       In process, real RocksDB: DdmService + domain::CommandService with a
 //       counting push provider. One edited declaration of the set every
